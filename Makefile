@@ -1,0 +1,47 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test lint typecheck unit crds venv clean e2e
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run the sample release end to end in local mode (training, gate, staging, production).
+demo: $(STAMP)
+	$(BIN)/modelgate run examples/credit-risk/gate.yaml examples/credit-risk/environments.yaml \
+		examples/credit-risk/release.yaml --state-dir .modelgate/demo --reset
+
+## Set up and run everything CI runs: lint, types, layer contracts, the whole test suite.
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests benchmarks examples
+	$(BIN)/ruff format --check operator tests benchmarks examples
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+## Regenerate crds/ from the pydantic models.
+crds: $(STAMP)
+	$(BIN)/modelgate crds --output-dir crds/
+
+e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e --with-e2e
+
+clean:
+	rm -rf $(VENV) .modelgate .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,217 @@
+"""Environment: one deployment stage (staging, production, ...).
+
+Environments are namespaced: a team's environments, gates and releases live in
+the team's namespace, so ordinary namespaced RBAC decides who may define or
+change a production stage, and two teams can each have a `production`. The
+namespace the model is deployed into is a field (`spec.namespace`).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from modelgate.api.common import (
+    CONFIG_KEY_PATTERN,
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    ApiModel,
+    Condition,
+    Duration,
+    NameValue,
+    ResourceModel,
+)
+
+
+class Tier(StrEnum):
+    PREPRODUCTION = "preproduction"
+    PRODUCTION = "production"
+
+
+class DeliveryMode(StrEnum):
+    DIRECT = "Direct"
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret of the Environment's namespace."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
+    key: str = Field(default="kubeconfig", min_length=1, description="Key within the Secret.")
+
+
+class Delivery(ApiModel):
+    """How a promoted release reaches the environment."""
+
+    mode: DeliveryMode = Field(
+        default=DeliveryMode.DIRECT,
+        description="Direct: the operator applies a Deployment, Service and ConfigMap.",
+    )
+
+
+class ValueType(StrEnum):
+    STRING = "string"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    URL = "url"
+    DURATION = "duration"
+
+
+class ConfigRule(ApiModel):
+    """A rule the merged configuration must satisfy before every deploy."""
+
+    key: str = Field(pattern=CONFIG_KEY_PATTERN, description="Configuration key the rule checks.")
+    required: bool = Field(default=False, description="The key must be present and non-empty.")
+    type: ValueType | None = Field(default=None, description="The value must parse as this type.")
+    pattern: str | None = Field(
+        default=None, description="Regular expression the whole value must match."
+    )
+    forbid: list[str] = Field(
+        default_factory=list,
+        description="Substrings (case-insensitive) or /regex/ the value must not contain.",
+    )
+    allowed: list[str] | None = Field(default=None, description="The only allowed values.")
+    min: float | None = Field(default=None, description="Smallest allowed numeric value.")
+    max: float | None = Field(default=None, description="Largest allowed numeric value.")
+    url_hosts: list[str] | None = Field(
+        default=None,
+        description="Allowed URL hosts; '*.example.com' allows subdomains of example.com.",
+    )
+    secret: bool = Field(
+        default=False, description="Mask the value in messages, events and reports."
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"pattern {value!r} is not a valid regex: {error}") from error
+        return value
+
+    @field_validator("forbid")
+    @classmethod
+    def _forbid_regexes_compile(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if len(item) > 2 and item.startswith("/") and item.endswith("/"):
+                try:
+                    re.compile(item[1:-1])
+                except re.error as error:
+                    raise ValueError(
+                        f"forbid entry {item!r} is not a valid regex: {error}"
+                    ) from error
+            elif not item:
+                raise ValueError("forbid entries must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _range_is_satisfiable(self) -> ConfigRule:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(
+                f"rule for {self.key}: min ({self.min}) is greater than max ({self.max})"
+            )
+        return self
+
+
+class Policy(ApiModel):
+    """What a release must satisfy before it is promoted into this environment."""
+
+    require_approval: bool = Field(
+        default=False,
+        description="A release needs a recorded approval for this environment before deploy.",
+    )
+    require_digest: bool | None = Field(
+        default=None,
+        description="The image must be pinned by digest (@sha256:...). "
+        "Default: true for production, false otherwise.",
+    )
+    soak: Duration | None = Field(
+        default=None,
+        description="Minimum time a release must have been live here before it is "
+        "promoted to the next environment.",
+    )
+
+
+class EnvironmentSpec(ApiModel):
+    """Desired state of an Environment."""
+
+    tier: Tier = Field(description="preproduction or production.")
+    promotes_from: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        description="Environment a release must have reached before this one.",
+    )
+    namespace: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=63, description="Namespace the model is deployed to."
+    )
+    kubeconfig_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Kubeconfig of another cluster; omit for this cluster."
+    )
+    delivery: Delivery = Field(default_factory=Delivery, description="Delivery mode.")
+    config: list[NameValue] = Field(
+        default_factory=list, description="Configuration of this environment."
+    )
+    config_rules: list[ConfigRule] = Field(
+        default_factory=list, description="Rules checked on the merged config before deploy."
+    )
+    policy: Policy = Field(default_factory=Policy, description="Promotion policy.")
+    history_limit: int = Field(
+        default=10, ge=1, le=100, description="Promotions kept in status.history."
+    )
+
+    @field_validator("config")
+    @classmethod
+    def _unique_config_keys(cls, value: list[NameValue]) -> list[NameValue]:
+        _reject_duplicate_names([item.name for item in value], "config")
+        return value
+
+    @property
+    def requires_digest(self) -> bool:
+        if self.policy.require_digest is None:
+            return self.tier == Tier.PRODUCTION
+        return self.policy.require_digest
+
+
+def _reject_duplicate_names(names: list[str], field: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{field}: key {name!r} appears twice; keep one entry per key")
+        seen.add(name)
+
+
+class Promotion(ApiModel):
+    """One promotion into the environment, kept in its history."""
+
+    release: str = Field(description="ModelRelease name.")
+    model_version: str | None = Field(default=None, description="Model version.")
+    image: str = Field(description="Image deployed.")
+    config_hash: str = Field(description="SHA-256 of the merged config.")
+    deployed_at: str = Field(description="When it went live (RFC 3339).")
+
+
+class EnvironmentStatus(ApiModel):
+    """Observed state of an Environment."""
+
+    observed_generation: int | None = Field(default=None, description="Generation observed.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready and others.")
+    live_release: str | None = Field(default=None, description="ModelRelease live here.")
+    live_image: str | None = Field(default=None, description="Image live here.")
+    live_since: str | None = Field(default=None, description="Since when (RFC 3339).")
+    config_hash: str | None = Field(default=None, description="SHA-256 of the live config.")
+    history: list[Promotion] = Field(
+        default_factory=list, description="The last promotions, newest first."
+    )
+
+
+class Environment(ResourceModel):
+    """A deployment stage with its target, configuration, rules and policy."""
+
+    kind: Literal["Environment"] = Field(default="Environment", description="Environment.")
+    spec: EnvironmentSpec = Field(description="Target, config, rules and policy.")
+    status: EnvironmentStatus | None = Field(default=None, description="Observed state.")

@@ -1,0 +1,296 @@
+"""ModelRelease: one candidate model version on its way to production."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from modelgate.api.common import (
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    ApiModel,
+    Condition,
+    Duration,
+    NameValue,
+    ResourceModel,
+)
+from modelgate.api.qualitygate import Check, Task, validate_checks_for_task
+
+IMAGE_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$"
+DIGEST_PATTERN = r"@sha256:[a-f0-9]{64}$"
+
+
+class ModelIdentity(ApiModel):
+    """Which model and version this release carries."""
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Model name.")
+    version: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
+        max_length=63,
+        description="Model version, e.g. 1.4.0.",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Free-form labels (owner, ticket, dataset, ...)."
+    )
+
+
+class TrainingData(ApiModel):
+    """Where the training job reads its data."""
+
+    train: str = Field(min_length=1, description="Training data: s3:// URI or path (CSV/Parquet).")
+    evaluation: str = Field(
+        min_length=1, description="Evaluation data: s3:// URI or path (CSV/Parquet)."
+    )
+    target: str = Field(min_length=1, description="Name of the label column.")
+    id_column: str | None = Field(
+        default=None, description="Row identifier column, used to match baseline predictions."
+    )
+
+
+class Resources(ApiModel):
+    """Compute resources of the training container (Kubernetes quantities)."""
+
+    requests: dict[str, str] = Field(default_factory=dict, description="Resource requests.")
+    limits: dict[str, str] = Field(default_factory=dict, description="Resource limits.")
+
+
+class Training(ApiModel):
+    """How the model is trained: a container honouring the training contract."""
+
+    image: str = Field(pattern=IMAGE_PATTERN, description="Training container image.")
+    command: list[str] = Field(
+        default_factory=list, description="Container command; empty uses the image entrypoint."
+    )
+    args: list[str] = Field(default_factory=list, description="Container arguments.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Hyperparameters, passed to the job as JSON in MODELGATE_PARAMS.",
+    )
+    data: TrainingData = Field(description="Datasets.")
+    resources: Resources = Field(default_factory=Resources, description="Resources.")
+    backoff_limit: int = Field(default=1, ge=0, le=10, description="Job retries.")
+    deadline: Duration = Field(
+        default="1h", description="Longest the training job may run (activeDeadlineSeconds)."
+    )
+    seed: int = Field(default=0, ge=0, description="Random seed passed to the trainer.")
+
+
+class GateReference(ApiModel):
+    """Which checks the candidate must pass: a QualityGate and/or inline checks."""
+
+    name: str | None = Field(
+        default=None, pattern=DNS_SUBDOMAIN_PATTERN, description="QualityGate in this namespace."
+    )
+    task: Task | None = Field(
+        default=None, description="Task of inline checks (taken from the gate when named)."
+    )
+    checks: list[Check] = Field(
+        default_factory=list, description="Inline checks, added to the named gate's checks."
+    )
+
+    @model_validator(mode="after")
+    def _gate_or_checks(self) -> GateReference:
+        if self.name is None and not self.checks:
+            raise ValueError("set name (a QualityGate) or inline checks (or both)")
+        if self.name is None and self.task is None:
+            raise ValueError("inline checks without a named gate need task")
+        if self.task is not None and self.checks:
+            validate_checks_for_task(self.task, self.checks)
+        return self
+
+
+class EnvironmentConfig(ApiModel):
+    """Release-specific config overrides for one environment."""
+
+    environment: str = Field(pattern=DNS_LABEL_PATTERN, description="Environment name.")
+    values: list[NameValue] = Field(description="Values that override the environment's config.")
+
+
+class Approval(ApiModel):
+    """A recorded approval to promote into an environment."""
+
+    environment: str = Field(pattern=DNS_LABEL_PATTERN, description="Environment approved.")
+    approved_by: str = Field(min_length=1, description="Who approved.")
+    approved_at: str | None = Field(default=None, description="When (RFC 3339).")
+    comment: str | None = Field(default=None, description="Why, ticket, etc.")
+
+
+class PromotionSpec(ApiModel):
+    """The path to production and its per-environment settings."""
+
+    environments: list[str] = Field(
+        min_length=1,
+        description="Environments to go through, in order, e.g. [staging, production].",
+    )
+    config: list[EnvironmentConfig] = Field(
+        default_factory=list, description="Per-environment config overrides."
+    )
+    approvals: list[Approval] = Field(default_factory=list, description="Recorded approvals.")
+
+    @field_validator("environments")
+    @classmethod
+    def _valid_unique_environments(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(DNS_LABEL_PATTERN, name):
+                raise ValueError(f"{name!r} is not a valid environment name (DNS label)")
+        duplicates = sorted({n for n in value if value.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"environment {duplicates[0]!r} is listed twice; list each once")
+        return value
+
+    @model_validator(mode="after")
+    def _overrides_name_listed_environments(self) -> PromotionSpec:
+        for index, entry in enumerate(self.config):
+            if entry.environment not in self.environments:
+                raise ValueError(
+                    f"config[{index}].environment: {entry.environment!r} is not in "
+                    f"environments {self.environments}; add it there or fix the name"
+                )
+            keys = [item.name for item in entry.values]
+            for key in keys:
+                if keys.count(key) > 1:
+                    raise ValueError(f"config[{index}].values: key {key!r} appears twice; keep one")
+        return self
+
+
+class ModelReleaseSpec(ApiModel):
+    """Desired state of a ModelRelease."""
+
+    model: ModelIdentity = Field(description="Model name and version.")
+    image: str = Field(
+        pattern=IMAGE_PATTERN,
+        description="Serving image promoted through the environments (pin by digest).",
+    )
+    training: Training = Field(description="How the model is trained.")
+    gate: GateReference = Field(description="Quality gate the candidate must pass.")
+    promotion: PromotionSpec = Field(description="Environments and their overrides.")
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    TRAINING = "Training"
+    EVALUATING = "Evaluating"
+    GATE_FAILED = "GateFailed"
+    PROMOTING = "Promoting"
+    BLOCKED = "Blocked"
+    RELEASED = "Released"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+
+
+class TrainingStatus(ApiModel):
+    """The training run of the current training spec."""
+
+    job_name: str = Field(description="Deterministic name of the training Job / process.")
+    key: str = Field(description="Hash of the training spec; a new key means a new run.")
+    state: Literal["Running", "Succeeded", "Failed"] = Field(description="Run state.")
+    started_at: str | None = Field(default=None, description="Start time.")
+    completed_at: str | None = Field(default=None, description="End time.")
+    message: str | None = Field(default=None, description="Failure reason, if any.")
+
+
+class ArtifactRecord(ApiModel):
+    """An immutable, content-addressed artifact."""
+
+    name: str = Field(description="model, predictions, metadata, gate-report, ...")
+    uri: str = Field(description="Where it is stored.")
+    sha256: str = Field(pattern=r"^[a-f0-9]{64}$", description="SHA-256 of the content.")
+    size: int = Field(ge=0, description="Size in bytes.")
+
+
+class CheckOutcome(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class CheckResult(ApiModel):
+    """Compact result of one check (the full table is in the report artifact)."""
+
+    name: str = Field(description="Check name.")
+    kind: str = Field(description="metric, slice, baseline, fairness, data or drift.")
+    severity: str = Field(description="blocking or warning.")
+    outcome: CheckOutcome = Field(description="Passed, Failed or Inconclusive.")
+    value: float | None = Field(default=None, description="Measured value (worst slice).")
+    min: float | None = Field(default=None, description="Lower threshold.")
+    max: float | None = Field(default=None, description="Upper threshold.")
+    baseline: float | None = Field(default=None, description="Baseline value, if any.")
+    slice: str | None = Field(default=None, description="Worst slice, if sliced.")
+    sample_size: int | None = Field(default=None, description="Rows the value was computed on.")
+    message: str = Field(default="", description="Why this outcome.")
+
+
+class GateStatus(ApiModel):
+    """Compact result of the gate evaluation."""
+
+    name: str | None = Field(default=None, description="QualityGate evaluated.")
+    inputs_hash: str = Field(
+        description="Hash of the checks and the predictions evaluated; a change re-evaluates."
+    )
+    outcome: CheckOutcome = Field(description="Passed, Failed or Inconclusive.")
+    evaluated_at: str = Field(description="When (RFC 3339).")
+    passed: int = Field(default=0, description="Checks passed.")
+    failed: int = Field(default=0, description="Checks failed.")
+    inconclusive: int = Field(default=0, description="Checks inconclusive.")
+    checks: list[CheckResult] = Field(default_factory=list, description="Per-check results.")
+
+
+class EnvironmentPhase(StrEnum):
+    PENDING = "Pending"
+    WAITING = "Waiting"
+    BLOCKED = "Blocked"
+    DEPLOYING = "Deploying"
+    DEPLOYED = "Deployed"
+    SUPERSEDED = "Superseded"
+    FAILED = "Failed"
+
+
+class EnvironmentProgress(ApiModel):
+    """Progress of the release in one environment."""
+
+    name: str = Field(description="Environment name.")
+    phase: EnvironmentPhase = Field(
+        description="Pending, Waiting, Blocked, Deploying, Deployed or Superseded."
+    )
+    image: str | None = Field(default=None, description="Image deployed.")
+    config_hash: str | None = Field(default=None, description="SHA-256 of the merged config.")
+    deployed_at: str | None = Field(default=None, description="When it went live.")
+    approved_by: str | None = Field(default=None, description="Who approved, if required.")
+    message: str | None = Field(default=None, description="What it waits for or what blocks it.")
+
+
+class ModelReleaseStatus(ApiModel):
+    """Observed state of a ModelRelease."""
+
+    observed_generation: int | None = Field(default=None, description="Generation observed.")
+    phase: Phase | None = Field(default=None, description="Short phase, for display only.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Trained, GatePassed, ConfigValid, Deployed, Ready, Reconciling, Stalled.",
+    )
+    training: TrainingStatus | None = Field(default=None, description="Training run.")
+    artifacts: list[ArtifactRecord] = Field(default_factory=list, description="Artifacts.")
+    gate: GateStatus | None = Field(default=None, description="Gate result.")
+    environments: list[EnvironmentProgress] = Field(
+        default_factory=list, description="Per-environment progress."
+    )
+    live_in: str | None = Field(
+        default=None, description="Furthest environment the release is live in."
+    )
+
+
+class ModelRelease(ResourceModel):
+    """A candidate model version: trained, gated and promoted."""
+
+    kind: Literal["ModelRelease"] = Field(default="ModelRelease", description="ModelRelease.")
+    spec: ModelReleaseSpec = Field(description="Model, training, gate and promotion.")
+    status: ModelReleaseStatus | None = Field(default=None, description="Observed state.")
+
+    def overrides_for(self, environment: str) -> list[NameValue]:
+        for entry in self.spec.promotion.config:
+            if entry.environment == environment:
+                return entry.values
+        return []

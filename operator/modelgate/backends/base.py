@@ -1,0 +1,42 @@
+"""Small interfaces for side effects; the core only ever sees their results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from modelgate.api.modelrelease import ArtifactRecord
+from modelgate.promotion import Deploy, DeploymentObservation, StartTraining, TrainingObservation
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """Stored bytes no longer match their recorded SHA-256: fail closed."""
+
+
+class ArtifactNotFoundError(RuntimeError):
+    """No artifact at the recorded location."""
+
+
+class ArtifactStore(Protocol):
+    """Immutable, content-addressed storage."""
+
+    def put_bytes(self, data: bytes, name: str) -> ArtifactRecord: ...
+
+    def put_file(self, path: Path, name: str) -> ArtifactRecord: ...
+
+    def get_bytes(self, record: ArtifactRecord) -> bytes:
+        """The content, verified against ``record.sha256``."""
+        ...
+
+
+class TrainingRunner(Protocol):
+    def start(self, action: StartTraining) -> None: ...
+
+    def observe(self, job_name: str) -> TrainingObservation | None: ...
+
+
+class Deployer(Protocol):
+    def deploy(self, action: Deploy, now: datetime) -> None: ...
+
+    def observe(self, namespace: str) -> dict[str, DeploymentObservation]: ...

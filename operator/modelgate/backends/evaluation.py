@@ -1,0 +1,131 @@
+"""Run an EvaluateGate action: fetch verified artifacts, run the engine, report.
+
+Shared by local mode and the operator. The artifacts are read as data
+(CSV/Parquet via pyarrow); nothing from an artifact is ever imported or
+unpickled here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+
+from modelgate.api.common import format_time
+from modelgate.api.modelrelease import CheckResult, GateStatus
+from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactStore
+from modelgate.gates import GateInputs, Table, TableError, evaluate_gate, read_table
+from modelgate.gates.engine import INCONCLUSIVE, CheckEvaluation, GateEvaluation, gate_outcome
+from modelgate.promotion import EvaluateGate
+
+ARTIFACT_ERRORS = (ArtifactIntegrityError, ArtifactNotFoundError, TableError, OSError)
+
+DataLoader = Callable[[str, str], Table]
+
+
+def _unmeasurable(action: EvaluateGate, reason: str) -> GateEvaluation:
+    checks = [
+        CheckEvaluation(
+            name=c.name, kind=c.kind, severity=str(c.severity), outcome=INCONCLUSIVE, message=reason
+        )
+        for c in action.checks
+    ]
+    return GateEvaluation(outcome=gate_outcome(checks), checks=checks)
+
+
+def evaluate_action(
+    action: EvaluateGate, store: ArtifactStore, load_data: DataLoader
+) -> GateEvaluation:
+    """Evaluate the gate; anything unreadable makes its checks Inconclusive."""
+    try:
+        predictions = read_table(store.get_bytes(action.predictions), "predictions")
+    except ARTIFACT_ERRORS as error:
+        return _unmeasurable(action, f"predictions unreadable: {error}")
+    datasets: dict[str, Table | None] = {}
+    for name, uri in (("training", action.train_data), ("evaluation", action.evaluation_data)):
+        try:
+            datasets[name] = load_data(uri, name)
+        except ARTIFACT_ERRORS:
+            datasets[name] = None
+    baselines: dict[str, Table | None] = {}
+    errors: dict[str, str] = {}
+    for environment, record in action.baselines.items():
+        if record is None:
+            baselines[environment] = None
+            continue
+        try:
+            baselines[environment] = read_table(store.get_bytes(record), f"{environment} baseline")
+        except ARTIFACT_ERRORS as error:
+            errors[environment] = str(error)
+    inputs = GateInputs(
+        task=action.task,
+        predictions=predictions,
+        positive_label=action.positive_label,
+        training=datasets["training"],
+        evaluation=datasets["evaluation"],
+        baselines=baselines,
+        baseline_errors=errors,
+        id_column=action.id_column,
+    )
+    return evaluate_gate(list(action.checks), inputs)
+
+
+def gate_status(action: EvaluateGate, evaluation: GateEvaluation, now: datetime) -> GateStatus:
+    """The compact result kept in the release status."""
+    counts = evaluation.counts()
+    return GateStatus(
+        name=action.gate_name,
+        inputs_hash=action.inputs_hash,
+        outcome=evaluation.outcome,
+        evaluated_at=format_time(now),
+        passed=counts["Passed"],
+        failed=counts["Failed"],
+        inconclusive=counts["Inconclusive"],
+        checks=[
+            CheckResult(
+                name=c.name,
+                kind=c.kind,
+                severity=c.severity,
+                outcome=c.outcome,
+                value=c.value,
+                min=c.min,
+                max=c.max,
+                baseline=c.baseline,
+                slice=c.slice,
+                sample_size=c.sample_size,
+                message=c.message[:1024],
+            )
+            for c in evaluation.checks
+        ],
+    )
+
+
+def report_json(
+    release: str, action: EvaluateGate, evaluation: GateEvaluation, now: datetime
+) -> bytes:
+    """The full machine-readable report (every slice), stored as an artifact."""
+    report = {
+        "kind": "GateReport",
+        "release": release,
+        "gate": action.gate_name,
+        "task": str(action.task),
+        "inputsHash": action.inputs_hash,
+        "predictionsSha256": action.predictions.sha256,
+        "evaluatedAt": format_time(now),
+        "outcome": evaluation.outcome,
+        "checks": [asdict(c) for c in evaluation.checks],
+    }
+    return json.dumps(_finite(report), indent=2, sort_keys=True, allow_nan=False).encode()
+
+
+def _finite(value: object) -> object:
+    """JSON has no NaN or infinity: an unmeasured number is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

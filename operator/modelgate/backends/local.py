@@ -1,0 +1,225 @@
+"""Local-mode backends: files under a state directory and local processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from modelgate.api.common import format_time
+from modelgate.api.modelrelease import ArtifactRecord
+from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError
+from modelgate.promotion import Deploy, DeploymentObservation, StartTraining, TrainingObservation
+from modelgate.trainer import contract
+
+# Environment variables a local training process inherits; everything else
+# (credentials, tokens) stays out of the child's environment.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+LOG_TAIL_LINES = 20
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write atomically: a crash never leaves half a state file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as out:
+        json.dump(value, out, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class LocalArtifactStore:
+    """Content-addressed files: ``ROOT/sha256/ab/abcdef...``, never overwritten."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, digest: str) -> Path:
+        return self.root / "sha256" / digest[:2] / digest
+
+    def put_bytes(self, data: bytes, name: str) -> ArtifactRecord:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(digest)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent)
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.chmod(temporary, 0o444)
+            os.replace(temporary, path)
+        return ArtifactRecord(name=name, uri=path.resolve().as_uri(), sha256=digest, size=len(data))
+
+    def put_file(self, path: Path, name: str) -> ArtifactRecord:
+        return self.put_bytes(path.read_bytes(), name)
+
+    def get_bytes(self, record: ArtifactRecord) -> bytes:
+        if not record.uri.startswith("file://"):
+            raise ArtifactNotFoundError(f"{record.uri} is not a local artifact")
+        path = Path(record.uri.removeprefix("file://"))
+        if not path.exists():
+            raise ArtifactNotFoundError(f"artifact {record.name} is missing at {path}")
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != record.sha256:
+            raise ArtifactIntegrityError(
+                f"artifact {record.name} at {path} has SHA-256 {actual}, "
+                f"recorded {record.sha256}: refusing to use it"
+            )
+        return data
+
+
+class LocalProcessRunner:
+    """Runs a training job as a local process, synchronously, then records it.
+
+    The training image is not used locally: the job runs ``command`` + ``args``
+    when the release gives a command, else the reference trainer in this
+    Python. Data paths are resolved by the caller.
+    """
+
+    def __init__(self, state_dir: Path, store: LocalArtifactStore, python: str = sys.executable):
+        self.runs = state_dir / "runs"
+        self.store = store
+        self.python = python
+
+    def _result_path(self, job_name: str) -> Path:
+        return self.runs / job_name / "result.json"
+
+    def start(self, action: StartTraining) -> None:
+        if self._result_path(action.job_name).exists():
+            return  # already ran: starting twice is a no-op, like creating a Job twice
+        work = self.runs / action.job_name
+        output = work / "output"
+        output.mkdir(parents=True, exist_ok=True)
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        env.update(action.env)
+        env[contract.OUTPUT_DIR] = str(output)
+        command = [*action.command] if action.command else [self.python, "-m", "modelgate.trainer"]
+        command.extend(action.args)
+        started = format_time(datetime.now().astimezone())
+        log = work / "log.txt"
+        with log.open("w") as out:
+            finished = subprocess.run(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+            )
+        completed = format_time(datetime.now().astimezone())
+        result: dict[str, Any] = {
+            "jobName": action.job_name,
+            "startedAt": started,
+            "completedAt": completed,
+            "exitCode": finished.returncode,
+        }
+        if finished.returncode != 0:
+            tail = log.read_text().strip().splitlines()[-LOG_TAIL_LINES:]
+            result["state"] = "Failed"
+            result["message"] = (
+                f"exit code {finished.returncode}: {' | '.join(tail[-3:]) or 'no output'}"
+            )
+        else:
+            artifacts = []
+            for name, file in contract.OUTPUTS.items():
+                if (output / file).exists():
+                    artifacts.append(self.store.put_file(output / file, name).wire())
+            result["state"] = "Succeeded"
+            result["artifacts"] = artifacts
+        _write_json(self._result_path(action.job_name), result)
+
+    def observe(self, job_name: str) -> TrainingObservation | None:
+        result = _read_json(self._result_path(job_name))
+        if result is None:
+            return None
+        return TrainingObservation(
+            job_name=job_name,
+            state=result["state"],
+            started_at=result.get("startedAt"),
+            completed_at=result.get("completedAt"),
+            message=result.get("message"),
+            artifacts=tuple(ArtifactRecord.model_validate(a) for a in result.get("artifacts", [])),
+        )
+
+
+class LocalDeployer:
+    """Simulated environments: what is live is a JSON record per environment,
+    and the merged config is written as the ConfigMap would carry it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "environments"
+
+    def _record_path(self, namespace: str, environment: str) -> Path:
+        return self.root / namespace / f"{environment}.json"
+
+    def deploy(self, action: Deploy, now: datetime) -> None:
+        namespace = action.release.split("/")[0]
+        path = self._record_path(namespace, action.environment)
+        record = _read_json(path) or {"history": []}
+        live = record.get("live")
+        if (
+            live is not None
+            and live["release"] == action.release
+            and live["image"] == action.image
+            and live["configHash"] == action.config_hash
+        ):
+            return  # already live: deploying is idempotent
+        entry = {
+            "release": action.release,
+            "image": action.image,
+            "namespace": action.namespace,
+            "config": action.config,
+            "configHash": action.config_hash,
+            "deployedAt": format_time(now),
+            "predictions": action.predictions.wire() if action.predictions else None,
+        }
+        record["live"] = entry
+        record["history"] = [entry, *record["history"]][:50]
+        _write_json(path, record)
+        config_file = path.with_suffix(".env")
+        config_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(action.config.items())))
+
+    def observe(self, namespace: str) -> dict[str, DeploymentObservation]:
+        found: dict[str, DeploymentObservation] = {}
+        folder = self.root / namespace
+        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+            live = (_read_json(path) or {}).get("live")
+            if live is None:
+                continue
+            predictions = live.get("predictions")
+            found[path.stem] = DeploymentObservation(
+                environment=path.stem,
+                release=live["release"],
+                image=live["image"],
+                config_hash=live["configHash"],
+                deployed_at=live["deployedAt"],
+                ready=True,
+                predictions=ArtifactRecord.model_validate(predictions) if predictions else None,
+            )
+        return found
+
+    def history(self, namespace: str, environment: str) -> list[dict[str, Any]]:
+        record = _read_json(self._record_path(namespace, environment)) or {}
+        history: list[dict[str, Any]] = record.get("history", [])
+        return history
+
+
+class LocalStatusStore:
+    """Release statuses and spec generations, as the API server would keep them."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "objects"
+
+    def _path(self, kind: str, namespace: str, name: str) -> Path:
+        return self.root / kind / namespace / f"{name}.json"
+
+    def load(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = _read_json(self._path(kind, namespace, name))
+        return value
+
+    def save(self, kind: str, namespace: str, name: str, value: dict[str, Any]) -> None:
+        _write_json(self._path(kind, namespace, name), value)

@@ -1,0 +1,215 @@
+"""``modelgate``: run releases locally, generate CRDs, validate manifests.
+
+Exit codes: 0 success, 1 a release is not Released / a manifest is invalid,
+2 usage errors (bad flags, unreadable files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from modelgate import __version__
+from modelgate.api import Environment, QualityGate
+from modelgate.api.common import parse_duration
+from modelgate.api.crdgen import render_all
+from modelgate.api.loader import ManifestError, load_paths
+from modelgate.api.modelrelease import ModelRelease
+from modelgate.envconfig import merge_config, validate_config
+from modelgate.localmode import LocalRun
+from modelgate.promotion.conditions import READY, find
+from modelgate.promotion.paths import graph_problems, path_problems
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _summary_rows(releases: list[ModelRelease]) -> list[list[str]]:
+    rows = [["NAME", "MODEL", "VERSION", "PHASE", "GATE", "LIVE", "MESSAGE"]]
+    for release in releases:
+        status = release.status
+        ready = find(status.conditions, READY) if status else None
+        message = ready.message if ready else ""
+        rows.append(
+            [
+                release.name,
+                release.spec.model.name,
+                release.spec.model.version,
+                str(status.phase) if status and status.phase else "-",
+                str(status.gate.outcome) if status and status.gate else "-",
+                status.live_in or "-" if status else "-",
+                message if len(message) <= 160 else message[:157] + "...",
+            ]
+        )
+    return rows
+
+
+def command_run(args: argparse.Namespace) -> int:
+    state_dir: Path = args.state_dir
+    if args.reset and state_dir.exists():
+        shutil.rmtree(state_dir)
+    log = (lambda _line: None) if args.output == "json" else print
+    try:
+        run = LocalRun(
+            state_dir=state_dir,
+            resources=load_paths(args.paths),
+            log=log,
+            max_wait=args.max_wait,
+        )
+    except ManifestError as error:
+        print(f"error: {error.source}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    if not run.releases:
+        print("error: no ModelRelease found in the given paths", file=sys.stderr)
+        return EXIT_USAGE
+    outcomes = run.run()
+    releases = [o.release for o in outcomes]
+    if args.output == "json":
+        objects = [
+            *(g.wire() for g in run.gate_objects()),
+            *(e.wire() for e in run.environment_objects()),
+            *(r.wire() for r in releases),
+        ]
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
+    else:
+        print()
+        print(_table(_summary_rows(releases)))
+        print()
+        env_rows = [["ENVIRONMENT", "TIER", "LIVE RELEASE", "IMAGE", "SINCE"]]
+        for env in run.environment_objects():
+            status = env.status
+            env_rows.append(
+                [
+                    env.name,
+                    str(env.spec.tier),
+                    (status.live_release if status else None) or "-",
+                    (status.live_image if status else None) or "-",
+                    (status.live_since if status else None) or "-",
+                ]
+            )
+        print(_table(env_rows))
+        print(f"\nstate: {state_dir}")
+    return EXIT_OK if all(o.released for o in outcomes) else EXIT_FAILED
+
+
+def command_crds(args: argparse.Namespace) -> int:
+    output: Path = args.output_dir
+    output.mkdir(parents=True, exist_ok=True)
+    for name, content in render_all().items():
+        (output / name).write_text(content)
+        print(f"wrote {output / name}")
+    return EXIT_OK
+
+
+def command_validate(args: argparse.Namespace) -> int:
+    """Schema, references, promotion paths and config rules, offline."""
+    try:
+        loaded = load_paths(args.paths)
+    except ManifestError as error:
+        for problem in error.problems:
+            print(f"invalid: {problem}")
+        return EXIT_FAILED
+    problems: list[str] = []
+    envs: dict[str, dict[str, Environment]] = {}
+    gates: set[tuple[str, str]] = set()
+    for item in loaded:
+        resource = item.resource
+        if isinstance(resource, Environment):
+            envs.setdefault(resource.namespace, {})[resource.name] = resource
+        elif isinstance(resource, QualityGate):
+            gates.add((resource.namespace, resource.name))
+    for namespace, members in envs.items():
+        problems.extend(f"{namespace}: {p}" for p in graph_problems(members).values())
+    for item in loaded:
+        release = item.resource
+        if not isinstance(release, ModelRelease):
+            continue
+        where = f"ModelRelease {release.namespace}/{release.name}"
+        members = envs.get(release.namespace, {})
+        if release.spec.gate.name and (release.namespace, release.spec.gate.name) not in gates:
+            problems.append(f"{where}: QualityGate {release.spec.gate.name!r} not found")
+        missing = [e for e in release.spec.promotion.environments if e not in members]
+        if missing:
+            problems.append(f"{where}: environments not found: {', '.join(missing)}")
+            continue
+        problems.extend(
+            f"{where}: {p}" for p in path_problems(members, release.spec.promotion.environments)
+        )
+        for name in release.spec.promotion.environments:
+            env = members[name]
+            merged = merge_config(env, release.overrides_for(name))
+            problems.extend(f"{where}: {v.describe()}" for v in validate_config(env, merged))
+    for problem in problems:
+        print(f"invalid: {problem}")
+    if not problems:
+        print(f"valid: {len(loaded)} resources")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelgate", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"modelgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run", help="run releases end to end in local mode (train, gate, promote)"
+    )
+    run.add_argument("paths", nargs="+", type=Path, help="manifest files or folders")
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".modelgate/local"),
+        help="where artifacts, runs and simulated environments live",
+    )
+    run.add_argument("--reset", action="store_true", help="start from an empty state dir")
+    run.add_argument("--output", choices=("table", "json"), default="table")
+    run.add_argument(
+        "--max-wait",
+        type=_duration,
+        default=timedelta(seconds=60),
+        help="longest soak wait to sit through (e.g. 30s); longer waits stop the run",
+    )
+    run.set_defaults(handler=command_run)
+
+    crds = commands.add_parser("crds", help="write the CRD manifests generated from the models")
+    crds.add_argument("--output-dir", type=Path, default=Path("crds"))
+    crds.set_defaults(handler=command_crds)
+
+    validate = commands.add_parser(
+        "validate", help="check manifests: schema, references, promotion paths, config rules"
+    )
+    validate.add_argument("paths", nargs="+", type=Path)
+    validate.set_defaults(handler=command_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return code

@@ -1,0 +1,97 @@
+"""Columnar tables for the gate: CSV or Parquet, read with pyarrow, no pickles."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+
+class TableError(ValueError):
+    """A table that cannot be read or lacks what a check needs."""
+
+
+@dataclass
+class Table:
+    """A named, read-only table with numpy views of its columns."""
+
+    name: str
+    data: pa.Table
+    _cache: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict, repr=False)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.data.column_names)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.data.num_rows)
+
+    def has(self, column: str) -> bool:
+        return column in self.data.column_names
+
+    def column(self, column: str) -> pa.ChunkedArray:
+        if not self.has(column):
+            raise TableError(
+                f"{self.name} has no column {column!r} (columns: {', '.join(self.columns)})"
+            )
+        return self.data.column(column)
+
+    def is_numeric(self, column: str) -> bool:
+        kind = self.column(column).type
+        return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
+
+    def numeric(self, column: str) -> npt.NDArray[np.float64]:
+        """The column as float64, nulls as NaN; raises if it is not numeric."""
+        if column not in self._cache:
+            values = self.column(column)
+            if pa.types.is_boolean(values.type):
+                values = pc.cast(values, pa.int8())
+            if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
+                raise TableError(f"{self.name}: column {column!r} is {values.type}, not numeric")
+            filled = pc.fill_null(pc.cast(values, pa.float64()), float("nan"))
+            self._cache[column] = np.asarray(filled.to_numpy(), dtype=np.float64)
+        return self._cache[column]
+
+    def labels(self, column: str) -> npt.NDArray[np.str_]:
+        """The column as strings; integral floats print as integers (1.0 -> '1')."""
+        values = self.column(column)
+        if pa.types.is_floating(values.type):
+            numbers = self.numeric(column)
+            finite = np.isfinite(numbers)
+            if np.all(np.equal(np.mod(numbers[finite], 1), 0)):
+                text = np.where(finite, np.nan_to_num(numbers).astype(np.int64).astype(str), "")
+                return np.asarray(text, dtype=np.str_)
+        filled = pc.fill_null(pc.cast(values, pa.string()), "")
+        return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.str_)
+
+    def null_mask(self, column: str) -> npt.NDArray[np.bool_]:
+        """True where the value is missing (null, NaN or empty string)."""
+        values = self.column(column)
+        mask = np.asarray(pc.is_null(values, nan_is_null=True).to_numpy(zero_copy_only=False))
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), False)
+            mask = mask | np.asarray(empty.to_numpy(zero_copy_only=False))
+        return mask.astype(bool)
+
+
+def read_table(source: Path | bytes, name: str, fmt: str | None = None) -> Table:
+    """Read CSV or Parquet (by suffix, or by magic bytes when given bytes)."""
+    try:
+        if isinstance(source, Path):
+            fmt = fmt or ("parquet" if source.suffix in {".parquet", ".pq"} else "csv")
+            data = pq.read_table(source) if fmt == "parquet" else pacsv.read_csv(source)
+        else:
+            fmt = fmt or ("parquet" if source[:4] == b"PAR1" else "csv")
+            buffer = io.BytesIO(source)
+            data = pq.read_table(buffer) if fmt == "parquet" else pacsv.read_csv(buffer)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise TableError(f"cannot read {name} as {fmt}: {error}") from error
+    return Table(name=name, data=data)

@@ -1,0 +1,294 @@
+"""Local mode: the reconciliation core driven on a laptop, no cluster.
+
+Training runs as a local process, artifacts are content-addressed files under
+the state directory, environments are simulated by JSON records. The loop is
+the operator's loop: observe, reconcile (pure), act, record status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from modelgate.api import Environment, ModelRelease, QualityGate
+from modelgate.api.common import Condition, format_time
+from modelgate.api.environment import EnvironmentStatus, Promotion
+from modelgate.api.loader import LoadedResource, load_paths
+from modelgate.api.modelrelease import ArtifactRecord, ModelReleaseStatus, Phase
+from modelgate.api.qualitygate import QualityGateStatus
+from modelgate.backends.evaluation import evaluate_action, gate_status, report_json
+from modelgate.backends.local import (
+    LocalArtifactStore,
+    LocalDeployer,
+    LocalProcessRunner,
+    LocalStatusStore,
+)
+from modelgate.gates import Table, read_table
+from modelgate.promotion import Deploy, EvaluateGate, Observed, StartTraining, reconcile
+from modelgate.promotion.conditions import READY, set_condition
+from modelgate.promotion.paths import graph_problems
+from modelgate.promotion.reconcile import release_key, training_job_name, training_key
+
+MAX_STEPS = 50
+
+
+@dataclass
+class ReleaseOutcome:
+    release: ModelRelease
+    steps: int
+    released: bool
+
+
+@dataclass
+class LocalRun:
+    """One ``modelgate run``: loads manifests, reconciles releases to rest."""
+
+    state_dir: Path
+    resources: list[LoadedResource]
+    log: Callable[[str], None] = print
+    max_wait: timedelta = timedelta(seconds=60)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    outcomes: list[ReleaseOutcome] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = LocalArtifactStore(self.state_dir / "artifacts")
+        self.runner = LocalProcessRunner(self.state_dir, self.store)
+        self.deployer = LocalDeployer(self.state_dir)
+        self.objects = LocalStatusStore(self.state_dir)
+        self.base_dirs: dict[str, Path] = {}
+        self.gates: dict[tuple[str, str], QualityGate] = {}
+        self.environments: dict[str, dict[str, Environment]] = {}
+        self.releases: list[ModelRelease] = []
+        for loaded in self.resources:
+            resource = loaded.resource
+            key = f"{resource.kind}/{resource.namespace}/{resource.name}"
+            if key in self.base_dirs:
+                raise ValueError(f"{key} is defined twice ({loaded.source})")
+            self.base_dirs[key] = loaded.base_dir
+            if isinstance(resource, QualityGate):
+                self.gates[(resource.namespace, resource.name)] = resource
+            elif isinstance(resource, Environment):
+                self.environments.setdefault(resource.namespace, {})[resource.name] = resource
+            else:
+                self.releases.append(resource)
+
+    # -- object bookkeeping ---------------------------------------------------
+
+    def _with_generation(self, release: ModelRelease) -> ModelRelease:
+        """Restore the recorded status; bump generation when the spec changed."""
+        spec_hash = hashlib.sha256(
+            json.dumps(release.spec.wire(), sort_keys=True).encode()
+        ).hexdigest()
+        stored = self.objects.load("ModelRelease", release.namespace, release.name) or {}
+        generation = int(stored.get("generation", 0))
+        if stored.get("specHash") != spec_hash:
+            generation += 1
+        metadata = release.metadata.model_copy(update={"generation": generation})
+        status = stored.get("status")
+        return release.model_copy(
+            update={
+                "metadata": metadata,
+                "status": ModelReleaseStatus.model_validate(status) if status else None,
+            }
+        )
+
+    def _save(self, release: ModelRelease) -> None:
+        spec_hash = hashlib.sha256(
+            json.dumps(release.spec.wire(), sort_keys=True).encode()
+        ).hexdigest()
+        self.objects.save(
+            "ModelRelease",
+            release.namespace,
+            release.name,
+            {
+                "generation": release.generation,
+                "specHash": spec_hash,
+                "status": release.status.wire() if release.status else None,
+            },
+        )
+
+    def _resolve(self, release: ModelRelease, uri: str) -> str:
+        """Relative data paths are relative to the manifest that names them."""
+        if "://" in uri or Path(uri).is_absolute():
+            return uri.removeprefix("file://")
+        base = self.base_dirs[f"ModelRelease/{release.namespace}/{release.name}"]
+        return str((base / uri).resolve())
+
+    # -- actions --------------------------------------------------------------
+
+    def _load_data(self, release: ModelRelease) -> Callable[[str, str], Table]:
+        def load(uri: str, name: str) -> Table:
+            return read_table(Path(self._resolve(release, uri)), name)
+
+        return load
+
+    def _act(self, release: ModelRelease, action: Any, now: datetime) -> None:
+        name = release.name
+        if isinstance(action, StartTraining):
+            env = dict(action.env)
+            for variable in ("MODELGATE_TRAIN_DATA", "MODELGATE_EVAL_DATA"):
+                env[variable] = self._resolve(release, env[variable])
+            self.log(f"[{name}] training: running {action.job_name} as a local process")
+            self.runner.start(
+                StartTraining(
+                    job_name=action.job_name,
+                    key=action.key,
+                    image=action.image,
+                    command=action.command,
+                    args=action.args,
+                    env=env,
+                )
+            )
+        elif isinstance(action, EvaluateGate):
+            self.log(f"[{name}] gate: evaluating {len(action.checks)} checks")
+            evaluation = evaluate_action(action, self.store, self._load_data(release))
+            assert release.status is not None
+            release.status.gate = gate_status(action, evaluation, now)
+            report = self.store.put_bytes(
+                report_json(release_key(release), action, evaluation, now), "gate-report"
+            )
+            release.status.artifacts = [
+                a for a in release.status.artifacts if a.name != "gate-report"
+            ] + [report]
+            for check in evaluation.checks:
+                self.log(
+                    f"[{name}]     {check.outcome:<12} {check.severity:<8} {check.name}: "
+                    f"{check.message}"
+                )
+        elif isinstance(action, Deploy):
+            self.log(
+                f"[{name}] deploy: {action.image} -> {action.environment} "
+                f"(namespace {action.namespace}, config {action.config_hash[:12]})"
+            )
+            self.deployer.deploy(action, now)
+
+    # -- the loop -------------------------------------------------------------
+
+    def _reconcile_release(self, release: ModelRelease) -> ReleaseOutcome:
+        release = self._with_generation(release)
+        gate = (
+            self.gates.get((release.namespace, release.spec.gate.name))
+            if release.spec.gate.name
+            else None
+        )
+        environments = self.environments.get(release.namespace, {})
+        name = release.name
+        steps = 0
+        while steps < MAX_STEPS:
+            steps += 1
+            now = self.clock()
+            job = training_job_name(release, training_key(release))
+            observed = Observed(
+                training=self.runner.observe(job),
+                deployments=self.deployer.observe(release.namespace),
+            )
+            plan = reconcile(release, gate, environments, observed, now)
+            release = release.model_copy(update={"status": plan.status})
+            for event in plan.events:
+                marker = "!" if event.type == "Warning" else "-"
+                self.log(f"[{name}] {marker} {event.reason}: {event.message}")
+            for action in plan.actions:
+                self._act(release, action, now)
+            self._save(release)
+            if plan.actions:
+                continue
+            if plan.requeue_after is not None and plan.status.phase == Phase.PROMOTING:
+                if plan.requeue_after > self.max_wait:
+                    self.log(
+                        f"[{name}] waiting {plan.requeue_after} is longer than --max-wait; "
+                        "run again later to continue"
+                    )
+                    break
+                time.sleep(plan.requeue_after.total_seconds())
+                continue
+            break
+        released = release.status is not None and release.status.phase == Phase.RELEASED
+        return ReleaseOutcome(release=release, steps=steps, released=released)
+
+    def run(self) -> list[ReleaseOutcome]:
+        self.outcomes = []
+        for release in self.releases:
+            self.outcomes.append(self._reconcile_release(release))
+        return self.outcomes
+
+    # -- status of the other kinds ---------------------------------------------
+
+    def environment_objects(self) -> list[Environment]:
+        """Environments with a status derived from what is live."""
+        now = self.clock()
+        result = []
+        for namespace, environments in sorted(self.environments.items()):
+            problems = graph_problems(environments)
+            live = self.deployer.observe(namespace)
+            for name, env in sorted(environments.items()):
+                status = EnvironmentStatus(observed_generation=env.generation)
+                problem = problems.get(name)
+                status.conditions = set_condition(
+                    [],
+                    READY,
+                    problem is None,
+                    "PromotionPathInvalid" if problem else "Ready",
+                    problem or "environment is valid",
+                    env.generation,
+                    now,
+                )
+                current = live.get(name)
+                if current is not None:
+                    status.live_release = current.release.split("/")[1]
+                    status.live_image = current.image
+                    status.live_since = current.deployed_at
+                    status.config_hash = current.config_hash
+                history = self.deployer.history(namespace, name)[: env.spec.history_limit]
+                status.history = [
+                    Promotion(
+                        release=h["release"].split("/")[1],
+                        image=h["image"],
+                        config_hash=h["configHash"],
+                        deployed_at=h["deployedAt"],
+                    )
+                    for h in history
+                ]
+                result.append(env.model_copy(update={"status": status}))
+        return result
+
+    def gate_objects(self) -> list[QualityGate]:
+        now = self.clock()
+        return [
+            gate.model_copy(
+                update={
+                    "status": QualityGateStatus(
+                        observed_generation=gate.generation,
+                        check_count=len(gate.spec.checks),
+                        conditions=[
+                            Condition(
+                                type=READY,
+                                status="True",
+                                reason="Valid",
+                                message=f"{len(gate.spec.checks)} checks",
+                                last_transition_time=format_time(now),
+                                observed_generation=gate.generation,
+                            )
+                        ],
+                    )
+                }
+            )
+            for gate in self.gates.values()
+        ]
+
+
+def load_run(
+    paths: Iterable[Path], state_dir: Path, log: Callable[[str], None] = print
+) -> LocalRun:
+    return LocalRun(state_dir=state_dir, resources=load_paths(list(paths)), log=log)
+
+
+def artifact(release: ModelRelease, name: str) -> ArtifactRecord | None:
+    if release.status is None:
+        return None
+    return next((a for a in release.status.artifacts if a.name == name), None)

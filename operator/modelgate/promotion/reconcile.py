@@ -1,0 +1,614 @@
+"""The reconciliation core: from what is declared and observed, the next step.
+
+``reconcile`` is a pure function. It reads a ModelRelease (with the status it
+recorded so far), its QualityGate, the Environments and what the backends
+observe (training run, deployments), and returns the new status, the actions
+to perform and the events to emit. Local mode and the operator both drive it,
+so they cannot disagree about what a release should do next.
+
+Safety rules it keeps:
+- a deploy is only asked for when the observed deployment differs, so a
+  restart or a duplicate event never deploys twice;
+- an environment this release reached stays recorded as reached even after a
+  later release replaced it there (Superseded), so an old release is never
+  re-deployed over a newer one;
+- anything not measured or not found blocks (fail closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from modelgate.api.common import format_time, parse_duration, parse_time
+from modelgate.api.environment import Environment
+from modelgate.api.modelrelease import (
+    DIGEST_PATTERN,
+    ArtifactRecord,
+    CheckOutcome,
+    EnvironmentPhase,
+    EnvironmentProgress,
+    GateStatus,
+    ModelRelease,
+    ModelReleaseStatus,
+    Phase,
+    TrainingStatus,
+)
+from modelgate.api.qualitygate import Check, QualityGate, Task
+from modelgate.envconfig import Violation, config_hash, merge_config, validate_config
+from modelgate.promotion import conditions as cond
+from modelgate.promotion.paths import path_problems
+from modelgate.trainer import contract
+
+# How long to wait before looking again when waiting on something external.
+WAIT_FOR_REFERENCE = timedelta(seconds=30)
+WAIT_FOR_ROLLOUT = timedelta(seconds=10)
+JOB_NAME_MAX = 63
+
+
+# -- observations -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingObservation:
+    """What the runner sees of the training run named ``job_name``."""
+
+    job_name: str
+    state: str  # Running | Succeeded | Failed
+    started_at: str | None = None
+    completed_at: str | None = None
+    message: str | None = None
+    artifacts: tuple[ArtifactRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploymentObservation:
+    """What is live in one environment right now."""
+
+    environment: str
+    release: str  # namespace/name of the ModelRelease live there
+    image: str
+    config_hash: str
+    deployed_at: str
+    ready: bool = True
+    predictions: ArtifactRecord | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    training: TrainingObservation | None = None
+    deployments: dict[str, DeploymentObservation] = field(default_factory=dict)
+
+
+# -- actions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartTraining:
+    job_name: str
+    key: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class EvaluateGate:
+    inputs_hash: str
+    gate_name: str | None
+    task: Task
+    positive_label: str
+    checks: tuple[Check, ...]
+    predictions: ArtifactRecord
+    train_data: str
+    evaluation_data: str
+    id_column: str | None
+    # Environment -> predictions of the release live there (None: nothing live).
+    baselines: dict[str, ArtifactRecord | None]
+
+
+@dataclass(frozen=True)
+class Deploy:
+    environment: str
+    namespace: str
+    release: str
+    image: str
+    config: dict[str, str]
+    config_hash: str
+    predictions: ArtifactRecord | None
+
+
+Action = StartTraining | EvaluateGate | Deploy
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    status: ModelReleaseStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: timedelta | None = None
+
+
+# -- keys and names -----------------------------------------------------------
+
+
+def canonical_hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def training_key(release: ModelRelease) -> str:
+    """Changes exactly when the training inputs change (then it retrains)."""
+    return canonical_hash(
+        {
+            "training": release.spec.training.wire(),
+            "model": release.spec.model.wire(),
+        }
+    )[:16]
+
+
+def training_job_name(release: ModelRelease, key: str) -> str:
+    suffix = f"-train-{key[:8]}"
+    return release.name[: JOB_NAME_MAX - len(suffix)].rstrip("-") + suffix
+
+
+def effective_checks(release: ModelRelease, gate: QualityGate | None) -> list[Check]:
+    checks = list(gate.spec.checks) if gate is not None else []
+    names = {c.name for c in checks}
+    checks.extend(c for c in release.spec.gate.checks if c.name not in names)
+    return checks
+
+
+def gate_inputs_hash(
+    task: Task, positive_label: str, checks: list[Check], predictions: ArtifactRecord
+) -> str:
+    return canonical_hash(
+        {
+            "task": str(task),
+            "positiveLabel": positive_label,
+            "checks": [c.wire() for c in checks],
+            "predictions": predictions.sha256,
+        }
+    )[:16]
+
+
+def release_key(release: ModelRelease) -> str:
+    return f"{release.namespace}/{release.name}"
+
+
+# -- the core -----------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    release: ModelRelease
+    now: datetime
+    previous: ModelReleaseStatus
+    status: ModelReleaseStatus
+    plan: Plan
+
+    def condition(self, kind: str, ok: bool | None, reason: str, message: str) -> None:
+        self.status.conditions = cond.set_condition(
+            self.status.conditions, kind, ok, reason, message, self.release.generation, self.now
+        )
+
+
+def reconcile(
+    release: ModelRelease,
+    gate: QualityGate | None,
+    environments: dict[str, Environment],
+    observed: Observed,
+    now: datetime,
+    training_env: dict[str, str] | None = None,
+) -> Plan:
+    """Decide the next status and actions for ``release``.
+
+    ``training_env`` holds extra contract variables the driver needs (e.g. the
+    output location); the core adds the ones derived from the spec.
+    """
+    previous = release.status or ModelReleaseStatus()
+    status = previous.model_copy(deep=True)
+    status.observed_generation = release.generation
+    plan = Plan(status=status)
+    ctx = _Context(release, now, previous, status, plan)
+
+    if _references_missing(ctx, gate, environments):
+        return _finish(ctx)
+    task = gate.spec.task if gate is not None else release.spec.gate.task
+    job_env = {
+        contract.TASK: str(task),
+        contract.POSITIVE_LABEL: gate.spec.positive_label if gate is not None else "1",
+        **(training_env or {}),
+    }
+    if not _train(ctx, observed, job_env):
+        return _finish(ctx)
+    assert gate is not None or release.spec.gate.name is None
+    if not _evaluate(ctx, gate, observed):
+        return _finish(ctx)
+    _promote(ctx, environments, observed)
+    return _finish(ctx)
+
+
+def _references_missing(
+    ctx: _Context, gate: QualityGate | None, environments: dict[str, Environment]
+) -> bool:
+    spec = ctx.release.spec
+    missing: list[str] = []
+    if spec.gate.name is not None and gate is None:
+        missing.append(f"QualityGate {spec.gate.name!r}")
+    missing.extend(
+        f"Environment {name!r}" for name in spec.promotion.environments if name not in environments
+    )
+    if missing:
+        message = (
+            f"{' and '.join(missing)} not found in namespace {ctx.release.namespace}; "
+            "create it or fix the reference"
+        )
+        ctx.status.phase = Phase.PENDING
+        ctx.condition(cond.READY, False, "ReferenceNotFound", message)
+        ctx.condition(cond.RECONCILING, True, "WaitingForReferences", message)
+        ctx.status.conditions = cond.remove_condition(ctx.status.conditions, cond.STALLED)
+        ctx.plan.requeue_after = WAIT_FOR_REFERENCE
+        return True
+    problems = path_problems(environments, spec.promotion.environments)
+    if problems:
+        message = "; ".join(problems)
+        ctx.status.phase = Phase.BLOCKED
+        ctx.condition(cond.READY, False, "PromotionPathInvalid", message)
+        ctx.condition(cond.STALLED, True, "PromotionPathInvalid", message)
+        return True
+    return False
+
+
+def _train(ctx: _Context, observed: Observed, extra_env: dict[str, str]) -> bool:
+    """True once training succeeded and its artifacts are recorded."""
+    release = ctx.release
+    key = training_key(release)
+    job_name = training_job_name(release, key)
+    run = (
+        observed.training if observed.training and observed.training.job_name == job_name else None
+    )
+    recorded = (
+        ctx.status.training if ctx.status.training and ctx.status.training.key == key else None
+    )
+
+    if recorded is not None and recorded.state == "Succeeded" and ctx.status.artifacts:
+        return True
+    if run is None:
+        if recorded is not None and recorded.state == "Failed":
+            _training_failed(ctx, recorded.message or "the training run failed")
+            return False
+        if ctx.status.training is not None and ctx.status.training.key != key:
+            # The training spec changed: everything downstream is stale.
+            ctx.status.artifacts = []
+            ctx.status.gate = None
+        ctx.status.training = TrainingStatus(
+            job_name=job_name, key=key, state="Running", started_at=format_time(ctx.now)
+        )
+        ctx.status.phase = Phase.TRAINING
+        ctx.condition(cond.TRAINED, None, "TrainingStarted", f"training run {job_name} started")
+        _progressing(ctx, "Training", f"training run {job_name}")
+        ctx.plan.actions.append(_start_training(release, key, job_name, extra_env))
+        ctx.plan.events.append(Event("Normal", "TrainingStarted", f"started {job_name}"))
+        return False
+    ctx.status.training = TrainingStatus(
+        job_name=job_name,
+        key=key,
+        state=run.state,
+        started_at=run.started_at or (recorded.started_at if recorded else None),
+        completed_at=run.completed_at,
+        message=run.message,
+    )
+    if run.state == "Running":
+        ctx.status.phase = Phase.TRAINING
+        ctx.condition(cond.TRAINED, None, "TrainingRunning", f"training run {job_name} is running")
+        _progressing(ctx, "Training", f"training run {job_name}")
+        ctx.plan.requeue_after = WAIT_FOR_ROLLOUT
+        return False
+    if run.state == "Failed":
+        _training_failed(ctx, run.message or "the training run failed")
+        return False
+    names = {a.name for a in run.artifacts}
+    if "predictions" not in names:
+        _training_failed(ctx, "the training run wrote no predictions (see the training contract)")
+        return False
+    ctx.status.artifacts = list(run.artifacts)
+    ctx.condition(
+        cond.TRAINED, True, "TrainingSucceeded", f"{job_name} recorded {', '.join(sorted(names))}"
+    )
+    ctx.plan.events.append(Event("Normal", "TrainingSucceeded", f"{job_name} succeeded"))
+    return True
+
+
+def _training_failed(ctx: _Context, message: str) -> None:
+    ctx.status.phase = Phase.FAILED
+    ctx.condition(cond.TRAINED, False, "TrainingFailed", message)
+    _stalled(ctx, "TrainingFailed", f"training failed: {message}")
+
+
+def _start_training(
+    release: ModelRelease, key: str, job_name: str, extra_env: dict[str, str]
+) -> StartTraining:
+    training = release.spec.training
+    env = {
+        contract.TRAIN_DATA: training.data.train,
+        contract.EVAL_DATA: training.data.evaluation,
+        contract.TARGET: training.data.target,
+        contract.PARAMS: json.dumps(training.params, sort_keys=True),
+        contract.SEED: str(training.seed),
+        contract.RELEASE: release_key(release),
+        contract.MODEL_NAME: release.spec.model.name,
+        contract.MODEL_VERSION: release.spec.model.version,
+    }
+    if training.data.id_column:
+        env[contract.ID_COLUMN] = training.data.id_column
+    env.update(extra_env)
+    return StartTraining(
+        job_name=job_name,
+        key=key,
+        image=training.image,
+        command=tuple(training.command),
+        args=tuple(training.args),
+        env=env,
+    )
+
+
+def _evaluate(ctx: _Context, gate: QualityGate | None, observed: Observed) -> bool:
+    """True once the gate passed for the current checks and predictions."""
+    release = ctx.release
+    task = gate.spec.task if gate is not None else release.spec.gate.task
+    assert task is not None  # the model validator guarantees it
+    positive = gate.spec.positive_label if gate is not None else "1"
+    checks = effective_checks(release, gate)
+    predictions = next(a for a in ctx.status.artifacts if a.name == "predictions")
+    inputs = gate_inputs_hash(Task(task), positive, checks, predictions)
+    result = ctx.status.gate
+    if result is None or result.inputs_hash != inputs:
+        ctx.status.gate = None
+        ctx.status.phase = Phase.EVALUATING
+        ctx.condition(cond.GATE_PASSED, None, "Evaluating", "evaluating the quality gate")
+        _progressing(ctx, "Evaluating", "evaluating the quality gate")
+        baselines = {
+            c.baseline.environment: _live_predictions(observed, c.baseline.environment)
+            for c in checks
+            if c.baseline is not None
+        }
+        ctx.plan.actions.append(
+            EvaluateGate(
+                inputs_hash=inputs,
+                gate_name=release.spec.gate.name,
+                task=Task(task),
+                positive_label=positive,
+                checks=tuple(checks),
+                predictions=predictions,
+                train_data=release.spec.training.data.train,
+                evaluation_data=release.spec.training.data.evaluation,
+                id_column=release.spec.training.data.id_column,
+                baselines=baselines,
+            )
+        )
+        return False
+    summary = _gate_summary(result)
+    if result.outcome != CheckOutcome.PASSED:
+        ctx.status.phase = Phase.GATE_FAILED
+        ctx.condition(cond.GATE_PASSED, False, f"Gate{result.outcome}", summary)
+        _stalled(ctx, "GateFailed", summary)
+        return False
+    ctx.condition(cond.GATE_PASSED, True, "GatePassed", summary)
+    return True
+
+
+def _gate_summary(result: GateStatus) -> str:
+    blocking = [
+        c for c in result.checks if c.outcome != CheckOutcome.PASSED and c.severity == "blocking"
+    ]
+    warnings = [
+        c for c in result.checks if c.outcome != CheckOutcome.PASSED and c.severity != "blocking"
+    ]
+    head = (
+        f"gate {result.outcome}: {result.passed} passed, {result.failed} failed, "
+        f"{result.inconclusive} inconclusive"
+    )
+    parts = [head]
+    parts.extend(f"blocking {c.name} {c.outcome}: {c.message}" for c in blocking)
+    parts.extend(f"warning {c.name} {c.outcome}: {c.message}" for c in warnings)
+    return "; ".join(parts)
+
+
+def _live_predictions(observed: Observed, environment: str) -> ArtifactRecord | None:
+    live = observed.deployments.get(environment)
+    return live.predictions if live is not None else None
+
+
+def _promote(ctx: _Context, environments: dict[str, Environment], observed: Observed) -> None:
+    release = ctx.release
+    me = release_key(release)
+    order = release.spec.promotion.environments
+    previous = {p.name: p for p in ctx.previous.environments}
+    progress: list[EnvironmentProgress] = []
+    all_violations: list[Violation] = []
+    configs: dict[str, tuple[dict[str, str], str]] = {}
+    for name in order:
+        env = environments[name]
+        merged = merge_config(env, release.overrides_for(name))
+        configs[name] = (merged, config_hash(merged))
+        all_violations.extend(validate_config(env, merged))
+
+    if all_violations:
+        ctx.condition(
+            cond.CONFIG_VALID,
+            False,
+            "ConfigRuleViolated",
+            "; ".join(v.describe() for v in all_violations),
+        )
+    else:
+        ctx.condition(cond.CONFIG_VALID, True, "ConfigValid", "merged config passes every rule")
+
+    blocker: tuple[str, str, bool] | None = None  # reason, message, stalled
+    reached_before = True
+    soaked_until: datetime | None = None
+    for name in order:
+        env = environments[name]
+        merged, digest = configs[name]
+        live = observed.deployments.get(name)
+        earlier = previous.get(name)
+        entry = EnvironmentProgress(name=name, phase=EnvironmentPhase.PENDING, config_hash=digest)
+        mine = live is not None and live.release == me and live.image == release.spec.image
+        if earlier is not None and earlier.phase in (
+            EnvironmentPhase.DEPLOYED,
+            EnvironmentPhase.SUPERSEDED,
+        ):
+            # Reached before: never deploy again, even if replaced since.
+            entry = earlier.model_copy()
+            entry.phase = EnvironmentPhase.DEPLOYED if mine else EnvironmentPhase.SUPERSEDED
+            if not mine:
+                entry.message = f"replaced by {live.release if live else 'nothing'} since"
+        elif mine and live is not None and live.config_hash == digest:
+            entry.image, entry.deployed_at = live.image, live.deployed_at
+            if live.ready:
+                entry.phase = EnvironmentPhase.DEPLOYED
+                ctx.plan.events.append(
+                    Event("Normal", "Deployed", f"{release.spec.image} is live in {name}")
+                )
+            else:
+                entry.phase = EnvironmentPhase.DEPLOYING
+                entry.message = "waiting for the rollout to become ready"
+        elif blocker is None and reached_before:
+            entry, blocker = _try_deploy(ctx, env, merged, digest, soaked_until, entry)
+
+        if entry.phase not in (EnvironmentPhase.DEPLOYED, EnvironmentPhase.SUPERSEDED):
+            reached_before = False
+            if entry.phase == EnvironmentPhase.DEPLOYING and blocker is None:
+                blocker = ("Deploying", entry.message or f"deploying to {name}", False)
+        else:
+            soaked_until = _soak_end(env, entry)
+        progress.append(entry)
+
+    ctx.status.environments = progress
+    reached = [p.name for p in progress if p.phase == EnvironmentPhase.DEPLOYED]
+    ctx.status.live_in = reached[-1] if reached else None
+    if blocker is None and reached_before:
+        ctx.status.phase = Phase.RELEASED
+        ctx.condition(cond.DEPLOYED, True, "Deployed", f"live in {', '.join(order)}")
+        ctx.condition(cond.READY, True, "Released", f"released to {', '.join(order)}")
+        ctx.status.conditions = cond.remove_condition(ctx.status.conditions, cond.RECONCILING)
+        ctx.status.conditions = cond.remove_condition(ctx.status.conditions, cond.STALLED)
+        return
+    reason, message, stalled = blocker or ("Promoting", "promoting", False)
+    ctx.condition(cond.DEPLOYED, False, reason, message)
+    if stalled:
+        ctx.status.phase = Phase.BLOCKED
+        _stalled(ctx, reason, message)
+    else:
+        ctx.status.phase = Phase.PROMOTING
+        _progressing(ctx, reason, message)
+
+
+def _soak_end(env: Environment, entry: EnvironmentProgress) -> datetime | None:
+    if env.spec.policy.soak is None or entry.deployed_at is None:
+        return None
+    since = parse_time(entry.deployed_at)
+    return since + parse_duration(env.spec.policy.soak)
+
+
+def _try_deploy(
+    ctx: _Context,
+    env: Environment,
+    merged: dict[str, str],
+    digest: str,
+    soaked_until: datetime | None,
+    entry: EnvironmentProgress,
+) -> tuple[EnvironmentProgress, tuple[str, str, bool] | None]:
+    """Deploy to ``env`` if nothing stops it; otherwise say what does."""
+    release = ctx.release
+    name = env.name
+    violations = validate_config(env, merged)
+    if violations:
+        message = "; ".join(v.describe() for v in violations)
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        ctx.plan.events.append(Event("Warning", "ConfigRuleViolated", message))
+        return entry, ("ConfigRuleViolated", f"promotion to {name} blocked: {message}", True)
+    if env.spec.requires_digest and not re.search(DIGEST_PATTERN, release.spec.image):
+        message = (
+            f"environment {name} requires an image pinned by digest, got {release.spec.image!r}; "
+            "use image@sha256:<digest>"
+        )
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        return entry, ("ImageNotPinned", message, True)
+    if soaked_until is not None and ctx.now < soaked_until:
+        wait = soaked_until - ctx.now
+        message = f"soaking in the previous environment until {format_time(soaked_until)}"
+        entry.phase, entry.message = EnvironmentPhase.WAITING, message
+        ctx.plan.requeue_after = _min_delay(ctx.plan.requeue_after, wait)
+        return entry, ("Soaking", message, False)
+    if env.spec.policy.require_approval:
+        approval = next(
+            (a for a in release.spec.promotion.approvals if a.environment == name), None
+        )
+        if approval is None:
+            message = (
+                f"environment {name} requires approval: add "
+                f"{{environment: {name}, approvedBy: <you>}} to spec.promotion.approvals"
+            )
+            entry.phase, entry.message = EnvironmentPhase.WAITING, message
+            return entry, ("AwaitingApproval", message, False)
+        entry.approved_by = approval.approved_by
+    entry.phase, entry.image = EnvironmentPhase.DEPLOYING, release.spec.image
+    entry.message = f"deploying {release.spec.image}"
+    predictions = next((a for a in ctx.status.artifacts if a.name == "predictions"), None)
+    ctx.plan.actions.append(
+        Deploy(
+            environment=name,
+            namespace=env.spec.namespace,
+            release=release_key(release),
+            image=release.spec.image,
+            config=merged,
+            config_hash=digest,
+            predictions=predictions,
+        )
+    )
+    ctx.plan.events.append(Event("Normal", "Deploying", f"deploying to {name}"))
+    return entry, None
+
+
+def _min_delay(current: timedelta | None, new: timedelta) -> timedelta:
+    return new if current is None else min(current, new)
+
+
+def _progressing(ctx: _Context, reason: str, message: str) -> None:
+    ctx.condition(cond.READY, False, reason, message)
+    ctx.condition(cond.RECONCILING, True, reason, message)
+    ctx.status.conditions = cond.remove_condition(ctx.status.conditions, cond.STALLED)
+
+
+def _stalled(ctx: _Context, reason: str, message: str) -> None:
+    ctx.condition(cond.READY, False, reason, message)
+    ctx.condition(cond.STALLED, True, reason, message)
+    ctx.status.conditions = cond.remove_condition(ctx.status.conditions, cond.RECONCILING)
+
+
+def _finish(ctx: _Context) -> Plan:
+    if ctx.previous.phase != ctx.status.phase and ctx.status.phase is not None:
+        kind = "Warning" if ctx.status.phase in _BAD_PHASES else "Normal"
+        ready = cond.find(ctx.status.conditions, cond.READY)
+        ctx.plan.events.append(
+            Event(
+                kind, f"Phase{ctx.status.phase}", ready.message if ready else str(ctx.status.phase)
+            )
+        )
+    return ctx.plan
+
+
+_BAD_PHASES = {Phase.GATE_FAILED, Phase.BLOCKED, Phase.FAILED, Phase.ROLLED_BACK}

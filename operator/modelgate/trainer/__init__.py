@@ -1,0 +1,1 @@
+"""Reference scikit-learn trainer honouring the training-job contract."""

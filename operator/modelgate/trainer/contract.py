@@ -1,0 +1,38 @@
+"""The training-job contract: what a training container reads and writes.
+
+Any image honouring this contract can train a release. Inputs arrive as
+environment variables; outputs are files in ``MODELGATE_OUTPUT_DIR``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Inputs (environment variables).
+TRAIN_DATA: Final = "MODELGATE_TRAIN_DATA"  # path or URI of the training table
+EVAL_DATA: Final = "MODELGATE_EVAL_DATA"  # path or URI of the evaluation table
+TARGET: Final = "MODELGATE_TARGET"  # label column
+ID_COLUMN: Final = "MODELGATE_ID_COLUMN"  # optional row id column
+TASK: Final = "MODELGATE_TASK"  # binary | multiclass | regression
+POSITIVE_LABEL: Final = "MODELGATE_POSITIVE_LABEL"  # binary tasks, default "1"
+PARAMS: Final = "MODELGATE_PARAMS"  # JSON object of hyperparameters
+SEED: Final = "MODELGATE_SEED"  # integer random seed
+OUTPUT_DIR: Final = "MODELGATE_OUTPUT_DIR"  # where the outputs below are written
+RELEASE: Final = "MODELGATE_RELEASE"  # namespace/name of the ModelRelease
+MODEL_NAME: Final = "MODELGATE_MODEL_NAME"
+MODEL_VERSION: Final = "MODELGATE_MODEL_VERSION"
+
+# Outputs (file names in OUTPUT_DIR).
+MODEL_FILE: Final = "model.skops"  # the fitted model, skops format (never pickle)
+PREDICTIONS_FILE: Final = "predictions.csv"  # evaluation columns + y_true, y_pred, y_score
+METADATA_FILE: Final = "metadata.json"  # params, versions, data SHA-256s, schema
+
+OUTPUTS: Final = {
+    "model": MODEL_FILE,
+    "predictions": PREDICTIONS_FILE,
+    "metadata": METADATA_FILE,
+}
+
+# Keys of MODELGATE_PARAMS the reference trainer reserves; the rest go to the
+# estimator's constructor.
+RESERVED_PARAMS: Final = ("estimator", "features", "exclude")

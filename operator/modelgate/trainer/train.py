@@ -1,0 +1,234 @@
+"""The reference trainer: a scikit-learn pipeline fitted from the contract.
+
+Numeric columns are median-imputed; text columns are imputed with the most
+frequent value and one-hot encoded (unknown categories ignored at predict
+time). The estimator is named by its dotted path and must live in
+``sklearn.``: the trainer never imports arbitrary modules from a spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+import skops.io as sio
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from modelgate.trainer import contract
+
+ALLOWED_ESTIMATOR_PREFIX = "sklearn."
+TASKS = ("binary", "multiclass", "regression")
+
+
+class ContractError(ValueError):
+    """The job was started with inputs that break the training contract."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise ContractError(f"data file {path} does not exist")
+    if path.suffix in {".parquet", ".pq"}:
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def load_estimator_class(dotted: str) -> type[Any]:
+    if not dotted.startswith(ALLOWED_ESTIMATOR_PREFIX) or dotted.count(".") < 2:
+        raise ContractError(
+            f"params.estimator {dotted!r} is not allowed: name a scikit-learn estimator "
+            "such as sklearn.ensemble.RandomForestClassifier"
+        )
+    module_name, _, class_name = dotted.rpartition(".")
+    try:
+        estimator: type[Any] = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ContractError(f"params.estimator {dotted!r} does not exist: {error}") from error
+    return estimator
+
+
+def build_pipeline(frame: pd.DataFrame, features: list[str], estimator: Any) -> Any:
+
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
+    categorical = [c for c in features if c not in numeric]
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        transformers.append(("numeric", SimpleImputer(strategy="median"), numeric))
+    if categorical:
+        encoder = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="most_frequent")),
+                ("onehot", OneHotEncoder(handle_unknown="ignore")),
+            ]
+        )
+        transformers.append(("categorical", encoder, categorical))
+    return Pipeline([("features", ColumnTransformer(transformers)), ("model", estimator)])
+
+
+def _schema(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
+    schema = []
+    for column in features:
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        entry: dict[str, Any] = {"name": column, "type": "number" if numeric else "string"}
+        if not numeric:
+            entry["categories"] = sorted(str(v) for v in frame[column].dropna().unique())[:1000]
+        schema.append(entry)
+    return schema
+
+
+def _label_strings(values: Any) -> list[str]:
+    """Labels as the gate reads them: integral numbers without a decimal point."""
+    out = []
+    for value in values:
+        if isinstance(value, float | np.floating) and float(value).is_integer():
+            out.append(str(int(value)))
+        else:
+            out.append(str(value))
+    return out
+
+
+def train(env: Mapping[str, str]) -> dict[str, Any]:
+    """Run one training job from contract variables; returns the metadata written."""
+    started = time.time()
+    missing = [
+        name
+        for name in (contract.TRAIN_DATA, contract.EVAL_DATA, contract.TARGET, contract.OUTPUT_DIR)
+        if not env.get(name)
+    ]
+    if missing:
+        raise ContractError(f"missing environment variables: {', '.join(missing)}")
+    task = env.get(contract.TASK, "binary")
+    if task not in TASKS:
+        raise ContractError(f"{contract.TASK}={task!r}: use one of {', '.join(TASKS)}")
+    try:
+        params: dict[str, Any] = json.loads(env.get(contract.PARAMS) or "{}")
+    except json.JSONDecodeError as error:
+        raise ContractError(f"{contract.PARAMS} is not valid JSON: {error}") from error
+    if not isinstance(params, dict):
+        raise ContractError(f"{contract.PARAMS} must be a JSON object")
+    seed = int(env.get(contract.SEED, "0"))
+    target = env[contract.TARGET]
+    id_column = env.get(contract.ID_COLUMN) or None
+    positive_label = env.get(contract.POSITIVE_LABEL, "1")
+    train_path, eval_path = Path(env[contract.TRAIN_DATA]), Path(env[contract.EVAL_DATA])
+    output = Path(env[contract.OUTPUT_DIR])
+    output.mkdir(parents=True, exist_ok=True)
+
+    train_frame, eval_frame = read_table(train_path), read_table(eval_path)
+    for name, frame in (("training", train_frame), ("evaluation", eval_frame)):
+        if target not in frame.columns:
+            raise ContractError(f"{name} data has no target column {target!r}")
+    excluded = {target, *([id_column] if id_column else []), *params.get("exclude", [])}
+    features = list(params.get("features") or [c for c in train_frame.columns if c not in excluded])
+    absent = [c for c in features if c not in train_frame.columns or c not in eval_frame.columns]
+    if absent:
+        raise ContractError(f"feature columns missing from the data: {absent}")
+
+    estimator_class = load_estimator_class(
+        str(params.get("estimator", "sklearn.ensemble.RandomForestClassifier"))
+    )
+    kwargs = {k: v for k, v in params.items() if k not in contract.RESERVED_PARAMS}
+    if "random_state" in estimator_class().get_params():
+        kwargs.setdefault("random_state", seed)
+    try:
+        estimator = estimator_class(**kwargs)
+    except TypeError as error:
+        raise ContractError(f"params do not fit {estimator_class.__name__}: {error}") from error
+    pipeline = build_pipeline(train_frame, features, estimator)
+    y_train = train_frame[target]
+    if task != "regression":
+        y_train = pd.Series(_label_strings(y_train), index=train_frame.index)
+    pipeline.fit(train_frame[features], y_train)
+
+    predictions = eval_frame.copy()
+    predictions["y_true"] = (
+        eval_frame[target] if task == "regression" else _label_strings(eval_frame[target])
+    )
+    predicted = pipeline.predict(eval_frame[features])
+    predictions["y_pred"] = predicted if task == "regression" else _label_strings(predicted)
+    if task != "regression" and hasattr(pipeline, "predict_proba"):
+        probabilities = pipeline.predict_proba(eval_frame[features])
+        classes = _label_strings(pipeline.classes_)
+        if task == "binary":
+            if positive_label not in classes:
+                raise ContractError(
+                    f"positive label {positive_label!r} not among the classes {classes}"
+                )
+            predictions["y_score"] = probabilities[:, classes.index(positive_label)]
+        else:
+            for index, label in enumerate(classes):
+                predictions[f"y_score_{label}"] = probabilities[:, index]
+    predictions.to_csv(output / contract.PREDICTIONS_FILE, index=False)
+
+    sio.dump(pipeline, output / contract.MODEL_FILE)
+
+    metadata: dict[str, Any] = {
+        "contract": "modelgate.dev/training/v1",
+        "release": env.get(contract.RELEASE),
+        "model": {"name": env.get(contract.MODEL_NAME), "version": env.get(contract.MODEL_VERSION)},
+        "task": task,
+        "target": target,
+        "idColumn": id_column,
+        "positiveLabel": positive_label,
+        "estimator": f"{estimator_class.__module__}.{estimator_class.__name__}",
+        "params": params,
+        "seed": seed,
+        "features": _schema(train_frame, features),
+        "data": {
+            "train": {
+                "path": str(train_path),
+                "sha256": sha256_file(train_path),
+                "rows": len(train_frame),
+            },
+            "evaluation": {
+                "path": str(eval_path),
+                "sha256": sha256_file(eval_path),
+                "rows": len(eval_frame),
+            },
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "skops": importlib.metadata.version("skops"),
+        },
+        "durationSeconds": round(time.time() - started, 3),
+    }
+    (output / contract.METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    return metadata
+
+
+def main() -> int:
+    try:
+        metadata = train(os.environ)
+    except ContractError as error:
+        print(f"modelgate-trainer: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"modelgate-trainer: trained {metadata['estimator']} on "
+        f"{metadata['data']['train']['rows']} rows; outputs in {os.environ[contract.OUTPUT_DIR]}"
+    )
+    return 0
