@@ -26,8 +26,8 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests benchmarks examples
-	$(BIN)/ruff format --check operator tests benchmarks examples
+	$(BIN)/ruff check operator tests examples
+	$(BIN)/ruff format --check operator tests examples
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
@@ -36,9 +36,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-## Regenerate crds/ from the pydantic models.
+## Regenerate crds/ (and the chart's copy) from the pydantic models.
 crds: $(STAMP)
 	$(BIN)/modelgate crds --output-dir crds/
+	$(BIN)/modelgate crds --output-dir charts/modelgate/crds/
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e --with-e2e

@@ -49,8 +49,17 @@ def generate(rows: int, rng: np.random.Generator, first_id: int) -> list[tuple[o
     )
     default = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
     return [
-        (first_id + i, age[i], f"{income[i]:.0f}", f"{debt_ratio[i]:.3f}", credit_lines[i],
-         late_payments[i], region[i], gender[i], default[i])
+        (
+            first_id + i,
+            age[i],
+            f"{income[i]:.0f}",
+            f"{debt_ratio[i]:.3f}",
+            credit_lines[i],
+            late_payments[i],
+            region[i],
+            gender[i],
+            default[i],
+        )
         for i in range(rows)
     ]
 

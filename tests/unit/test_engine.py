@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
@@ -355,8 +356,6 @@ def test_gate_outcome_rules() -> None:
 
 
 def test_read_table_csv_parquet_and_garbage(tmp_path: Any) -> None:
-    import pyarrow.parquet as pq
-
     data = pa.table({"y_true": [1, 0], "y_pred": [1.0, 0.0]})
     pq.write_table(data, tmp_path / "p.parquet")
     parquet = read_table((tmp_path / "p.parquet").read_bytes(), "p")

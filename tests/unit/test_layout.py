@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import operator
 import subprocess
 import sys
 import sysconfig
@@ -19,8 +20,6 @@ def test_operator_folder_is_not_a_package() -> None:
 
 
 def test_stdlib_operator_still_resolves() -> None:
-    import operator
-
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     origin = Path(operator.__file__ or "").resolve()
     assert stdlib in origin.parents, f"'operator' resolves to {origin}, not the stdlib"

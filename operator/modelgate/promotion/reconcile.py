@@ -477,6 +477,9 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
                 entry.message = f"replaced by {live.release if live else 'nothing'} since"
         elif mine and live is not None and live.config_hash == digest:
             entry.image, entry.deployed_at = live.image, live.deployed_at
+            entry.approved_by = (earlier.approved_by if earlier is not None else None) or (
+                _approver(release, name) if env.spec.policy.require_approval else None
+            )
             if live.ready:
                 entry.phase = EnvironmentPhase.DEPLOYED
                 ctx.plan.events.append(
@@ -554,17 +557,15 @@ def _try_deploy(
         ctx.plan.requeue_after = _min_delay(ctx.plan.requeue_after, wait)
         return entry, ("Soaking", message, False)
     if env.spec.policy.require_approval:
-        approval = next(
-            (a for a in release.spec.promotion.approvals if a.environment == name), None
-        )
-        if approval is None:
+        approver = _approver(release, name)
+        if approver is None:
             message = (
                 f"environment {name} requires approval: add "
                 f"{{environment: {name}, approvedBy: <you>}} to spec.promotion.approvals"
             )
             entry.phase, entry.message = EnvironmentPhase.WAITING, message
             return entry, ("AwaitingApproval", message, False)
-        entry.approved_by = approval.approved_by
+        entry.approved_by = approver
     entry.phase, entry.image = EnvironmentPhase.DEPLOYING, release.spec.image
     entry.message = f"deploying {release.spec.image}"
     predictions = next((a for a in ctx.status.artifacts if a.name == "predictions"), None)
@@ -581,6 +582,13 @@ def _try_deploy(
     )
     ctx.plan.events.append(Event("Normal", "Deploying", f"deploying to {name}"))
     return entry, None
+
+
+def _approver(release: ModelRelease, environment: str) -> str | None:
+    for approval in release.spec.promotion.approvals:
+        if approval.environment == environment:
+            return approval.approved_by
+    return None
 
 
 def _min_delay(current: timedelta | None, new: timedelta) -> timedelta:

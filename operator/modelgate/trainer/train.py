@@ -1,6 +1,6 @@
 """The reference trainer: a scikit-learn pipeline fitted from the contract.
 
-Numeric columns are median-imputed; text columns are imputed with the most
+Numeric columns are median-imputed and standardised; text columns are imputed with the most
 frequent value and one-hot encoded (unknown categories ignored at predict
 time). The estimator is named by its dotted path and must live in
 ``sklearn.``: the trainer never imports arbitrary modules from a spec.
@@ -27,7 +27,7 @@ import skops.io as sio
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from modelgate.trainer import contract
 
@@ -75,7 +75,11 @@ def build_pipeline(frame: pd.DataFrame, features: list[str], estimator: Any) -> 
     categorical = [c for c in features if c not in numeric]
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
-        transformers.append(("numeric", SimpleImputer(strategy="median"), numeric))
+        # Scaling leaves tree models unchanged and lets linear models converge.
+        scaled = Pipeline(
+            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        )
+        transformers.append(("numeric", scaled, numeric))
     if categorical:
         encoder = Pipeline(
             [

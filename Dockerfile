@@ -1,0 +1,15 @@
+# One image, two entrypoints: the operator (`python -m modelgate ...`) and the
+# reference trainer (`python -m modelgate.trainer`).
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim-bookworm
+ENV PYTHONSAFEPATH=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY --from=build /install /usr/local
+RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin modelgate
+USER 65532:65532
+ENTRYPOINT ["python", "-m", "modelgate"]
+CMD ["--help"]

@@ -1,0 +1,211 @@
+"""Local mode end to end: the sample releases through the CLI, for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelgate.cli import main
+from tests.conftest import EXAMPLES, ROOT
+
+SAMPLE = EXAMPLES / "credit-risk"
+GATE, ENVS = SAMPLE / "gate.yaml", SAMPLE / "environments.yaml"
+RELEASE, LEAK = SAMPLE / "release.yaml", SAMPLE / "release-backtest-leak.yaml"
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, dict[str, Any]]:
+    code = main(["run", *map(str, args), "--output", "json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def items(listing: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {i["metadata"]["name"]: i for i in listing["items"] if i["kind"] == kind}
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in obj["status"]["conditions"]}
+
+
+@pytest.fixture(scope="module")
+def released_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    state = tmp_path_factory.mktemp("state")
+    assert main(["run", str(GATE), str(ENVS), str(RELEASE), "--state-dir", str(state)]) == 0
+    return state
+
+
+def copy_state(source: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "state"
+    shutil.copytree(source, target)
+    return target
+
+
+def test_sample_release_is_released_in_both_environments(
+    released_state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = copy_state(released_state, tmp_path)
+    code, listing = run_json(capsys, GATE, ENVS, RELEASE, "--state-dir", state)
+    assert code == 0
+    release = items(listing, "ModelRelease")["credit-risk-1-4-0"]
+    status = release["status"]
+    assert status["phase"] == "Released"
+    assert [(e["name"], e["phase"]) for e in status["environments"]] == [
+        ("staging", "Deployed"),
+        ("production", "Deployed"),
+    ]
+    assert {c: v["status"] for c, v in conditions(release).items()} == {
+        "Trained": "True",
+        "GatePassed": "True",
+        "ConfigValid": "True",
+        "Deployed": "True",
+        "Ready": "True",
+    }
+    gate = status["gate"]
+    assert gate["outcome"] == "Passed"
+    assert {c["name"]: c["outcome"] for c in gate["checks"]}["no-regression"] == "Inconclusive"
+    artifacts = {a["name"]: a for a in status["artifacts"]}
+    assert set(artifacts) == {"model", "predictions", "metadata", "gate-report"}
+    for record in artifacts.values():
+        path = Path(record["uri"].removeprefix("file://"))
+        assert path.name == record["sha256"]
+        assert path.stat().st_size == record["size"]
+    report = json.loads(Path(artifacts["gate-report"]["uri"].removeprefix("file://")).read_text())
+    slices = next(c for c in report["checks"] if c["name"] == "recall-by-region")["slices"]
+    assert {s["slice"] for s in slices} == {
+        f"region={r}" for r in ("north", "south", "east", "west")
+    }
+    environments = items(listing, "Environment")
+    for name in ("staging", "production"):
+        assert environments[name]["status"]["liveRelease"] == "credit-risk-1-4-0"
+        assert environments[name]["status"]["history"][0]["release"] == "credit-risk-1-4-0"
+    config = (state / "environments" / "default" / "production.env").read_text()
+    assert "FEATURE_STORE_URL=https://features.prod.example.com\n" in config
+
+
+def test_rerun_is_idempotent(
+    released_state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = copy_state(released_state, tmp_path)
+    runs = sorted(p.name for p in (state / "runs").iterdir())
+    history = json.loads((state / "environments" / "default" / "production.json").read_text())[
+        "history"
+    ]
+    assert main(["run", str(GATE), str(ENVS), str(RELEASE), "--state-dir", str(state)]) == 0
+    output = capsys.readouterr().out
+    assert "TrainingStarted" not in output
+    assert "Deploying" not in output
+    assert sorted(p.name for p in (state / "runs").iterdir()) == runs
+    after = json.loads((state / "environments" / "default" / "production.json").read_text())[
+        "history"
+    ]
+    assert after == history
+
+
+def test_backtest_leak_is_stopped_before_production(
+    released_state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = copy_state(released_state, tmp_path)
+    code, listing = run_json(capsys, GATE, ENVS, LEAK, "--state-dir", state)
+    assert code == 1
+    release = items(listing, "ModelRelease")["credit-risk-1-5-0"]
+    status = release["status"]
+    assert status["phase"] == "Blocked"
+    assert status["liveIn"] == "staging"
+    production = {e["name"]: e for e in status["environments"]}["production"]
+    assert production["phase"] == "Blocked"
+    config_valid = conditions(release)["ConfigValid"]
+    assert config_valid["status"] == "False"
+    assert config_valid["reason"] == "ConfigRuleViolated"
+    message = config_valid["message"]
+    assert "FEATURE_STORE_URL='https://features.backtest.example.com'" in message
+    assert "violates rule forbid=backtest" in message
+    assert "violates rule pattern" in message
+    assert conditions(release)["Stalled"]["status"] == "True"
+    # Production still runs the release that passed; nothing leaked through.
+    live = items(listing, "Environment")["production"]["status"]["liveRelease"]
+    assert live == "credit-risk-1-4-0"
+    # With 1.4.0 live in production, the baseline check now has a baseline.
+    checks = {c["name"]: c for c in status["gate"]["checks"]}
+    assert checks["no-regression"]["outcome"] in {"Passed", "Failed"}
+    assert checks["no-regression"]["baseline"] is not None
+
+
+def test_corrupted_artifact_fails_closed_on_re_evaluation(
+    released_state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = copy_state(released_state, tmp_path)
+    stored = json.loads(
+        (state / "objects" / "ModelRelease" / "default" / "credit-risk-1-4-0.json").read_text()
+    )
+    predictions = next(a for a in stored["status"]["artifacts"] if a["name"] == "predictions")
+    path = Path(predictions["uri"].removeprefix("file://"))
+    # The copied state points at the original store: corrupt the copy's own.
+    path = state / path.relative_to(released_state)
+    os.chmod(path, 0o644)
+    path.write_text("y_true,y_pred\n1,1\n")
+    for record in stored["status"]["artifacts"]:
+        record["uri"] = record["uri"].replace(str(released_state), str(state))
+    (state / "objects" / "ModelRelease" / "default" / "credit-risk-1-4-0.json").write_text(
+        json.dumps(stored)
+    )
+    stricter = tmp_path / "gate.yaml"
+    stricter.write_text(GATE.read_text().replace("min: 0.8}", "min: 0.81}", 1))
+    code, listing = run_json(capsys, stricter, ENVS, RELEASE, "--state-dir", state)
+    assert code == 1
+    status = items(listing, "ModelRelease")["credit-risk-1-4-0"]["status"]
+    assert status["phase"] == "GateFailed"
+    assert status["gate"]["outcome"] == "Inconclusive"
+    assert "refusing to use it" in status["gate"]["checks"][0]["message"]
+    assert sorted(p.name for p in (state / "runs").iterdir()) == sorted(
+        p.name for p in (released_state / "runs").iterdir()
+    ), "re-evaluation must not retrain"
+
+
+def test_invalid_manifest_exits_1_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "gate.yaml"
+    bad.write_text(GATE.read_text().replace("name: roc_auc", "name: rocauc"))
+    assert main(["run", str(bad), str(ENVS), str(RELEASE), "--state-dir", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert "spec.checks[0].metric.name: Input should be 'accuracy'" in err
+
+
+def test_validate_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(GATE), str(ENVS), str(RELEASE)]) == 0
+    assert "valid: 4 resources" in capsys.readouterr().out
+    assert main(["validate", str(SAMPLE)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "ModelRelease default/credit-risk-1-5-0: environment production: FEATURE_STORE_URL=" in out
+    )
+
+
+def test_crds_command_writes_the_committed_files(tmp_path: Path) -> None:
+    assert main(["crds", "--output-dir", str(tmp_path)]) == 0
+    for path in (ROOT / "crds").glob("*.yaml"):
+        assert (tmp_path / path.name).read_text() == path.read_text()
+
+
+def test_sample_data_is_reproducible(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(SAMPLE / "generate_data.py"), str(tmp_path)], check=True)
+    for name in ("train.csv", "eval.csv"):
+        assert (tmp_path / name).read_bytes() == (SAMPLE / "data" / name).read_bytes()
+
+
+def test_console_script_runs_the_demo(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "modelgate"
+    result = subprocess.run(
+        [str(script), "run", str(GATE), str(ENVS), str(RELEASE), "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "credit-risk-1-4-0  credit-risk  1.4.0    Released  Passed  production" in result.stdout

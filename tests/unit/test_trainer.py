@@ -1,0 +1,145 @@
+"""The reference trainer honours the training contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import skops.io as sio
+
+from modelgate.trainer import contract
+from modelgate.trainer.train import ContractError, train
+from tests.conftest import EXAMPLES, ROOT
+
+DATA = EXAMPLES / "credit-risk" / "data"
+
+
+def contract_env(output: Path, **extra: str) -> dict[str, str]:
+    env = {
+        contract.TRAIN_DATA: str(DATA / "train.csv"),
+        contract.EVAL_DATA: str(DATA / "eval.csv"),
+        contract.TARGET: "default",
+        contract.ID_COLUMN: "id",
+        contract.TASK: "binary",
+        contract.PARAMS: json.dumps(
+            {
+                "estimator": "sklearn.linear_model.LogisticRegression",
+                "max_iter": 500,
+                "exclude": ["gender"],
+            }
+        ),
+        contract.OUTPUT_DIR: str(output),
+        contract.MODEL_NAME: "credit-risk",
+        contract.MODEL_VERSION: "1.0.0",
+    }
+    env.update(extra)
+    return env
+
+
+def test_outputs_follow_the_contract(tmp_path: Path) -> None:
+    metadata = train(contract_env(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(contract.OUTPUTS.values())
+    predictions = pd.read_csv(tmp_path / contract.PREDICTIONS_FILE)
+    evaluation = pd.read_csv(DATA / "eval.csv")
+    assert len(predictions) == len(evaluation)
+    assert {"y_true", "y_pred", "y_score", *evaluation.columns} <= set(predictions.columns)
+    assert predictions["y_score"].between(0, 1).all()
+    assert set(predictions["y_pred"].astype(str)) <= {"0", "1"}
+    assert (predictions["id"] == evaluation["id"]).all()
+    written = json.loads((tmp_path / contract.METADATA_FILE).read_text())
+    assert written == metadata
+    expected = hashlib.sha256((DATA / "train.csv").read_bytes()).hexdigest()
+    assert metadata["data"]["train"]["sha256"] == expected
+    assert metadata["data"]["evaluation"]["rows"] == len(evaluation)
+    assert metadata["versions"]["scikit-learn"]
+    assert "gender" not in [f["name"] for f in metadata["features"]]
+    assert {
+        "name": "region",
+        "type": "string",
+        "categories": ["east", "north", "south", "west"],
+    } in metadata["features"]
+
+
+def test_model_loads_with_skops_and_an_explicit_trust_list(tmp_path: Path) -> None:
+    train(contract_env(tmp_path))
+    path = tmp_path / contract.MODEL_FILE
+    untrusted = sio.get_untrusted_types(file=path)
+    assert all(t.startswith(("sklearn.", "numpy.")) for t in untrusted), untrusted
+    model = sio.load(path, trusted=untrusted)
+    frame = pd.read_csv(DATA / "eval.csv").head(5)
+    assert len(model.predict(frame)) == 5
+
+
+def test_model_file_is_not_a_pickle(tmp_path: Path) -> None:
+    train(contract_env(tmp_path))
+    assert (tmp_path / contract.MODEL_FILE).read_bytes()[:2] == b"PK"  # a zip, not a pickle
+
+
+def test_regression_task(tmp_path: Path) -> None:
+    env = contract_env(
+        tmp_path,
+        **{
+            contract.TASK: "regression",
+            contract.TARGET: "income",
+            contract.PARAMS: json.dumps({"estimator": "sklearn.linear_model.Ridge"}),
+        },
+    )
+    train(env)
+    predictions = pd.read_csv(tmp_path / contract.PREDICTIONS_FILE)
+    assert "y_score" not in predictions.columns
+    assert predictions["y_pred"].dtype.kind == "f"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({contract.PARAMS: json.dumps({"estimator": "os.system"})}, "is not allowed"),
+        ({contract.PARAMS: json.dumps({"estimator": "sklearn.nope.Model"})}, "does not exist"),
+        ({contract.PARAMS: "{not json"}, "is not valid JSON"),
+        (
+            {
+                contract.PARAMS: json.dumps(
+                    {"estimator": "sklearn.linear_model.LogisticRegression", "bogus": 1}
+                )
+            },
+            "params do not fit LogisticRegression",
+        ),
+        ({contract.TARGET: "nope"}, "no target column 'nope'"),
+        ({contract.TASK: "ranking"}, "MODELGATE_TASK='ranking'"),
+        ({contract.TRAIN_DATA: "/nonexistent.csv"}, "does not exist"),
+        ({contract.TARGET: ""}, "missing environment variables: MODELGATE_TARGET"),
+    ],
+)
+def test_contract_violations_are_clear(
+    tmp_path: Path, override: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ContractError, match=message):
+        train(contract_env(tmp_path, **override))
+
+
+def test_module_entry_point_exit_codes(tmp_path: Path) -> None:
+    env = {**contract_env(tmp_path), "PYTHONPATH": str(ROOT / "operator")}
+    ok = subprocess.run(
+        [sys.executable, "-m", "modelgate.trainer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "trained sklearn.linear_model" in ok.stdout
+    env[contract.TARGET] = "nope"
+    bad = subprocess.run(
+        [sys.executable, "-m", "modelgate.trainer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "no target column 'nope'" in bad.stderr
