@@ -24,6 +24,7 @@ from modelgate.api.common import (
     NameValue,
     ResourceModel,
 )
+from modelgate.api.qualitygate import MIN_NOT_ABOVE_MAX, cel
 
 
 class Tier(StrEnum):
@@ -62,6 +63,8 @@ class ValueType(StrEnum):
 
 class ConfigRule(ApiModel):
     """A rule the merged configuration must satisfy before every deploy."""
+
+    model_config = cel(MIN_NOT_ABOVE_MAX)
 
     key: str = Field(pattern=CONFIG_KEY_PATTERN, description="Configuration key the rule checks.")
     required: bool = Field(default=False, description="The key must be present and non-empty.")

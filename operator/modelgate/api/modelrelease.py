@@ -17,7 +17,7 @@ from modelgate.api.common import (
     NameValue,
     ResourceModel,
 )
-from modelgate.api.qualitygate import Check, Task, validate_checks_for_task
+from modelgate.api.qualitygate import Check, Task, cel, validate_checks_for_task
 
 IMAGE_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$"
 DIGEST_PATTERN = r"@sha256:[a-f0-9]{64}$"
@@ -81,6 +81,14 @@ class Training(ApiModel):
 class GateReference(ApiModel):
     """Which checks the candidate must pass: a QualityGate and/or inline checks."""
 
+    model_config = cel(
+        (
+            "has(self.name) || (has(self.checks) && size(self.checks) > 0)",
+            "set name (a QualityGate) or inline checks (or both)",
+        ),
+        ("has(self.name) || has(self.task)", "inline checks without a named gate need task"),
+    )
+
     name: str | None = Field(
         default=None, pattern=DNS_SUBDOMAIN_PATTERN, description="QualityGate in this namespace."
     )
@@ -88,7 +96,9 @@ class GateReference(ApiModel):
         default=None, description="Task of inline checks (taken from the gate when named)."
     )
     checks: list[Check] = Field(
-        default_factory=list, description="Inline checks, added to the named gate's checks."
+        default_factory=list,
+        max_length=100,
+        description="Inline checks, added to the named gate's checks.",
     )
 
     @model_validator(mode="after")
@@ -121,14 +131,24 @@ class Approval(ApiModel):
 class PromotionSpec(ApiModel):
     """The path to production and its per-environment settings."""
 
+    model_config = cel(
+        (
+            "!has(self.config) || self.config.all(c, c.environment in self.environments)",
+            "every promotion.config entry must name an environment listed in environments",
+        ),
+    )
+
     environments: list[str] = Field(
         min_length=1,
+        max_length=20,
         description="Environments to go through, in order, e.g. [staging, production].",
     )
     config: list[EnvironmentConfig] = Field(
-        default_factory=list, description="Per-environment config overrides."
+        default_factory=list, max_length=20, description="Per-environment config overrides."
     )
-    approvals: list[Approval] = Field(default_factory=list, description="Recorded approvals.")
+    approvals: list[Approval] = Field(
+        default_factory=list, max_length=100, description="Recorded approvals."
+    )
 
     @field_validator("environments")
     @classmethod

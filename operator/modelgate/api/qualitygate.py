@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from modelgate.api.common import DNS_LABEL_PATTERN, ApiModel, Condition, ResourceModel
 
@@ -76,8 +76,28 @@ class Average(StrEnum):
     WEIGHTED = "weighted"
 
 
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """Server-side validation (CEL) mirroring a model validator, so the API
+    server rejects the same input even without the admission webhook."""
+    return ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": rule, "message": message} for rule, message in rules
+            ]
+        }
+    )
+
+
+MIN_NOT_ABOVE_MAX = (
+    "!has(self.min) || !has(self.max) || self.min <= self.max",
+    "min is greater than max: no value can pass; swap them or widen the range",
+)
+
+
 class Bounds(ApiModel):
     """Inclusive bounds shared by threshold checks."""
+
+    model_config = cel(MIN_NOT_ABOVE_MAX)
 
     min: float | None = Field(default=None, description="Smallest acceptable value (inclusive).")
     max: float | None = Field(default=None, description="Largest acceptable value (inclusive).")
@@ -264,6 +284,27 @@ class DriftCheck(ApiModel):
 class Check(ApiModel):
     """One named check. Exactly one of metric, fairness, data or drift is set."""
 
+    model_config = cel(
+        (
+            "[has(self.metric), has(self.fairness), has(self.data), has(self.drift)]"
+            ".filter(x, x).size() == 1",
+            "set exactly one of metric, fairness, data or drift",
+        ),
+        (
+            "has(self.metric) || !(has(self.slice) || has(self.baseline))",
+            "slice and baseline apply to a metric check",
+        ),
+        (
+            "!(has(self.slice) && has(self.baseline))",
+            "combine either slice or baseline with a metric, not both",
+        ),
+        (
+            "!has(self.metric) || has(self.baseline) || has(self.metric.min) "
+            "|| has(self.metric.max)",
+            "a metric check needs min or max (or a baseline to compare with)",
+        ),
+    )
+
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Name of the check.")
     severity: Severity = Field(
         default=Severity.BLOCKING,
@@ -349,7 +390,9 @@ class QualityGateSpec(ApiModel):
     positive_label: str = Field(
         default="1", description="Label of the positive class for binary tasks."
     )
-    checks: list[Check] = Field(min_length=1, description="Checks a candidate must pass.")
+    checks: list[Check] = Field(
+        min_length=1, max_length=100, description="Checks a candidate must pass."
+    )
 
     @model_validator(mode="after")
     def _checks_fit_task(self) -> QualityGateSpec:

@@ -1,0 +1,137 @@
+"""The CRDs' CEL rules, evaluated with a CEL interpreter against real documents.
+
+The API server runs these rules (x-kubernetes-validations) even when the
+admission webhook is off; they mirror the pydantic validators.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import celpy
+import pytest
+
+from modelgate.api.crdgen import build_crd
+from tests.unit.test_crds import EXAMPLE_DOCUMENTS
+
+CEL = celpy.Environment()
+
+
+def violations(schema: dict[str, Any], value: Any) -> list[str]:
+    """Messages of every CEL rule that fails, walking schema and value together."""
+    found: list[str] = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        program = CEL.program(CEL.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+            found.append(rule["message"])
+    if isinstance(value, dict):
+        for name, child in schema.get("properties", {}).items():
+            if name in value:
+                found.extend(violations(child, value[name]))
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            found.extend(violations(schema["items"], item))
+    return found
+
+
+def schema_of(kind: str) -> dict[str, Any]:
+    schema: dict[str, Any] = build_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_every_rule_compiles() -> None:
+    count = 0
+
+    def walk(node: dict[str, Any]) -> None:
+        nonlocal count
+        for rule in node.get("x-kubernetes-validations", []):
+            CEL.compile(rule["rule"])
+            count += 1
+        for child in node.get("properties", {}).values():
+            walk(child)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"])
+
+    for kind in ("QualityGate", "Environment", "ModelRelease"):
+        walk(schema_of(kind))
+    assert count >= 8
+
+
+@pytest.mark.parametrize(("source", "document"), EXAMPLE_DOCUMENTS, ids=lambda v: str(v)[:60])
+def test_examples_satisfy_every_rule(source: str, document: dict[str, Any]) -> None:
+    assert violations(schema_of(document["kind"]), document) == []
+
+
+GATE = {
+    "apiVersion": "modelgate.dev/v1alpha1",
+    "kind": "QualityGate",
+    "metadata": {"name": "g"},
+    "spec": {
+        "task": "binary",
+        "checks": [{"name": "auc", "metric": {"name": "roc_auc", "min": 0.8}}],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        ({"name": "a"}, "set exactly one of metric, fairness, data or drift"),
+        (
+            {"name": "a", "metric": {"name": "f1", "min": 0.5}, "data": {"column": "x", "min": 0}},
+            "set exactly one of metric, fairness, data or drift",
+        ),
+        (
+            {"name": "a", "data": {"column": "x", "min": 0}, "slice": {"columns": ["r"]}},
+            "slice and baseline apply to a metric check",
+        ),
+        (
+            {
+                "name": "a",
+                "metric": {"name": "f1", "min": 0.5},
+                "slice": {"columns": ["r"]},
+                "baseline": {"environment": "production"},
+            },
+            "combine either slice or baseline with a metric, not both",
+        ),
+        ({"name": "a", "metric": {"name": "f1"}}, "a metric check needs min or max"),
+        (
+            {"name": "a", "metric": {"name": "f1", "min": 0.9, "max": 0.1}},
+            "min is greater than max: no value can pass; swap them or widen the range",
+        ),
+    ],
+)
+def test_bad_checks_are_rejected_server_side(check: dict[str, Any], message: str) -> None:
+    document = copy.deepcopy(GATE)
+    document["spec"]["checks"] = [check]
+    assert any(v.startswith(message) for v in violations(schema_of("QualityGate"), document))
+
+
+def test_release_rules() -> None:
+    release = next(d for _, d in EXAMPLE_DOCUMENTS if d["kind"] == "ModelRelease")
+    document = copy.deepcopy(release)
+    document["spec"]["promotion"]["config"][0]["environment"] = "prod"
+    assert violations(schema_of("ModelRelease"), document) == [
+        "every promotion.config entry must name an environment listed in environments"
+    ]
+    document = copy.deepcopy(release)
+    document["spec"]["gate"] = {
+        "checks": [{"name": "auc", "metric": {"name": "roc_auc", "min": 0.8}}]
+    }
+    assert violations(schema_of("ModelRelease"), document) == [
+        "inline checks without a named gate need task"
+    ]
+    document["spec"]["gate"] = {}
+    assert "set name (a QualityGate) or inline checks (or both)" in violations(
+        schema_of("ModelRelease"), document
+    )
+
+
+def test_environment_rule_range() -> None:
+    environment = next(d for _, d in EXAMPLE_DOCUMENTS if d["kind"] == "Environment")
+    document = copy.deepcopy(environment)
+    document["spec"]["configRules"] = [{"key": "N", "min": 5, "max": 1}]
+    assert violations(schema_of("Environment"), document) == [
+        "min is greater than max: no value can pass; swap them or widen the range"
+    ]
