@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,11 @@ from modelgate.promotion.paths import graph_problems
 from modelgate.promotion.reconcile import release_key, training_job_name, training_key
 
 MAX_STEPS = 50
+
+
+def _spec_hash(release: ModelRelease) -> str:
+    """Changes exactly when the spec changes: local mode's generation counter."""
+    return hashlib.sha256(json.dumps(release.spec.wire(), sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -82,9 +87,7 @@ class LocalRun:
 
     def _with_generation(self, release: ModelRelease) -> ModelRelease:
         """Restore the recorded status; bump generation when the spec changed."""
-        spec_hash = hashlib.sha256(
-            json.dumps(release.spec.wire(), sort_keys=True).encode()
-        ).hexdigest()
+        spec_hash = _spec_hash(release)
         stored = self.objects.load("ModelRelease", release.namespace, release.name) or {}
         generation = int(stored.get("generation", 0))
         if stored.get("specHash") != spec_hash:
@@ -99,9 +102,7 @@ class LocalRun:
         )
 
     def _save(self, release: ModelRelease) -> None:
-        spec_hash = hashlib.sha256(
-            json.dumps(release.spec.wire(), sort_keys=True).encode()
-        ).hexdigest()
+        spec_hash = _spec_hash(release)
         self.objects.save(
             "ModelRelease",
             release.namespace,
@@ -135,16 +136,7 @@ class LocalRun:
             for variable in ("MODELGATE_TRAIN_DATA", "MODELGATE_EVAL_DATA"):
                 env[variable] = self._resolve(release, env[variable])
             self.log(f"[{name}] training: running {action.job_name} as a local process")
-            self.runner.start(
-                StartTraining(
-                    job_name=action.job_name,
-                    key=action.key,
-                    image=action.image,
-                    command=action.command,
-                    args=action.args,
-                    env=env,
-                )
-            )
+            self.runner.start(replace(action, env=env))
         elif isinstance(action, EvaluateGate):
             self.log(f"[{name}] gate: evaluating {len(action.checks)} checks")
             evaluation = evaluate_action(action, self.store, self._load_data(release))
