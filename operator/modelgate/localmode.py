@@ -175,7 +175,7 @@ class LocalRun:
         while steps < MAX_STEPS:
             steps += 1
             now = self.clock()
-            job = training_job_name(release, training_key(release))
+            job = training_job_name(release, training_key(release, gate))
             observed = Observed(
                 training=self.runner.observe(job),
                 deployments=self.deployer.observe(release.namespace),

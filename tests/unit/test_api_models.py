@@ -162,8 +162,8 @@ INVALID = [
         0,
         "spec.checks.0.fairness",
         {"metric": "demographic_parity_ratio", "sensitiveColumn": "g"},
-        "spec.checks[0]: check 'auc' must set exactly one of metric, fairness, data or drift "
-        "(found: metric, fairness)",
+        "spec.checks[0]: check 'auc' must set exactly one of metric, fairness, data, drift, "
+        "explainability or behavior (found: metric, fairness)",
     ),
     (
         0,

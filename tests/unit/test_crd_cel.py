@@ -77,10 +77,13 @@ GATE = {
 @pytest.mark.parametrize(
     ("check", "message"),
     [
-        ({"name": "a"}, "set exactly one of metric, fairness, data or drift"),
+        (
+            {"name": "a"},
+            "set exactly one of metric, fairness, data, drift, explainability or behavior",
+        ),
         (
             {"name": "a", "metric": {"name": "f1", "min": 0.5}, "data": {"column": "x", "min": 0}},
-            "set exactly one of metric, fairness, data or drift",
+            "set exactly one of metric, fairness, data, drift, explainability or behavior",
         ),
         (
             {"name": "a", "data": {"column": "x", "min": 0}, "slice": {"columns": ["r"]}},

@@ -10,7 +10,7 @@ import pytest
 from sklearn import metrics as skm
 
 from modelgate.api.qualitygate import Average, MetricName
-from modelgate.gates.metrics import Predictions, Undefined, average_ranks, compute
+from modelgate.gates.metrics import Encoded, Undefined, average_ranks, compute, encode
 
 SEEDS = range(8)
 
@@ -25,13 +25,8 @@ def binary_case(seed: int, rows: int = 500, ties: bool = False) -> tuple[Any, An
     return y, pred, score
 
 
-def as_predictions(y: Any, pred: Any, score: Any) -> Predictions:
-    return Predictions(
-        y_true=y.astype(str),
-        y_pred=pred.astype(str),
-        positive_label="1",
-        y_score=score.astype(float),
-    )
+def as_predictions(y: Any, pred: Any, score: Any) -> Encoded:
+    return encode("binary", y, pred, "1", y_score=score)
 
 
 BINARY_REFERENCE: dict[MetricName, Callable[..., float]] = {
@@ -52,14 +47,14 @@ BINARY_REFERENCE: dict[MetricName, Callable[..., float]] = {
 def test_binary_metrics_match_sklearn(metric: MetricName, ties: bool) -> None:
     for seed in SEEDS:
         y, pred, score = binary_case(seed, ties=ties)
-        ours = compute("binary", metric, as_predictions(y, pred, score))
+        ours = compute(metric, as_predictions(y, pred, score))
         assert ours == pytest.approx(BINARY_REFERENCE[metric](y, pred, score), abs=1e-12), seed
 
 
 def test_pr_auc_with_all_scores_tied() -> None:
     y = np.array([0, 1, 1, 0, 1])
     score = np.full(5, 0.5)
-    ours = compute("binary", MetricName.PR_AUC, as_predictions(y, y, score))
+    ours = compute(MetricName.PR_AUC, as_predictions(y, y, score))
     assert ours == pytest.approx(skm.average_precision_score(y, score))
 
 
@@ -71,9 +66,9 @@ def test_multiclass_prf_matches_sklearn(metric: str, average: Average) -> None:
         rng = np.random.default_rng(seed)
         y = rng.choice(["a", "b", "c"], 300)
         pred = np.where(rng.random(300) < 0.6, y, rng.choice(["a", "b", "c", "d"], 300))
-        p = Predictions(y_true=y.astype(str), y_pred=pred.astype(str))
+        p = encode("multiclass", y, pred)
         expected = reference[metric](y, pred, average=str(average), zero_division=0)
-        assert compute("multiclass", MetricName(metric), p, average) == pytest.approx(expected)
+        assert compute(MetricName(metric), p, average) == pytest.approx(expected)
 
 
 def test_multiclass_accuracy_balanced_accuracy_and_log_loss() -> None:
@@ -83,35 +78,25 @@ def test_multiclass_accuracy_balanced_accuracy_and_log_loss() -> None:
     raw = rng.random((400, 3)) + (labels[None, :] == y[:, None]) * 0.8
     proba = raw / raw.sum(axis=1, keepdims=True)
     pred = labels[proba.argmax(axis=1)]
-    p = Predictions(
-        y_true=y.astype(str),
-        y_pred=pred.astype(str),
-        class_scores={label: proba[:, i] for i, label in enumerate(labels)},
+    p = encode(
+        "multiclass", y, pred, class_scores={label: proba[:, i] for i, label in enumerate(labels)}
     )
-    assert compute("multiclass", MetricName.ACCURACY, p) == pytest.approx(
-        skm.accuracy_score(y, pred)
-    )
-    assert compute("multiclass", MetricName.BALANCED_ACCURACY, p) == pytest.approx(
+    assert compute(MetricName.ACCURACY, p) == pytest.approx(skm.accuracy_score(y, pred))
+    assert compute(MetricName.BALANCED_ACCURACY, p) == pytest.approx(
         skm.balanced_accuracy_score(y, pred)
     )
-    assert compute("multiclass", MetricName.LOG_LOSS, p) == pytest.approx(
-        skm.log_loss(y, proba, labels=labels)
-    )
+    assert compute(MetricName.LOG_LOSS, p) == pytest.approx(skm.log_loss(y, proba, labels=labels))
 
 
 def test_regression_metrics_match_sklearn() -> None:
     rng = np.random.default_rng(5)
     y = rng.normal(100, 20, 300)
     q = y + rng.normal(0, 5, 300)
-    p = Predictions(y_true=y.astype(str), y_pred=q.astype(str), y_true_num=y, y_pred_num=q)
-    assert compute("regression", MetricName.MAE, p) == pytest.approx(skm.mean_absolute_error(y, q))
-    assert compute("regression", MetricName.RMSE, p) == pytest.approx(
-        np.sqrt(skm.mean_squared_error(y, q))
-    )
-    assert compute("regression", MetricName.R2, p) == pytest.approx(skm.r2_score(y, q))
-    assert compute("regression", MetricName.MAPE, p) == pytest.approx(
-        skm.mean_absolute_percentage_error(y, q)
-    )
+    p = encode("regression", y, q)
+    assert compute(MetricName.MAE, p) == pytest.approx(skm.mean_absolute_error(y, q))
+    assert compute(MetricName.RMSE, p) == pytest.approx(np.sqrt(skm.mean_squared_error(y, q)))
+    assert compute(MetricName.R2, p) == pytest.approx(skm.r2_score(y, q))
+    assert compute(MetricName.MAPE, p) == pytest.approx(skm.mean_absolute_percentage_error(y, q))
 
 
 @pytest.mark.parametrize(
@@ -128,21 +113,20 @@ def test_undefined_metrics_raise_instead_of_guessing(
 ) -> None:
     p = as_predictions(np.array(y, dtype=int), np.array(pred, dtype=int), np.full(len(y), 0.5))
     with pytest.raises(Undefined, match=why):
-        compute("binary", metric, p)
+        compute(metric, p)
 
 
 def test_nan_scores_are_undefined_not_silently_ranked() -> None:
     y, pred, score = binary_case(1, rows=20)
     score[3] = np.nan
     with pytest.raises(Undefined, match="NaN"):
-        compute("binary", MetricName.ROC_AUC, as_predictions(y, pred, score))
+        compute(MetricName.ROC_AUC, as_predictions(y, pred, score))
 
 
 def test_constant_target_r2_is_undefined() -> None:
     y = np.ones(5)
-    p = Predictions(y_true=y.astype(str), y_pred=y.astype(str), y_true_num=y, y_pred_num=y)
     with pytest.raises(Undefined, match="constant"):
-        compute("regression", MetricName.R2, p)
+        compute(MetricName.R2, encode("regression", y, y))
 
 
 def test_average_ranks_share_ties() -> None:

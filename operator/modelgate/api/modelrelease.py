@@ -231,7 +231,10 @@ class CheckResult(ApiModel):
     """Compact result of one check (the full table is in the report artifact)."""
 
     name: str = Field(description="Check name.")
-    kind: str = Field(description="metric, slice, baseline, fairness, data or drift.")
+    kind: str = Field(
+        description="metric, slice, baseline, fairness, data, drift, explainability or behavior."
+    )
+    metric: str | None = Field(default=None, description="Metric or statistic measured.")
     severity: str = Field(description="blocking or warning.")
     outcome: CheckOutcome = Field(description="Passed, Failed or Inconclusive.")
     value: float | None = Field(default=None, description="Measured value (worst slice).")

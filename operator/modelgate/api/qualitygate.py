@@ -216,6 +216,13 @@ class ColumnType(StrEnum):
     BOOLEAN = "boolean"
 
 
+class ColumnSpec(ApiModel):
+    """A column a table must have."""
+
+    name: str = Field(min_length=1, description="Column name.")
+    type: ColumnType | None = Field(default=None, description="Expected type, if any.")
+
+
 class DataCheck(Bounds):
     """Data-quality expectations on one column (or the table) of the datasets."""
 
@@ -236,6 +243,17 @@ class DataCheck(Bounds):
     )
     min_rows: int | None = Field(default=None, ge=0, description="Smallest allowed row count.")
     max_rows: int | None = Field(default=None, ge=0, description="Largest allowed row count.")
+    required_columns: list[ColumnSpec] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Columns the table must have, optionally with their type.",
+    )
+    max_duplicate_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Largest allowed fraction of rows that repeat an earlier row exactly.",
+    )
 
     @model_validator(mode="after")
     def _something_to_check(self) -> DataCheck:
@@ -248,14 +266,16 @@ class DataCheck(Bounds):
         )
         if self.column is None and any(c is not None for c in column_checks):
             raise ValueError("type, maxMissingRate, allowed, min and max need a column: set column")
-        if (
-            all(c is None for c in column_checks)
-            and self.min_rows is None
-            and (self.max_rows is None)
-        ):
+        table_checks = (
+            self.min_rows,
+            self.max_rows,
+            self.required_columns,
+            self.max_duplicate_rate,
+        )
+        if all(c is None for c in (*column_checks, *table_checks)):
             raise ValueError(
                 "nothing to check: set at least one of type, maxMissingRate, allowed, "
-                "min, max, minRows or maxRows"
+                "min, max, minRows, maxRows, requiredColumns or maxDuplicateRate"
             )
         return self
 
@@ -281,14 +301,74 @@ class DriftCheck(ApiModel):
     )
 
 
-class Check(ApiModel):
-    """One named check. Exactly one of metric, fairness, data or drift is set."""
+class ExplainabilityCheck(Bounds):
+    """Expectations on the permutation importance the training job recorded."""
+
+    column: str = Field(min_length=1, description="Feature whose importance is checked.")
+    not_in_top_k: int | None = Field(
+        default=None, ge=1, description="The feature must not be among the k most important."
+    )
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> ExplainabilityCheck:
+        if self.not_in_top_k is None and self.min is None and self.max is None:
+            raise ValueError("set notInTopK, min or max (bounds on the importance)")
+        return self
+
+
+class Expectation(StrEnum):
+    INVARIANT = "invariant"
+    INCREASE = "increase"
+    DECREASE = "decrease"
+
+
+class BehaviorCheck(ApiModel):
+    """Perturb one input column and state how the prediction may move.
+
+    Evaluated where the model is (the training job); the gate judges the
+    recorded outcome. The prediction is the positive-class score (binary), the
+    predicted value (regression) or the predicted label (multiclass, invariance
+    only).
+    """
 
     model_config = cel(
         (
-            "[has(self.metric), has(self.fairness), has(self.data), has(self.drift)]"
-            ".filter(x, x).size() == 1",
-            "set exactly one of metric, fairness, data or drift",
+            "has(self.add) != has(self.set)",
+            "set exactly one perturbation: add (a number) or set (a value)",
+        ),
+    )
+
+    column: str = Field(min_length=1, description="Input column perturbed.")
+    add: float | None = Field(default=None, description="Add this number to the column.")
+    set: str | None = Field(default=None, description="Replace the column with this value.")
+    expect: Expectation = Field(
+        description="invariant: |change| <= tolerance; increase: change >= -tolerance; "
+        "decrease: change <= tolerance."
+    )
+    tolerance: float = Field(default=1e-6, ge=0, description="Allowed change the other way.")
+    max_failure_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Largest allowed fraction of rows that break it."
+    )
+
+    @model_validator(mode="after")
+    def _one_perturbation(self) -> BehaviorCheck:
+        if (self.add is None) == (self.set is None):
+            raise ValueError("set exactly one perturbation: add (a number) or set (a value)")
+        return self
+
+
+CHECK_KINDS = ("metric", "fairness", "data", "drift", "explainability", "behavior")
+
+
+class Check(ApiModel):
+    """One named check: exactly one of metric, fairness, data, drift,
+    explainability or behavior is set."""
+
+    model_config = cel(
+        (
+            "[has(self.metric), has(self.fairness), has(self.data), has(self.drift), "
+            "has(self.explainability), has(self.behavior)].filter(x, x).size() == 1",
+            "set exactly one of metric, fairness, data, drift, explainability or behavior",
         ),
         (
             "has(self.metric) || !(has(self.slice) || has(self.baseline))",
@@ -320,10 +400,16 @@ class Check(ApiModel):
     fairness: FairnessCheck | None = Field(default=None, description="Fairness check.")
     data: DataCheck | None = Field(default=None, description="Data-quality check.")
     drift: DriftCheck | None = Field(default=None, description="Data-drift check.")
+    explainability: ExplainabilityCheck | None = Field(
+        default=None, description="Permutation-importance check."
+    )
+    behavior: BehaviorCheck | None = Field(
+        default=None, description="Invariance or directional expectation."
+    )
 
     @property
     def kind(self) -> str:
-        for kind in ("fairness", "data", "drift"):
+        for kind in CHECK_KINDS[1:]:
             if getattr(self, kind) is not None:
                 return kind
         if self.baseline is not None:
@@ -334,11 +420,12 @@ class Check(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Check:
-        kinds = [k for k in ("metric", "fairness", "data", "drift") if getattr(self, k) is not None]
+        kinds = [k for k in CHECK_KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
             raise ValueError(
-                f"check {self.name!r} must set exactly one of metric, fairness, data or drift "
+                f"check {self.name!r} must set exactly one of metric, fairness, data, drift, "
+                f"explainability or behavior "
                 f"(found: {found})"
             )
         if (self.slice is not None or self.baseline is not None) and self.metric is None:
@@ -377,6 +464,15 @@ def validate_checks_for_task(task: Task, checks: list[Check]) -> None:
                     f"checks[{index}].metric.name: {check.metric.name} is not defined for "
                     f"task {task}; use one of {', '.join(sorted(allowed))}"
                 )
+        if (
+            check.behavior is not None
+            and task == Task.MULTICLASS
+            and check.behavior.expect != Expectation.INVARIANT
+        ):
+            raise ValueError(
+                f"checks[{index}].behavior.expect: multiclass predictions are labels; "
+                "only invariant expectations apply"
+            )
         if check.fairness is not None and task != Task.BINARY:
             raise ValueError(
                 f"checks[{index}].fairness: fairness checks need task binary (got {task})"

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 from modelgate.api.common import format_time
 from modelgate.api.modelrelease import CheckResult, GateStatus
@@ -59,6 +60,13 @@ def evaluate_action(
             baselines[environment] = read_table(store.get_bytes(record), f"{environment} baseline")
         except ARTIFACT_ERRORS as error:
             errors[environment] = str(error)
+    metadata: dict[str, Any] | None = None
+    if action.metadata is not None:
+        try:
+            loaded = json.loads(store.get_bytes(action.metadata))
+            metadata = loaded if isinstance(loaded, dict) else None
+        except (*ARTIFACT_ERRORS, ValueError):
+            metadata = None  # checks that need it report Inconclusive
     inputs = GateInputs(
         task=action.task,
         predictions=predictions,
@@ -68,6 +76,7 @@ def evaluate_action(
         baselines=baselines,
         baseline_errors=errors,
         id_column=action.id_column,
+        metadata=metadata,
     )
     return evaluate_gate(list(action.checks), inputs)
 
@@ -87,6 +96,7 @@ def gate_status(action: EvaluateGate, evaluation: GateEvaluation, now: datetime)
             CheckResult(
                 name=c.name,
                 kind=c.kind,
+                metric=c.metric,
                 severity=c.severity,
                 outcome=c.outcome,
                 value=c.value,

@@ -1,7 +1,8 @@
 """Evaluate a quality gate on recorded predictions and data. Fail closed.
 
 Inputs are tables (predictions, training data, evaluation data, baseline
-predictions per environment); the output is one :class:`CheckEvaluation` per
+predictions per environment) and the training job's metadata (permutation
+importance, behaviour results); the output is one :class:`CheckEvaluation` per
 check plus the gate outcome. Nothing here touches Kubernetes or the network.
 """
 
@@ -18,10 +19,12 @@ import pyarrow as pa
 from modelgate.api.modelrelease import CheckOutcome
 from modelgate.api.qualitygate import (
     LOWER_IS_BETTER,
+    BehaviorCheck,
     Check,
     ColumnType,
     DataCheck,
     DriftCheck,
+    ExplainabilityCheck,
     FairnessCheck,
     FairnessMetric,
     MetricCheck,
@@ -29,7 +32,13 @@ from modelgate.api.qualitygate import (
     Task,
 )
 from modelgate.gates import drift as drift_stats
-from modelgate.gates.metrics import Predictions, Undefined, compute
+from modelgate.gates.metrics import (
+    Encoded,
+    Undefined,
+    compute,
+    grouped,
+    with_classes,
+)
 from modelgate.gates.table import Table, TableError
 
 PASSED, FAILED, INCONCLUSIVE = (
@@ -49,6 +58,7 @@ class SliceEvaluation:
     value: float | None
     sample_size: int
     message: str = ""
+    values: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,11 +69,13 @@ class CheckEvaluation:
     kind: str
     severity: str
     outcome: str
+    metric: str | None = None
     value: float | None = None
     min: float | None = None
     max: float | None = None
     baseline: float | None = None
     slice: str | None = None
+    slice_values: dict[str, str] | None = None
     sample_size: int | None = None
     message: str = ""
     slices: list[SliceEvaluation] = field(default_factory=list)
@@ -71,6 +83,36 @@ class CheckEvaluation:
     @property
     def blocks(self) -> bool:
         return self.severity == Severity.BLOCKING and self.outcome != PASSED
+
+    def to_result(self) -> dict[str, Any]:
+        """The CLI's JSON contract for one check."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "metric": self.metric,
+            "slice": self.slice_values,
+            "value": _finite_or_none(self.value),
+            "threshold": {"min": self.min, "max": self.max},
+            "baselineValue": _finite_or_none(self.baseline),
+            "sampleSize": self.sample_size,
+            "severity": self.severity,
+            "outcome": self.outcome,
+            "message": self.message,
+            "slices": [
+                {
+                    "slice": s.values,
+                    "value": _finite_or_none(s.value),
+                    "sampleSize": s.sample_size,
+                    "outcome": s.outcome,
+                    "message": s.message,
+                }
+                for s in self.slices
+            ],
+        }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass
@@ -83,6 +125,9 @@ class GateEvaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"outcome": self.outcome, "checks": [asdict(c) for c in self.checks]}
+
+    def to_result(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "checks": [c.to_result() for c in self.checks]}
 
 
 @dataclass
@@ -99,6 +144,8 @@ class GateInputs:
     # Environment -> why its baseline predictions could not be read.
     baseline_errors: Mapping[str, str] = field(default_factory=dict)
     id_column: str | None = None
+    # The training job's metadata.json (importance, behavior), if any.
+    metadata: Mapping[str, Any] | None = None
 
 
 def judge(value: float, low: float | None, high: float | None) -> str:
@@ -111,7 +158,7 @@ def judge(value: float, low: float | None, high: float | None) -> str:
     return PASSED
 
 
-def _describe_bounds(low: float | None, high: float | None) -> str:
+def describe_bounds(low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
         return f"in [{low:g}, {high:g}]"
     if low is not None:
@@ -119,23 +166,67 @@ def _describe_bounds(low: float | None, high: float | None) -> str:
     return f"<= {high:g}"
 
 
-def predictions_from(table: Table, task: Task, positive_label: str) -> Predictions:
+def _no_missing_labels(table: Table, column: str) -> None:
+    missing = int(np.sum(table.null_mask(column)))
+    if missing:
+        raise Undefined(f"{column} has {missing} missing values: every row needs a label")
+
+
+def encode_predictions(table: Table, task: Task, positive_label: str) -> Encoded:
     """The contract's prediction columns: y_true, y_pred, y_score / y_score_<class>."""
-    y_true = table.labels("y_true")
-    y_pred = table.labels("y_pred")
     if task == Task.REGRESSION:
-        return Predictions(
-            y_true=y_true,
-            y_pred=y_pred,
+        return Encoded(
+            task=str(task),
             y_true_num=table.numeric("y_true"),
             y_pred_num=table.numeric("y_pred"),
         )
+    _no_missing_labels(table, "y_true")
+    _no_missing_labels(table, "y_pred")
+    true_codes, true_names = table.codes("y_true")
+    pred_codes, pred_names = table.codes("y_pred")
+    classes = tuple(sorted(set(true_names) | set(pred_names)))
+    lookup = {name: index for index, name in enumerate(classes)}
+    true_map = np.array([lookup[n] for n in true_names], dtype=np.int64)
+    pred_map = np.array([lookup[n] for n in pred_names], dtype=np.int64)
+    prefix = "y_score_"
+    class_scores = None
     if task == Task.MULTICLASS:
-        prefix = "y_score_"
-        scores = {c[len(prefix) :]: table.numeric(c) for c in table.columns if c.startswith(prefix)}
-        return Predictions(y_true=y_true, y_pred=y_pred, class_scores=scores or None)
-    score = table.numeric("y_score") if table.has("y_score") else None
-    return Predictions(y_true=y_true, y_pred=y_pred, positive_label=positive_label, y_score=score)
+        class_scores = {
+            c[len(prefix) :]: table.numeric(c) for c in table.columns if c.startswith(prefix)
+        }
+    score = table.numeric("y_score") if task == Task.BINARY and table.has("y_score") else None
+    return with_classes(
+        str(task),
+        classes,
+        true_map[true_codes],
+        pred_map[pred_codes],
+        positive_label,
+        score,
+        class_scores or None,
+    )
+
+
+def slice_codes(
+    table: Table, columns: list[str]
+) -> tuple[np.ndarray[Any, Any], list[tuple[str, ...]]]:
+    """Integer codes of the value combinations of ``columns`` and their names."""
+    combined: np.ndarray[Any, Any] | None = None
+    all_names: list[list[str]] = []
+    for column in columns:
+        codes, names = table.codes(column)
+        all_names.append(names)
+        combined = codes if combined is None else combined * len(names) + codes
+    assert combined is not None
+    used, dense = np.unique(combined, return_inverse=True)
+    labels: list[tuple[str, ...]] = []
+    for value in used:
+        parts: list[str] = []
+        remainder = int(value)
+        for names in reversed(all_names):
+            parts.append(names[remainder % len(names)])
+            remainder //= len(names)
+        labels.append(tuple(reversed(parts)))
+    return dense.astype(np.int64), labels
 
 
 class Evaluator:
@@ -143,15 +234,15 @@ class Evaluator:
 
     def __init__(self, inputs: GateInputs) -> None:
         self.inputs = inputs
-        self._predictions: Predictions | None = None
+        self._encoded: Encoded | None = None
 
     @property
-    def predictions(self) -> Predictions:
-        if self._predictions is None:
-            self._predictions = predictions_from(
+    def encoded(self) -> Encoded:
+        if self._encoded is None:
+            self._encoded = encode_predictions(
                 self.inputs.predictions, self.inputs.task, self.inputs.positive_label
             )
-        return self._predictions
+        return self._encoded
 
     def evaluate(self, check: Check) -> CheckEvaluation:
         result = CheckEvaluation(
@@ -164,6 +255,10 @@ class Evaluator:
                 self._data(check.data, result)
             elif check.drift is not None:
                 self._drift(check.drift, result)
+            elif check.explainability is not None:
+                self._explainability(check.explainability, result)
+            elif check.behavior is not None:
+                self._behavior(check, check.behavior, result)
             elif check.metric is not None and check.baseline is not None:
                 self._baseline(check, check.metric, result)
             elif check.metric is not None and check.slice is not None:
@@ -179,72 +274,69 @@ class Evaluator:
     # -- metric ---------------------------------------------------------------
 
     def _metric(self, metric: MetricCheck, result: CheckEvaluation) -> None:
-        p = self.predictions
-        result.min, result.max, result.sample_size = metric.min, metric.max, len(p)
-        result.value = compute(self.inputs.task, metric.name, p, metric.average)
+        e = self.encoded
+        result.metric = str(metric.name)
+        result.min, result.max, result.sample_size = metric.min, metric.max, len(e)
+        result.value = compute(metric.name, e, metric.average)
         result.outcome = judge(result.value, metric.min, metric.max)
         verdict = "meets" if result.outcome == PASSED else "does not meet"
         result.message = (
-            f"{metric.name} = {result.value:.4f} on {len(p)} rows {verdict} "
-            f"{_describe_bounds(metric.min, metric.max)}"
+            f"{metric.name} = {result.value:.4f} on {len(e)} rows {verdict} "
+            f"{describe_bounds(metric.min, metric.max)}"
         )
 
     def _slices(self, check: Check, metric: MetricCheck, result: CheckEvaluation) -> None:
         assert check.slice is not None
         spec = check.slice
-        table, p = self.inputs.predictions, self.predictions
-        keys = [table.labels(column) for column in spec.columns]
-        combined = (
-            keys[0] if len(keys) == 1 else np.array(["|".join(v) for v in zip(*keys, strict=True)])
-        )
+        result.metric = str(metric.name)
         result.min, result.max = metric.min, metric.max
+        codes, labels = slice_codes(self.inputs.predictions, spec.columns)
+        values = grouped(metric.name, self.encoded, codes, len(labels), metric.average)
         worst: SliceEvaluation | None = None
-        for value in np.unique(combined):
-            mask = combined == value
-            label = ",".join(
-                f"{c}={v}" for c, v in zip(spec.columns, str(value).split("|"), strict=True)
-            )
-            size = int(mask.sum())
+        for index, parts in enumerate(labels):
+            named = dict(zip(spec.columns, parts, strict=True))
+            label = ",".join(f"{c}={v}" for c, v in named.items())
+            size = int(values.sizes[index])
             if size < spec.min_size:
                 if not spec.skip_small:
                     result.slices.append(
                         SliceEvaluation(
-                            label, INCONCLUSIVE, None, size, f"fewer than {spec.min_size} rows"
+                            label,
+                            INCONCLUSIVE,
+                            None,
+                            size,
+                            f"fewer than {spec.min_size} rows",
+                            named,
                         )
                     )
                 continue
-            try:
-                number = compute(self.inputs.task, metric.name, p.subset(mask), metric.average)
-                outcome, message = judge(number, metric.min, metric.max), ""
-            except Undefined as error:
-                number, outcome, message = None, INCONCLUSIVE, str(error)
-            evaluation = SliceEvaluation(label, outcome, number, size, message)
+            reason = values.reasons[index]
+            if reason is not None:
+                evaluation = SliceEvaluation(label, INCONCLUSIVE, None, size, reason, named)
+            else:
+                number = float(values.values[index])
+                evaluation = SliceEvaluation(
+                    label, judge(number, metric.min, metric.max), number, size, "", named
+                )
+                if worst is None or self._worse(metric, evaluation, worst):
+                    worst = evaluation
             result.slices.append(evaluation)
-            if number is not None and (worst is None or self._worse(metric, evaluation, worst)):
-                worst = evaluation
-        outcomes = {s.outcome for s in result.slices}
         if not result.slices:
-            result.outcome = INCONCLUSIVE
             result.message = f"no slice of {spec.columns} has {spec.min_size} or more rows"
             return
+        outcomes = {s.outcome for s in result.slices}
         result.outcome = (
             FAILED if FAILED in outcomes else INCONCLUSIVE if INCONCLUSIVE in outcomes else PASSED
         )
         if worst is not None:
-            result.value, result.slice, result.sample_size = (
-                worst.value,
-                worst.slice,
-                worst.sample_size,
-            )
+            result.value, result.slice = worst.value, worst.slice
+            result.slice_values, result.sample_size = worst.values, worst.sample_size
         failing = [s.slice for s in result.slices if s.outcome != PASSED]
+        summary = f"not passing: {', '.join(failing[:5])}" if failing else "all pass"
+        if worst is not None and worst.value is not None:
+            summary += f" (worst {worst.slice} = {worst.value:.4f})"
         result.message = (
-            f"{metric.name} per {'/'.join(spec.columns)}: {len(result.slices)} slices, "
-            + (f"not passing: {', '.join(failing[:5])}" if failing else "all pass")
-            + (
-                f" (worst {worst.slice} = {worst.value:.4f})"
-                if worst and worst.value is not None
-                else ""
-            )
+            f"{metric.name} per {'/'.join(spec.columns)}: {len(result.slices)} slices, {summary}"
         )
 
     @staticmethod
@@ -258,7 +350,8 @@ class Evaluator:
     def _baseline(self, check: Check, metric: MetricCheck, result: CheckEvaluation) -> None:
         assert check.baseline is not None
         spec = check.baseline
-        result.sample_size = len(self.predictions)
+        result.metric = str(metric.name)
+        result.sample_size = self.inputs.predictions.num_rows
         if spec.environment in self.inputs.baseline_errors:
             result.outcome = INCONCLUSIVE
             result.message = (
@@ -274,14 +367,14 @@ class Evaluator:
                 f"onMissing={spec.on_missing}"
             )
             return
-        reason = self._comparable(baseline_table)
+        reason, baseline_table = self._comparable(baseline_table)
         if reason:
             result.outcome = INCONCLUSIVE
             result.message = f"baseline from {spec.environment} is not comparable: {reason}"
             return
-        baseline_p = predictions_from(baseline_table, self.inputs.task, self.inputs.positive_label)
-        candidate = compute(self.inputs.task, metric.name, self.predictions, metric.average)
-        baseline = compute(self.inputs.task, metric.name, baseline_p, metric.average)
+        live = encode_predictions(baseline_table, self.inputs.task, self.inputs.positive_label)
+        candidate = compute(metric.name, self.encoded, metric.average)
+        baseline = compute(metric.name, live, metric.average)
         result.value, result.baseline = candidate, baseline
         # Positive regression means the candidate is worse than the baseline.
         regression = (
@@ -302,61 +395,84 @@ class Evaluator:
             f"regression {regression:+.4f}, allowed {allowed:.4f}"
         )
 
-    def _comparable(self, baseline: Table) -> str | None:
-        """Why the baseline cannot be compared row for row, or None."""
+    def _comparable(self, baseline: Table) -> tuple[str | None, Table]:
+        """Why the baseline cannot be compared row for row (or None), and the
+        baseline aligned to the candidate's row order."""
         candidate = self.inputs.predictions
         id_column = self.inputs.id_column
         if id_column is not None:
             if not (candidate.has(id_column) and baseline.has(id_column)):
-                return f"id column {id_column!r} is missing from one of the prediction files"
+                missing = f"id column {id_column!r} is missing from one of the prediction files"
+                return missing, baseline
             ours = candidate.labels(id_column)
             theirs = baseline.labels(id_column)
-            if len(set(ours)) != len(ours) or set(ours) != set(theirs) or len(ours) != len(theirs):
-                return f"the rows differ (matched by {id_column})"
-            return None
+            if len(np.unique(ours)) != len(ours):
+                return f"id column {id_column!r} has duplicate values", baseline
+            if len(ours) != len(theirs) or not np.array_equal(np.sort(ours), np.sort(theirs)):
+                return f"the rows differ (matched by {id_column})", baseline
+            if not np.array_equal(ours, theirs):
+                # Same rows in another order: align the baseline to ours.
+                index = np.argsort(theirs)[np.argsort(np.argsort(ours))]
+                baseline = Table(baseline.name, baseline.data.take(pa.array(index)))
+            if not np.array_equal(baseline.labels("y_true"), candidate.labels("y_true")):
+                return "y_true differs for the same ids: not the same evaluation data", baseline
+            return None, baseline
         if baseline.num_rows != candidate.num_rows:
-            return f"{baseline.num_rows} baseline rows vs {candidate.num_rows} candidate rows"
+            rows = f"{baseline.num_rows} baseline rows vs {candidate.num_rows} candidate rows"
+            return rows, baseline
         if not np.array_equal(baseline.labels("y_true"), candidate.labels("y_true")):
-            return "y_true differs row by row: not the same evaluation data (set idColumn)"
-        return None
+            return (
+                "y_true differs row by row: not the same evaluation data (set idColumn)",
+                baseline,
+            )
+        return None, baseline
 
     # -- fairness -------------------------------------------------------------
 
     def _fairness(self, spec: FairnessCheck, result: CheckEvaluation) -> None:
-        table, p = self.inputs.predictions, self.predictions
-        groups = table.labels(spec.sensitive_column)
-        result.min, result.max, result.sample_size = spec.min, spec.max, len(p)
-        t, q = p.true_positive, p.pred_positive
-        rates: dict[str, dict[str, float]] = {}
-        for group in np.unique(groups):
-            mask = groups == group
-            size = int(mask.sum())
-            entry = {"size": float(size), "selection_rate": float(np.mean(q[mask]))}
-            positives, negatives = mask & t, mask & ~t
-            entry["tpr"] = float(np.mean(q[positives])) if positives.any() else math.nan
-            entry["fpr"] = float(np.mean(q[negatives])) if negatives.any() else math.nan
-            rates[str(group)] = entry
+        e = self.encoded
+        codes, labels = slice_codes(self.inputs.predictions, [spec.sensitive_column])
+        groups = len(labels)
+        result.metric = str(spec.metric)
+        result.min, result.max, result.sample_size = spec.min, spec.max, len(e)
+        t, q = e.true_positive, e.pred_positive
+        size = np.bincount(codes, minlength=groups).astype(np.float64)
+        selected = np.bincount(codes, weights=q.astype(np.float64), minlength=groups)
+        positives = np.bincount(codes, weights=t.astype(np.float64), minlength=groups)
+        true_pos = np.bincount(codes, weights=(t & q).astype(np.float64), minlength=groups)
+        false_pos = selected - true_pos
+        negatives = size - positives
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates = {
+                "selection_rate": selected / size,
+                "tpr": np.where(positives > 0, true_pos / positives, np.nan),
+                "fpr": np.where(negatives > 0, false_pos / negatives, np.nan),
+            }
+        for index, (group,) in enumerate(labels):
+            small = size[index] < spec.min_group_size
             result.slices.append(
                 SliceEvaluation(
                     f"{spec.sensitive_column}={group}",
-                    PASSED if size >= spec.min_group_size else INCONCLUSIVE,
-                    entry["selection_rate"],
-                    size,
-                    f"tpr={entry['tpr']:.4f} fpr={entry['fpr']:.4f}",
+                    INCONCLUSIVE if small else PASSED,
+                    float(rates["selection_rate"][index]),
+                    int(size[index]),
+                    f"selection_rate={rates['selection_rate'][index]:.4f} "
+                    f"tpr={rates['tpr'][index]:.4f} fpr={rates['fpr'][index]:.4f}",
+                    {spec.sensitive_column: group},
                 )
             )
-        small = [g for g, r in rates.items() if r["size"] < spec.min_group_size]
-        if len(rates) < 2 or small:
+        small_groups = [labels[i][0] for i in range(groups) if size[i] < spec.min_group_size]
+        if groups < 2 or small_groups:
             result.message = (
                 f"need two or more groups of at least {spec.min_group_size} rows in "
-                f"{spec.sensitive_column}; too small: {small or list(rates)}"
+                f"{spec.sensitive_column}; too small: {small_groups or [g for (g,) in labels]}"
             )
             return
-        result.value = _fairness_value(spec.metric, rates)
+        result.value = fairness_value(spec.metric, rates)
         result.outcome = judge(result.value, spec.min, spec.max)
         result.message = (
-            f"{spec.metric} over {spec.sensitive_column} ({len(rates)} groups) = "
-            f"{result.value:.4f}, required {_describe_bounds(spec.min, spec.max)}"
+            f"{spec.metric} over {spec.sensitive_column} ({groups} groups) = "
+            f"{result.value:.4f}, required {describe_bounds(spec.min, spec.max)}"
         )
 
     # -- data -----------------------------------------------------------------
@@ -370,12 +486,12 @@ class Evaluator:
                 result.outcome = INCONCLUSIVE
                 result.message = f"the {dataset} data is not available to the gate"
                 return
-            problems.extend(f"{dataset}: {p}" for p in _data_problems(spec, table, measured))
+            problems.extend(f"{dataset}: {p}" for p in data_problems(spec, table, measured))
             result.sample_size = (result.sample_size or 0) + table.num_rows
         result.min, result.max = spec.min, spec.max
         result.value = max(measured) if measured else None
         result.outcome = FAILED if problems else PASSED
-        target = spec.column or "rows"
+        target = spec.column or "table"
         result.message = "; ".join(problems) if problems else f"{target}: all expectations hold"
 
     # -- drift ----------------------------------------------------------------
@@ -383,8 +499,9 @@ class Evaluator:
     def _drift(self, spec: DriftCheck, result: CheckEvaluation) -> None:
         reference, current = self.inputs.training, self.inputs.evaluation
         if reference is None or current is None:
-            result.message = "drift needs both the training and the evaluation data"
+            result.message = "drift needs both the reference (training) and the evaluated data"
             return
+        result.metric = str(spec.method)
         result.max, result.sample_size = spec.max, current.num_rows
         result.value = drift_stats.statistic(spec, reference, current)
         result.outcome = judge(result.value, None, spec.max)
@@ -393,13 +510,72 @@ class Evaluator:
             f"allowed <= {spec.max:g}"
         )
 
+    # -- explainability -------------------------------------------------------
 
-def _fairness_value(metric: FairnessMetric, rates: dict[str, dict[str, float]]) -> float:
+    def _explainability(self, spec: ExplainabilityCheck, result: CheckEvaluation) -> None:
+        importance = (self.inputs.metadata or {}).get("importance")
+        result.metric = "permutation_importance"
+        result.min, result.max = spec.min, spec.max
+        if not importance:
+            result.message = "the training job recorded no permutation importance"
+            return
+        ranking = sorted(importance, key=lambda item: -float(item["mean"]))
+        names = [str(item["feature"]) for item in ranking]
+        if spec.column not in names:
+            result.message = f"no importance recorded for {spec.column!r} (features: {names})"
+            return
+        rank = names.index(spec.column) + 1
+        value = float(ranking[rank - 1]["mean"])
+        result.value, result.sample_size = value, len(names)
+        problems = []
+        if spec.not_in_top_k is not None and rank <= spec.not_in_top_k:
+            problems.append(f"{spec.column} is #{rank}, inside the top {spec.not_in_top_k}")
+        if judge(value, spec.min, spec.max) != PASSED:
+            problems.append(f"importance {value:.4f} is not {describe_bounds(spec.min, spec.max)}")
+        result.outcome = FAILED if problems else PASSED
+        result.message = "; ".join(problems) or (
+            f"{spec.column} is #{rank} of {len(names)} with importance {value:.4f}"
+        )
+
+    # -- behaviour ------------------------------------------------------------
+
+    def _behavior(self, check: Check, spec: BehaviorCheck, result: CheckEvaluation) -> None:
+        recorded = {
+            str(item.get("name")): item for item in (self.inputs.metadata or {}).get("behavior", [])
+        }
+        result.metric = f"{spec.expect}_failure_rate"
+        result.max = spec.max_failure_rate
+        outcome = recorded.get(check.name)
+        if outcome is None:
+            result.message = (
+                f"the training job recorded no result for behaviour check {check.name!r}; "
+                "it must run where the model is (see MODELGATE_BEHAVIOR_TESTS)"
+            )
+            return
+        if outcome.get("error"):
+            result.message = f"the behaviour test could not run: {outcome['error']}"
+            return
+        rows, failures = int(outcome["rows"]), int(outcome["failures"])
+        if rows == 0:
+            result.message = "the behaviour test ran on 0 rows"
+            return
+        rate = failures / rows
+        result.value, result.sample_size = rate, rows
+        result.outcome = judge(rate, None, spec.max_failure_rate)
+        perturbation = f"+{spec.add:g}" if spec.add is not None else f"= {spec.set!r}"
+        result.message = (
+            f"{spec.column} {perturbation}: {failures} of {rows} rows break '{spec.expect}' "
+            f"(rate {rate:.4f}, allowed <= {spec.max_failure_rate:g}; "
+            f"largest change {float(outcome.get('maxAbsDelta', 0.0)):.4g})"
+        )
+
+
+def fairness_value(metric: FairnessMetric, rates: Mapping[str, np.ndarray[Any, Any]]) -> float:
     def spread(key: str) -> float:
-        values = [r[key] for r in rates.values()]
-        if any(math.isnan(v) for v in values):
+        values = rates[key]
+        if np.any(np.isnan(values)):
             raise Undefined(f"a group has no rows to compute {key} on")
-        return max(values) - min(values)
+        return float(np.max(values) - np.min(values))
 
     if metric == FairnessMetric.DEMOGRAPHIC_PARITY_DIFFERENCE:
         return spread("selection_rate")
@@ -409,19 +585,33 @@ def _fairness_value(metric: FairnessMetric, rates: dict[str, dict[str, float]]) 
         return max(spread("tpr"), spread("fpr"))
     # Ratios (demographic parity ratio, disparate impact): lowest over highest
     # selection rate, so the four-fifths rule reads min: 0.8.
-    selection = [r["selection_rate"] for r in rates.values()]
-    if max(selection) == 0:
+    selection = rates["selection_rate"]
+    if np.max(selection) == 0:
         raise Undefined("no group has positive predictions: the ratio is undefined")
-    return min(selection) / max(selection)
+    return float(np.min(selection) / np.max(selection))
 
 
-def _data_problems(spec: DataCheck, table: Table, measured: list[float]) -> list[str]:
+def data_problems(spec: DataCheck, table: Table, measured: list[float]) -> list[str]:
     problems: list[str] = []
     rows = table.num_rows
     if spec.min_rows is not None and rows < spec.min_rows:
         problems.append(f"{rows} rows, fewer than minRows {spec.min_rows}")
     if spec.max_rows is not None and rows > spec.max_rows:
         problems.append(f"{rows} rows, more than maxRows {spec.max_rows}")
+    for required in spec.required_columns or []:
+        if not table.has(required.name):
+            problems.append(f"required column {required.name!r} is missing")
+        elif required.type is not None and not has_type(table, required.name, required.type):
+            problems.append(
+                f"column {required.name!r} is {table.column(required.name).type}, "
+                f"expected {required.type}"
+            )
+    if spec.max_duplicate_rate is not None and rows:
+        rate = duplicate_rate(table)
+        if rate > spec.max_duplicate_rate:
+            problems.append(
+                f"duplicate rows {rate:.4f} > maxDuplicateRate {spec.max_duplicate_rate:g}"
+            )
     if spec.column is None:
         return problems
     if not table.has(spec.column):
@@ -433,7 +623,7 @@ def _data_problems(spec: DataCheck, table: Table, measured: list[float]) -> list
             problems.append(
                 f"{spec.column} missing rate {rate:.4f} > maxMissingRate {spec.max_missing_rate:g}"
             )
-    if spec.type is not None and not _has_type(table, spec.column, ColumnType(spec.type)):
+    if spec.type is not None and not has_type(table, spec.column, ColumnType(spec.type)):
         problems.append(f"{spec.column} is {table.column(spec.column).type}, expected {spec.type}")
     if spec.min is not None or spec.max is not None:
         if not table.is_numeric(spec.column):
@@ -454,15 +644,27 @@ def _data_problems(spec: DataCheck, table: Table, measured: list[float]) -> list
                         f"{spec.column}: {count} values above {spec.max:g} (highest {high:g})"
                     )
     if spec.allowed is not None:
-        present = table.labels(spec.column)[~missing]
-        unknown = sorted(set(np.unique(present).tolist()) - set(spec.allowed))
+        codes, names = table.codes(spec.column)
+        present = {names[c] for c in np.unique(codes[~missing])}
+        unknown = sorted(present - set(spec.allowed))
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:5])
             problems.append(f"{spec.column}: {len(unknown)} values not allowed: {shown}")
     return problems
 
 
-def _has_type(table: Table, column: str, expected: ColumnType) -> bool:
+def duplicate_rate(table: Table) -> float:
+    """Fraction of rows that repeat an earlier row exactly (all columns)."""
+    if table.num_rows == 0:
+        return 0.0
+    if not table.columns:
+        return 0.0
+    key = np.column_stack([table.codes(column)[0] for column in table.columns])
+    unique_rows = len(np.unique(key, axis=0))
+    return (table.num_rows - unique_rows) / table.num_rows
+
+
+def has_type(table: Table, column: str, expected: ColumnType) -> bool:
     kind = table.column(column).type
     if expected == ColumnType.INTEGER:
         return bool(pa.types.is_integer(kind))

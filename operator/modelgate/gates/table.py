@@ -72,6 +72,41 @@ class Table:
         filled = pc.fill_null(pc.cast(values, pa.string()), "")
         return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.str_)
 
+    def is_integral(self, column: str) -> bool:
+        """Integers, or floats whose finite values are all whole numbers."""
+        kind = self.column(column).type
+        if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+            return True
+        if pa.types.is_floating(kind):
+            numbers = self.numeric(column)
+            finite = numbers[np.isfinite(numbers)]
+            return bool(np.all(np.equal(np.mod(finite, 1), 0)))
+        return False
+
+    def codes(self, column: str) -> tuple[npt.NDArray[np.int64], list[str]]:
+        """Dense integer codes of the column's values and the value names.
+
+        Missing values get their own code named ''. Strings are hashed by
+        pyarrow (no Python objects per row); integers go through numpy.
+        """
+        values = self.column(column)
+        if self.is_integral(column) and not pa.types.is_boolean(values.type):
+            numbers = self.numeric(column)
+            missing = ~np.isfinite(numbers)
+            uniques, inverse = np.unique(np.where(missing, 0, numbers), return_inverse=True)
+            names = [str(int(u)) for u in uniques]
+            if missing.any():
+                inverse = np.where(missing, len(names), inverse)
+                names.append("")
+            return inverse.astype(np.int64), names
+        encoded = pc.dictionary_encode(pc.cast(values, pa.string())).combine_chunks()
+        names = [str(v) for v in encoded.dictionary.to_pylist()]
+        indices = encoded.indices
+        if indices.null_count:
+            indices = pc.fill_null(indices, len(names))
+            names.append("")
+        return np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64), names
+
     def null_mask(self, column: str) -> npt.NDArray[np.bool_]:
         """True where the value is missing (null, NaN or empty string)."""
         values = self.column(column)

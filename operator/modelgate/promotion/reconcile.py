@@ -105,6 +105,7 @@ class EvaluateGate:
     positive_label: str
     checks: tuple[Check, ...]
     predictions: ArtifactRecord
+    metadata: ArtifactRecord | None
     train_data: str
     evaluation_data: str
     id_column: str | None
@@ -149,12 +150,31 @@ def canonical_hash(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def training_key(release: ModelRelease) -> str:
+def gate_training_inputs(release: ModelRelease, gate: QualityGate | None) -> dict[str, str]:
+    """Contract variables that come from the gate: the task, the positive label
+    and the behaviour tests, which must run where the model is."""
+    task = gate.spec.task if gate is not None else release.spec.gate.task
+    behavior = [
+        {"name": c.name, **c.behavior.wire()}
+        for c in effective_checks(release, gate)
+        if c.behavior is not None
+    ]
+    inputs = {
+        contract.TASK: str(task),
+        contract.POSITIVE_LABEL: gate.spec.positive_label if gate is not None else "1",
+    }
+    if behavior:
+        inputs[contract.BEHAVIOR_TESTS] = json.dumps(behavior, sort_keys=True)
+    return inputs
+
+
+def training_key(release: ModelRelease, gate: QualityGate | None) -> str:
     """Changes exactly when the training inputs change (then it retrains)."""
     return canonical_hash(
         {
             "training": release.spec.training.wire(),
             "model": release.spec.model.wire(),
+            "gate": gate_training_inputs(release, gate),
         }
     )[:16]
 
@@ -226,13 +246,8 @@ def reconcile(
 
     if _references_missing(ctx, gate, environments):
         return _finish(ctx)
-    task = gate.spec.task if gate is not None else release.spec.gate.task
-    job_env = {
-        contract.TASK: str(task),
-        contract.POSITIVE_LABEL: gate.spec.positive_label if gate is not None else "1",
-        **(training_env or {}),
-    }
-    if not _train(ctx, observed, job_env):
+    job_env = {**gate_training_inputs(release, gate), **(training_env or {})}
+    if not _train(ctx, gate, observed, job_env):
         return _finish(ctx)
     assert gate is not None or release.spec.gate.name is None
     if not _evaluate(ctx, gate, observed):
@@ -272,10 +287,12 @@ def _references_missing(
     return False
 
 
-def _train(ctx: _Context, observed: Observed, extra_env: dict[str, str]) -> bool:
+def _train(
+    ctx: _Context, gate: QualityGate | None, observed: Observed, extra_env: dict[str, str]
+) -> bool:
     """True once training succeeded and its artifacts are recorded."""
     release = ctx.release
-    key = training_key(release)
+    key = training_key(release, gate)
     job_name = training_job_name(release, key)
     run = (
         observed.training if observed.training and observed.training.job_name == job_name else None
@@ -393,6 +410,7 @@ def _evaluate(ctx: _Context, gate: QualityGate | None, observed: Observed) -> bo
                 positive_label=positive,
                 checks=tuple(checks),
                 predictions=predictions,
+                metadata=next((a for a in ctx.status.artifacts if a.name == "metadata"), None),
                 train_data=release.spec.training.data.train,
                 evaluation_data=release.spec.training.data.evaluation,
                 id_column=release.spec.training.data.id_column,

@@ -21,6 +21,8 @@ OUTPUT_DIR: Final = "MODELGATE_OUTPUT_DIR"  # where the outputs below are writte
 RELEASE: Final = "MODELGATE_RELEASE"  # namespace/name of the ModelRelease
 MODEL_NAME: Final = "MODELGATE_MODEL_NAME"
 MODEL_VERSION: Final = "MODELGATE_MODEL_VERSION"
+# JSON list of the gate's behaviour checks: [{name, column, add|set, expect, tolerance}]
+BEHAVIOR_TESTS: Final = "MODELGATE_BEHAVIOR_TESTS"
 
 # Outputs (file names in OUTPUT_DIR).
 MODEL_FILE: Final = "model.skops"  # the fitted model, skops format (never pickle)
@@ -35,4 +37,4 @@ OUTPUTS: Final = {
 
 # Keys of MODELGATE_PARAMS the reference trainer reserves; the rest go to the
 # estimator's constructor.
-RESERVED_PARAMS: Final = ("estimator", "features", "exclude")
+RESERVED_PARAMS: Final = ("estimator", "features", "exclude", "importance_repeats")

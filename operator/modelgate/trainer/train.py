@@ -26,6 +26,7 @@ import sklearn
 import skops.io as sio
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -113,6 +114,70 @@ def _label_strings(values: Any) -> list[str]:
     return out
 
 
+def _score_function(pipeline: Any, task: str, positive_label: str) -> Any:
+    """What a behaviour test watches: the positive-class score (binary), the
+    predicted value (regression) or the predicted label (multiclass)."""
+    if task == "binary":
+        classes = _label_strings(pipeline.classes_)
+        column = classes.index(positive_label)
+        return lambda frame: pipeline.predict_proba(frame)[:, column]
+    if task == "regression":
+        return lambda frame: np.asarray(pipeline.predict(frame), dtype=float)
+    return lambda frame: np.asarray(_label_strings(pipeline.predict(frame)))
+
+
+def run_behavior_tests(
+    tests: list[dict[str, Any]], predict: Any, frame: pd.DataFrame, task: str
+) -> list[dict[str, Any]]:
+    """Perturb one column per test and count the rows that break the expectation."""
+    results: list[dict[str, Any]] = []
+    before = predict(frame)
+    for test in tests:
+        name, column = str(test.get("name")), str(test.get("column"))
+        if column not in frame.columns:
+            results.append({"name": name, "error": f"column {column!r} is not a model feature"})
+            continue
+        changed = frame.copy()
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        try:
+            if test.get("add") is not None:
+                if not numeric:
+                    raise ValueError(f"cannot add a number to text column {column!r}")
+                changed[column] = frame[column] + float(test["add"])
+            else:
+                value = test.get("set")
+                changed[column] = float(value) if numeric else str(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as error:
+            results.append({"name": name, "error": str(error)})
+            continue
+        after = predict(changed)
+        tolerance = float(test.get("tolerance", 1e-6))
+        expect = test.get("expect", "invariant")
+        if task == "multiclass":
+            broken = after != before
+            delta = broken.astype(float)
+        else:
+            delta = after - before
+            if expect == "increase":
+                broken = delta < -tolerance
+            elif expect == "decrease":
+                broken = delta > tolerance
+            else:
+                broken = np.abs(delta) > tolerance
+        results.append(
+            {
+                "name": name,
+                "column": column,
+                "expect": expect,
+                "rows": len(frame),
+                "failures": int(np.sum(broken)),
+                "maxAbsDelta": float(np.max(np.abs(delta))) if len(delta) else 0.0,
+                "meanDelta": float(np.mean(delta)) if len(delta) else 0.0,
+            }
+        )
+    return results
+
+
 def train(env: Mapping[str, str]) -> dict[str, Any]:
     """Run one training job from contract variables; returns the metadata written."""
     started = time.time()
@@ -186,6 +251,29 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
                 predictions[f"y_score_{label}"] = probabilities[:, index]
     predictions.to_csv(output / contract.PREDICTIONS_FILE, index=False)
 
+    repeats = int(params.get("importance_repeats", 3))
+    importance: list[dict[str, Any]] = []
+    if repeats > 0:
+        y_eval = eval_frame[target]
+        if task != "regression":
+            y_eval = pd.Series(_label_strings(y_eval), index=eval_frame.index)
+        measured = permutation_importance(
+            pipeline, eval_frame[features], y_eval, n_repeats=repeats, random_state=seed
+        )
+        importance = [
+            {"feature": feature, "mean": float(mean), "std": float(std)}
+            for feature, mean, std in zip(
+                features, measured.importances_mean, measured.importances_std, strict=True
+            )
+        ]
+    try:
+        tests = json.loads(env.get(contract.BEHAVIOR_TESTS) or "[]")
+    except json.JSONDecodeError as error:
+        raise ContractError(f"{contract.BEHAVIOR_TESTS} is not valid JSON: {error}") from error
+    behavior = run_behavior_tests(
+        tests, _score_function(pipeline, task, positive_label), eval_frame[features], task
+    )
+
     sio.dump(pipeline, output / contract.MODEL_FILE)
 
     metadata: dict[str, Any] = {
@@ -200,6 +288,9 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
         "params": params,
         "seed": seed,
         "features": _schema(train_frame, features),
+        "importance": importance,
+        "importanceScoring": "r2" if task == "regression" else "accuracy",
+        "behavior": behavior,
         "data": {
             "train": {
                 "path": str(train_path),
