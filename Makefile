@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit crds venv clean e2e
+.PHONY: demo test lint typecheck unit crds venv clean e2e tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ demo: $(STAMP)
 		examples/credit-risk/release.yaml --state-dir .modelgate/demo --reset
 
 ## Set up and run everything CI runs: lint, types, layer contracts, the whole test suite.
-test: $(STAMP) lint typecheck
+test: $(STAMP) tools lint typecheck
 	$(BIN)/pytest
+
+## Real binaries the tests drive (headless Chromium for the report).
+tools:
+	scripts/ensure-test-tools.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests examples

@@ -20,12 +20,21 @@ from modelgate.api.common import parse_duration
 from modelgate.api.crdgen import render_all
 from modelgate.api.loader import ManifestError, load_paths
 from modelgate.api.modelrelease import ModelRelease
+from modelgate.api.qualitygate import Task
+from modelgate.backends.evaluation import finite
 from modelgate.envconfig import merge_config, validate_config
+from modelgate.gates import GateInputs, Table, TableError, evaluate_gate, read_table
+from modelgate.gates.report import render_html
 from modelgate.localmode import LocalRun
 from modelgate.promotion.conditions import READY, find
 from modelgate.promotion.paths import graph_problems, path_problems
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+GATE_EXIT = {"Passed": EXIT_OK, "Failed": EXIT_FAILED, "Inconclusive": EXIT_INCONCLUSIVE}
+
+
+class InputError(Exception):
+    """A file the user named cannot be used; the message names it and why."""
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -160,6 +169,112 @@ def command_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def _read(path: Path | None, role: str) -> Table | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise InputError(f"{path}: {role} file not found")
+    try:
+        return read_table(path, f"{role} ({path.name})")
+    except TableError as error:
+        raise InputError(f"{path}: {error}") from error
+
+
+def _load_gate(path: Path, name: str | None) -> QualityGate:
+    if not path.is_file():
+        raise InputError(f"{path}: gate file not found")
+    try:
+        resources = [r.resource for r in load_paths([path])]
+    except ManifestError as error:
+        raise InputError(f"{path}: " + "; ".join(error.problems)) from error
+    gates = [r for r in resources if isinstance(r, QualityGate)]
+    if name is not None:
+        gates = [g for g in gates if g.name == name]
+    if len(gates) != 1:
+        found = ", ".join(g.name for g in gates) or "none"
+        raise InputError(
+            f"{path}: expected exactly one QualityGate (found: {found}); use --gate-name"
+        )
+    return gates[0]
+
+
+def _load_metadata(path: Path | None) -> dict[str, object] | None:
+    if path is None:
+        return None
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable JSON metadata file: {error}") from error
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path}: metadata must be a JSON object")
+    return loaded
+
+
+def command_gate_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a gate offline, exactly as the operator would."""
+    try:
+        gate = _load_gate(args.gate, args.gate_name)
+        predictions = _read(args.predictions, "predictions")
+        assert predictions is not None
+        for column in ("y_true", "y_pred"):
+            if not predictions.has(column):
+                raise InputError(
+                    f"{args.predictions}: no {column} column (the training contract's "
+                    "predictions have y_true, y_pred and y_score)"
+                )
+        reference = _read(args.reference, "reference")
+        evaluation = _read(args.evaluation, "evaluation") or predictions
+        baseline = _read(args.baseline, "baseline")
+        metadata = _load_metadata(args.metadata)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    environments = {c.baseline.environment for c in gate.spec.checks if c.baseline}
+    inputs = GateInputs(
+        task=Task(gate.spec.task),
+        predictions=predictions,
+        positive_label=gate.spec.positive_label,
+        training=reference,
+        evaluation=evaluation,
+        baselines=dict.fromkeys(environments, baseline),
+        id_column=args.id_column,
+        metadata=metadata,
+    )
+    result = evaluate_gate(gate.spec.checks, inputs)
+    if args.report_dir is not None:
+        args.report_dir.mkdir(parents=True, exist_ok=True)
+        document = {"gate": gate.name, **result.to_result()}
+        (args.report_dir / "report.json").write_text(
+            json.dumps(finite(document), indent=2, allow_nan=False)
+        )
+        page = render_html(
+            result,
+            gate.spec.checks,
+            inputs,
+            f"Quality gate {gate.name}",
+            f"predictions: {args.predictions.name}",
+        )
+        (args.report_dir / "report.html").write_text(page)
+    if args.output == "json":
+        print(json.dumps(finite(result.to_result()), indent=2, allow_nan=False))
+    else:
+        rows = [["CHECK", "KIND", "SEVERITY", "OUTCOME", "VALUE", "MESSAGE"]]
+        for check in result.checks:
+            value = "-" if check.value is None else f"{check.value:.4g}"
+            rows.append(
+                [check.name, check.kind, check.severity, check.outcome, value, check.message]
+            )
+        print(_table(rows))
+        counts = result.counts()
+        print(
+            f"\ngate {gate.name}: {result.outcome} ({counts['Passed']} passed, "
+            f"{counts['Failed']} failed, {counts['Inconclusive']} inconclusive)"
+        )
+        if args.report_dir is not None:
+            print(f"report: {args.report_dir / 'report.html'}")
+    return GATE_EXIT[result.outcome]
+
+
 def _duration(text: str) -> timedelta:
     try:
         return parse_duration(text)
@@ -201,6 +316,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("paths", nargs="+", type=Path)
     validate.set_defaults(handler=command_validate)
+
+    gate = commands.add_parser("gate", help="quality gates offline")
+    gate_commands = gate.add_subparsers(dest="gate_command", required=True)
+    evaluate = gate_commands.add_parser(
+        "evaluate",
+        help="evaluate a QualityGate on prediction files, as the operator would "
+        "(exit 0 Passed, 1 Failed, 3 Inconclusive, 2 input errors)",
+    )
+    evaluate.add_argument("--gate", type=Path, required=True, help="YAML with the QualityGate")
+    evaluate.add_argument("--gate-name", help="which QualityGate, if the file has several")
+    evaluate.add_argument(
+        "--predictions", type=Path, required=True, help="CSV/Parquet: y_true, y_pred, y_score..."
+    )
+    evaluate.add_argument("--baseline", type=Path, help="predictions of the live model")
+    evaluate.add_argument(
+        "--reference", type=Path, help="reference (training) data: drift and data checks"
+    )
+    evaluate.add_argument(
+        "--evaluation",
+        type=Path,
+        help="evaluated data for data and drift checks (default: the predictions file)",
+    )
+    evaluate.add_argument(
+        "--metadata", type=Path, help="the training job's metadata.json (importance, behaviour)"
+    )
+    evaluate.add_argument("--id-column", help="row id matching predictions and baseline")
+    evaluate.add_argument("--report-dir", type=Path, help="write report.json and report.html")
+    evaluate.add_argument("--output", choices=("table", "json"), default="table")
+    evaluate.set_defaults(handler=command_gate_evaluate)
     return parser
 
 

@@ -22,7 +22,12 @@ from modelgate.api.environment import EnvironmentStatus, Promotion
 from modelgate.api.loader import LoadedResource, load_paths
 from modelgate.api.modelrelease import ArtifactRecord, ModelReleaseStatus, Phase
 from modelgate.api.qualitygate import QualityGateStatus
-from modelgate.backends.evaluation import evaluate_action, gate_status, report_json
+from modelgate.backends.evaluation import (
+    evaluate_action,
+    gate_status,
+    report_html,
+    report_json,
+)
 from modelgate.backends.local import (
     LocalArtifactStore,
     LocalDeployer,
@@ -139,15 +144,18 @@ class LocalRun:
             self.runner.start(replace(action, env=env))
         elif isinstance(action, EvaluateGate):
             self.log(f"[{name}] gate: evaluating {len(action.checks)} checks")
-            evaluation = evaluate_action(action, self.store, self._load_data(release))
+            run = evaluate_action(action, self.store, self._load_data(release))
+            evaluation = run.evaluation
             assert release.status is not None
             release.status.gate = gate_status(action, evaluation, now)
-            report = self.store.put_bytes(
-                report_json(release_key(release), action, evaluation, now), "gate-report"
-            )
+            key = release_key(release)
+            reports = [
+                self.store.put_bytes(report_json(key, action, evaluation, now), "gate-report"),
+                self.store.put_bytes(report_html(key, action, run), "gate-report-html"),
+            ]
             release.status.artifacts = [
-                a for a in release.status.artifacts if a.name != "gate-report"
-            ] + [report]
+                a for a in release.status.artifacts if not a.name.startswith("gate-report")
+            ] + reports
             for check in evaluation.checks:
                 self.log(
                     f"[{name}]     {check.outcome:<12} {check.severity:<8} {check.name}: "

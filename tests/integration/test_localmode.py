@@ -70,7 +70,7 @@ def test_sample_release_is_released_in_both_environments(
     assert gate["outcome"] == "Passed"
     assert {c["name"]: c["outcome"] for c in gate["checks"]}["no-regression"] == "Inconclusive"
     artifacts = {a["name"]: a for a in status["artifacts"]}
-    assert set(artifacts) == {"model", "predictions", "metadata", "gate-report"}
+    assert set(artifacts) == {"model", "predictions", "metadata", "gate-report", "gate-report-html"}
     for record in artifacts.values():
         path = Path(record["uri"].removeprefix("file://"))
         assert path.name == record["sha256"]

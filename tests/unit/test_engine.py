@@ -364,3 +364,118 @@ def test_read_table_csv_parquet_and_garbage(tmp_path: Any) -> None:
     assert csv.num_rows == 2
     with pytest.raises(ValueError, match="cannot read bad"):
         read_table(b"a,b\n1,2,3,4\n", "bad")
+
+
+IMPORTANCE = {
+    "importance": [
+        {"feature": "income", "mean": 0.11, "std": 0.01},
+        {"feature": "region", "mean": 0.05, "std": 0.01},
+        {"feature": "age", "mean": 0.01, "std": 0.001},
+    ]
+}
+
+
+def test_explainability_top_k_and_bounds() -> None:
+    predictions = binary_table()
+    top = run(
+        {"explainability": {"column": "region", "notInTopK": 2}}, predictions, metadata=IMPORTANCE
+    )
+    assert top.outcome == "Failed"
+    assert "region is #2, inside the top 2" in top.message
+    assert (
+        run(
+            {"explainability": {"column": "age", "notInTopK": 2}}, predictions, metadata=IMPORTANCE
+        ).outcome
+        == "Passed"
+    )
+    bounded = run(
+        {"explainability": {"column": "income", "max": 0.1}}, predictions, metadata=IMPORTANCE
+    )
+    assert bounded.outcome == "Failed"
+    assert bounded.value == pytest.approx(0.11)
+
+
+def test_explainability_without_a_record_is_inconclusive() -> None:
+    spec = {"explainability": {"column": "age", "notInTopK": 1}}
+    assert run(spec, binary_table(), metadata=None).outcome == "Inconclusive"
+    missing = run(
+        {"explainability": {"column": "zip", "max": 1}}, binary_table(), metadata=IMPORTANCE
+    )
+    assert missing.outcome == "Inconclusive"
+    assert "no importance recorded for 'zip'" in missing.message
+
+
+def test_behavior_judges_the_recorded_outcome() -> None:
+    spec = {"behavior": {"column": "age", "add": 5, "expect": "invariant", "maxFailureRate": 0.01}}
+    ok = {"behavior": [{"name": "c", "rows": 1000, "failures": 5, "maxAbsDelta": 0.2}]}
+    bad = {"behavior": [{"name": "c", "rows": 1000, "failures": 50, "maxAbsDelta": 0.4}]}
+    assert run(spec, binary_table(), metadata=ok).outcome == "Passed"
+    failed = run(spec, binary_table(), metadata=bad)
+    assert failed.outcome == "Failed"
+    assert failed.value == pytest.approx(0.05)
+    assert "50 of 1000 rows break 'invariant'" in failed.message
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        (None, "recorded no result for behaviour check 'c'"),
+        (
+            {"behavior": [{"name": "c", "error": "column 'age' is not a model feature"}]},
+            "could not run",
+        ),
+        ({"behavior": [{"name": "c", "rows": 0, "failures": 0}]}, "0 rows"),
+    ],
+)
+def test_behavior_without_a_usable_record_is_inconclusive(metadata: Any, reason: str) -> None:
+    spec = {"behavior": {"column": "age", "set": "30", "expect": "invariant"}}
+    result = run(spec, binary_table(), metadata=metadata)
+    assert result.outcome == "Inconclusive"
+    assert reason in result.message
+
+
+def test_required_columns_types_and_duplicates() -> None:
+    training = table("training", id=[1, 2, 2, 3], age=["a", "b", "b", "c"])
+    spec = {
+        "data": {
+            "datasets": ["training"],
+            "requiredColumns": [
+                {"name": "id", "type": "integer"},
+                {"name": "age", "type": "integer"},
+                {"name": "zip"},
+            ],
+            "maxDuplicateRate": 0.0,
+        }
+    }
+    result = run(spec, binary_table(), training=training)
+    assert result.outcome == "Failed"
+    assert "column 'age' is string, expected integer" in result.message
+    assert "required column 'zip' is missing" in result.message
+    assert "duplicate rows 0.2500 > maxDuplicateRate 0" in result.message
+
+
+def test_multiclass_metric_through_the_engine() -> None:
+    predictions = table(
+        y_true=["a", "b", "c", "a"] * 25,
+        y_pred=["a", "b", "b", "a"] * 25,
+        y_score_a=[0.8, 0.1, 0.1, 0.7] * 25,
+        y_score_b=[0.1, 0.8, 0.6, 0.2] * 25,
+        y_score_c=[0.1, 0.1, 0.3, 0.1] * 25,
+    )
+    accuracy = run({"metric": {"name": "accuracy", "min": 0.7}}, predictions, task=Task.MULTICLASS)
+    assert accuracy.value == pytest.approx(0.75)
+    f1 = run(
+        {"metric": {"name": "f1", "min": 0.1, "average": "weighted"}},
+        predictions,
+        task=Task.MULTICLASS,
+    )
+    assert f1.outcome == "Passed"
+    loss = run({"metric": {"name": "log_loss", "max": 1.0}}, predictions, task=Task.MULTICLASS)
+    assert loss.value == pytest.approx(-(2 * np.log(0.8) + np.log(0.3) + np.log(0.7)) / 4)
+
+
+def test_missing_labels_are_inconclusive_not_dropped() -> None:
+    predictions = table(y_true=pa.array([1, None, 0, 1]), y_pred=[1, 0, 0, 1])
+    result = run({"metric": {"name": "accuracy", "min": 0.5}}, predictions)
+    assert result.outcome == "Inconclusive"
+    assert "y_true has 1 missing values" in result.message

@@ -143,3 +143,42 @@ def test_module_entry_point_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "no target column 'nope'" in bad.stderr
+
+
+def test_importance_and_behavior_are_recorded(tmp_path: Path) -> None:
+    tests = [
+        {
+            "name": "late",
+            "column": "late_payments",
+            "add": 1,
+            "expect": "increase",
+            "tolerance": 0.05,
+        },
+        {
+            "name": "region",
+            "column": "region",
+            "set": "north",
+            "expect": "invariant",
+            "tolerance": 0.5,
+        },
+        {"name": "bad", "column": "gender", "add": 1, "expect": "invariant"},
+        {"name": "text", "column": "region", "add": 1, "expect": "invariant"},
+    ]
+    metadata = train(contract_env(tmp_path, MODELGATE_BEHAVIOR_TESTS=json.dumps(tests)))
+    importance = {item["feature"]: item for item in metadata["importance"]}
+    assert set(importance) == {f["name"] for f in metadata["features"]}
+    assert importance["late_payments"]["mean"] > importance["credit_lines"]["mean"]
+    behavior = {item["name"]: item for item in metadata["behavior"]}
+    assert behavior["late"]["rows"] == 2000
+    assert behavior["late"]["failures"] == 0
+    assert behavior["late"]["meanDelta"] > 0
+    assert behavior["region"]["failures"] == 0
+    assert behavior["bad"]["error"] == "column 'gender' is not a model feature"
+    assert "cannot add a number to text column 'region'" in behavior["text"]["error"]
+
+
+def test_importance_can_be_turned_off(tmp_path: Path) -> None:
+    params = json.dumps(
+        {"estimator": "sklearn.linear_model.LogisticRegression", "importance_repeats": 0}
+    )
+    assert train(contract_env(tmp_path, MODELGATE_PARAMS=params))["importance"] == []

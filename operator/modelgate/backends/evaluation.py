@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
+
+import pyarrow as pa
 
 from modelgate.api.common import format_time
 from modelgate.api.modelrelease import CheckResult, GateStatus
 from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactStore
 from modelgate.gates import GateInputs, Table, TableError, evaluate_gate, read_table
 from modelgate.gates.engine import INCONCLUSIVE, CheckEvaluation, GateEvaluation, gate_outcome
+from modelgate.gates.report import render_html
 from modelgate.promotion import EvaluateGate
 
 ARTIFACT_ERRORS = (ArtifactIntegrityError, ArtifactNotFoundError, TableError, OSError)
@@ -36,14 +39,20 @@ def _unmeasurable(action: EvaluateGate, reason: str) -> GateEvaluation:
     return GateEvaluation(outcome=gate_outcome(checks), checks=checks)
 
 
+@dataclass
+class EvaluationRun:
+    evaluation: GateEvaluation
+    inputs: GateInputs | None  # None when the predictions could not be read
+
+
 def evaluate_action(
     action: EvaluateGate, store: ArtifactStore, load_data: DataLoader
-) -> GateEvaluation:
+) -> EvaluationRun:
     """Evaluate the gate; anything unreadable makes its checks Inconclusive."""
     try:
         predictions = read_table(store.get_bytes(action.predictions), "predictions")
     except ARTIFACT_ERRORS as error:
-        return _unmeasurable(action, f"predictions unreadable: {error}")
+        return EvaluationRun(_unmeasurable(action, f"predictions unreadable: {error}"), None)
     datasets: dict[str, Table | None] = {}
     for name, uri in (("training", action.train_data), ("evaluation", action.evaluation_data)):
         try:
@@ -78,7 +87,18 @@ def evaluate_action(
         id_column=action.id_column,
         metadata=metadata,
     )
-    return evaluate_gate(list(action.checks), inputs)
+    return EvaluationRun(evaluate_gate(list(action.checks), inputs), inputs)
+
+
+def report_html(release: str, action: EvaluateGate, run: EvaluationRun) -> bytes:
+    """The human-readable report page, stored next to the JSON report."""
+    if run.inputs is None:
+        inputs = GateInputs(task=action.task, predictions=Table("none", pa.table({})))
+    else:
+        inputs = run.inputs
+    title = f"Quality gate {action.gate_name or 'inline'} for {release}"
+    subtitle = f"predictions sha256 {action.predictions.sha256}"
+    return render_html(run.evaluation, action.checks, inputs, title, subtitle).encode()
 
 
 def gate_status(action: EvaluateGate, evaluation: GateEvaluation, now: datetime) -> GateStatus:
@@ -127,15 +147,15 @@ def report_json(
         "outcome": evaluation.outcome,
         "checks": [asdict(c) for c in evaluation.checks],
     }
-    return json.dumps(_finite(report), indent=2, sort_keys=True, allow_nan=False).encode()
+    return json.dumps(finite(report), indent=2, sort_keys=True, allow_nan=False).encode()
 
 
-def _finite(value: object) -> object:
+def finite(value: object) -> object:
     """JSON has no NaN or infinity: an unmeasured number is null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
+        return {str(k): finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value

@@ -26,7 +26,7 @@ def _numeric_values(table: Table, column: str) -> FloatArray:
     return values[np.isfinite(values)]
 
 
-def _proportions(
+def proportions(
     reference: Table, current: Table, column: str, bins: int
 ) -> tuple[FloatArray, FloatArray]:
     if reference.is_numeric(column) and current.is_numeric(column):
@@ -88,7 +88,7 @@ def statistic(spec: DriftCheck, reference: Table, current: Table) -> float:
         if ref.size == 0 or cur.size == 0:
             raise Undefined(f"column {column!r} has no values on one side")
         return ks_statistic(ref, cur)
-    ref_p, cur_p = _proportions(reference, current, column, spec.bins)
+    ref_p, cur_p = proportions(reference, current, column, spec.bins)
     if spec.method == DriftMethod.PSI:
         return psi(ref_p, cur_p)
     return jensen_shannon(ref_p, cur_p)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the real servers and binaries the test suite drives (Debian
+# packages). Tests never skip because a tool is missing: they fail, so this
+# runs before them. Needs root (as on CI); otherwise it says what to install.
+set -euo pipefail
+
+packages=()
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+
+if [ ${#packages[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing test tools: ${packages[*]}; install them (e.g. sudo apt-get install ${packages[*]})" >&2
+    exit 1
+fi
+echo "installing test tools: ${packages[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
