@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit crds venv clean e2e tools
+.PHONY: demo test lint typecheck unit crds venv clean e2e tools bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,8 @@ tools:
 	scripts/ensure-test-tools.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests examples
-	$(BIN)/ruff format --check operator tests examples
+	$(BIN)/ruff check operator tests examples benchmarks
+	$(BIN)/ruff format --check operator tests examples benchmarks
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
@@ -44,6 +44,10 @@ unit: $(STAMP)
 crds: $(STAMP)
 	$(BIN)/modelgate crds --output-dir crds/
 	$(BIN)/modelgate crds --output-dir charts/modelgate/crds/
+
+## Gate metrics speed and memory against scikit-learn and fairlearn (a few minutes).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/gate_metrics.py
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e --with-e2e

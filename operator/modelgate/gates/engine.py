@@ -188,6 +188,14 @@ def encode_predictions(table: Table, task: Task, positive_label: str) -> Encoded
     lookup = {name: index for index, name in enumerate(classes)}
     true_map = np.array([lookup[n] for n in true_names], dtype=np.int64)
     pred_map = np.array([lookup[n] for n in pred_names], dtype=np.int64)
+    if np.array_equal(true_map, np.arange(len(true_map))):
+        true_labels = true_codes  # identity: share the column's codes
+    else:
+        true_labels = true_map[true_codes]
+    if np.array_equal(pred_map, np.arange(len(pred_map))):
+        pred_labels = pred_codes
+    else:
+        pred_labels = pred_map[pred_codes]
     prefix = "y_score_"
     class_scores = None
     if task == Task.MULTICLASS:
@@ -198,8 +206,8 @@ def encode_predictions(table: Table, task: Task, positive_label: str) -> Encoded
     return with_classes(
         str(task),
         classes,
-        true_map[true_codes],
-        pred_map[pred_codes],
+        true_labels,
+        pred_labels,
         positive_label,
         score,
         class_scores or None,
@@ -210,6 +218,9 @@ def slice_codes(
     table: Table, columns: list[str]
 ) -> tuple[np.ndarray[Any, Any], list[tuple[str, ...]]]:
     """Integer codes of the value combinations of ``columns`` and their names."""
+    if len(columns) == 1:
+        codes, names = table.codes(columns[0])  # already dense
+        return codes, [(name,) for name in names]
     combined: np.ndarray[Any, Any] | None = None
     all_names: list[list[str]] = []
     for column in columns:
@@ -235,6 +246,13 @@ class Evaluator:
     def __init__(self, inputs: GateInputs) -> None:
         self.inputs = inputs
         self._encoded: Encoded | None = None
+        self._slice_cache: dict[tuple[str, ...], tuple[Any, list[tuple[str, ...]]]] = {}
+
+    def slice_codes(self, columns: list[str]) -> tuple[Any, list[tuple[str, ...]]]:
+        key = tuple(columns)
+        if key not in self._slice_cache:
+            self._slice_cache[key] = slice_codes(self.inputs.predictions, columns)
+        return self._slice_cache[key]
 
     @property
     def encoded(self) -> Encoded:
@@ -290,7 +308,7 @@ class Evaluator:
         spec = check.slice
         result.metric = str(metric.name)
         result.min, result.max = metric.min, metric.max
-        codes, labels = slice_codes(self.inputs.predictions, spec.columns)
+        codes, labels = self.slice_codes(spec.columns)
         values = grouped(metric.name, self.encoded, codes, len(labels), metric.average)
         worst: SliceEvaluation | None = None
         for index, parts in enumerate(labels):
@@ -431,7 +449,7 @@ class Evaluator:
 
     def _fairness(self, spec: FairnessCheck, result: CheckEvaluation) -> None:
         e = self.encoded
-        codes, labels = slice_codes(self.inputs.predictions, [spec.sensitive_column])
+        codes, labels = self.slice_codes([spec.sensitive_column])
         groups = len(labels)
         result.metric = str(spec.metric)
         result.min, result.max, result.sample_size = spec.min, spec.max, len(e)

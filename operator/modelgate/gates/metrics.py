@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +51,8 @@ class Encoded:
     class_scores: FloatArray | None = None
     y_true_num: FloatArray | None = None
     y_pred_num: FloatArray | None = None
+    # Derived arrays shared by every metric and slice (e.g. the score order).
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         if self.task == "regression" and self.y_true_num is not None:
@@ -148,25 +151,41 @@ class GroupValues:
         return float(self.values[0])
 
 
-def _counts(codes: IntArray, groups: int, mask: BoolArray | None = None) -> FloatArray:
-    if mask is None:
-        return np.asarray(np.bincount(codes, minlength=groups), dtype=np.float64)
-    weights = mask.astype(np.float64)
-    return np.asarray(np.bincount(codes, weights=weights, minlength=groups), dtype=np.float64)
-
-
-def _sums(codes: IntArray, groups: int, weights: FloatArray) -> FloatArray:
-    return np.asarray(np.bincount(codes, weights=weights, minlength=groups), dtype=np.float64)
-
-
 class _Groups:
-    """Values and reasons under construction; the first reason wins."""
+    """Per-group accumulation. ``codes`` None means one group of every row,
+    the overall value, which then costs no per-row group array at all."""
 
-    def __init__(self, codes: IntArray, groups: int) -> None:
+    def __init__(self, codes: IntArray | None, groups: int, rows: int) -> None:
         self.codes = codes
         self.groups = groups
-        self.sizes = np.bincount(codes, minlength=groups).astype(np.int64)
+        if codes is None:
+            self.sizes = np.array([rows], dtype=np.int64)
+        else:
+            self.sizes = np.bincount(codes, minlength=groups).astype(np.int64)
         self.reasons: list[str | None] = ["no rows" if size == 0 else None for size in self.sizes]
+
+    def count(self, mask: BoolArray) -> FloatArray:
+        """Rows where ``mask`` holds, per group (integer bincount, no float copy)."""
+        if self.codes is None:
+            return np.array([np.count_nonzero(mask)], dtype=np.float64)
+        counts = np.bincount(self.codes[mask], minlength=self.groups)
+        return np.asarray(counts, dtype=np.float64)
+
+    def sum(self, weights: FloatArray) -> FloatArray:
+        if self.codes is None:
+            return np.array([np.sum(weights)], dtype=np.float64)
+        sums = np.bincount(self.codes, weights=weights, minlength=self.groups)
+        return np.asarray(sums, dtype=np.float64)
+
+    def mean(self, weights: FloatArray) -> FloatArray:
+        return self.sum(weights) / np.maximum(self.sizes, 1)
+
+    def per_row(self, values: FloatArray) -> FloatArray | np.float64:
+        """A per-group value spread back onto the rows."""
+        if self.codes is None:
+            return np.float64(values[0])
+        result: FloatArray = values[self.codes]
+        return result
 
     def undefined_where(self, mask: npt.NDArray[np.bool_], reason: str) -> None:
         for index in np.flatnonzero(mask):
@@ -194,23 +213,23 @@ def _binary_confusion(e: Encoded, g: _Groups) -> tuple[FloatArray, ...]:
     if e.positive < 0:
         g.undefined_where(np.ones(g.groups, bool), "the positive label never occurs")
     t, q = e.true_positive, e.pred_positive
-    tp = _counts(g.codes, g.groups, t & q)
-    fp = _counts(g.codes, g.groups, ~t & q)
-    fn = _counts(g.codes, g.groups, t & ~q)
-    tn = _counts(g.codes, g.groups, ~t & ~q)
+    tp = g.count(t & q)
+    fp = g.count(~t & q)
+    fn = g.count(t & ~q)
+    tn = g.sizes - tp - fp - fn
     return tp, fp, fn, tn
 
 
 def _checked_scores(e: Encoded, g: _Groups) -> FloatArray:
     if e.score is None:
         raise Undefined("the predictions have no y_score column")
-    bad = _counts(g.codes, g.groups, ~np.isfinite(e.score))
+    bad = g.count(~np.isfinite(e.score))
     g.undefined_where(bad > 0, "y_score has NaN or infinite values")
     return e.score
 
 
 def _both_classes(e: Encoded, g: _Groups, metric: str) -> tuple[FloatArray, FloatArray]:
-    positives = _counts(g.codes, g.groups, e.true_positive)
+    positives = g.count(e.true_positive)
     negatives = g.sizes - positives
     g.undefined_where(
         (positives == 0) | (negatives == 0),
@@ -219,78 +238,128 @@ def _both_classes(e: Encoded, g: _Groups, metric: str) -> tuple[FloatArray, Floa
     return positives, negatives
 
 
-def _average_ranks_by_group(codes: IntArray, scores: FloatArray) -> tuple[IntArray, FloatArray]:
-    """Sort order (by group, then score) and 1-based in-group ranks, ties averaged."""
-    order = np.lexsort((scores, codes))
-    sorted_codes, sorted_scores = codes[order], scores[order]
-    n = len(order)
-    if n == 0:
-        return order, np.zeros(0)
-    new_group = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
-    new_tie = new_group | np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
-    positions = np.arange(n)
-    group_start = np.maximum.accumulate(np.where(new_group, positions, 0))
-    tie_starts = np.flatnonzero(new_tie)
-    tie_ends = np.r_[tie_starts[1:], n] - 1
-    tie_id = np.cumsum(new_tie) - 1
-    in_group_start = tie_starts - group_start[tie_starts]
-    in_group_end = tie_ends - group_start[tie_starts]
-    tie_rank = (in_group_start + in_group_end) / 2.0 + 1.0
-    ranks: FloatArray = tie_rank[tie_id]
-    return order, ranks
+@dataclass
+class _ScoreSorted:
+    """Rows sorted by score once per evaluation, shared by every score metric."""
+
+    order: IntArray
+    scores: FloatArray
+    truth: BoolArray
+
+
+def _score_sorted(e: Encoded, g: _Groups) -> _ScoreSorted:
+    scores = _checked_scores(e, g)
+    cached: _ScoreSorted | None = e.cache.get("score_sorted")
+    if cached is None:
+        safe = scores if np.all(np.isfinite(scores)) else np.nan_to_num(scores)
+        order = np.argsort(safe, kind="quicksort")
+        if len(order) < np.iinfo(np.int32).max:
+            order = order.astype(np.int32)  # half the memory of the cached order
+        cached = _ScoreSorted(order, safe[order], e.true_positive[order])
+        e.cache["score_sorted"] = cached
+    return cached
+
+
+def sorted_within_groups(
+    e: Encoded, g: _Groups, descending: bool = False
+) -> tuple[FloatArray, BoolArray, IntArray | None]:
+    """Scores, labels and group codes sorted by group, then by score.
+
+    The global score sort is shared; grouping is a stable radix sort of the
+    small group codes, whose permutation increases inside each group, so the
+    gathers below stream through memory instead of jumping (this is what
+    keeps 10M rows near-linear).
+    """
+    ranked = _score_sorted(e, g)
+    scores, truth = ranked.scores, ranked.truth
+    if descending:
+        scores, truth = scores[::-1], truth[::-1]
+    if g.codes is None:
+        return scores, truth, None
+    codes = g.codes[ranked.order[::-1] if descending else ranked.order]
+    key_type = np.int16 if g.groups < np.iinfo(np.int16).max else np.int64
+    permutation = np.argsort(codes.astype(key_type), kind="stable")
+    return scores[permutation], truth[permutation], codes[permutation]
+
+
+def _run_starts(codes: IntArray | None, scores: FloatArray) -> BoolArray:
+    """Where a new (group, score) run starts in group-then-score order."""
+    starts = np.empty(len(scores), dtype=bool)
+    if len(scores):
+        starts[0] = True
+        np.not_equal(scores[1:], scores[:-1], out=starts[1:])
+        if codes is not None:
+            starts[1:] |= codes[1:] != codes[:-1]
+    return starts
+
+
+def _group_offsets(g: _Groups, codes: IntArray | None, positions: IntArray) -> IntArray:
+    """Index of the first row of each position's group (in sorted order)."""
+    if codes is None:
+        return np.zeros(len(positions), dtype=np.int64)
+    offsets = np.cumsum(g.sizes) - g.sizes
+    result: IntArray = offsets[codes[positions]]
+    return result
 
 
 def binary_roc_auc(e: Encoded, g: _Groups) -> FloatArray:
-    scores = _checked_scores(e, g)
+    _checked_scores(e, g)  # a NaN score is the first reason to give
     positives, negatives = _both_classes(e, g, "roc_auc")
-    order, ranks = _average_ranks_by_group(g.codes, np.nan_to_num(scores))
-    positive_rank_sum = _sums(g.codes[order], g.groups, ranks * e.true_positive[order])
-    u = positive_rank_sum - positives * (positives + 1) / 2.0
+    scores, truth, codes = sorted_within_groups(e, g)
+    n = len(scores)
+    if n == 0:
+        return np.full(g.groups, np.nan)
+    tie_starts = np.flatnonzero(_run_starts(codes, scores))
+    # 1-based rank inside the group, ties sharing their average rank; built in
+    # place because this runs on every row of the largest tables.
+    rank = np.diff(tie_starts, append=n).astype(np.float64)
+    rank += 1.0
+    rank /= 2.0
+    rank += tie_starts
+    rank -= _group_offsets(g, codes, tie_starts)
+    rank *= np.add.reduceat(truth, tie_starts, dtype=np.int64)  # positives per tie
+    tie_group = codes[tie_starts] if codes is not None else None
+    rank_sum = _Groups(tie_group, g.groups, len(tie_starts)).sum(rank)
+    u = rank_sum - positives * (positives + 1) / 2.0
     return _divide(u, positives * negatives)
 
 
 def binary_pr_auc(e: Encoded, g: _Groups) -> FloatArray:
     """Average precision: sum over thresholds of (R_n - R_{n-1}) * P_n."""
-    scores = _checked_scores(e, g)
+    _checked_scores(e, g)
     positives, _ = _both_classes(e, g, "pr_auc")
-    order = np.lexsort((-np.nan_to_num(scores), g.codes))
-    sorted_codes, sorted_scores = g.codes[order], scores[order]
-    truth = e.true_positive[order].astype(np.float64)
-    n = len(order)
+    scores, truth, codes = sorted_within_groups(e, g, descending=True)
+    n = len(scores)
     if n == 0:
         return np.full(g.groups, np.nan)
-    new_group = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
-    positions = np.arange(n)
-    group_start = np.maximum.accumulate(np.where(new_group, positions, 0))
-    cumulative = np.cumsum(truth)
-    before_group = np.where(group_start > 0, cumulative[np.maximum(group_start - 1, 0)], 0.0)
-    true_pos = cumulative - before_group
-    seen = positions - group_start + 1
     # Thresholds fall between distinct scores: keep the last row of each run.
-    run_end = np.r_[
-        (sorted_codes[1:] != sorted_codes[:-1]) | (sorted_scores[1:] != sorted_scores[:-1]), True
-    ]
-    ends = np.flatnonzero(run_end)
-    group = sorted_codes[ends]
-    precision = true_pos[ends] / seen[ends]
-    recall = _divide(true_pos[ends], positives[group])
+    starts = np.flatnonzero(_run_starts(codes, scores))
+    ends = np.append(starts[1:], n) - 1
+    cumulative = np.cumsum(truth, dtype=np.int64)
+    group_start = _group_offsets(g, codes, ends)
+    before = np.where(group_start > 0, cumulative[np.maximum(group_start - 1, 0)], 0)
+    true_pos = (cumulative[ends] - before).astype(np.float64)
+    seen = (ends - group_start + 1).astype(np.float64)
+    group = codes[ends] if codes is not None else np.zeros(len(ends), dtype=np.int64)
+    precision = true_pos / seen
+    recall = _divide(true_pos, positives[group])
     previous = np.r_[0.0, recall[:-1]]
     previous[np.r_[True, group[1:] != group[:-1]]] = 0.0
-    return _sums(group, g.groups, np.nan_to_num((recall - previous) * precision))
+    contribution = np.nan_to_num((recall - previous) * precision)
+    return np.asarray(np.bincount(group, weights=contribution, minlength=g.groups))
 
 
 def binary_log_loss(e: Encoded, g: _Groups) -> FloatArray:
     scores = _checked_scores(e, g)
     eps = np.finfo(np.float64).eps
-    clipped = np.clip(np.nan_to_num(scores), eps, 1 - eps)
-    loss = -np.where(e.true_positive, np.log(clipped), np.log1p(-clipped))
-    return _sums(g.codes, g.groups, loss) / np.maximum(g.sizes, 1)
+    probability_of_truth = np.where(e.true_positive, scores, 1.0 - scores)
+    loss = -np.log(np.clip(np.nan_to_num(probability_of_truth), eps, 1 - eps))
+    return g.mean(loss)
 
 
 def binary_brier(e: Encoded, g: _Groups) -> FloatArray:
     scores = _checked_scores(e, g)
-    error = (np.nan_to_num(scores) - e.true_positive) ** 2
-    return _sums(g.codes, g.groups, error) / np.maximum(g.sizes, 1)
+    return g.mean((np.nan_to_num(scores) - e.true_positive) ** 2)
 
 
 def _binary(metric: MetricName, e: Encoded, g: _Groups) -> FloatArray:
@@ -303,7 +372,7 @@ def _binary(metric: MetricName, e: Encoded, g: _Groups) -> FloatArray:
     if metric == MetricName.BRIER:
         return binary_brier(e, g)
     if metric == MetricName.ACCURACY:
-        return _counts(g.codes, g.groups, e.y_true == e.y_pred) / np.maximum(g.sizes, 1)
+        return g.count(e.y_true == e.y_pred) / np.maximum(g.sizes, 1)
     tp, fp, fn, tn = _binary_confusion(e, g)
     if metric == MetricName.PRECISION:
         g.undefined_where(tp + fp == 0, "no positive predictions: precision is undefined")
@@ -330,10 +399,13 @@ def _class_counts(e: Encoded, g: _Groups) -> tuple[FloatArray, FloatArray, Float
     """Per group and class: true positives, true counts, predicted counts."""
     k = len(e.classes)
     shape = (g.groups, k)
-    tp = _counts(g.codes * k + e.y_true, g.groups * k, e.y_true == e.y_pred).reshape(shape)
-    true = np.bincount(g.codes * k + e.y_true, minlength=g.groups * k).reshape(shape)
-    pred = np.bincount(g.codes * k + e.y_pred, minlength=g.groups * k).reshape(shape)
-    return tp, true.astype(np.float64), pred.astype(np.float64)
+    true_key = e.y_true if g.codes is None else g.codes * k + e.y_true
+    pred_key = e.y_pred if g.codes is None else g.codes * k + e.y_pred
+    correct = e.y_true == e.y_pred
+    tp = np.bincount(true_key[correct], minlength=g.groups * k).reshape(shape)
+    true = np.bincount(true_key, minlength=g.groups * k).reshape(shape)
+    pred = np.bincount(pred_key, minlength=g.groups * k).reshape(shape)
+    return tp.astype(np.float64), true.astype(np.float64), pred.astype(np.float64)
 
 
 def _zero_divide(numerator: FloatArray, denominator: FloatArray) -> FloatArray:
@@ -350,7 +422,7 @@ def _multiclass(metric: MetricName, e: Encoded, g: _Groups, average: Average) ->
         and metric in (MetricName.PRECISION, MetricName.RECALL, MetricName.F1)
     ):
         # Single-label multiclass: micro precision = recall = f1 = accuracy.
-        return _counts(g.codes, g.groups, e.y_true == e.y_pred) / np.maximum(g.sizes, 1)
+        return g.count(e.y_true == e.y_pred) / np.maximum(g.sizes, 1)
     if metric == MetricName.LOG_LOSS:
         return _multiclass_log_loss(e, g)
     tp, true, pred = _class_counts(e, g)
@@ -381,18 +453,16 @@ def _multiclass_log_loss(e: Encoded, g: _Groups) -> FloatArray:
     chosen = matrix[rows, e.y_true]
     missing = ~np.isfinite(chosen)
     g.undefined_where(
-        _counts(g.codes, g.groups, missing) > 0,
+        g.count(missing) > 0,
         "a label has no y_score_<class> column, or a score is NaN",
     )
     finite_rows = np.all(np.isfinite(np.nan_to_num(matrix, nan=0.0)), axis=1)
     row_sums = np.nansum(matrix, axis=1)
     off = ~finite_rows | (np.abs(row_sums - 1.0) > PROBABILITY_SUM_TOLERANCE)
-    g.undefined_where(
-        _counts(g.codes, g.groups, off) > 0, "class probabilities of a row do not sum to 1"
-    )
+    g.undefined_where(g.count(off) > 0, "class probabilities of a row do not sum to 1")
     eps = np.finfo(np.float64).eps
     loss = -np.log(np.clip(np.nan_to_num(chosen, nan=0.5), eps, 1 - eps))
-    return _sums(g.codes, g.groups, loss) / np.maximum(g.sizes, 1)
+    return g.mean(loss)
 
 
 # -- regression ---------------------------------------------------------------
@@ -403,22 +473,22 @@ def _regression(metric: MetricName, e: Encoded, g: _Groups) -> FloatArray:
         raise Undefined("regression metrics need numeric y_true and y_pred")
     y, q = e.y_true_num, e.y_pred_num
     bad = ~(np.isfinite(y) & np.isfinite(q))
-    g.undefined_where(_counts(g.codes, g.groups, bad) > 0, "y_true or y_pred has NaN or inf")
+    g.undefined_where(g.count(bad) > 0, "y_true or y_pred has NaN or inf")
     y, q = np.nan_to_num(y), np.nan_to_num(q)
     n = np.maximum(g.sizes, 1).astype(np.float64)
     error = y - q
     if metric == MetricName.MAE:
-        return _sums(g.codes, g.groups, np.abs(error)) / n
+        return g.sum(np.abs(error)) / n
     if metric == MetricName.RMSE:
-        return np.sqrt(_sums(g.codes, g.groups, error**2) / n)
+        return np.sqrt(g.sum(error**2) / n)
     if metric == MetricName.MAPE:
         eps = np.finfo(np.float64).eps
-        return _sums(g.codes, g.groups, np.abs(error) / np.maximum(np.abs(y), eps)) / n
+        return g.sum(np.abs(error) / np.maximum(np.abs(y), eps)) / n
     if metric == MetricName.R2:
-        mean = _sums(g.codes, g.groups, y) / n
-        total = _sums(g.codes, g.groups, (y - mean[g.codes]) ** 2)
+        mean = g.sum(y) / n
+        total = g.sum((y - g.per_row(mean)) ** 2)
         g.undefined_where(total == 0, "y_true is constant: r2 is undefined")
-        return 1.0 - _divide(_sums(g.codes, g.groups, error**2), total)
+        return 1.0 - _divide(g.sum(error**2), total)
     raise Undefined(f"{metric} is not defined for regression tasks")
 
 
@@ -428,12 +498,12 @@ def _regression(metric: MetricName, e: Encoded, g: _Groups) -> FloatArray:
 def grouped(
     metric: MetricName,
     e: Encoded,
-    codes: IntArray,
+    codes: IntArray | None,
     groups: int,
     average: Average = Average.MACRO,
 ) -> GroupValues:
-    """``metric`` for every group ``0..groups-1`` of ``codes``."""
-    g = _Groups(np.asarray(codes, dtype=np.int64), groups)
+    """``metric`` for every group ``0..groups-1`` of ``codes`` (None: all rows)."""
+    g = _Groups(None if codes is None else np.asarray(codes, dtype=np.int64), groups, len(e))
     if e.task == "binary":
         values = _binary(metric, e, g)
     elif e.task == "multiclass":
@@ -447,14 +517,16 @@ def compute(metric: MetricName, e: Encoded, average: Average = Average.MACRO) ->
     """``metric`` over all rows, or raise Undefined with the reason."""
     if len(e) == 0:
         raise Undefined("no rows")
-    return grouped(metric, e, np.zeros(len(e), np.int64), 1, average).single()
+    return grouped(metric, e, None, 1, average).single()
 
 
 def average_ranks(values: FloatArray) -> FloatArray:
     """1-based ranks, ties sharing their average rank (one group)."""
-    order, ranks = _average_ranks_by_group(np.zeros(len(values), np.int64), values)
+    order = np.argsort(values, kind="quicksort")
+    starts = np.flatnonzero(_run_starts(None, values[order]))
+    lengths = np.diff(np.append(starts, len(values)))
     out = np.empty(len(values))
-    out[order] = ranks
+    out[order] = np.repeat(starts + (lengths + 1) / 2.0, lengths)
     return out
 
 

@@ -25,6 +25,9 @@ class Table:
     name: str
     data: pa.Table
     _cache: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict, repr=False)
+    _codes: dict[str, tuple[npt.NDArray[np.int64], list[str]]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def columns(self) -> list[str]:
@@ -56,8 +59,12 @@ class Table:
                 values = pc.cast(values, pa.int8())
             if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
                 raise TableError(f"{self.name}: column {column!r} is {values.type}, not numeric")
-            filled = pc.fill_null(pc.cast(values, pa.float64()), float("nan"))
-            self._cache[column] = np.asarray(filled.to_numpy(), dtype=np.float64)
+            if pa.types.is_float64(values.type) and values.null_count == 0:
+                # Zero-copy view of Arrow's buffer (read-only, never mutated).
+                self._cache[column] = np.asarray(values.combine_chunks().to_numpy())
+            else:
+                filled = pc.fill_null(pc.cast(values, pa.float64()), float("nan"))
+                self._cache[column] = np.asarray(filled.to_numpy(), dtype=np.float64)
         return self._cache[column]
 
     def labels(self, column: str) -> npt.NDArray[np.str_]:
@@ -87,13 +94,33 @@ class Table:
         """Dense integer codes of the column's values and the value names.
 
         Missing values get their own code named ''. Strings are hashed by
-        pyarrow (no Python objects per row); integers go through numpy.
+        pyarrow (no Python objects per row); small-range integers are mapped
+        in O(n) with a bincount, other numbers through numpy's unique.
+        Cached: every check on the same column shares one encoding.
         """
+        if column not in self._codes:
+            self._codes[column] = self._encode(column)
+        return self._codes[column]
+
+    def _encode(self, column: str) -> tuple[npt.NDArray[np.int64], list[str]]:
         values = self.column(column)
+        if pa.types.is_integer(values.type) and values.null_count == 0:
+            numbers = np.asarray(values.to_numpy(), dtype=np.int64)
+            if numbers.size == 0:
+                return numbers, []
+            low, high = int(numbers.min()), int(numbers.max())
+            if high - low <= max(2 * numbers.size, 1 << 16):
+                shifted = numbers - low if low else numbers
+                present = np.bincount(shifted, minlength=high - low + 1) > 0
+                names = [str(v + low) for v in np.flatnonzero(present)]
+                if low == 0 and present.all():
+                    return numbers, names  # already dense codes: no copy
+                mapping = np.cumsum(present) - 1
+                return mapping[shifted].astype(np.int64), names
         if self.is_integral(column) and not pa.types.is_boolean(values.type):
-            numbers = self.numeric(column)
-            missing = ~np.isfinite(numbers)
-            uniques, inverse = np.unique(np.where(missing, 0, numbers), return_inverse=True)
+            numbers_f = self.numeric(column)
+            missing = ~np.isfinite(numbers_f)
+            uniques, inverse = np.unique(np.where(missing, 0, numbers_f), return_inverse=True)
             names = [str(int(u)) for u in uniques]
             if missing.any():
                 inverse = np.where(missing, len(names), inverse)
