@@ -10,12 +10,28 @@ from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.promotion import Deploy, DeploymentObservation, StartTraining, TrainingObservation
 
 
-class ArtifactIntegrityError(RuntimeError):
+class ArtifactError(RuntimeError):
+    """Base of artifact-store failures; ``transient`` says whether to retry."""
+
+    transient = False
+
+
+class ArtifactIntegrityError(ArtifactError):
     """Stored bytes no longer match their recorded SHA-256: fail closed."""
 
 
-class ArtifactNotFoundError(RuntimeError):
+class ArtifactNotFoundError(ArtifactError):
     """No artifact at the recorded location."""
+
+
+class ArtifactAccessError(ArtifactError):
+    """The store refused access (credentials, policy, missing bucket): fix the setup."""
+
+
+class ArtifactUnavailableError(ArtifactError):
+    """The store is down, throttling or timing out: try again later."""
+
+    transient = True
 
 
 class ArtifactStore(Protocol):

@@ -18,6 +18,10 @@ POSITIVE_LABEL: Final = "MODELGATE_POSITIVE_LABEL"  # binary tasks, default "1"
 PARAMS: Final = "MODELGATE_PARAMS"  # JSON object of hyperparameters
 SEED: Final = "MODELGATE_SEED"  # integer random seed
 OUTPUT_DIR: Final = "MODELGATE_OUTPUT_DIR"  # where the outputs below are written
+# Optional s3://bucket/prefix the outputs are copied to (how a Job hands them
+# to the operator); data URIs may be s3:// too. S3 endpoint and credentials
+# come from MODELGATE_S3_ENDPOINT, MODELGATE_S3_PATH_STYLE and AWS_*.
+OUTPUT_URI: Final = "MODELGATE_OUTPUT_URI"
 RELEASE: Final = "MODELGATE_RELEASE"  # namespace/name of the ModelRelease
 MODEL_NAME: Final = "MODELGATE_MODEL_NAME"
 MODEL_VERSION: Final = "MODELGATE_MODEL_VERSION"

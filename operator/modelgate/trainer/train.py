@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,8 @@ from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from modelgate.backends.base import ArtifactError
+from modelgate.backends.s3 import S3Settings, make_client, read_uri, write_uri
 from modelgate.trainer import contract
 
 ALLOWED_ESTIMATOR_PREFIX = "sklearn."
@@ -183,9 +186,11 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
     started = time.time()
     missing = [
         name
-        for name in (contract.TRAIN_DATA, contract.EVAL_DATA, contract.TARGET, contract.OUTPUT_DIR)
+        for name in (contract.TRAIN_DATA, contract.EVAL_DATA, contract.TARGET)
         if not env.get(name)
     ]
+    if not env.get(contract.OUTPUT_DIR) and not env.get(contract.OUTPUT_URI):
+        missing.append(f"{contract.OUTPUT_DIR} or {contract.OUTPUT_URI}")
     if missing:
         raise ContractError(f"missing environment variables: {', '.join(missing)}")
     task = env.get(contract.TASK, "binary")
@@ -201,9 +206,11 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
     target = env[contract.TARGET]
     id_column = env.get(contract.ID_COLUMN) or None
     positive_label = env.get(contract.POSITIVE_LABEL, "1")
-    train_path, eval_path = Path(env[contract.TRAIN_DATA]), Path(env[contract.EVAL_DATA])
-    output = Path(env[contract.OUTPUT_DIR])
+    output = Path(env.get(contract.OUTPUT_DIR) or tempfile.mkdtemp(prefix="modelgate-output-"))
     output.mkdir(parents=True, exist_ok=True)
+    downloads = output / ".inputs"
+    train_path = fetch_input(env[contract.TRAIN_DATA], downloads)
+    eval_path = fetch_input(env[contract.EVAL_DATA], downloads)
 
     train_frame, eval_frame = read_table(train_path), read_table(eval_path)
     for name, frame in (("training", train_frame), ("evaluation", eval_frame)):
@@ -313,7 +320,36 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
         "durationSeconds": round(time.time() - started, 3),
     }
     (output / contract.METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    if env.get(contract.OUTPUT_URI):
+        upload_outputs(output, env[contract.OUTPUT_URI])
     return metadata
+
+
+def _s3_client() -> Any:
+    return make_client(S3Settings.from_env(bucket="unused"))
+
+
+def fetch_input(uri: str, folder: Path) -> Path:
+    """A local path for a data URI: s3:// objects are downloaded first."""
+    if not uri.startswith("s3://"):
+        return Path(uri.removeprefix("file://"))
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / Path(uri).name
+    try:
+        target.write_bytes(read_uri(_s3_client(), uri))
+    except ArtifactError as error:
+        raise ContractError(f"cannot read {uri}: {error}") from error
+    return target
+
+
+def upload_outputs(output: Path, uri: str) -> None:
+    """Copy the contract's output files to ``uri`` (s3://bucket/prefix)."""
+    client = _s3_client()
+    for file in contract.OUTPUTS.values():
+        try:
+            write_uri(client, f"{uri.rstrip('/')}/{file}", (output / file).read_bytes())
+        except ArtifactError as error:
+            raise ContractError(f"cannot write {uri}/{file}: {error}") from error
 
 
 def main() -> int:
@@ -324,6 +360,7 @@ def main() -> int:
         return 2
     print(
         f"modelgate-trainer: trained {metadata['estimator']} on "
-        f"{metadata['data']['train']['rows']} rows; outputs in {os.environ[contract.OUTPUT_DIR]}"
+        f"{metadata['data']['train']['rows']} rows; outputs in "
+        f"{os.environ.get(contract.OUTPUT_URI) or os.environ.get(contract.OUTPUT_DIR)}"
     )
     return 0

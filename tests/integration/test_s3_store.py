@@ -1,0 +1,124 @@
+"""The S3 artifact store against a real S3-compatible server (moto, own process)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelgate.api.modelrelease import ArtifactRecord
+from modelgate.backends.base import (
+    ArtifactAccessError,
+    ArtifactIntegrityError,
+    ArtifactNotFoundError,
+    ArtifactUnavailableError,
+)
+from modelgate.backends.s3 import S3ArtifactStore, S3Settings, list_uri, make_client, read_uri
+from modelgate.trainer import contract
+from modelgate.trainer.train import ContractError, train
+from tests.conftest import EXAMPLES
+from tests.support.s3server import S3Server, running_s3
+from tests.unit.test_trainer import contract_env
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture
+def store(s3: S3Server, request: pytest.FixtureRequest) -> S3ArtifactStore:
+    bucket = f"artifacts-{abs(hash(request.node.name)) % 10**8}"
+    settings = S3Settings(
+        bucket=bucket, prefix="team/models", endpoint_url=s3.endpoint, path_style=True
+    )
+    client = make_client(settings)
+    client.create_bucket(Bucket=bucket)
+    return S3ArtifactStore(settings, client)
+
+
+def test_round_trip_is_content_addressed(store: S3ArtifactStore) -> None:
+    data = b"y_true,y_pred\n1,1\n"
+    record = store.put_bytes(data, "predictions")
+    digest = hashlib.sha256(data).hexdigest()
+    assert record.sha256 == digest
+    assert record.uri == f"s3://{store.settings.bucket}/team/models/sha256/{digest[:2]}/{digest}"
+    assert record.size == len(data)
+    assert store.get_bytes(record) == data
+    again = store.put_bytes(data, "predictions-copy")
+    assert again.uri == record.uri
+    assert (
+        len(list_uri(store.client, f"s3://{store.settings.bucket}/team/models/sha256/{digest[:2]}"))
+        == 1
+    )
+
+
+def test_tampered_object_fails_closed(store: S3ArtifactStore) -> None:
+    record = store.put_bytes(b"the real model", "model")
+    bucket, key = record.uri.removeprefix("s3://").split("/", 1)
+    store.client.put_object(Bucket=bucket, Key=key, Body=b"a malicious model")
+    with pytest.raises(ArtifactIntegrityError, match="refusing to use it"):
+        store.get_bytes(record)
+
+
+def test_missing_object_and_missing_bucket(store: S3ArtifactStore, s3: S3Server) -> None:
+    missing = ArtifactRecord(
+        name="model", uri=store.uri(store.key("0" * 64)), sha256="0" * 64, size=1
+    )
+    with pytest.raises(ArtifactNotFoundError, match="not found"):
+        store.get_bytes(missing)
+    nowhere = S3ArtifactStore(
+        S3Settings(bucket="no-such-bucket", endpoint_url=s3.endpoint, path_style=True)
+    )
+    with pytest.raises(ArtifactAccessError, match="check the bucket name"):
+        nowhere.put_bytes(b"x", "model")
+    assert not ArtifactAccessError("x").transient
+
+
+def test_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
+    settings = S3Settings(
+        bucket="b",
+        endpoint_url="http://127.0.0.1:9",
+        path_style=True,
+        max_attempts=1,
+        connect_timeout=0.5,
+    )
+    store = S3ArtifactStore(settings)
+    with pytest.raises(ArtifactUnavailableError) as caught:
+        store.put_bytes(b"x", "model")
+    assert caught.value.transient
+
+
+def test_read_uri_reports_the_uri(store: S3ArtifactStore) -> None:
+    with pytest.raises(ArtifactNotFoundError, match=f"s3://{store.settings.bucket}/nope"):
+        read_uri(store.client, f"s3://{store.settings.bucket}/nope")
+
+
+def test_trainer_reads_and_writes_s3(
+    store: S3ArtifactStore, s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = store.settings.bucket
+    data = EXAMPLES / "credit-risk" / "data"
+    for name in ("train.csv", "eval.csv"):
+        store.client.put_object(Bucket=bucket, Key=f"data/{name}", Body=(data / name).read_bytes())
+    monkeypatch.setenv("MODELGATE_S3_ENDPOINT", s3.endpoint)
+    monkeypatch.setenv("MODELGATE_S3_PATH_STYLE", "true")
+    env = contract_env(tmp_path / "out")
+    env.update(
+        {
+            contract.TRAIN_DATA: f"s3://{bucket}/data/train.csv",
+            contract.EVAL_DATA: f"s3://{bucket}/data/eval.csv",
+            contract.OUTPUT_URI: f"s3://{bucket}/runs/job-1",
+        }
+    )
+    metadata = train(env)
+    outputs = list_uri(store.client, f"s3://{bucket}/runs/job-1")
+    assert sorted(uri.rsplit("/", 1)[1] for uri in outputs) == sorted(contract.OUTPUTS.values())
+    expected = hashlib.sha256((data / "train.csv").read_bytes()).hexdigest()
+    assert metadata["data"]["train"]["sha256"] == expected
+    env[contract.TRAIN_DATA] = f"s3://{bucket}/data/missing.csv"
+    with pytest.raises(ContractError, match="cannot read s3://"):
+        train(env)
