@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The operator's handlers read their resync interval when first imported; the
+# operator tests need it short. Set before any test module imports them.
+os.environ.setdefault("MODELGATE_RESYNC_SECONDS", "0.5")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

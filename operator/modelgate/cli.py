@@ -275,6 +275,24 @@ def command_gate_evaluate(args: argparse.Namespace) -> int:
     return GATE_EXIT[result.outcome]
 
 
+def command_operator(args: argparse.Namespace) -> int:
+    """Run the kopf operator against the current kubeconfig or in-cluster config."""
+    # Imported here: the operator stack (kopf, kubernetes) is not needed by the
+    # local and offline commands.
+    import kopf  # noqa: PLC0415
+
+    import modelgate.handlers  # noqa: F401, PLC0415  (registers the handlers)
+
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        standalone=args.standalone,
+        liveness_endpoint=args.liveness,
+        peering_name="modelgate",
+    )
+    return EXIT_OK
+
+
 def _duration(text: str) -> timedelta:
     try:
         return parse_duration(text)
@@ -316,6 +334,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("paths", nargs="+", type=Path)
     validate.set_defaults(handler=command_validate)
+
+    operator = commands.add_parser(
+        "operator", help="run the operator (also: python -m modelgate with no arguments)"
+    )
+    operator.add_argument(
+        "--namespace", action="append", help="watch only this namespace (repeatable)"
+    )
+    operator.add_argument(
+        "--standalone", action="store_true", help="no peering: for one replica or tests"
+    )
+    operator.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="liveness endpoint for the kubelet's probes",
+    )
+    operator.set_defaults(handler=command_operator)
 
     gate = commands.add_parser("gate", help="quality gates offline")
     gate_commands = gate.add_subparsers(dest="gate_command", required=True)

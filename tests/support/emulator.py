@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import gc
 import itertools
 import threading
 import uuid
@@ -288,3 +289,6 @@ def running_emulator() -> Iterator[RunningEmulator]:
         yield server
     finally:
         server.stop()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()

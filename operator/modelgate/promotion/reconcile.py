@@ -118,6 +118,7 @@ class Deploy:
     environment: str
     namespace: str
     release: str
+    model: str
     image: str
     config: dict[str, str]
     config_hash: str
@@ -592,6 +593,7 @@ def _try_deploy(
             environment=name,
             namespace=env.spec.namespace,
             release=release_key(release),
+            model=release.spec.model.name,
             image=release.spec.image,
             config=merged,
             config_hash=digest,

@@ -1,0 +1,242 @@
+"""Kubernetes backends: training Jobs and Direct delivery, over the API.
+
+They implement the same small interfaces as the local backends; every
+decision stays in the core. Creating is idempotent (an existing object with
+the deterministic name is the one we made) and applying replaces what differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from modelgate.api.environment import Environment
+from modelgate.api.modelrelease import ArtifactRecord, ModelRelease
+from modelgate.backends import manifests
+from modelgate.backends.base import ArtifactNotFoundError, ArtifactStore
+from modelgate.backends.s3 import read_uri
+from modelgate.promotion import Deploy, DeploymentObservation, StartTraining, TrainingObservation
+from modelgate.settings import OperatorSettings
+from modelgate.trainer import contract
+
+GROUP, VERSION = "modelgate.dev", "v1alpha1"
+
+
+class KubeTransientError(RuntimeError):
+    """The API server is busy, conflicting or unreachable: try again soon."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+def classify_api_error(error: ApiException, what: str) -> Exception:
+    status = int(error.status or 0)
+    if status == 409:
+        return KubeTransientError(f"{what}: conflict (409), retrying", delay=1.0)
+    if status == 429 or status >= 500 or status == 0:
+        return KubeTransientError(f"{what}: API server answered {status}, retrying", delay=10.0)
+    return RuntimeError(f"{what}: API server refused the request ({status}: {error.reason})")
+
+
+@dataclass
+class KubeClients:
+    api: client.ApiClient
+
+    @property
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api)
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """An API model object as the JSON dict the API server sent."""
+    if isinstance(obj, dict):
+        return obj
+    result: dict[str, Any] = client.ApiClient().sanitize_for_serialization(obj)
+    return result
+
+
+def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for item in (job.get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind and item.get("status") == "True":
+            return item  # type: ignore[no-any-return]
+    return None
+
+
+class KubeRunner:
+    """Training runs as Jobs; their outputs move into the artifact store."""
+
+    def __init__(
+        self, clients: KubeClients, settings: OperatorSettings, store: ArtifactStore, s3: Any
+    ) -> None:
+        self.clients = clients
+        self.settings = settings
+        self.store = store
+        self.s3 = s3
+
+    def start(self, release: ModelRelease, action: StartTraining) -> None:
+        job = manifests.build_training_job(release, action, self.settings)
+        try:
+            self.clients.batch.create_namespaced_job(release.namespace, job)
+        except ApiException as error:
+            if error.status == 409:
+                return  # already created: the name is deterministic
+            raise classify_api_error(error, f"creating Job {action.job_name}") from error
+
+    def observe(self, namespace: str, job_name: str) -> TrainingObservation | None:
+        try:
+            job = _plain(self.clients.batch.read_namespaced_job(job_name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise classify_api_error(error, f"reading Job {job_name}") from error
+        status = job.get("status") or {}
+        started, finished = status.get("startTime"), status.get("completionTime")
+        failed = _condition(job, "Failed")
+        if failed is not None:
+            reason = failed.get("reason") or "Failed"
+            detail = failed.get("message") or ""
+            pod = self._pod_failure(namespace, job_name)
+            message = "; ".join(p for p in (f"{reason}: {detail}".strip(": "), pod) if p)
+            return TrainingObservation(
+                job_name, "Failed", started, failed.get("lastTransitionTime"), message
+            )
+        if _condition(job, "Complete") is None:
+            return TrainingObservation(job_name, "Running", started)
+        output = manifests.training_output_uri(self.settings, namespace, job_name)
+        artifacts: list[ArtifactRecord] = []
+        for name, file in contract.OUTPUTS.items():
+            try:
+                data = read_uri(self.s3, f"{output}/{file}")
+            except ArtifactNotFoundError:
+                continue  # the core fails closed if predictions are missing
+            artifacts.append(self.store.put_bytes(data, name))
+        return TrainingObservation(job_name, "Succeeded", started, finished, None, tuple(artifacts))
+
+    def _pod_failure(self, namespace: str, job_name: str) -> str:
+        """The terminated container's reason, e.g. OOMKilled, where available."""
+        try:
+            pods = self.clients.core.list_namespaced_pod(
+                namespace, label_selector=f"job-name={job_name}"
+            )
+        except ApiException:
+            return ""
+        for pod in _plain(pods).get("items", []):
+            if (pod.get("metadata", {}).get("labels") or {}).get("job-name") != job_name:
+                continue  # servers that ignore label selectors
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (container.get("state") or {}).get("terminated") or {}
+                if terminated.get("exitCode", 0) != 0:
+                    reason = terminated.get("reason") or "Error"
+                    code = terminated.get("exitCode")
+                    return f"container {container.get('name')}: {reason} (exit {code})"
+        return ""
+
+    def delete_jobs(self, namespace: str, release: str) -> int:
+        """Delete the training Jobs of a release (and their pods)."""
+        jobs = _plain(
+            self.clients.batch.list_namespaced_job(
+                namespace, label_selector=f"{manifests.RELEASE_LABEL}={release}"
+            )
+        )
+        deleted = 0
+        for job in jobs.get("items", []):
+            labels = job.get("metadata", {}).get("labels") or {}
+            if labels.get(manifests.RELEASE_LABEL) != release:
+                continue
+            with contextlib.suppress(ApiException):
+                self.clients.batch.delete_namespaced_job(
+                    job["metadata"]["name"], namespace, propagation_policy="Background"
+                )
+                deleted += 1
+        return deleted
+
+
+class KubeDeployer:
+    """Direct delivery: a ConfigMap, Deployment and Service per model and environment."""
+
+    def __init__(self, clients: KubeClients, settings: OperatorSettings) -> None:
+        self.clients = clients
+        self.settings = settings
+
+    def _apply(self, kind: str, body: dict[str, Any]) -> None:
+        name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+        api: Any = self.clients.apps if kind == "deployment" else self.clients.core
+        create = getattr(api, f"create_namespaced_{kind}")
+        patch = getattr(api, f"patch_namespaced_{kind}")
+        try:
+            create(namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise classify_api_error(error, f"creating {kind} {namespace}/{name}") from error
+            try:
+                patch(name, namespace, body)
+            except ApiException as patch_error:
+                raise classify_api_error(
+                    patch_error, f"updating {kind} {namespace}/{name}"
+                ) from patch_error
+
+    def deploy(self, action: Deploy, now: datetime) -> None:
+        # Config first, so the new pods start with the new config.
+        self._apply("config_map", manifests.build_configmap(action))
+        self._apply("deployment", manifests.build_deployment(action, self.settings, now))
+        self._apply("service", manifests.build_service(action, self.settings))
+
+    def observe(
+        self, namespace: str, environments: Mapping[str, Environment], model: str
+    ) -> dict[str, DeploymentObservation]:
+        found: dict[str, DeploymentObservation] = {}
+        for name, environment in environments.items():
+            deployment_name = manifests.serving_name(model, name)
+            try:
+                deployment = _plain(
+                    self.clients.apps.read_namespaced_deployment(
+                        deployment_name, environment.spec.namespace
+                    )
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    continue
+                raise classify_api_error(error, f"reading Deployment {deployment_name}") from error
+            annotations = deployment.get("metadata", {}).get("annotations") or {}
+            release = annotations.get(f"{manifests.ANNOTATION_PREFIX}release")
+            if not release:
+                continue  # not ours
+            spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+            containers = spec.get("template", {}).get("spec", {}).get("containers") or [{}]
+            wanted = int(spec.get("replicas", 1))
+            generation = int(deployment.get("metadata", {}).get("generation", 0))
+            ready = (
+                int(status.get("availableReplicas") or 0) >= wanted
+                and int(status.get("observedGeneration") or 0) >= generation
+            )
+            found[name] = DeploymentObservation(
+                environment=name,
+                release=release,
+                image=containers[0].get("image", ""),
+                config_hash=annotations.get(f"{manifests.ANNOTATION_PREFIX}config-hash", ""),
+                deployed_at=annotations.get(f"{manifests.ANNOTATION_PREFIX}deployed-at", ""),
+                ready=ready,
+                predictions=manifests.predictions_from_annotation(
+                    annotations.get(f"{manifests.ANNOTATION_PREFIX}predictions")
+                ),
+            )
+        return found

@@ -1,0 +1,286 @@
+"""Kubernetes manifests the operator applies, built by plain functions.
+
+Nothing here talks to the API server: each ``build_*`` returns the object as
+a dict, so tests can validate it offline (kubernetes-validate) and the
+handlers stay thin. Names are deterministic, every object carries the
+recommended ``app.kubernetes.io/*`` labels plus ``modelgate.dev/*`` ones, and
+pods run under the restricted Pod Security Standard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from modelgate import API_VERSION, __version__
+from modelgate.api.common import format_time, parse_duration
+from modelgate.api.modelrelease import ArtifactRecord, ModelRelease
+from modelgate.promotion import Deploy, StartTraining
+from modelgate.settings import OperatorSettings
+from modelgate.trainer import contract
+
+NAME_MAX = 63
+OUTPUT_DIR = "/work/output"
+RELEASE_LABEL = "modelgate.dev/release"
+ENVIRONMENT_LABEL = "modelgate.dev/environment"
+MODEL_LABEL = "modelgate.dev/model"
+ANNOTATION_PREFIX = "modelgate.dev/"
+
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "fsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def dns_name(*parts: str, limit: int = NAME_MAX) -> str:
+    """A valid, deterministic object name; long names keep a hash suffix."""
+    name = "-".join(p.strip("-") for p in parts if p).lower()
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-')}-{digest}"
+
+
+def owner_reference(release: ModelRelease) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelRelease",
+        "name": release.name,
+        "uid": release.metadata.uid or "",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def common_labels(component: str, instance: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modelgate",
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "modelgate",
+        "app.kubernetes.io/part-of": "modelgate",
+        "app.kubernetes.io/version": __version__,
+    }
+
+
+def training_output_uri(settings: OperatorSettings, namespace: str, job_name: str) -> str:
+    prefix = settings.s3_prefix.strip("/")
+    return f"s3://{settings.s3_bucket}/{prefix}/runs/{namespace}/{job_name}"
+
+
+def _s3_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    if settings.s3_endpoint:
+        env.append({"name": "MODELGATE_S3_ENDPOINT", "value": settings.s3_endpoint})
+    if settings.s3_path_style:
+        env.append({"name": "MODELGATE_S3_PATH_STYLE", "value": "true"})
+    if settings.s3_region:
+        env.append({"name": "AWS_REGION", "value": settings.s3_region})
+    if settings.s3_secret:
+        # Credentials are referenced, never copied into the Job spec.
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.append(
+                {
+                    "name": key,
+                    "valueFrom": {"secretKeyRef": {"name": settings.s3_secret, "key": key}},
+                }
+            )
+    return env
+
+
+def build_training_job(
+    release: ModelRelease, action: StartTraining, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Job that runs one training attempt of ``release``."""
+    training = release.spec.training
+    labels = {
+        **common_labels("training", release.name),
+        RELEASE_LABEL: release.name,
+        MODEL_LABEL: release.spec.model.name,
+        "modelgate.dev/training-key": action.key,
+    }
+    env = [{"name": k, "value": v} for k, v in sorted(action.env.items())]
+    env.append({"name": contract.OUTPUT_DIR, "value": OUTPUT_DIR})
+    env.append(
+        {
+            "name": contract.OUTPUT_URI,
+            "value": training_output_uri(settings, release.namespace, action.job_name),
+        }
+    )
+    env.extend(_s3_env(settings))
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": action.image,
+        "env": env,
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [
+            {"name": "work", "mountPath": "/work"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if action.command:
+        container["command"] = list(action.command)
+    if action.args:
+        container["args"] = list(action.args)
+    resources = {k: v for k, v in training.resources.wire().items() if v}
+    if resources:
+        container["resources"] = resources
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": action.job_name,
+            "namespace": release.namespace,
+            "labels": labels,
+            "annotations": {f"{ANNOTATION_PREFIX}training-key": action.key},
+            "ownerReferences": [owner_reference(release)],
+        },
+        "spec": {
+            "backoffLimit": training.backoff_limit,
+            "activeDeadlineSeconds": int(parse_duration(training.deadline).total_seconds()),
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": RESTRICTED_POD,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "work", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def serving_name(model: str, environment: str) -> str:
+    """One Deployment/Service per model per environment: promotion updates it."""
+    return dns_name(model, environment)
+
+
+def build_configmap(action: Deploy) -> dict[str, Any]:
+    model = action.model
+    name = dns_name(serving_name(model, action.environment), "config")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": action.namespace,
+            "labels": _serving_labels(action, model),
+            "annotations": {f"{ANNOTATION_PREFIX}config-hash": action.config_hash},
+        },
+        "data": dict(action.config),
+    }
+
+
+def _serving_labels(action: Deploy, model: str) -> dict[str, str]:
+    release_namespace, release_name = action.release.split("/", 1)
+    return {
+        **common_labels("model-server", serving_name(model, action.environment)),
+        MODEL_LABEL: model,
+        ENVIRONMENT_LABEL: action.environment,
+        RELEASE_LABEL: release_name,
+        "modelgate.dev/release-namespace": release_namespace,
+    }
+
+
+def deployment_annotations(action: Deploy, now: datetime) -> dict[str, str]:
+    """What is live, recorded on the Deployment itself (read back by observe)."""
+    predictions = action.predictions.wire() if action.predictions else None
+    return {
+        f"{ANNOTATION_PREFIX}release": action.release,
+        f"{ANNOTATION_PREFIX}config-hash": action.config_hash,
+        f"{ANNOTATION_PREFIX}deployed-at": format_time(now),
+        f"{ANNOTATION_PREFIX}predictions": json.dumps(predictions, sort_keys=True),
+    }
+
+
+def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) -> dict[str, Any]:
+    model = action.model
+    name = serving_name(model, action.environment)
+    labels = _serving_labels(action, model)
+    selector = {"app.kubernetes.io/instance": name, MODEL_LABEL: model}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": action.namespace,
+            "labels": labels,
+            "annotations": deployment_annotations(action, now),
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": {**labels, **selector},
+                    # A config change rolls the pods even when the image is the same.
+                    "annotations": {f"{ANNOTATION_PREFIX}config-hash": action.config_hash},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": RESTRICTED_POD,
+                    "containers": [
+                        {
+                            "name": "model",
+                            "image": action.image,
+                            "ports": [{"name": "http", "containerPort": settings.model_port}],
+                            "envFrom": [{"configMapRef": {"name": dns_name(name, "config")}}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", "port": "http"},
+                                "periodSeconds": 5,
+                            },
+                            "securityContext": RESTRICTED_CONTAINER,
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def build_service(action: Deploy, settings: OperatorSettings) -> dict[str, Any]:
+    model = action.model
+    name = serving_name(model, action.environment)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": action.namespace,
+            "labels": _serving_labels(action, model),
+        },
+        "spec": {
+            "selector": {"app.kubernetes.io/instance": name, MODEL_LABEL: model},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def predictions_from_annotation(value: str | None) -> ArtifactRecord | None:
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return ArtifactRecord.model_validate(data) if isinstance(data, dict) else None

@@ -1,0 +1,403 @@
+"""kopf handlers: parse -> call the core -> apply actions -> patch status.
+
+Run with ``python -m modelgate`` or ``kopf run -m modelgate.handlers``.
+Decisions live in :mod:`modelgate.promotion` (the same core local mode
+drives); this module only translates between Kubernetes and that core.
+
+Settings chosen deliberately (see :func:`configure`):
+- progress and diff-base are kept in ``modelgate.dev/*`` annotations, not in
+  ``status.kopf`` (structural schemas would prune undeclared status fields);
+- the only finalizer is on ModelReleases, to delete their training Jobs;
+- watches are ended by the server every 5 minutes and re-listed, so a lost
+  event is recovered within that time, and every release is also re-checked
+  on a timer (``MODELGATE_RESYNC_SECONDS``) because reconciliation is
+  level-based;
+- peering (unless ``--standalone``) makes sure two replicas never both act;
+- one reconciliation per release at a time in this process (a lock), and
+  the core never repeats a side effect that it can already observe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from modelgate.api.common import Condition, format_time
+from modelgate.api.environment import Environment, EnvironmentStatus, Promotion
+from modelgate.api.loader import format_validation_error
+from modelgate.api.modelrelease import ModelRelease
+from modelgate.api.qualitygate import QualityGate, QualityGateStatus
+from modelgate.backends.base import ArtifactError
+from modelgate.backends.evaluation import evaluate_action, gate_status, report_html, report_json
+from modelgate.backends.kube import (
+    GROUP,
+    VERSION,
+    KubeClients,
+    KubeDeployer,
+    KubeRunner,
+    KubeTransientError,
+    classify_api_error,
+)
+from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client, read_uri
+from modelgate.gates import Table, TableError, read_table
+from modelgate.promotion import Deploy, EvaluateGate, Observed, Plan, StartTraining, reconcile
+from modelgate.promotion.conditions import READY, set_condition
+from modelgate.promotion.paths import graph_problems
+from modelgate.promotion.reconcile import release_key, training_job_name, training_key
+from modelgate.settings import OperatorSettings
+
+RELEASES = (GROUP, VERSION, "modelreleases")
+GATES = (GROUP, VERSION, "qualitygates")
+ENVIRONMENTS = (GROUP, VERSION, "environments")
+RESYNC_SECONDS = float(os.environ.get("MODELGATE_RESYNC_SECONDS", "15"))
+# Follow-up steps taken in one handler call when an action can be observed at
+# once (a gate result, a created Job): fewer round trips, same decisions.
+STEPS_PER_CALL = 5
+
+logger = logging.getLogger("modelgate.handlers")
+
+
+def api_client() -> kube_client.ApiClient:
+    """A kubernetes client for the same cluster kopf talks to."""
+    server = os.environ.get("MODELGATE_API_SERVER")
+    if server:
+        configuration = kube_client.Configuration()
+        configuration.host = server
+        return kube_client.ApiClient(configuration)
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()
+    return kube_client.ApiClient()
+
+
+@dataclass
+class Runtime:
+    """What the handlers share: clients, backends and per-object locks."""
+
+    settings: OperatorSettings
+    clients: KubeClients
+    store: S3ArtifactStore
+    runner: KubeRunner
+    deployer: KubeDeployer
+    locks: defaultdict[str, threading.Lock] = field(
+        default_factory=lambda: defaultdict(threading.Lock)
+    )
+
+    @classmethod
+    def build(cls, settings: OperatorSettings) -> Runtime:
+        clients = KubeClients(api_client())
+        s3_settings = S3Settings(
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint,
+            region=settings.s3_region,
+            path_style=settings.s3_path_style,
+        )
+        s3 = make_client(s3_settings)
+        store = S3ArtifactStore(s3_settings, s3)
+        return cls(
+            settings=settings,
+            clients=clients,
+            store=store,
+            runner=KubeRunner(clients, settings, store, s3),
+            deployer=KubeDeployer(clients, settings),
+        )
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    global _runtime  # noqa: PLW0603  (built once per process, at first use)
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime.build(OperatorSettings.from_env())
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the clients (tests start a new emulator per module)."""
+    global _runtime  # noqa: PLW0603
+    with _runtime_lock:
+        _runtime = None
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.execution.max_workers = 8
+    settings.peering.name = "modelgate"
+    settings.posting.level = logging.WARNING
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    server = os.environ.get("MODELGATE_API_SERVER")
+    if server:
+        return kopf.ConnectionInfo(server=server, insecure=True)
+    return kopf.login_via_client(**kwargs)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch turning ``old`` status into ``new`` (removed keys become null)."""
+    patch: dict[str, Any] = dict(new)
+    for key in old or {}:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+def _invalid(kind: str, body: kopf.Body, patch: kopf.Patch, error: ValidationError) -> None:
+    problems = format_validation_error(error)
+    message = "; ".join(problems)
+    generation = int(body.get("metadata", {}).get("generation") or 1)
+    conditions = set_condition([], READY, False, "InvalidSpec", message, generation, _now())
+    patch.status["conditions"] = [c.wire() for c in conditions]
+    patch.status["observedGeneration"] = generation
+    kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
+    raise kopf.PermanentError(f"invalid {kind}: {message}")
+
+
+def _transient(error: Exception) -> kopf.TemporaryError:
+    if isinstance(error, KubeTransientError):
+        return kopf.TemporaryError(str(error), delay=error.delay)
+    return kopf.TemporaryError(str(error), delay=30)
+
+
+def _get_gate(rt: Runtime, namespace: str, name: str | None) -> QualityGate | None:
+    if name is None:
+        return None
+    try:
+        raw = rt.clients.custom.get_namespaced_custom_object(*GATES[:2], namespace, GATES[2], name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise classify_api_error(error, f"reading QualityGate {name}") from error
+    try:
+        return QualityGate.model_validate(raw)
+    except ValidationError:
+        return None  # its own handler reports why; the release waits for a valid gate
+
+
+def _list_environments(rt: Runtime, namespace: str) -> dict[str, Environment]:
+    try:
+        listing = rt.clients.custom.list_namespaced_custom_object(
+            *ENVIRONMENTS[:2], namespace, ENVIRONMENTS[2]
+        )
+    except ApiException as error:
+        raise classify_api_error(error, "listing Environments") from error
+    found: dict[str, Environment] = {}
+    for raw in listing.get("items", []):
+        try:
+            environment = Environment.model_validate(raw)
+        except ValidationError:
+            continue  # its own handler reports why
+        found[environment.name] = environment
+    return found
+
+
+def _load_data(rt: Runtime) -> Any:
+    def load(uri: str, name: str) -> Table:
+        if not uri.startswith("s3://"):
+            raise TableError(
+                f"the operator reads {name} data from s3:// only (got {uri!r}); "
+                "local paths work in local mode"
+            )
+        try:
+            return read_table(read_uri(rt.store.client, uri), name)
+        except ArtifactError as error:
+            raise TableError(f"cannot read {name} data: {error}") from error
+
+    return load
+
+
+def _record_live(rt: Runtime, environment: Environment, action: Deploy, now: datetime) -> None:
+    """Environment status: what is live there now, and the last promotions."""
+    status = environment.status or EnvironmentStatus()
+    entry = Promotion(
+        release=action.release.split("/", 1)[1],
+        image=action.image,
+        config_hash=action.config_hash,
+        deployed_at=format_time(now),
+    )
+    status.live_release, status.live_image = entry.release, action.image
+    status.live_since, status.config_hash = entry.deployed_at, action.config_hash
+    status.history = [entry, *status.history][: environment.spec.history_limit]
+    try:
+        rt.clients.custom.patch_namespaced_custom_object_status(
+            *ENVIRONMENTS[:2],
+            environment.namespace,
+            ENVIRONMENTS[2],
+            environment.name,
+            {"status": status.wire()},
+        )
+    except ApiException as error:
+        logger.warning("could not record the promotion in %s: %s", environment.name, error)
+
+
+def _act(
+    rt: Runtime,
+    release: ModelRelease,
+    plan: Plan,
+    environments: Mapping[str, Environment],
+    now: datetime,
+) -> None:
+    for action in plan.actions:
+        if isinstance(action, StartTraining):
+            rt.runner.start(release, action)
+        elif isinstance(action, EvaluateGate):
+            run = evaluate_action(action, rt.store, _load_data(rt))
+            assert release.status is not None
+            release.status.gate = gate_status(action, run.evaluation, now)
+            key = release_key(release)
+            reports = [
+                rt.store.put_bytes(report_json(key, action, run.evaluation, now), "gate-report"),
+                rt.store.put_bytes(report_html(key, action, run), "gate-report-html"),
+            ]
+            release.status.artifacts = [
+                a for a in release.status.artifacts if not a.name.startswith("gate-report")
+            ] + reports
+        elif isinstance(action, Deploy):
+            rt.deployer.deploy(action, now)
+            _record_live(rt, environments[action.environment], action, now)
+
+
+def reconcile_release(body: kopf.Body, patch: kopf.Patch) -> None:
+    """Observe, decide with the core, act, and record the status."""
+    rt = runtime()
+    try:
+        release = ModelRelease.model_validate(dict(body))
+    except ValidationError as error:
+        _invalid("ModelRelease", body, patch, error)
+        return
+    with rt.locks[release.metadata.uid or release_key(release)]:
+        old_status = dict(body.get("status") or {})
+        try:
+            gate = _get_gate(rt, release.namespace, release.spec.gate.name)
+            environments = _list_environments(rt, release.namespace)
+            wanted = {
+                n: e for n, e in environments.items() if n in release.spec.promotion.environments
+            }
+            for _ in range(STEPS_PER_CALL):
+                now = _now()
+                job = training_job_name(release, training_key(release, gate))
+                observed = Observed(
+                    training=rt.runner.observe(release.namespace, job),
+                    deployments=rt.deployer.observe(
+                        release.namespace, wanted, release.spec.model.name
+                    ),
+                )
+                plan = reconcile(release, gate, environments, observed, now)
+                release = release.model_copy(update={"status": plan.status})
+                _act(rt, release, plan, environments, now)
+                for event in plan.events:
+                    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                if not plan.actions:
+                    break
+        except (KubeTransientError, ArtifactError) as error:
+            if isinstance(error, ArtifactError) and not error.transient:
+                raise kopf.PermanentError(str(error)) from error
+            raise _transient(error) from error
+        finally:
+            if release.status is not None:
+                patch.status.update(_status_patch(old_status, release.status.wire()))
+
+
+@kopf.on.resume(*RELEASES)
+@kopf.on.create(*RELEASES)
+@kopf.on.update(*RELEASES, field="spec")
+def release_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile_release(body, patch)
+
+
+@kopf.timer(*RELEASES, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+def release_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile_release(body, patch)
+
+
+@kopf.on.delete(*RELEASES)
+def release_deleted(name: str, namespace: str | None, **_: Any) -> None:
+    """Training Jobs go with their release (owner references do it on a real
+    cluster; this also covers clusters without garbage collection of them)."""
+    deleted = runtime().runner.delete_jobs(namespace or "default", name)
+    logger.info("deleted %d training Jobs of %s/%s", deleted, namespace, name)
+
+
+# -- QualityGate and Environment: validated, Ready with a reason ------------------
+
+
+def _ready_status(generation: int, ok: bool, reason: str, message: str) -> list[Condition]:
+    return set_condition([], READY, ok, reason, message, generation, _now())
+
+
+@kopf.on.resume(*GATES)
+@kopf.on.create(*GATES)
+@kopf.on.update(*GATES, field="spec")
+def gate_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    try:
+        gate = QualityGate.model_validate(dict(body))
+    except ValidationError as error:
+        _invalid("QualityGate", body, patch, error)
+        return
+    status = QualityGateStatus(
+        observed_generation=gate.generation,
+        check_count=len(gate.spec.checks),
+        conditions=_ready_status(
+            gate.generation, True, "Valid", f"{len(gate.spec.checks)} checks are valid"
+        ),
+    )
+    patch.status.update(status.wire())
+
+
+@kopf.on.resume(*ENVIRONMENTS)
+@kopf.on.create(*ENVIRONMENTS)
+@kopf.on.update(*ENVIRONMENTS, field="spec")
+@kopf.timer(*ENVIRONMENTS, interval=RESYNC_SECONDS * 4, initial_delay=RESYNC_SECONDS)
+def environment_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    try:
+        environment = Environment.model_validate(dict(body))
+    except ValidationError as error:
+        _invalid("Environment", body, patch, error)
+        return
+    try:
+        peers = _list_environments(runtime(), environment.namespace)
+    except KubeTransientError as error:
+        raise _transient(error) from error
+    peers[environment.name] = environment
+    problem = graph_problems(peers).get(environment.name)
+    conditions = _ready_status(
+        environment.generation,
+        problem is None,
+        "PromotionPathInvalid" if problem else "Valid",
+        problem or "environment is valid",
+    )
+    patch.status["conditions"] = [c.wire() for c in conditions]
+    patch.status["observedGeneration"] = environment.generation

@@ -1,0 +1,64 @@
+"""Operator settings, read once from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _number(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError as error:
+        raise ValueError(f"{name}={value!r} is not a number") from error
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Everything the operator needs to know about its surroundings."""
+
+    # Artifact store (S3 or S3-compatible).
+    s3_bucket: str = "modelgate-artifacts"
+    s3_prefix: str = "modelgate"
+    s3_endpoint: str | None = None
+    s3_path_style: bool = False
+    s3_region: str | None = None
+    # Secret (in each release's namespace) with AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY for training Jobs; mounted by reference only.
+    s3_secret: str | None = "modelgate-s3"
+    # How often every release is reconciled even without events.
+    resync_seconds: float = 15.0
+    # Finished training Jobs are garbage-collected after this long.
+    job_ttl_seconds: int = 86400
+    # Port the served model listens on (the reference server's default).
+    model_port: int = 8080
+    # Which namespaces to watch; empty means the whole cluster.
+    namespaces: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls) -> OperatorSettings:
+        namespaces = tuple(
+            n.strip() for n in os.environ.get("MODELGATE_NAMESPACES", "").split(",") if n.strip()
+        )
+        return cls(
+            s3_bucket=os.environ.get("MODELGATE_S3_BUCKET", cls.s3_bucket),
+            s3_prefix=os.environ.get("MODELGATE_S3_PREFIX", cls.s3_prefix),
+            s3_endpoint=os.environ.get("MODELGATE_S3_ENDPOINT") or None,
+            s3_path_style=_flag("MODELGATE_S3_PATH_STYLE", False),
+            s3_region=os.environ.get("AWS_REGION") or None,
+            s3_secret=os.environ.get("MODELGATE_S3_SECRET", "modelgate-s3") or None,
+            resync_seconds=_number("MODELGATE_RESYNC_SECONDS", cls.resync_seconds),
+            job_ttl_seconds=int(_number("MODELGATE_JOB_TTL_SECONDS", cls.job_ttl_seconds)),
+            model_port=int(_number("MODELGATE_MODEL_PORT", cls.model_port)),
+            namespaces=namespaces,
+        )

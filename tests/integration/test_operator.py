@@ -1,0 +1,218 @@
+"""The real kopf operator against the emulator and a real S3 server.
+
+The test plays the Job and Deployment controllers (tests/support/cluster.py);
+everything else is the operator as it runs in a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from modelgate.api import ModelRelease, QualityGate
+from modelgate.backends.s3 import S3Settings, make_client
+from modelgate.promotion.reconcile import training_job_name, training_key
+from tests.conftest import EXAMPLES
+from tests.support.cluster import (
+    Controllers,
+    api_client,
+    create,
+    get,
+    operator_environment,
+    running_operator,
+    wait_for,
+)
+from tests.support.emulator import RunningEmulator, running_emulator
+from tests.support.s3server import CREDENTIALS, S3Server, running_s3
+
+NAMESPACE = "team"
+BUCKET = "operator-artifacts"
+SAMPLE = EXAMPLES / "credit-risk"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        s3_client = make_client(
+            S3Settings(bucket=BUCKET, endpoint_url=server.endpoint, path_style=True)
+        )
+        s3_client.create_bucket(Bucket=BUCKET)
+        for name in ("train.csv", "eval.csv"):
+            s3_client.put_object(
+                Bucket=BUCKET, Key=f"data/{name}", Body=(SAMPLE / "data" / name).read_bytes()
+            )
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(s3: S3Server) -> Iterator[tuple[RunningEmulator, client.ApiClient, Controllers]]:
+    with running_emulator() as emulator, operator_environment(emulator, s3, BUCKET):
+        api = api_client(emulator)
+        controllers = Controllers(
+            api=api,
+            secrets=CREDENTIALS,
+            s3_env={"MODELGATE_S3_ENDPOINT": s3.endpoint, "MODELGATE_S3_PATH_STYLE": "true"},
+        ).start()
+        try:
+            with running_operator():
+                for document in _documents("gate.yaml") + _documents("environments.yaml"):
+                    create(api, document, NAMESPACE)
+                yield emulator, api, controllers
+        finally:
+            controllers.stop()
+            assert controllers.errors == []
+
+
+def _documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((SAMPLE / name).read_text()) if d]
+
+
+def release_document(name: str = "release.yaml", **changes: Any) -> dict[str, Any]:
+    document = copy.deepcopy(_documents(name)[0])
+    data = document["spec"]["training"]["data"]
+    data["train"], data["evaluation"] = (
+        f"s3://{BUCKET}/data/train.csv",
+        f"s3://{BUCKET}/data/eval.csv",
+    )
+    document["spec"]["training"]["command"] = ["python", "-m", "modelgate.trainer"]
+    for path, value in changes.items():
+        target = document
+        keys = path.split(".")
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+    return document
+
+
+def phase(api: client.ApiClient, name: str) -> str | None:
+    status = get(api, "ModelRelease", NAMESPACE, name).get("status") or {}
+    return status.get("phase")
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+
+
+def test_release_goes_through_staging_to_production(
+    cluster: tuple[RunningEmulator, client.ApiClient, Controllers],
+) -> None:
+    emulator, api, _ = cluster
+    created = create(api, release_document(), NAMESPACE)
+    wait_for(lambda: phase(api, "credit-risk-1-4-0") == "Released", 90, "Released")
+    release = get(api, "ModelRelease", NAMESPACE, "credit-risk-1-4-0")
+    status = release["status"]
+    assert {k: v["status"] for k, v in conditions(release).items()} == {
+        "Trained": "True",
+        "GatePassed": "True",
+        "ConfigValid": "True",
+        "Deployed": "True",
+        "Ready": "True",
+    }
+    assert status["observedGeneration"] == created["metadata"]["generation"]
+    assert status["liveIn"] == "production"
+    assert status["gate"]["outcome"] == "Passed"
+    artifacts = {a["name"]: a for a in status["artifacts"]}
+    assert set(artifacts) == {"model", "predictions", "metadata", "gate-report", "gate-report-html"}
+    assert all(a["uri"].startswith(f"s3://{BUCKET}/modelgate/sha256/") for a in artifacts.values())
+    # One training Job, deterministic name, owned by the release, restricted pod.
+    jobs = emulator.objects("jobs", NAMESPACE)
+    assert [j["metadata"]["name"] for j in jobs] == [status["training"]["jobName"]]
+    job = jobs[0]
+    assert job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    assert job["metadata"]["labels"]["modelgate.dev/release"] == "credit-risk-1-4-0"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    secret_env = [e for e in pod["containers"][0]["env"] if "valueFrom" in e]
+    assert {e["name"] for e in secret_env} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in str(job)
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in str(release)
+    # A Deployment, Service and ConfigMap per environment, in its namespace.
+    for environment, namespace, url in (
+        ("staging", "ml-staging", "https://features.staging.example.com"),
+        ("production", "ml-prod", "https://features.prod.example.com"),
+    ):
+        [deployment] = emulator.objects("deployments", namespace)
+        assert deployment["metadata"]["name"] == f"credit-risk-{environment}"
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == release["spec"]["image"]
+        [config] = emulator.objects("configmaps", namespace)
+        assert config["data"]["FEATURE_STORE_URL"] == url
+        assert [s["metadata"]["name"] for s in emulator.objects("services", namespace)] == [
+            f"credit-risk-{environment}"
+        ]
+        env_status = get(api, "Environment", NAMESPACE, environment)["status"]
+        assert env_status["liveRelease"] == "credit-risk-1-4-0"
+        assert env_status["history"][0]["image"] == release["spec"]["image"]
+        assert (
+            conditions(get(api, "Environment", NAMESPACE, environment))["Ready"]["status"] == "True"
+        )
+    reasons = {e["reason"] for e in emulator.objects("events", NAMESPACE)}
+    assert {"TrainingStarted", "TrainingSucceeded", "Deployed", "PhaseReleased"} <= reasons
+    gate = get(api, "QualityGate", NAMESPACE, "credit-gate")
+    assert gate["status"]["checkCount"] == len(gate["spec"]["checks"])
+
+
+def test_backtest_config_is_stopped_before_production(
+    cluster: tuple[RunningEmulator, client.ApiClient, Controllers],
+) -> None:
+    emulator, api, _ = cluster
+    create(api, release_document("release-backtest-leak.yaml"), NAMESPACE)
+    wait_for(lambda: phase(api, "credit-risk-1-5-0") == "Blocked", 90, "Blocked")
+    release = get(api, "ModelRelease", NAMESPACE, "credit-risk-1-5-0")
+    config_valid = conditions(release)["ConfigValid"]
+    assert config_valid["status"] == "False"
+    assert "FEATURE_STORE_URL='https://features.backtest.example.com'" in config_valid["message"]
+    [production] = emulator.objects("deployments", "ml-prod")
+    assert (
+        production["metadata"]["annotations"]["modelgate.dev/release"]
+        == f"{NAMESPACE}/credit-risk-1-4-0"
+    )
+
+
+def test_training_failure_reports_the_reason(
+    cluster: tuple[RunningEmulator, client.ApiClient, Controllers],
+) -> None:
+    _, api, controllers = cluster
+    document = release_document(
+        **{"metadata.name": "credit-risk-oom", "spec.model.version": "9.9.9"}
+    )
+
+    gate = get(api, "QualityGate", NAMESPACE, "credit-gate")
+
+    parsed = ModelRelease.model_validate(
+        {**document, "metadata": {"name": "credit-risk-oom", "namespace": NAMESPACE}}
+    )
+    job = training_job_name(parsed, training_key(parsed, QualityGate.model_validate(gate)))
+    controllers.fail_jobs[job] = (
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    )
+    create(api, document, NAMESPACE)
+    wait_for(lambda: phase(api, "credit-risk-oom") == "Failed", 60, "Failed")
+    trained = conditions(get(api, "ModelRelease", NAMESPACE, "credit-risk-oom"))["Trained"]
+    assert trained["status"] == "False"
+    assert trained["reason"] == "TrainingFailed"
+    assert "BackoffLimitExceeded" in trained["message"]
+
+
+def test_invalid_release_gets_a_condition_not_a_crash(
+    cluster: tuple[RunningEmulator, client.ApiClient, Controllers],
+) -> None:
+    _, api, _ = cluster
+    document = release_document(**{"metadata.name": "credit-risk-bad"})
+    document["spec"]["gate"] = {"nmae": "credit-gate"}
+    create(api, document, NAMESPACE)
+    ready = wait_for(
+        lambda: conditions(get(api, "ModelRelease", NAMESPACE, "credit-risk-bad")).get("Ready"),
+        30,
+        "a Ready condition",
+    )
+    assert ready["status"] == "False"
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec.gate.nmae: unknown field" in ready["message"]

@@ -1,0 +1,264 @@
+"""Run the real operator against the emulator and play the cluster's controllers.
+
+The emulator stores objects but runs nothing: no Job controller, no pods, no
+Deployment controller. Like envtest-based suites, the tests play those parts:
+:class:`Controllers` runs each training Job's container command in-process
+(the reference trainer with the Job's own environment, secrets resolved) and
+marks the Job complete or failed, and marks Deployments available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from modelgate import handlers
+from modelgate.trainer.train import ContractError, train
+from tests.support.emulator import RunningEmulator
+from tests.support.s3server import CREDENTIALS, S3Server
+
+GROUP, VERSION = "modelgate.dev", "v1alpha1"
+PLURALS = {
+    "ModelRelease": "modelreleases",
+    "QualityGate": "qualitygates",
+    "Environment": "environments",
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def api_client(emulator: RunningEmulator) -> client.ApiClient:
+    configuration = client.Configuration()
+    configuration.host = emulator.url
+    return client.ApiClient(configuration)
+
+
+@dataclass
+class Controllers:
+    """The Job and Deployment controllers, played by the test."""
+
+    api: client.ApiClient
+    secrets: dict[str, str]
+    s3_env: dict[str, str]
+    # Jobs to fail instead of run: job name -> (reason, message)
+    fail_jobs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    jobs_run: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _job_env(self, container: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            elif "valueFrom" in item:
+                key = item["valueFrom"]["secretKeyRef"]["key"]
+                env[item["name"]] = self.secrets[key]
+        return env
+
+    def _finish_job(self, job: dict[str, Any], failed: tuple[str, str] | None) -> None:
+        batch = client.BatchV1Api(self.api)
+        condition = {
+            "type": "Failed" if failed else "Complete",
+            "status": "True",
+            "lastTransitionTime": _now(),
+        }
+        if failed:
+            condition["reason"], condition["message"] = failed
+        status = {"startTime": _now(), "conditions": [condition]}
+        status["failed" if failed else "succeeded"] = 1
+        if not failed:
+            status["completionTime"] = _now()
+        batch.patch_namespaced_job_status(
+            job["metadata"]["name"], job["metadata"]["namespace"], {"status": status}
+        )
+
+    def _run_job(self, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        self.jobs_run.append(name)
+        if name in self.fail_jobs:
+            self._finish_job(job, self.fail_jobs[name])
+            return
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        env = self._job_env(container)
+        env["MODELGATE_OUTPUT_DIR"] = ""  # the pod's emptyDir: a temp dir here
+        saved = {key: os.environ.get(key) for key in self.s3_env}
+        os.environ.update(self.s3_env)
+        try:
+            train(env)
+            failure = None
+        except ContractError as error:
+            failure = ("BackoffLimitExceeded", f"trainer exited 2: {error}")
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        self._finish_job(job, failure)
+
+    def step(self) -> None:
+        batch, apps = client.BatchV1Api(self.api), client.AppsV1Api(self.api)
+        sanitize = self.api.sanitize_for_serialization
+        for job in sanitize(batch.list_job_for_all_namespaces()).get("items", []):
+            if not (job.get("status") or {}).get("conditions"):
+                self._run_job(job)
+        for deployment in sanitize(apps.list_deployment_for_all_namespaces()).get("items", []):
+            metadata, spec = deployment["metadata"], deployment.get("spec") or {}
+            status = deployment.get("status") or {}
+            generation = int(metadata.get("generation", 1))
+            if int(status.get("observedGeneration") or 0) < generation:
+                replicas = int(spec.get("replicas", 1))
+                apps.patch_namespaced_deployment_status(
+                    metadata["name"],
+                    metadata["namespace"],
+                    {
+                        "status": {
+                            "observedGeneration": generation,
+                            "replicas": replicas,
+                            "readyReplicas": replicas,
+                            "availableReplicas": replicas,
+                            "updatedReplicas": replicas,
+                        }
+                    },
+                )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception as error:  # keep playing; the test reports it
+                self.errors.append(repr(error))
+            self._stop.wait(0.2)
+
+    def start(self) -> Controllers:
+        self._thread = threading.Thread(target=self._loop, name="controllers", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+class OperatorThread:
+    """kopf's operator, in-process, in its own thread and event loop."""
+
+    def __init__(self) -> None:
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    clusterwide=True,
+                    standalone=True,
+                    stop_flag=self.stop_flag,
+                    ready_flag=self.ready_flag,
+                )
+            )
+        except BaseException as error:
+            self.error = error
+
+    def start(self) -> OperatorThread:
+        self._thread.start()
+        if not self.ready_flag.wait(timeout=60):
+            raise RuntimeError(f"the operator did not start: {self.error!r}")
+        return self
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self._thread.join(timeout=60)
+
+
+@contextlib.contextmanager
+def operator_environment(emulator: RunningEmulator, s3: S3Server, bucket: str) -> Iterator[None]:
+    """Settings the operator reads at import and start-up."""
+    values = {
+        "MODELGATE_API_SERVER": emulator.url,
+        "MODELGATE_S3_BUCKET": bucket,
+        "MODELGATE_S3_PREFIX": "modelgate",
+        "MODELGATE_S3_ENDPOINT": s3.endpoint,
+        "MODELGATE_S3_PATH_STYLE": "true",
+        "MODELGATE_S3_SECRET": "modelgate-s3",
+        **CREDENTIALS,
+    }
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def running_operator() -> Iterator[OperatorThread]:
+
+    # Clients of an earlier emulator must not be reused. (The resync interval
+    # is read at import; tests/conftest.py sets it before any import.)
+    handlers.reset_runtime()
+    operator = OperatorThread().start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        collect_quietly()
+
+
+def collect_quietly() -> None:
+    """Collect what a stopped event loop left behind (kopf's and aiohttp's
+    sessions to a server that is gone) now, with their ResourceWarnings
+    silenced, instead of letting them surface in whichever test runs next."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def create(api: client.ApiClient, document: dict[str, Any], namespace: str) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api)
+    result: dict[str, Any] = custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURALS[document["kind"]], document
+    )
+    return result
+
+
+def get(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api)
+    result: dict[str, Any] = custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURALS[kind], name
+    )
+    return result
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
