@@ -35,7 +35,16 @@ from modelgate.backends.local import (
     LocalStatusStore,
 )
 from modelgate.gates import Table, read_table
-from modelgate.promotion import Deploy, EvaluateGate, Observed, StartTraining, reconcile
+from modelgate.promotion import (
+    Deploy,
+    EvaluateGate,
+    Observed,
+    Rollback,
+    StartTraining,
+    StartVerification,
+    TrainingObservation,
+    reconcile,
+)
 from modelgate.promotion.conditions import READY, set_condition
 from modelgate.promotion.paths import graph_problems
 from modelgate.promotion.reconcile import release_key, training_job_name, training_key
@@ -167,6 +176,12 @@ class LocalRun:
                 f"(namespace {action.namespace}, config {action.config_hash[:12]})"
             )
             self.deployer.deploy(action, now)
+        elif isinstance(action, StartVerification):
+            self.log(f"[{name}] verify: running {action.job_name} in {action.environment}")
+            self.runner.start_verification(action, endpoint="")
+        elif isinstance(action, Rollback):
+            restored = self.deployer.rollback(action, now)
+            self.log(f"[{name}] rollback: {action.environment} is back to {restored or 'nothing'}")
 
     # -- the loop -------------------------------------------------------------
 
@@ -187,6 +202,7 @@ class LocalRun:
             observed = Observed(
                 training=self.runner.observe(job),
                 deployments=self.deployer.observe(release.namespace),
+                verifications=self._verifications(release),
             )
             plan = reconcile(release, gate, environments, observed, now)
             release = release.model_copy(update={"status": plan.status})
@@ -210,6 +226,15 @@ class LocalRun:
             break
         released = release.status is not None and release.status.phase == Phase.RELEASED
         return ReleaseOutcome(release=release, steps=steps, released=released)
+
+    def _verifications(self, release: ModelRelease) -> dict[str, TrainingObservation]:
+        found: dict[str, TrainingObservation] = {}
+        for progress in release.status.environments if release.status else []:
+            if progress.verification_job:
+                run = self.runner.observe(progress.verification_job)
+                if run is not None:
+                    found[progress.verification_job] = run
+        return found
 
     def run(self) -> list[ReleaseOutcome]:
         self.outcomes = []

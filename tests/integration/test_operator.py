@@ -216,3 +216,54 @@ def test_invalid_release_gets_a_condition_not_a_crash(
     assert ready["status"] == "False"
     assert ready["reason"] == "InvalidSpec"
     assert "spec.gate.nmae: unknown field" in ready["message"]
+
+
+def test_failed_verification_rolls_production_back(
+    cluster: tuple[RunningEmulator, client.ApiClient, Controllers],
+) -> None:
+    emulator, api, controllers = cluster
+    namespace = "team-verified"
+    for document in _documents("gate.yaml") + _documents("environments.yaml"):
+        if document["metadata"]["name"] == "production":
+            document["spec"]["namespace"] = "ml-prod-verified"
+            document["spec"]["verification"] = {"image": "verify:1", "command": ["verify"]}
+        if document["metadata"]["name"] == "staging":
+            document["spec"]["namespace"] = "ml-staging-verified"
+        create(api, document, namespace)
+    good = release_document(**{"metadata.name": "credit-risk-good"})
+    create(api, good, namespace)
+    wait_for(lambda: _phase(api, namespace, "credit-risk-good") == "Released", 90, "v1 Released")
+    verified = conditions(get(api, "ModelRelease", namespace, "credit-risk-good"))["Verified"]
+    assert verified["status"] == "True"
+    controllers.fail_verifications.add("credit-risk-bad-canary")
+    bad = release_document(
+        **{
+            "metadata.name": "credit-risk-bad-canary",
+            "spec.model.version": "1.6.0",
+            "spec.image": "registry.example.com/credit-risk@sha256:" + "e" * 64,
+        }
+    )
+    create(api, bad, namespace)
+    wait_for(
+        lambda: _phase(api, namespace, "credit-risk-bad-canary") == "RolledBack", 90, "RolledBack"
+    )
+    release = get(api, "ModelRelease", namespace, "credit-risk-bad-canary")
+    assert conditions(release)["Verified"]["reason"] == "VerificationFailed"
+    assert "served answers differ" in conditions(release)["Verified"]["message"]
+    [deployment] = emulator.objects("deployments", "ml-prod-verified")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == good["spec"]["image"]
+    assert (
+        deployment["metadata"]["annotations"]["modelgate.dev/release"]
+        == f"{namespace}/credit-risk-good"
+    )
+    history = get(api, "Environment", namespace, "production")["status"]["history"]
+    assert history[0]["rolledBack"] is True
+    assert history[0]["release"] == "credit-risk-good"
+    assert history[1]["release"] == "credit-risk-bad-canary"
+    reasons = {e["reason"] for e in emulator.objects("events", namespace)}
+    assert "RolledBack" in reasons
+
+
+def _phase(api: client.ApiClient, namespace: str, name: str) -> str | None:
+    return (get(api, "ModelRelease", namespace, name).get("status") or {}).get("phase")

@@ -15,7 +15,9 @@ from modelgate.promotion import (
     EvaluateGate,
     Observed,
     Plan,
+    Rollback,
     StartTraining,
+    StartVerification,
     TrainingObservation,
     reconcile,
 )
@@ -503,3 +505,90 @@ def test_condition_transition_time_only_moves_on_status_change() -> None:
     assert second is not None
     assert first.status == second.status == "False"
     assert first.last_transition_time == second.last_transition_time
+
+
+class VerifyingWorld(World):
+    """A world whose verification Jobs pass or fail, and which can roll back."""
+
+    def __init__(self, verification: str = "Succeeded") -> None:
+        super().__init__()
+        self.verification = verification
+        self.verifications: dict[str, TrainingObservation] = {}
+        self.rollbacks: list[Rollback] = []
+        self.history: dict[str, list[DeploymentObservation]] = {}
+
+    def observed(self) -> Observed:
+        return Observed(
+            training=self.training,
+            deployments=dict(self.deployments),
+            verifications=dict(self.verifications),
+        )
+
+    def act(self, release: ModelRelease, plan: Plan, now: datetime) -> ModelRelease:
+        before = dict(self.deployments)
+        release = super().act(release, plan, now)
+        for environment, live in self.deployments.items():
+            if before.get(environment) != live and before.get(environment) is not None:
+                self.history.setdefault(environment, []).append(before[environment])
+        for action in plan.actions:
+            if isinstance(action, StartVerification):
+                self.verifications[action.job_name] = TrainingObservation(
+                    action.job_name, self.verification, message="3 of 200 answers differ"
+                )
+            elif isinstance(action, Rollback):
+                self.rollbacks.append(action)
+                previous = self.history.get(action.environment, [])
+                if previous:
+                    self.deployments[action.environment] = previous[-1]
+                else:
+                    del self.deployments[action.environment]
+        return release
+
+
+def verified_envs(**production: Any) -> dict[str, Environment]:
+    return make_envs(verification={"image": "verify:1", "command": ["verify"]}, **production)
+
+
+def test_verification_passes_before_the_release_counts_as_deployed() -> None:
+    world = VerifyingWorld()
+    release, plans = drive(make_release(), world, envs=verified_envs())
+    assert release.status is not None
+    assert release.status.phase == "Released"
+    kinds = [type(a).__name__ for p in plans for a in p.actions]
+    assert kinds == ["StartTraining", "EvaluateGate", "Deploy", "Deploy", "StartVerification"]
+    production = release.status.environments[1]
+    assert production.verified_at is not None
+    assert production.verification_job is not None
+    assert condition(release, "Verified") == ("True", "Verified", "verified in production")
+
+
+def test_failed_verification_rolls_production_back() -> None:
+    world = VerifyingWorld(verification="Failed")
+    drive(make_release(), world, envs=make_envs())  # m-1 live, no verification then
+    newer = make_release(image="registry.example.com/m@sha256:" + "cd" * 32)
+    newer = newer.model_copy(update={"metadata": newer.metadata.model_copy(update={"name": "m-2"})})
+    release, _ = drive(newer, world, envs=verified_envs())
+    assert release.status is not None
+    assert release.status.phase == "RolledBack"
+    assert [r.environment for r in world.rollbacks] == ["production"]
+    assert world.deployments["production"].release == "team/m-1"
+    production = release.status.environments[1]
+    assert production.phase == "RolledBack"
+    assert "3 of 200 answers differ" in (production.message or "")
+    assert condition(release, "Verified")[:2] == ("False", "VerificationFailed")
+    assert condition(release, "Stalled")[0] == "True"
+    # Level-based: reconciling again never redeploys the rolled-back release.
+    count = len(world.deploys)
+    again = reconcile(release, make_gate(), verified_envs(), world.observed(), NOW)
+    assert again.actions == []
+    assert len(world.deploys) == count
+    assert again.status.phase == "RolledBack"
+
+
+def test_verification_failure_without_auto_rollback_fails_in_place() -> None:
+    world = VerifyingWorld(verification="Failed")
+    release, _ = drive(make_release(), world, envs=verified_envs(policy={"autoRollback": False}))
+    assert release.status is not None
+    assert world.rollbacks == []
+    assert release.status.environments[1].phase == "Failed"
+    assert condition(release, "Verified")[0] == "False"

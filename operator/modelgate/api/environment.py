@@ -138,6 +138,24 @@ class Policy(ApiModel):
         description="Minimum time a release must have been live here before it is "
         "promoted to the next environment.",
     )
+    auto_rollback: bool = Field(
+        default=True,
+        description="When post-deployment verification fails, put the previous release back.",
+    )
+
+
+class Verification(ApiModel):
+    """A post-deployment test run as a Job against the freshly deployed model.
+
+    The container gets MODELGATE_VERIFY_URL (the model's Service),
+    MODELGATE_ENVIRONMENT, MODELGATE_RELEASE and MODELGATE_PREDICTIONS_URI;
+    exit code 0 means verified.
+    """
+
+    image: str = Field(min_length=1, description="Verification container image.")
+    command: list[str] = Field(default_factory=list, description="Container command.")
+    args: list[str] = Field(default_factory=list, description="Container arguments.")
+    timeout: Duration = Field(default="10m", description="Longest a verification may run.")
 
 
 class EnvironmentSpec(ApiModel):
@@ -163,6 +181,9 @@ class EnvironmentSpec(ApiModel):
         default_factory=list, description="Rules checked on the merged config before deploy."
     )
     policy: Policy = Field(default_factory=Policy, description="Promotion policy.")
+    verification: Verification | None = Field(
+        default=None, description="Post-deployment test; omit to trust the rollout alone."
+    )
     history_limit: int = Field(
         default=10, ge=1, le=100, description="Promotions kept in status.history."
     )
@@ -196,6 +217,9 @@ class Promotion(ApiModel):
     image: str = Field(description="Image deployed.")
     config_hash: str = Field(description="SHA-256 of the merged config.")
     deployed_at: str = Field(description="When it went live (RFC 3339).")
+    rolled_back: bool = Field(
+        default=False, description="True for an entry that put a previous release back."
+    )
 
 
 class EnvironmentStatus(ApiModel):

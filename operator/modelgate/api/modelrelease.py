@@ -266,8 +266,10 @@ class EnvironmentPhase(StrEnum):
     WAITING = "Waiting"
     BLOCKED = "Blocked"
     DEPLOYING = "Deploying"
+    VERIFYING = "Verifying"
     DEPLOYED = "Deployed"
     SUPERSEDED = "Superseded"
+    ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
 
 
@@ -276,12 +278,16 @@ class EnvironmentProgress(ApiModel):
 
     name: str = Field(description="Environment name.")
     phase: EnvironmentPhase = Field(
-        description="Pending, Waiting, Blocked, Deploying, Deployed or Superseded."
+        description="Pending, Waiting, Blocked, Deploying, Verifying, Deployed, Superseded "
+        "or RolledBack."
     )
     image: str | None = Field(default=None, description="Image deployed.")
     config_hash: str | None = Field(default=None, description="SHA-256 of the merged config.")
     deployed_at: str | None = Field(default=None, description="When it went live.")
     approved_by: str | None = Field(default=None, description="Who approved, if required.")
+    approved_at: str | None = Field(default=None, description="When it was approved.")
+    verified_at: str | None = Field(default=None, description="When verification passed.")
+    verification_job: str | None = Field(default=None, description="Verification Job.")
     message: str | None = Field(default=None, description="What it waits for or what blocks it.")
 
 

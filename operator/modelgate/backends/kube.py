@@ -21,7 +21,14 @@ from modelgate.api.modelrelease import ArtifactRecord, ModelRelease
 from modelgate.backends import manifests
 from modelgate.backends.base import ArtifactNotFoundError, ArtifactStore
 from modelgate.backends.s3 import read_uri
-from modelgate.promotion import Deploy, DeploymentObservation, StartTraining, TrainingObservation
+from modelgate.promotion import (
+    Deploy,
+    DeploymentObservation,
+    Rollback,
+    StartTraining,
+    StartVerification,
+    TrainingObservation,
+)
 from modelgate.settings import OperatorSettings
 from modelgate.trainer import contract
 
@@ -101,7 +108,18 @@ class KubeRunner:
                 return  # already created: the name is deterministic
             raise classify_api_error(error, f"creating Job {action.job_name}") from error
 
-    def observe(self, namespace: str, job_name: str) -> TrainingObservation | None:
+    def start_verification(self, action: StartVerification) -> None:
+        job = manifests.build_verification_job(action, self.settings)
+        try:
+            self.clients.batch.create_namespaced_job(action.namespace, job)
+        except ApiException as error:
+            if error.status == 409:
+                return
+            raise classify_api_error(error, f"creating Job {action.job_name}") from error
+
+    def observe(
+        self, namespace: str, job_name: str, ingest: bool = True
+    ) -> TrainingObservation | None:
         try:
             job = _plain(self.clients.batch.read_namespaced_job(job_name, namespace))
         except ApiException as error:
@@ -121,6 +139,8 @@ class KubeRunner:
             )
         if _condition(job, "Complete") is None:
             return TrainingObservation(job_name, "Running", started)
+        if not ingest:
+            return TrainingObservation(job_name, "Succeeded", started, finished)
         output = manifests.training_output_uri(self.settings, namespace, job_name)
         artifacts: list[ArtifactRecord] = []
         for name, file in contract.OUTPUTS.items():
@@ -194,11 +214,75 @@ class KubeDeployer:
                     patch_error, f"updating {kind} {namespace}/{name}"
                 ) from patch_error
 
+    def _read(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        api: Any = self.clients.apps if kind == "deployment" else self.clients.core
+        try:
+            return _plain(getattr(api, f"read_namespaced_{kind}")(name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise classify_api_error(error, f"reading {kind} {namespace}/{name}") from error
+
     def deploy(self, action: Deploy, now: datetime) -> None:
+        name = manifests.serving_name(action.model, action.environment)
+        config_name = manifests.build_configmap(action)["metadata"]["name"]
+        current = self._read("deployment", name, action.namespace)
+        deployment = manifests.build_deployment(action, self.settings, now)
+        annotations = deployment["metadata"]["annotations"]
+        key = f"{manifests.ANNOTATION_PREFIX}previous"
+        if current is not None:
+            current_annotations = current.get("metadata", {}).get("annotations") or {}
+            if current_annotations.get(f"{manifests.ANNOTATION_PREFIX}release") == action.release:
+                # Re-applying our own release: keep what it replaced.
+                if key in current_annotations:
+                    annotations[key] = current_annotations[key]
+            else:
+                config = self._read("config_map", config_name, action.namespace) or {}
+                annotations[key] = manifests.snapshot(current, config)
         # Config first, so the new pods start with the new config.
         self._apply("config_map", manifests.build_configmap(action))
-        self._apply("deployment", manifests.build_deployment(action, self.settings, now))
+        self._apply("deployment", deployment)
         self._apply("service", manifests.build_service(action, self.settings))
+
+    def rollback(self, action: Rollback, now: datetime) -> str | None:
+        """Put back the previous release; returns its name, or None if there was none."""
+        name = manifests.serving_name(action.model, action.environment)
+        current = self._read("deployment", name, action.namespace)
+        if current is None:
+            return None
+        annotations = current.get("metadata", {}).get("annotations") or {}
+        if annotations.get(f"{manifests.ANNOTATION_PREFIX}release") != action.release:
+            return annotations.get(f"{manifests.ANNOTATION_PREFIX}release")  # already back
+        previous = manifests.parse_snapshot(
+            annotations.get(f"{manifests.ANNOTATION_PREFIX}previous")
+        )
+        apps, core = self.clients.apps, self.clients.core
+        if previous is None:
+            # Nothing was live before: remove what this release brought.
+            removals: list[tuple[Any, str]] = [
+                (apps.delete_namespaced_deployment, name),
+                (core.delete_namespaced_service, name),
+                (core.delete_namespaced_config_map, manifests.dns_name(name, "config")),
+            ]
+            for delete, object_name in removals:
+                with contextlib.suppress(ApiException):
+                    delete(object_name, action.namespace)
+            return None
+        config = manifests.restored_configmap(current, previous)
+        existing = self._read("config_map", config["metadata"]["name"], action.namespace) or {}
+        # Replace, not merge: keys the previous config did not have go away.
+        config["data"] = {
+            **dict.fromkeys((existing.get("data") or {}), None),
+            **config["data"],
+        }
+        try:
+            core.patch_namespaced_config_map(config["metadata"]["name"], action.namespace, config)
+            apps.patch_namespaced_deployment(
+                name, action.namespace, manifests.restore(current, previous, now)
+            )
+        except ApiException as error:
+            raise classify_api_error(error, f"rolling back {action.namespace}/{name}") from error
+        return str(previous["annotations"].get(f"{manifests.ANNOTATION_PREFIX}release", ""))
 
     def observe(
         self, namespace: str, environments: Mapping[str, Environment], model: str

@@ -15,7 +15,14 @@ from typing import Any
 from modelgate.api.common import format_time
 from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError
-from modelgate.promotion import Deploy, DeploymentObservation, StartTraining, TrainingObservation
+from modelgate.promotion import (
+    Deploy,
+    DeploymentObservation,
+    Rollback,
+    StartTraining,
+    StartVerification,
+    TrainingObservation,
+)
 from modelgate.trainer import contract
 
 # Environment variables a local training process inherits; everything else
@@ -132,6 +139,54 @@ class LocalProcessRunner:
             result["artifacts"] = artifacts
         _write_json(self._result_path(action.job_name), result)
 
+    def start_verification(self, action: StartVerification, endpoint: str) -> None:
+        """Run the verification command as a local process (no ingestion)."""
+        if self._result_path(action.job_name).exists():
+            return
+        work = self.runs / action.job_name
+        work.mkdir(parents=True, exist_ok=True)
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        env.update(
+            {
+                "MODELGATE_VERIFY_URL": endpoint,
+                "MODELGATE_ENVIRONMENT": action.environment,
+                "MODELGATE_RELEASE": action.release,
+            }
+        )
+        if action.predictions is not None:
+            env["MODELGATE_PREDICTIONS_URI"] = action.predictions.uri
+            env["MODELGATE_PREDICTIONS_SHA256"] = action.predictions.sha256
+        command = [*action.command, *action.args]
+        if command and command[0] in {"python", "python3"}:
+            command[0] = self.python  # the same interpreter as local mode
+        started = format_time(datetime.now().astimezone())
+        log = work / "log.txt"
+        try:
+            with log.open("w") as out:
+                finished = subprocess.run(
+                    command,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                    timeout=action.timeout.total_seconds(),
+                )
+            code: int | None = finished.returncode
+        except (OSError, subprocess.TimeoutExpired) as error:
+            code = None
+            log.write_text(f"{log.read_text() if log.exists() else ''}{error}\n")
+        result: dict[str, Any] = {
+            "jobName": action.job_name,
+            "startedAt": started,
+            "completedAt": format_time(datetime.now().astimezone()),
+            "exitCode": code,
+            "state": "Succeeded" if code == 0 else "Failed",
+        }
+        if code != 0:
+            tail = log.read_text().strip().splitlines()[-3:]
+            result["message"] = f"exit code {code}: {' | '.join(tail) or 'no output'}"
+        _write_json(self._result_path(action.job_name), result)
+
     def observe(self, job_name: str) -> TrainingObservation | None:
         result = _read_json(self._result_path(job_name))
         if result is None:
@@ -182,6 +237,35 @@ class LocalDeployer:
         _write_json(path, record)
         config_file = path.with_suffix(".env")
         config_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(action.config.items())))
+
+    def rollback(self, action: Rollback, now: datetime) -> str | None:
+        """Put back the entry that was live before ``action.release``."""
+        namespace = action.release.split("/")[0]
+        path = self._record_path(namespace, action.environment)
+        record = _read_json(path) or {"history": []}
+        live = record.get("live")
+        if live is None or live["release"] != action.release:
+            return None if live is None else str(live["release"])
+        before = next(
+            (
+                h
+                for h in record["history"]
+                if h["release"] != action.release and not h.get("rolledBack")
+            ),
+            None,
+        )
+        if before is None:
+            record["live"] = None
+            _write_json(path, record)
+            return None
+        restored = {**before, "deployedAt": format_time(now), "rolledBack": True}
+        record["live"] = restored
+        record["history"] = [restored, *record["history"]][:50]
+        _write_json(path, record)
+        path.with_suffix(".env").write_text(
+            "".join(f"{k}={v}\n" for k, v in sorted(restored["config"].items()))
+        )
+        return str(restored["release"])
 
     def observe(self, namespace: str) -> dict[str, DeploymentObservation]:
         found: dict[str, DeploymentObservation] = {}

@@ -17,7 +17,7 @@ from typing import Any
 from modelgate import API_VERSION, __version__
 from modelgate.api.common import format_time, parse_duration
 from modelgate.api.modelrelease import ArtifactRecord, ModelRelease
-from modelgate.promotion import Deploy, StartTraining
+from modelgate.promotion import Deploy, StartTraining, StartVerification
 from modelgate.settings import OperatorSettings
 from modelgate.trainer import contract
 
@@ -168,6 +168,59 @@ def build_training_job(
     }
 
 
+def build_verification_job(action: StartVerification, settings: OperatorSettings) -> dict[str, Any]:
+    """The post-deployment test, run next to the model it checks."""
+    release_namespace, release_name = action.release.split("/", 1)
+    labels = {
+        **common_labels("verification", release_name),
+        RELEASE_LABEL: release_name,
+        "modelgate.dev/release-namespace": release_namespace,
+        ENVIRONMENT_LABEL: action.environment,
+        MODEL_LABEL: action.model,
+    }
+    service = serving_name(action.model, action.environment)
+    env = [
+        {"name": "MODELGATE_VERIFY_URL", "value": f"http://{service}.{action.namespace}.svc"},
+        {"name": "MODELGATE_ENVIRONMENT", "value": action.environment},
+        {"name": "MODELGATE_RELEASE", "value": action.release},
+    ]
+    if action.predictions is not None:
+        env.append({"name": "MODELGATE_PREDICTIONS_URI", "value": action.predictions.uri})
+        env.append({"name": "MODELGATE_PREDICTIONS_SHA256", "value": action.predictions.sha256})
+    env.extend(_s3_env(settings))
+    container: dict[str, Any] = {
+        "name": "verify",
+        "image": action.image,
+        "env": env,
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if action.command:
+        container["command"] = list(action.command)
+    if action.args:
+        container["args"] = list(action.args)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": action.job_name, "namespace": action.namespace, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": int(action.timeout.total_seconds()),
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": RESTRICTED_POD,
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
 def serving_name(model: str, environment: str) -> str:
     """One Deployment/Service per model per environment: promotion updates it."""
     return dns_name(model, environment)
@@ -284,3 +337,79 @@ def predictions_from_annotation(value: str | None) -> ArtifactRecord | None:
     except ValueError:
         return None
     return ArtifactRecord.model_validate(data) if isinstance(data, dict) else None
+
+
+def snapshot(deployment: dict[str, Any], config_map: dict[str, Any]) -> str:
+    """What was live before a deploy, kept on the new Deployment for rollback."""
+    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    return json.dumps(
+        {
+            "image": (containers or [{}])[0].get("image"),
+            "annotations": {
+                k: v
+                for k, v in annotations.items()
+                if k.startswith(ANNOTATION_PREFIX) and k != f"{ANNOTATION_PREFIX}previous"
+            },
+            "config": config_map.get("data") or {},
+        },
+        sort_keys=True,
+    )
+
+
+def parse_snapshot(value: str | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("image") else None
+
+
+def restore(current: dict[str, Any], previous: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A patch body putting ``previous`` back on the ``current`` Deployment."""
+    metadata = current["metadata"]
+    template = current.get("spec", {}).get("template", {})
+    containers = json.loads(json.dumps(template.get("spec", {}).get("containers") or []))
+    if containers:
+        containers[0]["image"] = previous["image"]
+    annotations: dict[str, Any] = dict(previous.get("annotations") or {})
+    annotations[f"{ANNOTATION_PREFIX}deployed-at"] = format_time(now)
+    annotations[f"{ANNOTATION_PREFIX}rolled-back-from"] = (metadata.get("annotations") or {}).get(
+        f"{ANNOTATION_PREFIX}release", ""
+    )
+    annotations[f"{ANNOTATION_PREFIX}previous"] = None  # one level: no ping-pong
+    config_hash = annotations.get(f"{ANNOTATION_PREFIX}config-hash", "")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "annotations": annotations,
+        },
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {f"{ANNOTATION_PREFIX}config-hash": config_hash}},
+                "spec": {"containers": containers},
+            }
+        },
+    }
+
+
+def restored_configmap(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """A patch body giving the ConfigMap back the previous release's config."""
+    name = current["metadata"]["name"]
+    config = dict(previous.get("config") or {})
+    config_hash = (previous.get("annotations") or {}).get(f"{ANNOTATION_PREFIX}config-hash", "")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": dns_name(name, "config"),
+            "namespace": current["metadata"]["namespace"],
+            "annotations": {f"{ANNOTATION_PREFIX}config-hash": config_hash},
+        },
+        "data": config,
+    }

@@ -34,7 +34,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from modelgate.api.common import Condition, format_time
+from modelgate.api.common import format_time
 from modelgate.api.environment import Environment, EnvironmentStatus, Promotion
 from modelgate.api.loader import format_validation_error
 from modelgate.api.modelrelease import ModelRelease
@@ -52,7 +52,17 @@ from modelgate.backends.kube import (
 )
 from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client, read_uri
 from modelgate.gates import Table, TableError, read_table
-from modelgate.promotion import Deploy, EvaluateGate, Observed, Plan, StartTraining, reconcile
+from modelgate.promotion import (
+    Deploy,
+    EvaluateGate,
+    Observed,
+    Plan,
+    Rollback,
+    StartTraining,
+    StartVerification,
+    TrainingObservation,
+    reconcile,
+)
 from modelgate.promotion.conditions import READY, set_condition
 from modelgate.promotion.paths import graph_problems
 from modelgate.promotion.reconcile import release_key, training_job_name, training_key
@@ -65,6 +75,10 @@ RESYNC_SECONDS = float(os.environ.get("MODELGATE_RESYNC_SECONDS", "15"))
 # Follow-up steps taken in one handler call when an action can be observed at
 # once (a gate result, a created Job): fewer round trips, same decisions.
 STEPS_PER_CALL = 5
+# Releases at rest (nothing to do until something changes) are re-checked this
+# many times less often than moving ones; a spec change still acts at once.
+AT_REST_FACTOR = 10
+AT_REST_PHASES = {"Released", "GateFailed", "Failed", "Blocked", "RolledBack"}
 
 logger = logging.getLogger("modelgate.handlers")
 
@@ -95,6 +109,8 @@ class Runtime:
     locks: defaultdict[str, threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock)
     )
+    # uid -> resync ticks skipped while the release is at rest
+    resting: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @classmethod
     def build(cls, settings: OperatorSettings) -> Runtime:
@@ -167,9 +183,12 @@ def _now() -> datetime:
 
 
 def _status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """A merge patch turning ``old`` status into ``new`` (removed keys become null)."""
-    patch: dict[str, Any] = dict(new)
-    for key in old or {}:
+    """A merge patch turning ``old`` status into ``new``: only what differs
+    (an unchanged status writes nothing, so a resync causes no watch event),
+    removed keys as null."""
+    old = old or {}
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    for key in old:
         if key not in new:
             patch[key] = None
     return patch
@@ -239,17 +258,17 @@ def _load_data(rt: Runtime) -> Any:
     return load
 
 
-def _record_live(rt: Runtime, environment: Environment, action: Deploy, now: datetime) -> None:
+def _record_live(rt: Runtime, environment: Environment, entry: Promotion) -> None:
     """Environment status: what is live there now, and the last promotions."""
-    status = environment.status or EnvironmentStatus()
-    entry = Promotion(
-        release=action.release.split("/", 1)[1],
-        image=action.image,
-        config_hash=action.config_hash,
-        deployed_at=format_time(now),
-    )
-    status.live_release, status.live_image = entry.release, action.image
-    status.live_since, status.config_hash = entry.deployed_at, action.config_hash
+    try:
+        current = rt.clients.custom.get_namespaced_custom_object(
+            *ENVIRONMENTS[:2], environment.namespace, ENVIRONMENTS[2], environment.name
+        )
+        status = EnvironmentStatus.model_validate(current.get("status") or {})
+    except (ApiException, ValidationError):
+        status = environment.status or EnvironmentStatus()
+    status.live_release, status.live_image = entry.release, entry.image
+    status.live_since, status.config_hash = entry.deployed_at, entry.config_hash
     status.history = [entry, *status.history][: environment.spec.history_limit]
     try:
         rt.clients.custom.patch_namespaced_custom_object_status(
@@ -287,15 +306,58 @@ def _act(
             ] + reports
         elif isinstance(action, Deploy):
             rt.deployer.deploy(action, now)
-            _record_live(rt, environments[action.environment], action, now)
+            entry = Promotion(
+                release=action.release.split("/", 1)[1],
+                model_version=release.spec.model.version,
+                image=action.image,
+                config_hash=action.config_hash,
+                deployed_at=format_time(now),
+            )
+            _record_live(rt, environments[action.environment], entry)
+        elif isinstance(action, StartVerification):
+            rt.runner.start_verification(action)
+        elif isinstance(action, Rollback):
+            restored = rt.deployer.rollback(action, now)
+            live = rt.deployer.observe(
+                release.namespace,
+                {action.environment: environments[action.environment]},
+                action.model,
+            ).get(action.environment)
+            if live is not None:
+                entry = Promotion(
+                    release=(restored or live.release).split("/", 1)[-1],
+                    image=live.image,
+                    config_hash=live.config_hash,
+                    deployed_at=format_time(now),
+                    rolled_back=True,
+                )
+                _record_live(rt, environments[action.environment], entry)
 
 
-def reconcile_release(body: kopf.Body, patch: kopf.Patch) -> None:
+def _verifications(
+    rt: Runtime, release: ModelRelease, environments: Mapping[str, Environment]
+) -> dict[str, TrainingObservation]:
+    """The verification Jobs this release started (their names are in its status)."""
+    found: dict[str, TrainingObservation] = {}
+    for progress in release.status.environments if release.status else []:
+        environment = environments.get(progress.name)
+        if progress.verification_job and environment is not None:
+            run = rt.runner.observe(
+                environment.spec.namespace, progress.verification_job, ingest=False
+            )
+            if run is not None:
+                found[progress.verification_job] = run
+    return found
+
+
+def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) -> None:
     """Observe, decide with the core, act, and record the status."""
     rt = runtime()
     try:
         release = ModelRelease.model_validate(dict(body))
     except ValidationError as error:
+        if resync:
+            return  # reported once by the change handler; nothing new to say
         _invalid("ModelRelease", body, patch, error)
         return
     with rt.locks[release.metadata.uid or release_key(release)]:
@@ -309,11 +371,21 @@ def reconcile_release(body: kopf.Body, patch: kopf.Patch) -> None:
             for _ in range(STEPS_PER_CALL):
                 now = _now()
                 job = training_job_name(release, training_key(release, gate))
+                recorded = release.status.training if release.status else None
+                finished = (
+                    recorded is not None
+                    and recorded.job_name == job
+                    and recorded.state == "Succeeded"
+                    and bool(release.status and release.status.artifacts)
+                )
                 observed = Observed(
-                    training=rt.runner.observe(release.namespace, job),
+                    # A recorded success is final: no need to read the Job (and
+                    # copy its outputs) again on every resync.
+                    training=None if finished else rt.runner.observe(release.namespace, job),
                     deployments=rt.deployer.observe(
                         release.namespace, wanted, release.spec.model.name
                     ),
+                    verifications=_verifications(rt, release, wanted),
                 )
                 plan = reconcile(release, gate, environments, observed, now)
                 release = release.model_copy(update={"status": plan.status})
@@ -340,7 +412,20 @@ def release_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 @kopf.timer(*RELEASES, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def release_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile_release(body, patch)
+    status = body.get("status") or {}
+    generation = body.get("metadata", {}).get("generation")
+    at_rest = (
+        status.get("phase") in AT_REST_PHASES and status.get("observedGeneration") == generation
+    )
+    uid = str(body.get("metadata", {}).get("uid"))
+    rt = runtime()
+    if at_rest:
+        rt.resting[uid] += 1
+        if rt.resting[uid] % AT_REST_FACTOR:
+            return
+    else:
+        rt.resting.pop(uid, None)
+    reconcile_release(body, patch, resync=True)
 
 
 @kopf.on.delete(*RELEASES)
@@ -354,10 +439,6 @@ def release_deleted(name: str, namespace: str | None, **_: Any) -> None:
 # -- QualityGate and Environment: validated, Ready with a reason ------------------
 
 
-def _ready_status(generation: int, ok: bool, reason: str, message: str) -> list[Condition]:
-    return set_condition([], READY, ok, reason, message, generation, _now())
-
-
 @kopf.on.resume(*GATES)
 @kopf.on.create(*GATES)
 @kopf.on.update(*GATES, field="spec")
@@ -367,14 +448,21 @@ def gate_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     except ValidationError as error:
         _invalid("QualityGate", body, patch, error)
         return
+    old = QualityGateStatus.model_validate(body.get("status") or {})
     status = QualityGateStatus(
         observed_generation=gate.generation,
         check_count=len(gate.spec.checks),
-        conditions=_ready_status(
-            gate.generation, True, "Valid", f"{len(gate.spec.checks)} checks are valid"
+        conditions=set_condition(
+            old.conditions,
+            READY,
+            True,
+            "Valid",
+            f"{len(gate.spec.checks)} checks are valid",
+            gate.generation,
+            _now(),
         ),
     )
-    patch.status.update(status.wire())
+    patch.status.update(_status_patch(body.get("status"), status.wire()))
 
 
 @kopf.on.resume(*ENVIRONMENTS)
@@ -393,11 +481,21 @@ def environment_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         raise _transient(error) from error
     peers[environment.name] = environment
     problem = graph_problems(peers).get(environment.name)
-    conditions = _ready_status(
-        environment.generation,
+    previous = environment.status.conditions if environment.status else []
+    conditions = set_condition(
+        previous,
+        READY,
         problem is None,
         "PromotionPathInvalid" if problem else "Valid",
         problem or "environment is valid",
+        environment.generation,
+        _now(),
     )
-    patch.status["conditions"] = [c.wire() for c in conditions]
-    patch.status["observedGeneration"] = environment.generation
+    wanted = {
+        "conditions": [c.wire() for c in conditions],
+        "observedGeneration": environment.generation,
+    }
+    old = body.get("status") or {}
+    for key, value in wanted.items():
+        if old.get(key) != value:  # unchanged status writes nothing
+            patch.status[key] = value

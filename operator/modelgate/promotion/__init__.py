@@ -8,7 +8,9 @@ from modelgate.promotion.reconcile import (
     Event,
     Observed,
     Plan,
+    Rollback,
     StartTraining,
+    StartVerification,
     TrainingObservation,
     reconcile,
 )
@@ -21,7 +23,9 @@ __all__ = [
     "Event",
     "Observed",
     "Plan",
+    "Rollback",
     "StartTraining",
+    "StartVerification",
     "TrainingObservation",
     "reconcile",
 ]

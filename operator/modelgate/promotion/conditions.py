@@ -11,6 +11,7 @@ TRAINED = "Trained"
 GATE_PASSED = "GatePassed"
 CONFIG_VALID = "ConfigValid"
 DEPLOYED = "Deployed"
+VERIFIED = "Verified"
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
@@ -48,7 +49,7 @@ def set_condition(
     )
     result = [c for c in conditions if c.type != kind]
     result.append(updated)
-    order = [TRAINED, GATE_PASSED, CONFIG_VALID, DEPLOYED, READY, RECONCILING, STALLED]
+    order = [TRAINED, GATE_PASSED, CONFIG_VALID, DEPLOYED, VERIFIED, READY, RECONCILING, STALLED]
     result.sort(key=lambda c: order.index(c.type) if c.type in order else len(order))
     return result
 

@@ -82,6 +82,8 @@ class DeploymentObservation:
 class Observed:
     training: TrainingObservation | None = None
     deployments: dict[str, DeploymentObservation] = field(default_factory=dict)
+    # Verification Job name -> its run (same shape as a training run).
+    verifications: dict[str, TrainingObservation] = field(default_factory=dict)
 
 
 # -- actions ------------------------------------------------------------------
@@ -125,7 +127,33 @@ class Deploy:
     predictions: ArtifactRecord | None
 
 
-Action = StartTraining | EvaluateGate | Deploy
+@dataclass(frozen=True)
+class StartVerification:
+    """Run the environment's post-deployment test against the deployed model."""
+
+    job_name: str
+    environment: str
+    namespace: str
+    release: str
+    model: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    timeout: timedelta
+    predictions: ArtifactRecord | None
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Put back what was live in ``environment`` before ``release``."""
+
+    environment: str
+    namespace: str
+    release: str
+    model: str
+
+
+Action = StartTraining | EvaluateGate | Deploy | StartVerification | Rollback
 
 
 @dataclass(frozen=True)
@@ -485,7 +513,12 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
         earlier = previous.get(name)
         entry = EnvironmentProgress(name=name, phase=EnvironmentPhase.PENDING, config_hash=digest)
         mine = live is not None and live.release == me and live.image == release.spec.image
-        if earlier is not None and earlier.phase in (
+        if earlier is not None and earlier.phase == EnvironmentPhase.ROLLED_BACK:
+            # Verification failed here and the previous release was put back:
+            # final for this release; never deploy it again.
+            entry = earlier.model_copy()
+            blocker = blocker or ("RolledBack", earlier.message or f"rolled back in {name}", True)
+        elif earlier is not None and earlier.phase in (
             EnvironmentPhase.DEPLOYED,
             EnvironmentPhase.SUPERSEDED,
         ):
@@ -499,14 +532,15 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
             entry.approved_by = (earlier.approved_by if earlier is not None else None) or (
                 _approver(release, name) if env.spec.policy.require_approval else None
             )
-            if live.ready:
-                entry.phase = EnvironmentPhase.DEPLOYED
-                ctx.plan.events.append(
-                    Event("Normal", "Deployed", f"{release.spec.image} is live in {name}")
-                )
-            else:
+            entry.approved_at = (earlier.approved_at if earlier is not None else None) or (
+                _approved_at(release, name) if env.spec.policy.require_approval else None
+            )
+            if not live.ready:
                 entry.phase = EnvironmentPhase.DEPLOYING
                 entry.message = "waiting for the rollout to become ready"
+            else:
+                entry, verdict = _verify(ctx, env, digest, observed, entry, earlier)
+                blocker = blocker or verdict
         elif blocker is None and reached_before:
             entry, blocker = _try_deploy(ctx, env, merged, digest, soaked_until, entry)
 
@@ -514,6 +548,8 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
             reached_before = False
             if entry.phase == EnvironmentPhase.DEPLOYING and blocker is None:
                 blocker = ("Deploying", entry.message or f"deploying to {name}", False)
+            if entry.phase == EnvironmentPhase.VERIFYING and blocker is None:
+                blocker = ("Verifying", entry.message or f"verifying in {name}", False)
         else:
             soaked_until = _soak_end(env, entry)
         progress.append(entry)
@@ -521,6 +557,13 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
     ctx.status.environments = progress
     reached = [p.name for p in progress if p.phase == EnvironmentPhase.DEPLOYED]
     ctx.status.live_in = reached[-1] if reached else None
+    _verified_condition(ctx, progress, environments)
+    if any(p.phase == EnvironmentPhase.ROLLED_BACK for p in progress):
+        reason, message, _ = blocker or ("RolledBack", "rolled back", True)
+        ctx.status.phase = Phase.ROLLED_BACK
+        ctx.condition(cond.DEPLOYED, False, reason, message)
+        _stalled(ctx, reason, message)
+        return
     if blocker is None and reached_before:
         ctx.status.phase = Phase.RELEASED
         ctx.condition(cond.DEPLOYED, True, "Deployed", f"live in {', '.join(order)}")
@@ -536,6 +579,111 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
     else:
         ctx.status.phase = Phase.PROMOTING
         _progressing(ctx, reason, message)
+
+
+def verification_job_name(release: ModelRelease, environment: str, digest: str) -> str:
+    """Deterministic per release, environment and config (a new config re-verifies)."""
+    key = canonical_hash([release_key(release), release.spec.image, environment, digest])[:8]
+    suffix = f"-verify-{key}"
+    return release.name[: JOB_NAME_MAX - len(suffix)].rstrip("-") + suffix
+
+
+def _verify(
+    ctx: _Context,
+    env: Environment,
+    digest: str,
+    observed: Observed,
+    entry: EnvironmentProgress,
+    earlier: EnvironmentProgress | None,
+) -> tuple[EnvironmentProgress, tuple[str, str, bool] | None]:
+    """The rollout is ready: verify it (if configured), roll back on failure."""
+    release, name = ctx.release, env.name
+    spec = env.spec.verification
+    if spec is None:
+        entry.phase = EnvironmentPhase.DEPLOYED
+        ctx.plan.events.append(
+            Event("Normal", "Deployed", f"{release.spec.image} is live in {name}")
+        )
+        return entry, None
+    job = verification_job_name(release, name, digest)
+    entry.verification_job = job
+    run = observed.verifications.get(job)
+    if run is None or run.state == "Running":
+        entry.phase = EnvironmentPhase.VERIFYING
+        entry.message = f"verification {job} is running"
+        if run is None:
+            ctx.plan.actions.append(
+                StartVerification(
+                    job_name=job,
+                    environment=name,
+                    namespace=env.spec.namespace,
+                    release=release_key(release),
+                    model=release.spec.model.name,
+                    image=spec.image,
+                    command=tuple(spec.command),
+                    args=tuple(spec.args),
+                    timeout=parse_duration(spec.timeout),
+                    predictions=next(
+                        (a for a in ctx.status.artifacts if a.name == "predictions"), None
+                    ),
+                )
+            )
+            ctx.plan.events.append(Event("Normal", "VerificationStarted", f"{job} in {name}"))
+        else:
+            ctx.plan.requeue_after = _min_delay(ctx.plan.requeue_after, WAIT_FOR_ROLLOUT)
+        return entry, None
+    if run.state == "Succeeded":
+        entry.phase = EnvironmentPhase.DEPLOYED
+        entry.verified_at = run.completed_at or format_time(ctx.now)
+        entry.message = None
+        ctx.plan.events.append(Event("Normal", "Verified", f"{job} passed in {name}"))
+        ctx.plan.events.append(
+            Event("Normal", "Deployed", f"{release.spec.image} is live in {name}")
+        )
+        return entry, None
+    reason = run.message or "the verification Job failed"
+    if env.spec.policy.auto_rollback:
+        ctx.plan.actions.append(
+            Rollback(
+                environment=name,
+                namespace=env.spec.namespace,
+                release=release_key(release),
+                model=release.spec.model.name,
+            )
+        )
+        entry.phase = EnvironmentPhase.ROLLED_BACK
+        entry.message = f"verification failed ({reason}); the previous release was put back"
+        ctx.plan.events.append(Event("Warning", "RolledBack", f"{name}: {entry.message}"))
+        return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
+    entry.phase = EnvironmentPhase.FAILED
+    entry.message = f"verification failed ({reason}); autoRollback is off"
+    ctx.plan.events.append(Event("Warning", "VerificationFailed", f"{name}: {entry.message}"))
+    return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
+
+
+def _deployed_event(release: ModelRelease, environment: str) -> Event:
+    return Event("Normal", "Deployed", f"{release.spec.image} is live in {environment}")
+
+
+def _verified_condition(
+    ctx: _Context, progress: list[EnvironmentProgress], environments: dict[str, Environment]
+) -> None:
+    failed = [
+        p for p in progress if p.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED)
+    ]
+    verifying = [p.name for p in progress if p.phase == EnvironmentPhase.VERIFYING]
+    checked = [
+        p.name
+        for p in progress
+        if p.verified_at and environments[p.name].spec.verification is not None
+    ]
+    if failed:
+        message = "; ".join(f"{p.name}: {p.message}" for p in failed if p.message)
+        ctx.condition(cond.VERIFIED, False, "VerificationFailed", message)
+    elif verifying:
+        ctx.condition(cond.VERIFIED, None, "Verifying", f"verifying in {', '.join(verifying)}")
+    elif checked:
+        ctx.condition(cond.VERIFIED, True, "Verified", f"verified in {', '.join(checked)}")
 
 
 def _soak_end(env: Environment, entry: EnvironmentProgress) -> datetime | None:
@@ -585,6 +733,7 @@ def _try_deploy(
             entry.phase, entry.message = EnvironmentPhase.WAITING, message
             return entry, ("AwaitingApproval", message, False)
         entry.approved_by = approver
+        entry.approved_at = _approved_at(release, name)
     entry.phase, entry.image = EnvironmentPhase.DEPLOYING, release.spec.image
     entry.message = f"deploying {release.spec.image}"
     predictions = next((a for a in ctx.status.artifacts if a.name == "predictions"), None)
@@ -602,6 +751,13 @@ def _try_deploy(
     )
     ctx.plan.events.append(Event("Normal", "Deploying", f"deploying to {name}"))
     return entry, None
+
+
+def _approved_at(release: ModelRelease, environment: str) -> str | None:
+    for approval in release.spec.promotion.approvals:
+        if approval.environment == environment:
+            return approval.approved_at
+    return None
 
 
 def _approver(release: ModelRelease, environment: str) -> str | None:
