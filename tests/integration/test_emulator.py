@@ -167,3 +167,22 @@ def test_kubernetes_client_create_returns_the_object(api: RunningEmulator) -> No
         assert created.metadata.resource_version
         read = core.read_namespaced_config_map("cfg", "team")
         assert read.data == {"A": "1"}
+
+
+def test_patching_a_kind_without_status_subresource_keeps_the_patch(api: RunningEmulator) -> None:
+    with client.ApiClient(_configuration(api)) as api_client:
+        core = client.CoreV1Api(api_client)
+        core.create_namespaced_config_map(
+            "team", {"metadata": {"name": "cfg2"}, "data": {"A": "1"}}
+        )
+        patched = core.patch_namespaced_config_map(
+            "cfg2", "team", {"metadata": {"labels": {"x": "y"}}, "data": {"B": "2"}}
+        )
+        assert patched.data == {"A": "1", "B": "2"}
+        assert patched.metadata.labels == {"x": "y"}
+
+
+def _configuration(api: RunningEmulator) -> client.Configuration:
+    configuration = client.Configuration()
+    configuration.host = api.url
+    return configuration

@@ -153,6 +153,8 @@ class Controllers:
         while not self._stop.is_set():
             try:
                 self.step()
+            except client.exceptions.NotFoundException:
+                pass  # deleted while we looked at it, as on a real cluster
             except Exception as error:  # keep playing; the test reports it
                 self.errors.append(repr(error))
             self._stop.wait(0.2)

@@ -79,6 +79,23 @@ class FixedEmulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self._revisions = itertools.count(1)
         self._revision = 0
+        # (method, path fragment) -> [status, remaining count]: fault injection.
+        self._faults: dict[tuple[str, str], list[int]] = {}
+        self.created: list[str] = []  # paths of every successful-looking create
+
+    def inject(self, method: str, path: str, status: int, times: int = 1) -> None:
+        """Answer the next ``times`` matching requests with ``status``."""
+        self._faults[(method.upper(), path)] = [status, times]
+
+    def _injected(self, request: kmock.Request) -> kmock.KubernetesError | None:
+        for (method, fragment), fault in self._faults.items():
+            matches = str(request.method).upper().endswith(method)
+            if matches and fragment in request.url.path and fault[1] > 0:
+                fault[1] -= 1
+                return kmock.KubernetesError(
+                    status=fault[0], reason="Injected", message="injected by the test"
+                )
+        return None
 
     def _next_revision(self) -> str:
         self._revision = next(self._revisions)
@@ -134,8 +151,9 @@ class FixedEmulator(kmock.KubernetesEmulator):
                 patch = {"status": patch.get("status")} if "status" in patch else {}
             elif guarded:
                 patch = {k: v for k, v in patch.items() if k != "status"}
-            request.data.clear()
-            request.data.update(patch)
+            if patch is not request.data:  # filtered: replace the body in place
+                request.data.clear()
+                request.data.update(patch)
             updated = merge_patch(current, patch)
         else:
             raise unprocessable("the patch must be a JSON object or a JSON patch list")
@@ -155,10 +173,14 @@ class FixedEmulator(kmock.KubernetesEmulator):
             request.data["metadata"].update(stamp)
 
     async def _handle(self, request: kmock.Request) -> Any:
+        injected = self._injected(request)
+        if injected is not None:
+            return await self._render_error(injected)
         if request.resource is not None:
             try:
                 if request.action == kmock.action.CREATE:
                     self._prepare_create(request)
+                    self.created.append(f"{request.url.path}/{request.data['metadata']['name']}")
                 elif request.action == kmock.action.UPDATE and request.name is not None:
                     self._prepare_update(request)
             except kmock.KubernetesError as error:
