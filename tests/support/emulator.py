@@ -20,6 +20,9 @@ that matter to an operator, each against the real API server's behaviour:
    kubectl refuses lists without a kind, and watches resume from it.
 8. Watches honour ``?resourceVersion=`` (no replay of older objects) and
    ``?timeoutSeconds=`` (the server ends the stream), as kopf expects.
+9. Discovery lists categories and short names on resources only, not on
+   their subresources (``x/status``); otherwise ``kubectl get <category>``
+   expands into the subresources and fails.
 
 Not covered (none of it is needed by these tests): label and field selectors,
 strategic-merge semantics for lists, schema validation, server-side apply.
@@ -190,6 +193,13 @@ class FixedEmulator(kmock.KubernetesEmulator):
     async def _serve_create(self, request: kmock.Request) -> Any:
         payload = await super()._serve_create(request)
         return kmock.Response(status=201, payload=payload)
+
+    async def _serve_version(self, request: kmock.Request) -> Any:
+        payload = await super()._serve_version(request)
+        for entry in payload.get("resources", []):
+            if "/" in entry.get("name", ""):
+                entry["categories"], entry["shortNames"] = [], []
+        return payload
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         payload = await super()._serve_list(request)

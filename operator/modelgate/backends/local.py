@@ -110,6 +110,8 @@ class LocalProcessRunner:
         env.update(action.env)
         env[contract.OUTPUT_DIR] = str(output)
         command = [*action.command] if action.command else [self.python, "-m", "modelgate.trainer"]
+        if command[0] in {"python", "python3"}:
+            command[0] = self.python  # the same interpreter (and packages) as local mode
         command.extend(action.args)
         started = format_time(datetime.now().astimezone())
         log = work / "log.txt"
