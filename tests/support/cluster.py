@@ -108,19 +108,12 @@ class Controllers:
         container = job["spec"]["template"]["spec"]["containers"][0]
         env = self._job_env(container)
         env["MODELGATE_OUTPUT_DIR"] = ""  # the pod's emptyDir: a temp dir here
-        saved = {key: os.environ.get(key) for key in self.s3_env}
-        os.environ.update(self.s3_env)
-        try:
-            train(env)
-            failure = None
-        except ContractError as error:
-            failure = ("BackoffLimitExceeded", f"trainer exited 2: {error}")
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        failure = None
+        with patched_environ(self.s3_env):
+            try:
+                train(env)
+            except ContractError as error:
+                failure = ("BackoffLimitExceeded", f"trainer exited 2: {error}")
         self._finish_job(job, failure)
 
     def step(self) -> None:
@@ -215,6 +208,13 @@ def operator_environment(emulator: RunningEmulator, s3: S3Server, bucket: str) -
         "MODELGATE_S3_SECRET": "modelgate-s3",
         **CREDENTIALS,
     }
+    with patched_environ(values):
+        yield
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for a while, then put the old values back."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:

@@ -137,31 +137,47 @@ def build_training_job(
     resources = {k: v for k, v in training.resources.wire().items() if v}
     if resources:
         container["resources"] = resources
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
+    return _job(
+        metadata={
             "name": action.job_name,
             "namespace": release.namespace,
             "labels": labels,
             "annotations": {f"{ANNOTATION_PREFIX}training-key": action.key},
             "ownerReferences": [owner_reference(release)],
         },
+        container=container,
+        volumes=["work", "tmp"],
+        backoff_limit=training.backoff_limit,
+        deadline_seconds=int(parse_duration(training.deadline).total_seconds()),
+        settings=settings,
+    )
+
+
+def _job(
+    metadata: dict[str, Any],
+    container: dict[str, Any],
+    volumes: list[str],
+    backoff_limit: int,
+    deadline_seconds: int,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """A Job running one restricted container to completion."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
         "spec": {
-            "backoffLimit": training.backoff_limit,
-            "activeDeadlineSeconds": int(parse_duration(training.deadline).total_seconds()),
+            "backoffLimit": backoff_limit,
+            "activeDeadlineSeconds": deadline_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": metadata["labels"]},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "securityContext": RESTRICTED_POD,
                     "containers": [container],
-                    "volumes": [
-                        {"name": "work", "emptyDir": {}},
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
+                    "volumes": [{"name": name, "emptyDir": {}} for name in volumes],
                 },
             },
         },
@@ -199,26 +215,14 @@ def build_verification_job(action: StartVerification, settings: OperatorSettings
         container["command"] = list(action.command)
     if action.args:
         container["args"] = list(action.args)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": action.job_name, "namespace": action.namespace, "labels": labels},
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": int(action.timeout.total_seconds()),
-            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "securityContext": RESTRICTED_POD,
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
-        },
-    }
+    return _job(
+        metadata={"name": action.job_name, "namespace": action.namespace, "labels": labels},
+        container=container,
+        volumes=["tmp"],
+        backoff_limit=0,
+        deadline_seconds=int(action.timeout.total_seconds()),
+        settings=settings,
+    )
 
 
 def serving_name(model: str, environment: str) -> str:

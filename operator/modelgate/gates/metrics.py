@@ -528,25 +528,3 @@ def average_ranks(values: FloatArray) -> FloatArray:
     out = np.empty(len(values))
     out[order] = np.repeat(starts + (lengths + 1) / 2.0, lengths)
     return out
-
-
-def group_codes(*columns: npt.ArrayLike) -> tuple[IntArray, list[tuple[str, ...]]]:
-    """Integer codes for the value combinations of one or more columns."""
-    combined: IntArray | None = None
-    names: list[npt.NDArray[np.str_]] = []
-    for column in columns:
-        values, inverse = np.unique(np.asarray(column).astype(str), return_inverse=True)
-        names.append(values)
-        inverse = inverse.astype(np.int64)
-        combined = inverse if combined is None else combined * len(values) + inverse
-    assert combined is not None
-    used, codes = np.unique(combined, return_inverse=True)
-    labels: list[tuple[str, ...]] = []
-    for value in used:
-        parts: list[str] = []
-        remainder = int(value)
-        for values in reversed(names):
-            parts.append(str(values[remainder % len(values)]))
-            remainder //= len(values)
-        labels.append(tuple(reversed(parts)))
-    return codes.astype(np.int64), labels
