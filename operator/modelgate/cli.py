@@ -283,12 +283,14 @@ def command_operator(args: argparse.Namespace) -> int:
 
     import modelgate.handlers  # noqa: F401, PLC0415  (registers the handlers)
 
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         standalone=args.standalone,
         liveness_endpoint=args.liveness,
-        peering_name="modelgate",
+        # A named peering is mandatory in kopf: only when replicas coordinate.
+        peering_name=None if args.standalone else "modelgate",
     )
     return EXIT_OK
 
@@ -348,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         default="http://0.0.0.0:8080/healthz",
         help="liveness endpoint for the kubelet's probes",
+    )
+    operator.add_argument("--verbose", action="store_true", help="debug logging")
+    operator.add_argument(
+        "--log-format",
+        choices=("plain", "full", "json"),
+        default="full",
+        help="log line format (json for log collectors)",
     )
     operator.set_defaults(handler=command_operator)
 

@@ -267,3 +267,40 @@ def test_failed_verification_rolls_production_back(
 
 def _phase(api: client.ApiClient, namespace: str, name: str) -> str | None:
     return (get(api, "ModelRelease", namespace, name).get("status") or {}).get("phase")
+
+
+def test_gate_failure_stops_the_release_with_the_failing_check(
+    cluster: tuple[RunningEmulator, client.ApiClient, Controllers],
+) -> None:
+    emulator, api, _ = cluster
+    strict = {
+        "apiVersion": "modelgate.dev/v1alpha1",
+        "kind": "QualityGate",
+        "metadata": {"name": "strict-gate"},
+        "spec": {
+            "task": "binary",
+            "checks": [
+                {"name": "auc", "metric": {"name": "roc_auc", "min": 0.99}},
+                {"name": "schema", "data": {"column": "age", "min": 0, "max": 120}},
+            ],
+        },
+    }
+    create(api, strict, NAMESPACE)
+    document = release_document(
+        **{"metadata.name": "credit-risk-weak", "spec.gate": {"name": "strict-gate"}}
+    )
+    create(api, document, NAMESPACE)
+    wait_for(lambda: phase(api, "credit-risk-weak") == "GateFailed", 90, "GateFailed")
+    release = get(api, "ModelRelease", NAMESPACE, "credit-risk-weak")
+    gate_passed = conditions(release)["GatePassed"]
+    assert gate_passed["status"] == "False"
+    assert "blocking auc Failed: roc_auc = 0.87" in gate_passed["message"]
+    checks = {c["name"]: c for c in release["status"]["gate"]["checks"]}
+    assert checks["auc"]["outcome"] == "Failed"
+    assert checks["auc"]["min"] == 0.99
+    assert checks["schema"]["outcome"] == "Passed"
+    assert not [
+        d
+        for d in emulator.objects("deployments", "ml-staging")
+        if d["metadata"]["annotations"]["modelgate.dev/release"].endswith("credit-risk-weak")
+    ]

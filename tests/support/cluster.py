@@ -266,7 +266,13 @@ def get(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str
     return result
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float = 60,
+    what: str = "condition",
+    explain: Callable[[], Any] | None = None,
+) -> Any:
+    """Poll ``check`` until truthy; on timeout say what was awaited and the state."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -274,4 +280,5 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "conditi
         if last:
             return last
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    detail = explain() if explain is not None else last
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; state: {detail!r}")

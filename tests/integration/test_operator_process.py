@@ -1,0 +1,95 @@
+"""`python -m modelgate` runs the operator against an ordinary kubeconfig."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import EXAMPLES
+from tests.support.cluster import api_client, create, get, wait_for
+from tests.support.emulator import running_emulator
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_python_dash_m_modelgate_reconciles_with_a_kubeconfig(tmp_path: Path) -> None:
+    with running_emulator() as emulator:
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "c", "cluster": {"server": emulator.url}}],
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "x",
+                }
+            )
+        )
+        port = _free_port()
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("MODELGATE_API_SERVER")
+        }
+        env.update({"KUBECONFIG": str(kubeconfig), "MODELGATE_RESYNC_SECONDS": "1"})
+        log = (tmp_path / "operator.log").open("w")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelgate",
+                "operator",
+                "--standalone",
+                f"--liveness=http://127.0.0.1:{port}/healthz",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            api = api_client(emulator)
+            gate = next(yaml.safe_load_all((EXAMPLES / "credit-risk" / "gate.yaml").read_text()))
+            create(api, gate, "team")
+
+            def gate_ready() -> bool:
+                status = get(api, "QualityGate", "team", "credit-gate").get("status") or {}
+                return any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in status.get("conditions", [])
+                )
+
+            wait_for(
+                gate_ready,
+                60,
+                "the gate to become Ready",
+                lambda: (tmp_path / "operator.log").read_text()[-3000:],
+            )
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as health:
+                assert health.status == 200
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+
+
+def test_operator_subcommand_help() -> None:
+    parser_help = subprocess.run(
+        [sys.executable, "-m", "modelgate", "operator", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--standalone" in parser_help.stdout
