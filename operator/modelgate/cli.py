@@ -161,12 +161,53 @@ def command_validate(args: argparse.Namespace) -> int:
         for name in release.spec.promotion.environments:
             env = members[name]
             merged = merge_config(env, release.overrides_for(name))
-            problems.extend(f"{where}: {v.describe()}" for v in validate_config(env, merged))
+            violations = validate_config(env, merged, members.values())
+            problems.extend(f"{where}: {v.describe()}" for v in violations)
     for problem in problems:
         print(f"invalid: {problem}")
     if not problems:
         print(f"valid: {len(loaded)} resources")
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def command_config_check(args: argparse.Namespace) -> int:
+    """The merged config of a release, checked for each of its environments."""
+    try:
+        loaded = load_paths([args.environments, args.release])
+    except ManifestError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    environments = {
+        item.resource.name: item.resource
+        for item in loaded
+        if isinstance(item.resource, Environment)
+    }
+    releases = [item.resource for item in loaded if isinstance(item.resource, ModelRelease)]
+    if len(releases) != 1:
+        print(f"error: {args.release}: expected exactly one ModelRelease", file=sys.stderr)
+        return EXIT_USAGE
+    release = releases[0]
+    targets = [args.environment] if args.environment else release.spec.promotion.environments
+    unknown = [name for name in targets if name not in environments]
+    if unknown:
+        print(
+            f"error: environments not found in {args.environments}: {', '.join(unknown)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    failed = False
+    for name in targets:
+        environment = environments[name]
+        merged = merge_config(environment, release.overrides_for(name))
+        violations = validate_config(environment, merged, environments.values())
+        if violations:
+            failed = True
+            for violation in violations:
+                print(f"invalid: {violation.describe()}")
+        else:
+            print(f"valid: {release.name} -> {name} ({len(merged)} keys)")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _read(path: Path | None, role: str) -> Table | None:
@@ -359,6 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="log line format (json for log collectors)",
     )
     operator.set_defaults(handler=command_operator)
+
+    config = commands.add_parser("config", help="environment configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser(
+        "check",
+        help="check a release's merged config against the rules and for leaks of other "
+        "environments (exit 0 valid, 1 violations, 2 usage)",
+    )
+    check.add_argument("--environments", type=Path, required=True, help="Environment manifests")
+    check.add_argument("--release", type=Path, required=True, help="the ModelRelease manifest")
+    check.add_argument("--environment", help="only this environment (default: its whole path)")
+    check.set_defaults(handler=command_config_check)
 
     gate = commands.add_parser("gate", help="quality gates offline")
     gate_commands = gate.add_subparsers(dest="gate_command", required=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from modelgate.cli import main
 from tests.conftest import EXAMPLES, ROOT
@@ -179,7 +180,7 @@ def test_invalid_manifest_exits_1_naming_the_field(
 
 def test_validate_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(GATE), str(ENVS), str(RELEASE)]) == 0
-    assert "valid: 4 resources" in capsys.readouterr().out
+    assert "valid: 5 resources" in capsys.readouterr().out
     assert main(["validate", str(SAMPLE)]) == 1
     out = capsys.readouterr().out
     assert (
@@ -209,3 +210,55 @@ def test_console_script_runs_the_demo(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "credit-risk-1-4-0  credit-risk  1.4.0    Released  Passed  production" in result.stdout
+
+
+def test_backtest_leak_is_caught_in_local_mode_without_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    documents = list(yaml.safe_load_all(ENVS.read_text()))
+    for document in documents:
+        document["spec"].pop("configRules", None)
+    environments = tmp_path / "environments.yaml"
+    environments.write_text(yaml.safe_dump_all(documents))
+    code, listing = run_json(capsys, GATE, environments, LEAK, "--state-dir", tmp_path / "s")
+    assert code == 1
+    release = items(listing, "ModelRelease")["credit-risk-1-5-0"]
+    assert release["status"]["phase"] == "Blocked"
+    message = conditions(release)["ConfigValid"]["message"]
+    assert "violates rule leakage:backtest" in message
+    assert "violates rule pattern" not in message  # no rules were written
+
+
+def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", "--environments", str(ENVS), "--release", str(RELEASE)]) == 0
+    assert "valid: credit-risk-1-4-0 -> production" in capsys.readouterr().out
+    code = main(
+        [
+            "config",
+            "check",
+            "--environments",
+            str(ENVS),
+            "--release",
+            str(LEAK),
+            "--environment",
+            "production",
+        ]
+    )
+    assert code == 1
+    assert "leakage:backtest" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "config",
+                "check",
+                "--environments",
+                str(ENVS),
+                "--release",
+                str(LEAK),
+                "--environment",
+                "nope",
+            ]
+        )
+        == 2
+    )
+    assert "environments not found" in capsys.readouterr().err

@@ -168,6 +168,7 @@ def test_backtest_config_is_stopped_before_production(
     config_valid = conditions(release)["ConfigValid"]
     assert config_valid["status"] == "False"
     assert "FEATURE_STORE_URL='https://features.backtest.example.com'" in config_valid["message"]
+    assert "violates rule leakage:backtest" in config_valid["message"]
     [production] = emulator.objects("deployments", "ml-prod")
     assert (
         production["metadata"]["annotations"]["modelgate.dev/release"]

@@ -158,6 +158,21 @@ class Verification(ApiModel):
     timeout: Duration = Field(default="10m", description="Longest a verification may run.")
 
 
+class LeakageCheck(ApiModel):
+    """Cross-environment leakage detection: no rule needed.
+
+    A config value destined for this environment must not name another
+    environment of the namespace: its name, namespace, the hosts and buckets
+    in its config, its ``identifiers`` and ``markers``. Identifiers shared by
+    both environments do not count.
+    """
+
+    enabled: bool = Field(default=True, description="Check this environment's config.")
+    ignore_keys: list[str] = Field(
+        default_factory=list, description="Config keys allowed to name other environments."
+    )
+
+
 class EnvironmentSpec(ApiModel):
     """Desired state of an Environment."""
 
@@ -181,6 +196,19 @@ class EnvironmentSpec(ApiModel):
         default_factory=list, description="Rules checked on the merged config before deploy."
     )
     policy: Policy = Field(default_factory=Policy, description="Promotion policy.")
+    identifiers: list[str] = Field(
+        default_factory=list,
+        description="Hosts, buckets or other names that belong to this environment only "
+        "(those in its own config are derived automatically).",
+    )
+    markers: list[str] = Field(
+        default_factory=list,
+        description="Words that mark this environment, e.g. backtest: a value for another "
+        "environment containing one is a leak.",
+    )
+    leakage: LeakageCheck = Field(
+        default_factory=LeakageCheck, description="Cross-environment leakage detection."
+    )
     verification: Verification | None = Field(
         default=None, description="Post-deployment test; omit to trust the rollout alone."
     )

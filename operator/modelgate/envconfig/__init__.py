@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -169,9 +170,19 @@ def check_rule(environment: str, rule: ConfigRule, config: dict[str, str]) -> li
     return found
 
 
-def validate_config(environment: Environment, config: dict[str, str]) -> list[Violation]:
-    """All rule violations of the merged config of ``environment``."""
+def validate_config(
+    environment: Environment,
+    config: dict[str, str],
+    peers: Iterable[Environment] = (),
+) -> list[Violation]:
+    """All violations of the merged config of ``environment``: its rules, and
+    leakage of other environments' identifiers (``peers``: the namespace's
+    Environments) with no rule needed."""
+    from modelgate.envconfig.leakage import detect_leakage  # noqa: PLC0415  (cycle)
+
     violations: list[Violation] = []
     for rule in environment.spec.config_rules:
         violations.extend(check_rule(environment.name, rule, config))
+    secrets = [rule.key for rule in environment.spec.config_rules if rule.secret]
+    violations.extend(detect_leakage(environment, config, peers, secrets))
     return violations

@@ -247,6 +247,7 @@ class _Context:
     previous: ModelReleaseStatus
     status: ModelReleaseStatus
     plan: Plan
+    environments: dict[str, Environment]
 
     def condition(self, kind: str, ok: bool | None, reason: str, message: str) -> None:
         self.status.conditions = cond.set_condition(
@@ -271,7 +272,7 @@ def reconcile(
     status = previous.model_copy(deep=True)
     status.observed_generation = release.generation
     plan = Plan(status=status)
-    ctx = _Context(release, now, previous, status, plan)
+    ctx = _Context(release, now, previous, status, plan, environments)
 
     if _references_missing(ctx, gate, environments):
         return _finish(ctx)
@@ -491,7 +492,7 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
         env = environments[name]
         merged = merge_config(env, release.overrides_for(name))
         configs[name] = (merged, config_hash(merged))
-        all_violations.extend(validate_config(env, merged))
+        all_violations.extend(validate_config(env, merged, environments.values()))
 
     if all_violations:
         ctx.condition(
@@ -704,7 +705,7 @@ def _try_deploy(
     """Deploy to ``env`` if nothing stops it; otherwise say what does."""
     release = ctx.release
     name = env.name
-    violations = validate_config(env, merged)
+    violations = validate_config(env, merged, ctx.environments.values())
     if violations:
         message = "; ".join(v.describe() for v in violations)
         entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
