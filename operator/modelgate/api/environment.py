@@ -9,6 +9,7 @@ namespace the model is deployed into is a field (`spec.namespace`).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -23,8 +24,11 @@ from modelgate.api.common import (
     Duration,
     NameValue,
     ResourceModel,
+    parse_duration,
+    parse_time,
 )
 from modelgate.api.qualitygate import MIN_NOT_ABOVE_MAX, cel
+from modelgate.api.schedule import Cron
 
 
 class Tier(StrEnum):
@@ -121,6 +125,61 @@ class ConfigRule(ApiModel):
         return self
 
 
+class FreezeWindow(ApiModel):
+    """A time when promotions into the environment are held (UTC).
+
+    Either an absolute range (``start``/``end``, RFC 3339) or a recurring one:
+    a five-field cron ``schedule`` with a ``duration``, e.g. every Friday
+    18:00 for 64h: ``{schedule: "0 18 * * 5", duration: 64h}``.
+    """
+
+    name: str = Field(min_length=1, max_length=63, description="Name shown when it holds.")
+    start: str | None = Field(default=None, description="Start of an absolute window.")
+    end: str | None = Field(default=None, description="End of an absolute window.")
+    schedule: str | None = Field(default=None, description="Cron schedule of a recurring one.")
+    duration: Duration | None = Field(default=None, description="Length of a recurring one.")
+
+    @model_validator(mode="after")
+    def _absolute_or_recurring(self) -> FreezeWindow:
+        absolute = self.start is not None or self.end is not None
+        recurring = self.schedule is not None or self.duration is not None
+        if absolute == recurring:
+            raise ValueError(
+                f"freeze window {self.name!r}: set start and end (absolute) or schedule "
+                "and duration (recurring)"
+            )
+        if absolute:
+            if self.start is None or self.end is None:
+                raise ValueError(f"freeze window {self.name!r}: set both start and end")
+            try:
+                start, end = parse_time(self.start), parse_time(self.end)
+            except ValueError as error:
+                raise ValueError(
+                    f"freeze window {self.name!r}: start and end must be RFC 3339 times, "
+                    "e.g. 2026-12-24T00:00:00Z"
+                ) from error
+            if end <= start:
+                raise ValueError(f"freeze window {self.name!r}: end must be after start")
+        else:
+            if self.schedule is None or self.duration is None:
+                raise ValueError(f"freeze window {self.name!r}: set both schedule and duration")
+            Cron.parse(self.schedule)
+        return self
+
+    def holds(self, now: datetime) -> datetime | None:
+        """When the window ends if ``now`` is inside it, else None."""
+        if self.start is not None and self.end is not None:
+            start, end = parse_time(self.start), parse_time(self.end)
+            return end if start <= now < end else None
+        assert self.schedule is not None
+        assert self.duration is not None
+        length = parse_duration(self.duration)
+        fired = Cron.parse(self.schedule).last_fire(now.astimezone(UTC), length)
+        if fired is None or now >= fired + length:
+            return None
+        return fired + length
+
+
 class Policy(ApiModel):
     """What a release must satisfy before it is promoted into this environment."""
 
@@ -137,6 +196,11 @@ class Policy(ApiModel):
         default=None,
         description="Minimum time a release must have been live here before it is "
         "promoted to the next environment.",
+    )
+    freeze_windows: list[FreezeWindow] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Times when promotions into this environment are held.",
     )
     auto_rollback: bool = Field(
         default=True,

@@ -724,6 +724,16 @@ def _try_deploy(
         entry.phase, entry.message = EnvironmentPhase.WAITING, message
         ctx.plan.requeue_after = _min_delay(ctx.plan.requeue_after, wait)
         return entry, ("Soaking", message, False)
+    for window in env.spec.policy.freeze_windows:
+        until = window.holds(ctx.now)
+        if until is not None:
+            message = (
+                f"promotions to {name} are frozen by window {window.name!r} until "
+                f"{format_time(until)} (UTC); wait, or remove the window from the Environment"
+            )
+            entry.phase, entry.message = EnvironmentPhase.WAITING, message
+            ctx.plan.requeue_after = _min_delay(ctx.plan.requeue_after, until - ctx.now)
+            return entry, ("FreezeWindow", message, False)
     if env.spec.policy.require_approval:
         approver = _approver(release, name)
         if approver is None:
