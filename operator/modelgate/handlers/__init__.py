@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from modelgate.api.common import format_time
 from modelgate.api.environment import Environment, EnvironmentStatus, Promotion
 from modelgate.api.loader import format_validation_error
-from modelgate.api.modelrelease import ModelRelease
+from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
 from modelgate.api.qualitygate import QualityGate, QualityGateStatus
 from modelgate.backends.base import ArtifactError
 from modelgate.backends.evaluation import evaluate_action, gate_status, report_html, report_json
@@ -63,7 +63,7 @@ from modelgate.promotion import (
     TrainingObservation,
     reconcile,
 )
-from modelgate.promotion.conditions import READY, set_condition
+from modelgate.promotion.conditions import READY, STALLED, set_condition
 from modelgate.promotion.paths import graph_problems
 from modelgate.promotion.reconcile import release_key, training_job_name, training_key
 from modelgate.settings import OperatorSettings
@@ -396,6 +396,20 @@ def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) 
                     break
         except (KubeTransientError, ArtifactError) as error:
             if isinstance(error, ArtifactError) and not error.transient:
+                # Not retryable (access refused, missing bucket): say so in status.
+                status = release.status or ModelReleaseStatus()
+                for kind in (READY, STALLED):
+                    status.conditions = set_condition(
+                        status.conditions,
+                        kind,
+                        kind == STALLED,  # Ready=False, Stalled=True
+                        "ArtifactStoreError",
+                        str(error),
+                        release.generation,
+                        _now(),
+                    )
+                release = release.model_copy(update={"status": status})
+                kopf.event(body, type="Warning", reason="ArtifactStoreError", message=str(error))
                 raise kopf.PermanentError(str(error)) from error
             raise _transient(error) from error
         finally:
