@@ -22,12 +22,7 @@ from modelgate.api.environment import EnvironmentStatus, Promotion
 from modelgate.api.loader import LoadedResource, load_paths
 from modelgate.api.modelrelease import ArtifactRecord, ModelReleaseStatus, Phase
 from modelgate.api.qualitygate import QualityGateStatus
-from modelgate.backends.evaluation import (
-    evaluate_action,
-    gate_status,
-    report_html,
-    report_json,
-)
+from modelgate.backends.evaluation import record_gate_evaluation
 from modelgate.backends.local import (
     LocalArtifactStore,
     LocalDeployer,
@@ -47,7 +42,7 @@ from modelgate.promotion import (
 )
 from modelgate.promotion.conditions import READY, set_condition
 from modelgate.promotion.paths import graph_problems
-from modelgate.promotion.reconcile import release_key, training_job_name, training_key
+from modelgate.promotion.reconcile import training_job_name, training_key
 
 MAX_STEPS = 50
 
@@ -153,18 +148,9 @@ class LocalRun:
             self.runner.start(replace(action, env=env))
         elif isinstance(action, EvaluateGate):
             self.log(f"[{name}] gate: evaluating {len(action.checks)} checks")
-            run = evaluate_action(action, self.store, self._load_data(release))
-            evaluation = run.evaluation
-            assert release.status is not None
-            release.status.gate = gate_status(action, evaluation, now)
-            key = release_key(release)
-            reports = [
-                self.store.put_bytes(report_json(key, action, evaluation, now), "gate-report"),
-                self.store.put_bytes(report_html(key, action, run), "gate-report-html"),
-            ]
-            release.status.artifacts = [
-                a for a in release.status.artifacts if not a.name.startswith("gate-report")
-            ] + reports
+            evaluation = record_gate_evaluation(
+                release, action, self.store, self._load_data(release), now
+            )
             for check in evaluation.checks:
                 self.log(
                     f"[{name}]     {check.outcome:<12} {check.severity:<8} {check.name}: "

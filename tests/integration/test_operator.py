@@ -15,7 +15,6 @@ import yaml
 from kubernetes import client
 
 from modelgate.api import ModelRelease, QualityGate
-from modelgate.backends.s3 import S3Settings, make_client
 from modelgate.promotion.reconcile import training_job_name, training_key
 from tests.conftest import EXAMPLES
 from tests.support.cluster import (
@@ -25,6 +24,8 @@ from tests.support.cluster import (
     get,
     operator_environment,
     running_operator,
+    seed_sample_data,
+    start_controllers,
     wait_for,
 )
 from tests.support.emulator import RunningEmulator, running_emulator
@@ -38,14 +39,7 @@ SAMPLE = EXAMPLES / "credit-risk"
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-        s3_client = make_client(
-            S3Settings(bucket=BUCKET, endpoint_url=server.endpoint, path_style=True)
-        )
-        s3_client.create_bucket(Bucket=BUCKET)
-        for name in ("train.csv", "eval.csv"):
-            s3_client.put_object(
-                Bucket=BUCKET, Key=f"data/{name}", Body=(SAMPLE / "data" / name).read_bytes()
-            )
+        seed_sample_data(server, BUCKET, SAMPLE / "data")
         yield server
 
 
@@ -53,11 +47,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def cluster(s3: S3Server) -> Iterator[tuple[RunningEmulator, client.ApiClient, Controllers]]:
     with running_emulator() as emulator, operator_environment(emulator, s3, BUCKET):
         api = api_client(emulator)
-        controllers = Controllers(
-            api=api,
-            secrets=CREDENTIALS,
-            s3_env={"MODELGATE_S3_ENDPOINT": s3.endpoint, "MODELGATE_S3_PATH_STYLE": "true"},
-        ).start()
+        controllers = start_controllers(api, s3)
         try:
             with running_operator():
                 for document in _documents("gate.yaml") + _documents("environments.yaml"):

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelgate.backends.s3 import S3Settings, make_client
 from tests.integration.test_operator import BUCKET, SAMPLE, _documents, conditions, release_document
 from tests.support.cluster import (
     Controllers,
@@ -18,10 +17,12 @@ from tests.support.cluster import (
     get,
     operator_environment,
     running_operator,
+    seed_sample_data,
+    start_controllers,
     wait_for,
 )
 from tests.support.emulator import RunningEmulator, running_emulator
-from tests.support.s3server import CREDENTIALS, S3Server, running_s3
+from tests.support.s3server import running_s3
 
 NAMESPACE = "team-hold"
 
@@ -31,28 +32,15 @@ def world(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[RunningEmulator, client.ApiClient, Controllers]]:
     with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as s3:
-        _seed(s3)
+        seed_sample_data(s3, BUCKET, SAMPLE / "data")
         with running_emulator() as emulator, operator_environment(emulator, s3, BUCKET):
             api = api_client(emulator)
-            controllers = Controllers(
-                api=api,
-                secrets=CREDENTIALS,
-                s3_env={"MODELGATE_S3_ENDPOINT": s3.endpoint, "MODELGATE_S3_PATH_STYLE": "true"},
-            ).start()
+            controllers = start_controllers(api, s3)
             try:
                 yield emulator, api, controllers
             finally:
                 controllers.stop()
                 assert controllers.errors == []
-
-
-def _seed(s3: S3Server) -> None:
-    s3_client = make_client(S3Settings(bucket=BUCKET, endpoint_url=s3.endpoint, path_style=True))
-    s3_client.create_bucket(Bucket=BUCKET)
-    for name in ("train.csv", "eval.csv"):
-        s3_client.put_object(
-            Bucket=BUCKET, Key=f"data/{name}", Body=(SAMPLE / "data" / name).read_bytes()
-        )
 
 
 def ready(api: client.ApiClient, name: str) -> dict[str, Any]:

@@ -19,12 +19,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kopf
 from kubernetes import client
 
 from modelgate import handlers
+from modelgate.backends.s3 import S3Settings, make_client
 from modelgate.trainer.train import ContractError, train
 from tests.support.emulator import RunningEmulator
 from tests.support.s3server import CREDENTIALS, S3Server
@@ -282,3 +284,20 @@ def wait_for(
         time.sleep(0.2)
     detail = explain() if explain is not None else last
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; state: {detail!r}")
+
+
+def seed_sample_data(s3: S3Server, bucket: str, data: Path) -> None:
+    """Create ``bucket`` and upload the sample's train/eval CSVs under data/."""
+    s3_client = make_client(S3Settings(bucket=bucket, endpoint_url=s3.endpoint, path_style=True))
+    s3_client.create_bucket(Bucket=bucket)
+    for name in ("train.csv", "eval.csv"):
+        s3_client.put_object(Bucket=bucket, Key=f"data/{name}", Body=(data / name).read_bytes())
+
+
+def start_controllers(api: client.ApiClient, s3: S3Server) -> Controllers:
+    """The Job and Deployment controllers, with the test's S3 credentials."""
+    return Controllers(
+        api=api,
+        secrets=CREDENTIALS,
+        s3_env={"MODELGATE_S3_ENDPOINT": s3.endpoint, "MODELGATE_S3_PATH_STYLE": "true"},
+    ).start()

@@ -1,13 +1,15 @@
-"""Small interfaces for side effects; the core only ever sees their results."""
+"""What the backends share: the artifact-store interface and its errors.
+
+Runners and deployers are per driver (local processes and files, or Jobs and
+Deployments); the core sees only their observations and emits actions.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from modelgate.api.modelrelease import ArtifactRecord
-from modelgate.promotion import Deploy, DeploymentObservation, StartTraining, TrainingObservation
 
 
 class ArtifactError(RuntimeError):
@@ -44,15 +46,3 @@ class ArtifactStore(Protocol):
     def get_bytes(self, record: ArtifactRecord) -> bytes:
         """The content, verified against ``record.sha256``."""
         ...
-
-
-class TrainingRunner(Protocol):
-    def start(self, action: StartTraining) -> None: ...
-
-    def observe(self, job_name: str) -> TrainingObservation | None: ...
-
-
-class Deployer(Protocol):
-    def deploy(self, action: Deploy, now: datetime) -> None: ...
-
-    def observe(self, namespace: str) -> dict[str, DeploymentObservation]: ...

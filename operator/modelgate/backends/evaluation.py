@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from modelgate.api.common import format_time
-from modelgate.api.modelrelease import CheckResult, GateStatus
+from modelgate.api.modelrelease import CheckResult, GateStatus, ModelRelease
 from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactStore
 from modelgate.gates import GateInputs, Table, TableError, evaluate_gate, read_table
 from modelgate.gates.engine import INCONCLUSIVE, CheckEvaluation, GateEvaluation, gate_outcome
@@ -159,3 +159,27 @@ def finite(value: object) -> object:
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
     return value
+
+
+def record_gate_evaluation(
+    release: ModelRelease,
+    action: EvaluateGate,
+    store: ArtifactStore,
+    load_data: DataLoader,
+    now: datetime,
+) -> GateEvaluation:
+    """Evaluate, then record on the release what both drivers record: the
+    compact result in ``status.gate`` and the JSON and HTML reports as
+    artifacts (replacing earlier reports)."""
+    run = evaluate_action(action, store, load_data)
+    assert release.status is not None
+    release.status.gate = gate_status(action, run.evaluation, now)
+    key = f"{release.namespace}/{release.name}"
+    reports = [
+        store.put_bytes(report_json(key, action, run.evaluation, now), "gate-report"),
+        store.put_bytes(report_html(key, action, run), "gate-report-html"),
+    ]
+    release.status.artifacts = [
+        a for a in release.status.artifacts if not a.name.startswith("gate-report")
+    ] + reports
+    return run.evaluation

@@ -15,6 +15,7 @@ from typing import Any
 from modelgate.api.common import format_time
 from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError
+from modelgate.backends.manifests import verification_env
 from modelgate.promotion import (
     Deploy,
     DeploymentObservation,
@@ -28,7 +29,6 @@ from modelgate.trainer import contract
 # Environment variables a local training process inherits; everything else
 # (credentials, tokens) stays out of the child's environment.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-LOG_TAIL_LINES = 20
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -100,85 +100,38 @@ class LocalProcessRunner:
     def _result_path(self, job_name: str) -> Path:
         return self.runs / job_name / "result.json"
 
-    def start(self, action: StartTraining) -> None:
-        if self._result_path(action.job_name).exists():
-            return  # already ran: starting twice is a no-op, like creating a Job twice
-        work = self.runs / action.job_name
-        output = work / "output"
-        output.mkdir(parents=True, exist_ok=True)
-        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        env.update(action.env)
-        env[contract.OUTPUT_DIR] = str(output)
-        command = [*action.command] if action.command else [self.python, "-m", "modelgate.trainer"]
-        if command[0] in {"python", "python3"}:
-            command[0] = self.python  # the same interpreter (and packages) as local mode
-        command.extend(action.args)
-        started = format_time(datetime.now().astimezone())
-        log = work / "log.txt"
-        with log.open("w") as out:
-            finished = subprocess.run(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
-            )
-        completed = format_time(datetime.now().astimezone())
-        result: dict[str, Any] = {
-            "jobName": action.job_name,
-            "startedAt": started,
-            "completedAt": completed,
-            "exitCode": finished.returncode,
-        }
-        if finished.returncode != 0:
-            tail = log.read_text().strip().splitlines()[-LOG_TAIL_LINES:]
-            result["state"] = "Failed"
-            result["message"] = (
-                f"exit code {finished.returncode}: {' | '.join(tail[-3:]) or 'no output'}"
-            )
-        else:
-            artifacts = []
-            for name, file in contract.OUTPUTS.items():
-                if (output / file).exists():
-                    artifacts.append(self.store.put_file(output / file, name).wire())
-            result["state"] = "Succeeded"
-            result["artifacts"] = artifacts
-        _write_json(self._result_path(action.job_name), result)
-
-    def start_verification(self, action: StartVerification, endpoint: str) -> None:
-        """Run the verification command as a local process (no ingestion)."""
-        if self._result_path(action.job_name).exists():
-            return
-        work = self.runs / action.job_name
+    def _run_process(
+        self,
+        job_name: str,
+        command: list[str],
+        env: dict[str, str],
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run one job as a local process; the result a Job's status would give."""
+        work = self.runs / job_name
         work.mkdir(parents=True, exist_ok=True)
-        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        env.update(
-            {
-                "MODELGATE_VERIFY_URL": endpoint,
-                "MODELGATE_ENVIRONMENT": action.environment,
-                "MODELGATE_RELEASE": action.release,
-            }
-        )
-        if action.predictions is not None:
-            env["MODELGATE_PREDICTIONS_URI"] = action.predictions.uri
-            env["MODELGATE_PREDICTIONS_SHA256"] = action.predictions.sha256
-        command = [*action.command, *action.args]
+        full_env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        full_env.update(env)
         if command and command[0] in {"python", "python3"}:
-            command[0] = self.python  # the same interpreter as local mode
+            command = [self.python, *command[1:]]  # the same interpreter as local mode
         started = format_time(datetime.now().astimezone())
         log = work / "log.txt"
+        code: int | None
         try:
             with log.open("w") as out:
-                finished = subprocess.run(
+                code = subprocess.run(
                     command,
-                    env=env,
+                    env=full_env,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     check=False,
-                    timeout=action.timeout.total_seconds(),
-                )
-            code: int | None = finished.returncode
+                    timeout=timeout,
+                ).returncode
         except (OSError, subprocess.TimeoutExpired) as error:
             code = None
             log.write_text(f"{log.read_text() if log.exists() else ''}{error}\n")
         result: dict[str, Any] = {
-            "jobName": action.job_name,
+            "jobName": job_name,
             "startedAt": started,
             "completedAt": format_time(datetime.now().astimezone()),
             "exitCode": code,
@@ -187,6 +140,31 @@ class LocalProcessRunner:
         if code != 0:
             tail = log.read_text().strip().splitlines()[-3:]
             result["message"] = f"exit code {code}: {' | '.join(tail) or 'no output'}"
+        return result
+
+    def start(self, action: StartTraining) -> None:
+        if self._result_path(action.job_name).exists():
+            return  # already ran: starting twice is a no-op, like creating a Job twice
+        output = self.runs / action.job_name / "output"
+        output.mkdir(parents=True, exist_ok=True)
+        command = [*action.command] if action.command else [self.python, "-m", "modelgate.trainer"]
+        env = {**action.env, contract.OUTPUT_DIR: str(output)}
+        result = self._run_process(action.job_name, [*command, *action.args], env)
+        if result["state"] == "Succeeded":
+            result["artifacts"] = [
+                self.store.put_file(output / file, name).wire()
+                for name, file in contract.OUTPUTS.items()
+                if (output / file).exists()
+            ]
+        _write_json(self._result_path(action.job_name), result)
+
+    def start_verification(self, action: StartVerification, endpoint: str) -> None:
+        """Run the verification command as a local process (no ingestion)."""
+        if self._result_path(action.job_name).exists():
+            return
+        env = verification_env(action, endpoint)
+        command = [*action.command, *action.args]
+        result = self._run_process(action.job_name, command, env, action.timeout.total_seconds())
         _write_json(self._result_path(action.job_name), result)
 
     def observe(self, job_name: str) -> TrainingObservation | None:

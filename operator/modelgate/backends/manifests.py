@@ -120,20 +120,8 @@ def build_training_job(
         }
     )
     env.extend(_s3_env(settings))
-    container: dict[str, Any] = {
-        "name": "trainer",
-        "image": action.image,
-        "env": env,
-        "securityContext": RESTRICTED_CONTAINER,
-        "volumeMounts": [
-            {"name": "work", "mountPath": "/work"},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-    }
-    if action.command:
-        container["command"] = list(action.command)
-    if action.args:
-        container["args"] = list(action.args)
+    volumes = ["work", "tmp"]
+    container = _container("trainer", action.image, env, action.command, action.args, volumes)
     resources = {k: v for k, v in training.resources.wire().items() if v}
     if resources:
         container["resources"] = resources
@@ -146,11 +134,34 @@ def build_training_job(
             "ownerReferences": [owner_reference(release)],
         },
         container=container,
-        volumes=["work", "tmp"],
+        volumes=volumes,
         backoff_limit=training.backoff_limit,
         deadline_seconds=int(parse_duration(training.deadline).total_seconds()),
         settings=settings,
     )
+
+
+def _container(
+    name: str,
+    image: str,
+    env: list[dict[str, Any]],
+    command: tuple[str, ...],
+    args: tuple[str, ...],
+    volumes: list[str],
+) -> dict[str, Any]:
+    """A restricted container; each emptyDir volume ``x`` is mounted at ``/x``."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "env": env,
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": v, "mountPath": f"/{v}"} for v in volumes],
+    }
+    if command:
+        container["command"] = list(command)
+    if args:
+        container["args"] = list(args)
+    return container
 
 
 def _job(
@@ -184,6 +195,19 @@ def _job(
     }
 
 
+def verification_env(action: StartVerification, url: str) -> dict[str, str]:
+    """What a verification process is told, in a cluster and in local mode."""
+    env = {
+        "MODELGATE_VERIFY_URL": url,
+        "MODELGATE_ENVIRONMENT": action.environment,
+        "MODELGATE_RELEASE": action.release,
+    }
+    if action.predictions is not None:
+        env["MODELGATE_PREDICTIONS_URI"] = action.predictions.uri
+        env["MODELGATE_PREDICTIONS_SHA256"] = action.predictions.sha256
+    return env
+
+
 def build_verification_job(action: StartVerification, settings: OperatorSettings) -> dict[str, Any]:
     """The post-deployment test, run next to the model it checks."""
     release_namespace, release_name = action.release.split("/", 1)
@@ -195,26 +219,10 @@ def build_verification_job(action: StartVerification, settings: OperatorSettings
         MODEL_LABEL: action.model,
     }
     service = serving_name(action.model, action.environment)
-    env = [
-        {"name": "MODELGATE_VERIFY_URL", "value": f"http://{service}.{action.namespace}.svc"},
-        {"name": "MODELGATE_ENVIRONMENT", "value": action.environment},
-        {"name": "MODELGATE_RELEASE", "value": action.release},
-    ]
-    if action.predictions is not None:
-        env.append({"name": "MODELGATE_PREDICTIONS_URI", "value": action.predictions.uri})
-        env.append({"name": "MODELGATE_PREDICTIONS_SHA256", "value": action.predictions.sha256})
+    url = f"http://{service}.{action.namespace}.svc"
+    env = [{"name": k, "value": v} for k, v in verification_env(action, url).items()]
     env.extend(_s3_env(settings))
-    container: dict[str, Any] = {
-        "name": "verify",
-        "image": action.image,
-        "env": env,
-        "securityContext": RESTRICTED_CONTAINER,
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    if action.command:
-        container["command"] = list(action.command)
-    if action.args:
-        container["args"] = list(action.args)
+    container = _container("verify", action.image, env, action.command, action.args, ["tmp"])
     return _job(
         metadata={"name": action.job_name, "namespace": action.namespace, "labels": labels},
         container=container,

@@ -12,32 +12,12 @@ import json
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from modelgate.api.common import NameValue, parse_duration
 from modelgate.api.environment import ConfigRule, Environment, ValueType
-
-MASK = "****"
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One broken rule, with everything needed to find and fix it."""
-
-    environment: str
-    key: str
-    rule: str
-    value: str | None
-    message: str
-    fix: str
-
-    def describe(self) -> str:
-        shown = "(missing)" if self.value is None else repr(self.value)
-        return (
-            f"environment {self.environment}: {self.key}={shown} violates rule "
-            f"{self.rule}: {self.message}; fix: {self.fix}"
-        )
+from modelgate.envconfig.leakage import detect_leakage
+from modelgate.envconfig.violations import MASK, Violation
 
 
 def merge_config(environment: Environment, overrides: list[NameValue]) -> dict[str, str]:
@@ -178,11 +158,20 @@ def validate_config(
     """All violations of the merged config of ``environment``: its rules, and
     leakage of other environments' identifiers (``peers``: the namespace's
     Environments) with no rule needed."""
-    from modelgate.envconfig.leakage import detect_leakage  # noqa: PLC0415  (cycle)
-
     violations: list[Violation] = []
     for rule in environment.spec.config_rules:
         violations.extend(check_rule(environment.name, rule, config))
     secrets = [rule.key for rule in environment.spec.config_rules if rule.secret]
     violations.extend(detect_leakage(environment, config, peers, secrets))
     return violations
+
+
+__all__ = [
+    "MASK",
+    "Violation",
+    "check_rule",
+    "config_hash",
+    "detect_leakage",
+    "merge_config",
+    "validate_config",
+]

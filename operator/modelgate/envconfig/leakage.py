@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from modelgate.api.environment import Environment
-from modelgate.envconfig import MASK, Violation
+from modelgate.envconfig.violations import MASK, Violation
 
 URL_PATTERN = re.compile(r"[a-z][a-z0-9+.-]*://[^\s,;\"']+", re.IGNORECASE)
 # Generic words that name no environment in particular: never identifiers.

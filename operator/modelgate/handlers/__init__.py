@@ -40,7 +40,7 @@ from modelgate.api.loader import format_validation_error
 from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
 from modelgate.api.qualitygate import QualityGate, QualityGateStatus
 from modelgate.backends.base import ArtifactError
-from modelgate.backends.evaluation import evaluate_action, gate_status, report_html, report_json
+from modelgate.backends.evaluation import record_gate_evaluation
 from modelgate.backends.kube import (
     GROUP,
     VERSION,
@@ -293,17 +293,7 @@ def _act(
         if isinstance(action, StartTraining):
             rt.runner.start(release, action)
         elif isinstance(action, EvaluateGate):
-            run = evaluate_action(action, rt.store, _load_data(rt))
-            assert release.status is not None
-            release.status.gate = gate_status(action, run.evaluation, now)
-            key = release_key(release)
-            reports = [
-                rt.store.put_bytes(report_json(key, action, run.evaluation, now), "gate-report"),
-                rt.store.put_bytes(report_html(key, action, run), "gate-report-html"),
-            ]
-            release.status.artifacts = [
-                a for a in release.status.artifacts if not a.name.startswith("gate-report")
-            ] + reports
+            record_gate_evaluation(release, action, rt.store, _load_data(rt), now)
         elif isinstance(action, Deploy):
             rt.deployer.deploy(action, now)
             entry = Promotion(
