@@ -294,10 +294,18 @@ def seed_sample_data(s3: S3Server, bucket: str, data: Path) -> None:
         s3_client.put_object(Bucket=bucket, Key=f"data/{name}", Body=(data / name).read_bytes())
 
 
-def start_controllers(api: client.ApiClient, s3: S3Server) -> Controllers:
-    """The Job and Deployment controllers, with the test's S3 credentials."""
+def start_controllers(
+    api: client.ApiClient, s3: S3Server, credentials: dict[str, str] | None = None
+) -> Controllers:
+    """The Job and Deployment controllers; training pods get ``credentials``
+    (the test's S3 credentials unless others are given)."""
+    keys = credentials or CREDENTIALS
     return Controllers(
         api=api,
-        secrets=CREDENTIALS,
-        s3_env={"MODELGATE_S3_ENDPOINT": s3.endpoint, "MODELGATE_S3_PATH_STYLE": "true"},
+        secrets=keys,
+        s3_env={
+            "MODELGATE_S3_ENDPOINT": s3.endpoint,
+            "MODELGATE_S3_PATH_STYLE": "true",
+            **keys,
+        },
     ).start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import boto3
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "modelgate-test",
@@ -43,7 +46,7 @@ def _free_port() -> int:
         return port
 
 
-def start_moto(log: Path) -> S3Server:
+def start_moto(log: Path, environment: dict[str, str] | None = None) -> S3Server:
     binary = Path(sys.executable).parent / "moto_server"
     port = _free_port()
     with log.open("wb") as out:
@@ -51,7 +54,7 @@ def start_moto(log: Path) -> S3Server:
             [str(binary), "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **CREDENTIALS},
+            env={**os.environ, **CREDENTIALS, **(environment or {})},
         )
     server = S3Server(endpoint=f"http://127.0.0.1:{port}", process=process)
     deadline = time.monotonic() + 30
@@ -68,10 +71,10 @@ def start_moto(log: Path) -> S3Server:
 
 
 @contextmanager
-def running_s3(log: Path) -> Iterator[S3Server]:
+def running_s3(log: Path, environment: dict[str, str] | None = None) -> Iterator[S3Server]:
     saved = {key: os.environ.get(key) for key in CREDENTIALS}
     os.environ.update(CREDENTIALS)
-    server = start_moto(log)
+    server = start_moto(log, environment)
     try:
         yield server
     finally:
@@ -81,3 +84,33 @@ def running_s3(log: Path) -> Iterator[S3Server]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+# moto checks signatures and IAM policies once this many requests have been
+# served without (the requests that set up the allowed user below).
+AUTH_AFTER = {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+
+
+def allowed_user(server: S3Server, name: str = "trainer") -> dict[str, str]:
+    """Credentials of a new IAM user that may do anything on S3; on a server
+    started with AUTH_AFTER, every other key (CREDENTIALS included) is refused.
+    Must be the first three requests to that server."""
+    iam = boto3.client(
+        "iam",
+        endpoint_url=server.endpoint,
+        region_name=CREDENTIALS["AWS_REGION"],
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName=name, PolicyName="s3", PolicyDocument=json.dumps(policy))
+    return {
+        **CREDENTIALS,
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }

@@ -81,7 +81,9 @@ def make_client(settings: S3Settings) -> Any:
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
     )
-    return boto3.client(
+    # A session of its own: boto3's default session caches the first
+    # credentials it finds for the whole process.
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=settings.endpoint_url,
         region_name=settings.region,
