@@ -44,6 +44,10 @@ class OperatorSettings:
     model_port: int = 8080
     # Which namespaces to watch; empty means the whole cluster.
     namespaces: tuple[str, ...] = field(default_factory=tuple)
+    # GitOps: where clones are kept, who commits, how often remotes are fetched.
+    git_cache: str = "/tmp/modelgate-git"
+    git_author: str = "Modelgate <modelgate@modelgate.dev>"
+    git_fetch_seconds: float = 5.0
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -61,4 +65,7 @@ class OperatorSettings:
             job_ttl_seconds=int(_number("MODELGATE_JOB_TTL_SECONDS", cls.job_ttl_seconds)),
             model_port=int(_number("MODELGATE_MODEL_PORT", cls.model_port)),
             namespaces=namespaces,
+            git_cache=os.environ.get("MODELGATE_GIT_CACHE", cls.git_cache),
+            git_author=os.environ.get("MODELGATE_GIT_AUTHOR", cls.git_author),
+            git_fetch_seconds=_number("MODELGATE_GIT_FETCH_SECONDS", cls.git_fetch_seconds),
         )

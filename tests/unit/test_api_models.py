@@ -211,6 +211,35 @@ INVALID = [
         "spec.policy.soak: String should match pattern '^([0-9]+(ms|s|m|h|d))+$'",
     ),
     (
+        1,
+        "spec.delivery",
+        {"mode": "GitOps"},
+        "spec.delivery: delivery.mode GitOps needs delivery.git with at least repository and path",
+    ),
+    (
+        1,
+        "spec.delivery",
+        {"git": {"repository": "https://git.example.com/deploy.git", "path": "prod"}},
+        "spec.delivery: delivery.git and delivery.argoCD apply to mode GitOps only; "
+        "set mode: GitOps or remove them",
+    ),
+    (
+        1,
+        "spec.delivery",
+        {
+            "mode": "GitOps",
+            "git": {"repository": "https://git.example.com/d.git", "path": "a/../b"},
+        },
+        "spec.delivery.git.path: path 'a/../b' must not contain '.' or '..' segments",
+    ),
+    (
+        1,
+        "spec.delivery",
+        {"mode": "GitOps", "git": {"repository": "-uupload-pack=evil", "path": "prod"}},
+        "spec.delivery.git.repository: String should match pattern "
+        "'^(https?://|ssh://|file://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)\\S+$'",
+    ),
+    (
         2,
         "spec.promotion.environments",
         ["staging", "staging"],

@@ -138,3 +138,28 @@ def test_environment_rule_range() -> None:
     assert violations(schema_of("Environment"), document) == [
         "min is greater than max: no value can pass; swap them or widen the range"
     ]
+
+
+@pytest.mark.parametrize(
+    "delivery",
+    [
+        {"mode": "GitOps"},
+        {"mode": "Direct", "git": {"repository": "file:///r", "path": "p"}},
+        {"mode": "Direct", "argoCD": {"name": "app"}},
+    ],
+)
+def test_delivery_needs_git_exactly_for_gitops(delivery: dict[str, Any]) -> None:
+    environment = next(
+        d for _, d in EXAMPLE_DOCUMENTS if d["kind"] == "Environment" and d["spec"].get("namespace")
+    )
+    document = copy.deepcopy(environment)
+    document["spec"]["delivery"] = delivery
+    assert violations(schema_of("Environment"), document) == [
+        "mode GitOps needs git (repository, path); git and argoCD are only for mode GitOps"
+    ]
+    document["spec"]["delivery"] = {
+        "mode": "GitOps",
+        "git": {"repository": "file:///r", "path": "p"},
+        "argoCD": {"name": "app"},
+    }
+    assert violations(schema_of("Environment"), document) == []

@@ -38,6 +38,18 @@ class Tier(StrEnum):
 
 class DeliveryMode(StrEnum):
     DIRECT = "Direct"
+    GITOPS = "GitOps"
+
+
+class GitStrategy(StrEnum):
+    COMMIT = "commit"
+    PULL_REQUEST_BRANCH = "pullRequestBranch"
+
+
+class GitFormat(StrEnum):
+    KUSTOMIZE = "kustomize"
+    HELM_VALUES = "helm-values"
+    MANIFEST = "manifest"
 
 
 class SecretKeyRef(ApiModel):
@@ -47,13 +59,106 @@ class SecretKeyRef(ApiModel):
     key: str = Field(default="kubeconfig", min_length=1, description="Key within the Secret.")
 
 
+class SecretRef(ApiModel):
+    """A Secret of the Environment's namespace."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret.")
+
+
+# Repository URLs git can push to without a shell: https, ssh (URL or scp-like
+# user@host:path) and file.
+GIT_URL_PATTERN = r"^(https?://|ssh://|file://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)\S+$"
+GIT_PATH_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+GIT_BRANCH_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+
+
+class GitTarget(ApiModel):
+    """Where GitOps promotions are committed."""
+
+    repository: str = Field(
+        pattern=GIT_URL_PATTERN,
+        description="Clone URL: https://, ssh://, user@host:path or file://.",
+    )
+    branch: str = Field(
+        default="main", pattern=GIT_BRANCH_PATTERN, description="Branch the GitOps agent syncs."
+    )
+    path: str = Field(
+        pattern=GIT_PATH_PATTERN,
+        description="Directory of this environment in the repository; each model gets "
+        "a subdirectory named after it.",
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret with `token` (and optional `username`) for HTTPS, or "
+        "`sshPrivateKey` (and optional `knownHosts`) for SSH; omit for public or file:// "
+        "repositories.",
+    )
+    strategy: GitStrategy = Field(
+        default=GitStrategy.COMMIT,
+        description="commit: push to the branch; pullRequestBranch: push a branch "
+        "modelgate/<environment>/<release> for review and wait until it is merged.",
+    )
+    format: GitFormat = Field(
+        default=GitFormat.KUSTOMIZE,
+        description="kustomize: kustomization images entry and ConfigMap generator; "
+        "helm-values: a values file; manifest: plain Deployment, Service and ConfigMap.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path_stays_inside(cls, value: str) -> str:
+        if any(part in {".", ".."} for part in value.split("/")):
+            raise ValueError(f"path {value!r} must not contain '.' or '..' segments")
+        if value.split("/", maxsplit=1)[0] == ".git":
+            raise ValueError("path must not point into .git")
+        return value
+
+
+class ArgoCDApplication(ApiModel):
+    """An Argo CD Application whose sync and health tell when a commit is running."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, description="Application name.")
+    namespace: str = Field(
+        default="argocd", pattern=DNS_LABEL_PATTERN, description="Namespace of the Application."
+    )
+
+
+GIT_NEEDS_GITOPS = (
+    "self.mode == 'GitOps' ? has(self.git) : !has(self.git) && !has(self.argoCD)",
+    "mode GitOps needs git (repository, path); git and argoCD are only for mode GitOps",
+)
+
+
 class Delivery(ApiModel):
     """How a promoted release reaches the environment."""
 
+    model_config = cel(GIT_NEEDS_GITOPS)
+
     mode: DeliveryMode = Field(
         default=DeliveryMode.DIRECT,
-        description="Direct: the operator applies a Deployment, Service and ConfigMap.",
+        description="Direct: the operator applies a Deployment, Service and ConfigMap. "
+        "GitOps: the operator commits the image and config to Git; a GitOps agent applies them.",
     )
+    git: GitTarget | None = Field(default=None, description="Repository for mode GitOps.")
+    argo_cd: ArgoCDApplication | None = Field(
+        default=None,
+        alias="argoCD",
+        description="Judge the rollout by this Argo CD Application's sync and health; "
+        "omit to watch the model's Deployment in the target namespace.",
+    )
+
+    @model_validator(mode="after")
+    def _git_only_for_gitops(self) -> Delivery:
+        if self.mode == DeliveryMode.GITOPS and self.git is None:
+            raise ValueError(
+                "delivery.mode GitOps needs delivery.git with at least repository and path"
+            )
+        if self.mode == DeliveryMode.DIRECT and (self.git is not None or self.argo_cd is not None):
+            raise ValueError(
+                "delivery.git and delivery.argoCD apply to mode GitOps only; "
+                "set mode: GitOps or remove them"
+            )
+        return self
 
 
 class ValueType(StrEnum):
@@ -311,6 +416,9 @@ class Promotion(ApiModel):
     deployed_at: str = Field(description="When it went live (RFC 3339).")
     rolled_back: bool = Field(
         default=False, description="True for an entry that put a previous release back."
+    )
+    revision: str | None = Field(
+        default=None, description="GitOps: the commit of this promotion or rollback."
     )
 
 

@@ -288,6 +288,9 @@ class EnvironmentProgress(ApiModel):
     approved_at: str | None = Field(default=None, description="When it was approved.")
     verified_at: str | None = Field(default=None, description="When verification passed.")
     verification_job: str | None = Field(default=None, description="Verification Job.")
+    revision: str | None = Field(
+        default=None, description="GitOps: the commit that promoted the release here."
+    )
     message: str | None = Field(default=None, description="What it waits for or what blocks it.")
 
 

@@ -73,7 +73,7 @@ class KubeClients:
         return client.CustomObjectsApi(self.api)
 
 
-def _plain(obj: Any) -> dict[str, Any]:
+def plain(obj: Any) -> dict[str, Any]:
     """An API model object as the JSON dict the API server sent."""
     if isinstance(obj, dict):
         return obj
@@ -121,7 +121,7 @@ class KubeRunner:
         self, namespace: str, job_name: str, ingest: bool = True
     ) -> TrainingObservation | None:
         try:
-            job = _plain(self.clients.batch.read_namespaced_job(job_name, namespace))
+            job = plain(self.clients.batch.read_namespaced_job(job_name, namespace))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -159,7 +159,7 @@ class KubeRunner:
             )
         except ApiException:
             return ""
-        for pod in _plain(pods).get("items", []):
+        for pod in plain(pods).get("items", []):
             if (pod.get("metadata", {}).get("labels") or {}).get("job-name") != job_name:
                 continue  # servers that ignore label selectors
             for container in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -172,7 +172,7 @@ class KubeRunner:
 
     def delete_jobs(self, namespace: str, release: str) -> int:
         """Delete the training Jobs of a release (and their pods)."""
-        jobs = _plain(
+        jobs = plain(
             self.clients.batch.list_namespaced_job(
                 namespace, label_selector=f"{manifests.RELEASE_LABEL}={release}"
             )
@@ -217,7 +217,7 @@ class KubeDeployer:
     def _read(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         api: Any = self.clients.apps if kind == "deployment" else self.clients.core
         try:
-            return _plain(getattr(api, f"read_namespaced_{kind}")(name, namespace))
+            return plain(getattr(api, f"read_namespaced_{kind}")(name, namespace))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -291,7 +291,7 @@ class KubeDeployer:
         for name, environment in environments.items():
             deployment_name = manifests.serving_name(model, name)
             try:
-                deployment = _plain(
+                deployment = plain(
                     self.clients.apps.read_namespaced_deployment(
                         deployment_name, environment.spec.namespace
                     )

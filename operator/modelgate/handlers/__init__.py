@@ -40,12 +40,13 @@ from modelgate.api.loader import format_validation_error
 from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
 from modelgate.api.qualitygate import QualityGate, QualityGateStatus
 from modelgate.backends.base import ArtifactError
+from modelgate.backends.delivery import KubeDelivery
 from modelgate.backends.evaluation import record_gate_evaluation
+from modelgate.backends.gitops import GitError
 from modelgate.backends.kube import (
     GROUP,
     VERSION,
     KubeClients,
-    KubeDeployer,
     KubeRunner,
     KubeTransientError,
     classify_api_error,
@@ -105,7 +106,7 @@ class Runtime:
     clients: KubeClients
     store: S3ArtifactStore
     runner: KubeRunner
-    deployer: KubeDeployer
+    delivery: KubeDelivery
     locks: defaultdict[str, threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock)
     )
@@ -129,7 +130,7 @@ class Runtime:
             clients=clients,
             store=store,
             runner=KubeRunner(clients, settings, store, s3),
-            deployer=KubeDeployer(clients, settings),
+            delivery=KubeDelivery(clients, settings),
         )
 
 
@@ -295,23 +296,27 @@ def _act(
         elif isinstance(action, EvaluateGate):
             record_gate_evaluation(release, action, rt.store, _load_data(rt), now)
         elif isinstance(action, Deploy):
-            rt.deployer.deploy(action, now)
+            environment = environments[action.environment]
+            revision = rt.delivery.deploy(environment, action, now)
             entry = Promotion(
                 release=action.release.split("/", 1)[1],
                 model_version=release.spec.model.version,
                 image=action.image,
                 config_hash=action.config_hash,
                 deployed_at=format_time(now),
+                revision=revision,
             )
             _record_live(rt, environments[action.environment], entry)
         elif isinstance(action, StartVerification):
             rt.runner.start_verification(action)
         elif isinstance(action, Rollback):
-            restored = rt.deployer.rollback(action, now)
-            live = rt.deployer.observe(
+            environment = environments[action.environment]
+            restored, revision = rt.delivery.rollback(environment, action, now)
+            live = rt.delivery.observe(
                 release.namespace,
-                {action.environment: environments[action.environment]},
+                {action.environment: environment},
                 action.model,
+                action.release,
             ).get(action.environment)
             if live is not None:
                 entry = Promotion(
@@ -320,6 +325,7 @@ def _act(
                     config_hash=live.config_hash,
                     deployed_at=format_time(now),
                     rolled_back=True,
+                    revision=revision,
                 )
                 _record_live(rt, environments[action.environment], entry)
 
@@ -372,8 +378,8 @@ def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) 
                     # A recorded success is final: no need to read the Job (and
                     # copy its outputs) again on every resync.
                     training=None if finished else rt.runner.observe(release.namespace, job),
-                    deployments=rt.deployer.observe(
-                        release.namespace, wanted, release.spec.model.name
+                    deployments=rt.delivery.observe(
+                        release.namespace, wanted, release.spec.model.name, release_key(release)
                     ),
                     verifications=_verifications(rt, release, wanted),
                 )
@@ -384,22 +390,24 @@ def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) 
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
                 if not plan.actions:
                     break
-        except (KubeTransientError, ArtifactError) as error:
-            if isinstance(error, ArtifactError) and not error.transient:
-                # Not retryable (access refused, missing bucket): say so in status.
+        except (KubeTransientError, ArtifactError, GitError) as error:
+            if isinstance(error, ArtifactError | GitError) and not error.transient:
+                # Not retryable (access refused, missing bucket or Secret, a
+                # revert that conflicts): say so in status.
+                reason = "ArtifactStoreError" if isinstance(error, ArtifactError) else "GitOpsError"
                 status = release.status or ModelReleaseStatus()
                 for kind in (READY, STALLED):
                     status.conditions = set_condition(
                         status.conditions,
                         kind,
                         kind == STALLED,  # Ready=False, Stalled=True
-                        "ArtifactStoreError",
+                        reason,
                         str(error),
                         release.generation,
                         _now(),
                     )
                 release = release.model_copy(update={"status": status})
-                kopf.event(body, type="Warning", reason="ArtifactStoreError", message=str(error))
+                kopf.event(body, type="Warning", reason=reason, message=str(error))
                 raise kopf.PermanentError(str(error)) from error
             raise _transient(error) from error
         finally:

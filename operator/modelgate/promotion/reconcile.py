@@ -76,6 +76,9 @@ class DeploymentObservation:
     deployed_at: str
     ready: bool = True
     predictions: ArtifactRecord | None = None
+    # GitOps: the commit that put it there, and what the rollout waits for.
+    revision: str | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,11 @@ class Deploy:
     config: dict[str, str]
     config_hash: str
     predictions: ArtifactRecord | None
+    # For the record a GitOps commit keeps (message and trailers).
+    model_version: str | None = None
+    gate: str | None = None  # e.g. "credit-gate Passed (13 passed, 0 failed, 1 inconclusive)"
+    approved_by: str | None = None
+    approved_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -458,6 +466,15 @@ def _evaluate(ctx: _Context, gate: QualityGate | None, observed: Observed) -> bo
     return True
 
 
+def _gate_record(result: GateStatus | None) -> str:
+    if result is None:
+        return "no gate"
+    return (
+        f"{result.name or 'inline'} {result.outcome} ({result.passed} passed, "
+        f"{result.failed} failed, {result.inconclusive} inconclusive)"
+    )
+
+
 def _gate_summary(result: GateStatus) -> str:
     blocking = [
         c for c in result.checks if c.outcome != CheckOutcome.PASSED and c.severity == "blocking"
@@ -530,6 +547,7 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
                 entry.message = f"replaced by {live.release if live else 'nothing'} since"
         elif mine and live is not None and live.config_hash == digest:
             entry.image, entry.deployed_at = live.image, live.deployed_at
+            entry.revision = live.revision
             entry.approved_by = (earlier.approved_by if earlier is not None else None) or (
                 _approver(release, name) if env.spec.policy.require_approval else None
             )
@@ -538,7 +556,7 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
             )
             if not live.ready:
                 entry.phase = EnvironmentPhase.DEPLOYING
-                entry.message = "waiting for the rollout to become ready"
+                entry.message = live.message or "waiting for the rollout to become ready"
             else:
                 entry, verdict = _verify(ctx, env, digest, observed, entry, earlier)
                 blocker = blocker or verdict
@@ -758,6 +776,10 @@ def _try_deploy(
             config=merged,
             config_hash=digest,
             predictions=predictions,
+            model_version=release.spec.model.version,
+            gate=_gate_record(ctx.status.gate),
+            approved_by=entry.approved_by,
+            approved_at=entry.approved_at,
         )
     )
     ctx.plan.events.append(Event("Normal", "Deploying", f"deploying to {name}"))

@@ -1,0 +1,169 @@
+"""The operator's delivery: each environment by its mode, Direct or GitOps.
+
+Direct applies the Deployment, Service and ConfigMap itself (KubeDeployer).
+GitOps commits to Git (GitOpsDelivery) and reads from the cluster only what
+tells it the commit is running: the model's Deployment in the target
+namespace, or an Argo CD Application's sync and health.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from modelgate.api.environment import DeliveryMode, Environment
+from modelgate.backends import manifests
+from modelgate.backends.gitformats import ImageRef
+from modelgate.backends.gitops import GitCredentials, GitError, GitOpsDelivery, RolloutState
+from modelgate.backends.kube import KubeClients, KubeDeployer, classify_api_error, plain
+from modelgate.promotion import Deploy, DeploymentObservation, Rollback
+from modelgate.settings import OperatorSettings
+
+ARGO = ("argoproj.io", "v1alpha1", "applications")
+
+
+def is_gitops(environment: Environment) -> bool:
+    return environment.spec.delivery.mode == DeliveryMode.GITOPS
+
+
+class KubeDelivery:
+    """Deploy, roll back and observe, whatever each environment's mode."""
+
+    def __init__(self, clients: KubeClients, settings: OperatorSettings) -> None:
+        self.clients = clients
+        self.direct = KubeDeployer(clients, settings)
+        self.gitops = GitOpsDelivery(settings, self.git_credentials, self.rollout)
+
+    def deploy(self, environment: Environment, action: Deploy, now: datetime) -> str | None:
+        """Returns the commit for GitOps, None for Direct."""
+        if is_gitops(environment):
+            return self.gitops.deploy(environment, action, now)
+        self.direct.deploy(action, now)
+        return None
+
+    def rollback(
+        self, environment: Environment, action: Rollback, now: datetime
+    ) -> tuple[str | None, str | None]:
+        """(release put back if known, revert commit for GitOps)."""
+        if is_gitops(environment):
+            return None, self.gitops.rollback(environment, action, now)
+        return self.direct.rollback(action, now), None
+
+    def observe(
+        self,
+        namespace: str,
+        environments: Mapping[str, Environment],
+        model: str,
+        release: str,
+    ) -> dict[str, DeploymentObservation]:
+        direct = {n: e for n, e in environments.items() if not is_gitops(e)}
+        found = self.direct.observe(namespace, direct, model) if direct else {}
+        for name, environment in environments.items():
+            if is_gitops(environment):
+                live = self.gitops.observe(environment, model, release)
+                if live is not None:
+                    found[name] = live
+        return found
+
+    # -- what GitOps needs from the cluster -----------------------------------
+
+    def git_credentials(self, environment: Environment) -> GitCredentials | None:
+        target = environment.spec.delivery.git
+        if target is None or target.secret_ref is None:
+            return None
+        name, namespace = target.secret_ref.name, environment.namespace
+        try:
+            secret = plain(self.clients.core.read_namespaced_secret(name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                raise GitError(
+                    f"Secret {namespace}/{name} named by delivery.git.secretRef does not exist; "
+                    "create it with `token` (HTTPS) or `sshPrivateKey` (SSH)",
+                    transient=False,
+                ) from error
+            raise classify_api_error(error, f"reading Secret {namespace}/{name}") from error
+        data = {
+            key: base64.b64decode(value).decode()
+            for key, value in (secret.get("data") or {}).items()
+        }
+        data.update(secret.get("stringData") or {})
+        return GitCredentials.from_secret(data, f"{namespace}/{name}")
+
+    def rollout(self, environment: Environment, model: str, image: str) -> RolloutState:
+        application = environment.spec.delivery.argo_cd
+        if application is not None:
+            return self._argo(application.namespace, application.name)
+        return self._deployments(environment.spec.namespace, environment.name, image)
+
+    def _argo(self, namespace: str, name: str) -> RolloutState:
+        try:
+            app = self.clients.custom.get_namespaced_custom_object(
+                ARGO[0], ARGO[1], namespace, ARGO[2], name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return RolloutState(False, f"Argo CD Application {namespace}/{name} not found")
+            raise classify_api_error(error, f"reading Application {namespace}/{name}") from error
+        status = app.get("status") or {}
+        sync = status.get("sync") or {}
+        health = (status.get("health") or {}).get("status")
+        revision = sync.get("revision")
+        if sync.get("status") != "Synced" or health != "Healthy":
+            return RolloutState(
+                False,
+                f"Argo CD Application {namespace}/{name} is {sync.get('status') or 'Unknown'}"
+                f"/{health or 'Unknown'}",
+                revision,
+            )
+        return RolloutState(True, None, revision)
+
+    def _deployments(self, namespace: str, environment: str, image: str) -> RolloutState:
+        """Ready when every Deployment in ``namespace`` running ``image`` is
+        available (the agent applies whatever the repository holds)."""
+        try:
+            listed = plain(self.clients.apps.list_namespaced_deployment(namespace))
+        except ApiException as error:
+            raise classify_api_error(error, f"listing Deployments in {namespace}") from error
+        wanted = ImageRef.parse(image)
+        running = [d for d in listed.get("items", []) if _runs(d, wanted)]
+        # Deployments labelled for an environment (as Modelgate generates them)
+        # count only for theirs: staging may run the same image next door.
+        running = [
+            d
+            for d in running
+            if _labels(d).get(manifests.ENVIRONMENT_LABEL, environment) == environment
+        ]
+        if not running:
+            return RolloutState(False, f"waiting for a Deployment in {namespace} running {image}")
+        for deployment in running:
+            waiting = _not_available(deployment)
+            if waiting:
+                return RolloutState(False, waiting)
+        return RolloutState(True)
+
+
+def _labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return deployment.get("metadata", {}).get("labels") or {}
+
+
+def _runs(deployment: dict[str, Any], image: ImageRef) -> bool:
+    spec = (deployment.get("spec") or {}).get("template", {}).get("spec") or {}
+    return any(
+        ImageRef.parse(str(c.get("image", ""))).same_as(image) for c in spec.get("containers") or []
+    )
+
+
+def _not_available(deployment: dict[str, Any]) -> str | None:
+    metadata, spec = deployment.get("metadata", {}), deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    wanted = int(spec.get("replicas", 1))
+    if int(status.get("observedGeneration") or 0) < int(metadata.get("generation", 0)):
+        return f"Deployment {metadata.get('name')}: rollout not observed yet"
+    available = int(status.get("availableReplicas") or 0)
+    if available < wanted or int(status.get("updatedReplicas") or 0) < wanted:
+        return f"Deployment {metadata.get('name')}: {available} of {wanted} replicas available"
+    return None

@@ -1,0 +1,614 @@
+"""GitOps delivery: promotions and rollbacks are commits; Git is the record.
+
+The ``git`` CLI does the work (not dulwich or GitPython): it is the client the
+GitOps agents and the teams use, speaks every transport (https, ssh, file)
+with the same credential mechanisms, and its revert and push semantics are
+the ones people review. Each repository has one working clone in the cache
+directory, used under a lock.
+
+What is live in an environment is read back from the commit trailers on the
+target branch: the newest promotion of the model that no later rollback
+reverted. Every promotion carries ``Modelgate-Promotion: <id>`` (release,
+environment, image and config), so a re-run after a crash finds its own
+commit and does not add a second one. A push refused because someone else
+pushed first is retried on top of the new tip (fetch, re-apply, push).
+
+Credentials come from a Secret: ``token`` (and ``username``) for HTTPS, sent as
+an Authorization header through git's environment, never in the URL or on a
+command line; or ``sshPrivateKey`` (and ``knownHosts``) written to a private
+file for ssh. They are scrubbed from every message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from modelgate.api.common import format_time
+from modelgate.api.environment import Environment, GitStrategy, GitTarget
+from modelgate.api.modelrelease import ArtifactRecord
+from modelgate.backends import gitformats
+from modelgate.promotion import Deploy, DeploymentObservation, Rollback
+from modelgate.settings import OperatorSettings
+
+TRAILER = "Modelgate-"
+PUSH_ATTEMPTS = 6
+GIT_TIMEOUT = 120.0
+LOG_DEPTH = 500
+BRANCH_PREFIX = "modelgate"
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Whether the cluster runs what Git says is live."""
+
+    ready: bool
+    message: str | None = None
+    # The revision the GitOps agent synced (Argo CD), if it says: the
+    # promotion counts as rolled out only if that revision contains it.
+    revision: str | None = None
+
+
+# (environment, model, image) -> the state of its rollout.
+RolloutCheck = Callable[[Environment, str, str], RolloutState]
+
+
+class GitError(RuntimeError):
+    """A Git operation failed; ``transient`` says whether trying again can help."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    token: str | None = None
+    username: str | None = None
+    ssh_private_key: str | None = None
+    known_hosts: str | None = None
+
+    @classmethod
+    def from_secret(cls, data: dict[str, str], secret: str) -> GitCredentials:
+        found = cls(
+            token=data.get("token") or data.get("password"),
+            username=data.get("username"),
+            ssh_private_key=data.get("sshPrivateKey"),
+            known_hosts=data.get("knownHosts"),
+        )
+        if not found.token and not found.ssh_private_key:
+            raise GitError(
+                f"Secret {secret} has neither `token` (HTTPS) nor `sshPrivateKey` (SSH); "
+                "add one of them",
+                transient=False,
+            )
+        return found
+
+    def secrets(self) -> list[str]:
+        """Every string that must never appear in a message."""
+        values = [v for v in (self.token, self.ssh_private_key) if v]
+        if self.token:
+            values.append(self._basic())
+        return values
+
+    def _basic(self) -> str:
+        pair = f"{self.username or 'x-access-token'}:{self.token}"
+        return base64.b64encode(pair.encode()).decode()
+
+    def environment(self, private_dir: Path) -> dict[str, str]:
+        """git's environment for these credentials; key files go to ``private_dir``."""
+        env: dict[str, str] = {}
+        if self.token:
+            # Config through the environment: not in argv, not in .git/config.
+            env.update(
+                {
+                    "GIT_CONFIG_COUNT": "1",
+                    "GIT_CONFIG_KEY_0": "http.extraHeader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {self._basic()}",
+                }
+            )
+        if self.ssh_private_key:
+            key = private_dir / "id"
+            key.write_text(self.ssh_private_key.rstrip("\n") + "\n")
+            key.chmod(0o600)
+            options = ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+            if self.known_hosts:
+                hosts = private_dir / "known_hosts"
+                hosts.write_text(self.known_hosts)
+                options += [
+                    "-o",
+                    f"UserKnownHostsFile={hosts}",
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                ]
+            else:
+                options += ["-o", "StrictHostKeyChecking=accept-new"]
+            env["GIT_SSH_COMMAND"] = " ".join(["ssh", *options])
+        return env
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One Modelgate commit on a branch, newest first in a log."""
+
+    sha: str
+    committed_at: str
+    trailers: dict[str, str]
+
+    def get(self, key: str) -> str | None:
+        return self.trailers.get(TRAILER + key)
+
+
+def promotion_id(action: Deploy) -> str:
+    text = "\0".join([action.release, action.environment, action.image, action.config_hash])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def review_branch(environment: str, release: str) -> str:
+    """The branch a pullRequestBranch promotion is pushed to."""
+    return f"{BRANCH_PREFIX}/{environment}/{release.split('/', 1)[-1]}"
+
+
+def parse_log(text: str) -> list[Entry]:
+    entries: list[Entry] = []
+    for raw in text.split("\x1e"):
+        record = raw.strip("\n")
+        if not record:
+            continue
+        sha, committed_at, trailer_text = [*record.split("\x1f"), "", ""][:3]
+        trailers: dict[str, str] = {}
+        for line in trailer_text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.startswith(TRAILER):
+                trailers.setdefault(key.strip(), value.strip())
+        entries.append(Entry(sha.strip(), committed_at.strip(), trailers))
+    return entries
+
+
+def live_promotion(entries: list[Entry], environment: str, model: str) -> Entry | None:
+    """The newest promotion of ``model`` in ``environment`` not reverted since."""
+    reverted: set[str] = set()
+    for entry in entries:
+        if entry.get("Environment") != environment or entry.get("Model") != model:
+            continue
+        undone = entry.get("Reverts")
+        if undone:
+            reverted.add(undone)
+            continue
+        promotion = entry.get("Promotion")
+        if promotion and promotion not in reverted:
+            return entry
+    return None
+
+
+def promotion_message(action: Deploy, ident: str, path: str) -> str:
+    version = f" {action.model_version}" if action.model_version else ""
+    lines = [
+        f"Promote {action.model}{version} to {action.environment}",
+        "",
+        f"Release {action.release} ships {action.image}",
+        f"with config sha256 {action.config_hash[:16]}.",
+        f"Gate: {action.gate or 'none'}.",
+    ]
+    if action.approved_by:
+        lines.append(f"Approved by {action.approved_by} at {action.approved_at or 'unknown'}.")
+    lines += [
+        "",
+        f"{TRAILER}Promotion: {ident}",
+        f"{TRAILER}Release: {action.release}",
+        f"{TRAILER}Model: {action.model}",
+    ]
+    if action.model_version:
+        lines.append(f"{TRAILER}Model-Version: {action.model_version}")
+    lines += [
+        f"{TRAILER}Environment: {action.environment}",
+        f"{TRAILER}Path: {path}",
+        f"{TRAILER}Image: {action.image}",
+        f"{TRAILER}Config-Hash: {action.config_hash}",
+        f"{TRAILER}Gate: {action.gate or 'none'}",
+    ]
+    if action.approved_by:
+        lines.append(f"{TRAILER}Approved-By: {action.approved_by} {action.approved_at or ''}")
+    if action.predictions is not None:
+        record = action.predictions
+        lines.append(
+            f"{TRAILER}Predictions: {record.uri} sha256:{record.sha256} size:{record.size}"
+        )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _predictions(entry: Entry) -> ArtifactRecord | None:
+    """The live release's predictions (the baseline of the next gate)."""
+    value = entry.get("Predictions")
+    parts = value.split() if value else []
+    if len(parts) != 3 or not parts[1].startswith("sha256:") or not parts[2].startswith("size:"):
+        return None
+    try:
+        size = int(parts[2].removeprefix("size:"))
+    except ValueError:
+        return None
+    return ArtifactRecord(
+        name="predictions", uri=parts[0], sha256=parts[1].removeprefix("sha256:"), size=size
+    )
+
+
+@dataclass
+class Workspace:
+    """A working clone of one repository, kept between operations."""
+
+    target: GitTarget
+    directory: Path
+    author: tuple[str, str]
+    credentials: GitCredentials | None = None
+    fetch_seconds: float = 5.0
+    _fetched_at: float = field(default=float("-inf"), init=False)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.credentials.secrets() if self.credentials else []:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextmanager
+    def _environment(self) -> Iterator[dict[str, str]]:
+        private = Path(tempfile.mkdtemp(prefix="modelgate-git-"))
+        try:
+            name, email = self.author
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(private),  # no user's ~/.gitconfig
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_TERMINAL_PROMPT": "0",
+                "LC_ALL": "C",
+                "GIT_AUTHOR_NAME": name,
+                "GIT_AUTHOR_EMAIL": email,
+                "GIT_COMMITTER_NAME": name,
+                "GIT_COMMITTER_EMAIL": email,
+            }
+            if self.credentials is not None:
+                env.update(self.credentials.environment(private))
+            yield env
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+
+    def _run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        with self._environment() as env:
+            try:
+                return subprocess.run(
+                    ["git", *args],
+                    cwd=self.directory,
+                    env=env,
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    timeout=GIT_TIMEOUT,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as error:
+                raise GitError(f"git {args[0]} timed out after {GIT_TIMEOUT:.0f}s", True) from error
+
+    def git(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        done = self._run(*args, stdin=stdin)
+        if check and done.returncode != 0:
+            detail = self._scrub((done.stderr or done.stdout).strip())
+            raise GitError(f"git {args[0]} failed: {detail}", _transient(detail))
+        return done.stdout
+
+    def fetch(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._fetched_at < self.fetch_seconds:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not (self.directory / ".git").exists():
+            self.git("init", "--quiet", "--initial-branch", self.target.branch)
+            self.git("remote", "add", "origin", self.target.repository)
+        self.git("fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*")
+        self._fetched_at = time.monotonic()
+
+    def has(self, ref: str) -> bool:
+        out = self.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        return bool(out.strip())
+
+    def log(self, ref: str) -> list[Entry]:
+        """Modelgate's commits for this target's path on ``ref``, newest first.
+
+        Selected by trailer, not by path: a promotion that changes no file
+        (same image and config as live) is still a record."""
+        if not self.has(ref):
+            return []
+        out = self.git(
+            "log",
+            f"--max-count={LOG_DEPTH}",
+            "--fixed-strings",
+            f"--grep={TRAILER}Path: {self.target.path}",
+            "--format=%H%x1f%cI%x1f%(trailers:only,unfold)%x1e",
+            ref,
+        )
+        return [e for e in parse_log(out) if e.get("Path") == self.target.path]
+
+    def contains(self, revision: str, commit: str) -> bool:
+        """Whether ``revision`` is ``commit`` or descends from it."""
+        if not self.has(revision):
+            self.fetch(force=True)  # the agent may have seen a newer commit
+        if not self.has(revision):
+            return False
+        return self._run("merge-base", "--is-ancestor", commit, revision).returncode == 0
+
+    def checkout(self, ref: str) -> None:
+        """A clean work tree at ``ref`` (or an empty one if it does not exist)."""
+        self.git("reset", "--quiet", "--hard")
+        self.git("clean", "--quiet", "-fdx")
+        if self.has(ref):
+            self.git("checkout", "--quiet", "--force", "-B", "modelgate-work", ref)
+        else:
+            self.git("checkout", "--quiet", "--orphan", "modelgate-work-empty")
+            self.git("rm", "--quiet", "-rf", "--ignore-unmatch", ".")
+            self.git("branch", "--quiet", "-D", "modelgate-work", check=False)
+            self.git("checkout", "--quiet", "--orphan", "modelgate-work")
+
+    def push(self, branch: str, force: bool = False) -> bool:
+        """Push HEAD to ``branch``; False when refused because the branch moved."""
+        args = ["push", "--quiet", "--porcelain", "origin", f"HEAD:refs/heads/{branch}"]
+        if force:
+            args.insert(1, "--force")
+        done = self._run(*args)
+        if done.returncode == 0:
+            return True
+        detail = self._scrub((done.stderr + done.stdout).strip())
+        if any(
+            marker in detail
+            # Refused because the branch moved, or because another push was
+            # updating it at that very moment (the server's ref lock).
+            for marker in (
+                "[rejected]",
+                "non-fast-forward",
+                "fetch first",
+                "stale info",
+                "cannot lock ref",
+                "failed to update ref",
+            )
+        ):
+            return False
+        raise GitError(f"git push to {branch} failed: {detail}", _transient(detail))
+
+
+def _transient(detail: str) -> bool:
+    """Network trouble is worth retrying; refused credentials or paths are not."""
+    lowered = detail.lower()
+    permanent = (
+        "authentication failed",
+        "permission denied",
+        "could not read username",
+        "repository not found",
+        "does not appear to be a git repository",
+        "host key verification failed",
+        "403",
+        "401",
+        "conflict",
+    )
+    return not any(marker in lowered for marker in permanent)
+
+
+class GitOpsDelivery:
+    """Deploy, observe and roll back environments whose delivery mode is GitOps."""
+
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        credentials: Callable[[Environment], GitCredentials | None],
+        rollout: RolloutCheck,
+    ) -> None:
+        self.settings = settings
+        self._credentials = credentials
+        self._rollout = rollout
+        self._workspaces: dict[str, Workspace] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        name, _, email = settings.git_author.partition("<")
+        self._author = (name.strip() or "Modelgate", email.rstrip(">").strip() or "modelgate@local")
+
+    @contextmanager
+    def workspace(self, environment: Environment) -> Iterator[Workspace]:
+        target = _target(environment)
+        key = hashlib.sha256(target.repository.encode()).hexdigest()[:16]
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            space = self._workspaces.get(key)
+            if space is None:
+                space = Workspace(
+                    target=target,
+                    directory=Path(self.settings.git_cache) / key,
+                    author=self._author,
+                    fetch_seconds=self.settings.git_fetch_seconds,
+                )
+                self._workspaces[key] = space
+            # The Environment may have changed branch, path or Secret since.
+            space.target = target
+            space.credentials = self._credentials(environment)
+            yield space
+
+    def deploy(self, environment: Environment, action: Deploy, now: datetime) -> str:
+        """Commit and push the promotion; returns the commit. Idempotent."""
+        target = _target(environment)
+        ident = promotion_id(action)
+        branch = (
+            review_branch(action.environment, action.release)
+            if target.strategy == GitStrategy.PULL_REQUEST_BRANCH
+            else target.branch
+        )
+        with self.workspace(environment) as space:
+            for attempt in range(PUSH_ATTEMPTS):
+                space.fetch(force=True)
+                for ref in {f"origin/{target.branch}", f"origin/{branch}"}:
+                    done = _find(space.log(ref), "Promotion", ident)
+                    if done is not None:
+                        return done.sha  # pushed before a crash or a lost answer
+                space.checkout(f"origin/{target.branch}")
+                root = space.directory / target.path
+                existing = {p: _read(root / p) for p in gitformats.model_files(action.model)}
+                try:
+                    files = gitformats.render(target.format, action, existing, self.settings, now)
+                except gitformats.FormatError as error:
+                    raise GitError(
+                        f"{target.repository} {target.path}: {error}", transient=False
+                    ) from error
+                for relative, text in files.items():
+                    file = root / relative
+                    if text is None:
+                        file.unlink(missing_ok=True)
+                    else:
+                        file.parent.mkdir(parents=True, exist_ok=True)
+                        file.write_text(text)
+                space.git("add", "--all", "--", target.path)
+                space.git(
+                    "commit",
+                    "--quiet",
+                    "--allow-empty",  # same files as live: the record still matters
+                    "--file=-",
+                    stdin=promotion_message(action, ident, target.path),
+                )
+                review = target.strategy == GitStrategy.PULL_REQUEST_BRANCH
+                if space.push(branch, force=review):
+                    return space.git("rev-parse", "HEAD").strip()
+                _backoff(attempt)
+        raise GitError(
+            f"could not push to {target.repository} {branch}: it kept moving "
+            f"({PUSH_ATTEMPTS} attempts); will try again",
+            transient=True,
+        )
+
+    def rollback(self, environment: Environment, action: Rollback, now: datetime) -> str | None:
+        """Revert the release's promotion on the target branch (rollbacks go
+        straight to the branch, also with pullRequestBranch: the state they
+        restore was reviewed). Returns the revert commit, None if nothing to do."""
+        target = _target(environment)
+        with self.workspace(environment) as space:
+            for attempt in range(PUSH_ATTEMPTS):
+                space.fetch(force=True)
+                ref = f"origin/{target.branch}"
+                entries = space.log(ref)
+                live = live_promotion(entries, action.environment, action.model)
+                if live is None or live.get("Release") != action.release:
+                    return None  # already reverted, or replaced by a newer release
+                space.checkout(ref)
+                space.git("revert", "--no-commit", live.sha, check=False)
+                if space.git("diff", "--name-only", "--diff-filter=U", check=False).strip():
+                    space.git("revert", "--abort", check=False)
+                    raise GitError(
+                        f"reverting {live.sha[:12]} in {target.path} conflicts with later "
+                        "changes to the same files; resolve by hand",
+                        transient=False,
+                    )
+                message = "\n".join(
+                    [
+                        f"Roll back {action.model} in {action.environment}",
+                        "",
+                        f"Release {action.release} failed post-deployment verification.",
+                        f"This reverts commit {live.sha}.",
+                        "",
+                        f"{TRAILER}Reverts: {live.get('Promotion')}",
+                        f"{TRAILER}Release: {action.release}",
+                        f"{TRAILER}Model: {action.model}",
+                        f"{TRAILER}Environment: {action.environment}",
+                        f"{TRAILER}Path: {target.path}",
+                        f"{TRAILER}Rolled-Back-At: {format_time(now)}",
+                    ]
+                )
+                space.git("commit", "--quiet", "--allow-empty", "--file=-", stdin=message + "\n")
+                if space.push(target.branch):
+                    return space.git("rev-parse", "HEAD").strip()
+                _backoff(attempt)
+        raise GitError(
+            f"could not push the rollback to {target.repository} {target.branch}; will try again",
+            transient=True,
+        )
+
+    def observe(
+        self, environment: Environment, model: str, release: str
+    ) -> DeploymentObservation | None:
+        """What Git says is live for ``model`` (or, for ``release``, waits for a
+        merge), and whether the cluster runs it yet."""
+        target = _target(environment)
+        name = environment.name
+        with self.workspace(environment) as space:
+            space.fetch()
+            entries = space.log(f"origin/{target.branch}")
+            live = live_promotion(entries, name, model)
+            pending: Entry | None = None
+            if target.strategy == GitStrategy.PULL_REQUEST_BRANCH and (
+                live is None or live.get("Release") != release
+            ):
+                branch = review_branch(name, release)
+                mine = live_promotion(space.log(f"origin/{branch}"), name, model)
+                if mine is not None and mine.get("Release") == release:
+                    pending = mine
+        if pending is not None:
+            return _observation(
+                name,
+                pending,
+                ready=False,
+                message=f"waiting for branch {review_branch(name, release)} to be merged "
+                f"into {target.branch}",
+            )
+        if live is None:
+            return None
+        state = self._rollout(environment, model, live.get("Image") or "")
+        ready, message = state.ready, state.message
+        if ready and state.revision and state.revision != live.sha:
+            with self.workspace(environment) as space:
+                if not space.contains(state.revision, live.sha):
+                    ready = False
+                    message = (
+                        f"synced revision {state.revision[:12]} does not contain "
+                        f"commit {live.sha[:12]} yet"
+                    )
+        return _observation(name, live, ready, message)
+
+
+def _observation(
+    environment: str, entry: Entry, ready: bool, message: str | None
+) -> DeploymentObservation:
+    return DeploymentObservation(
+        environment=environment,
+        release=entry.get("Release") or "",
+        image=entry.get("Image") or "",
+        config_hash=entry.get("Config-Hash") or "",
+        deployed_at=entry.committed_at,
+        ready=ready,
+        predictions=_predictions(entry),
+        revision=entry.sha,
+        message=message,
+    )
+
+
+def _find(entries: list[Entry], key: str, value: str) -> Entry | None:
+    return next((e for e in entries if e.get(key) == value), None)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _target(environment: Environment) -> GitTarget:
+    target = environment.spec.delivery.git
+    if target is None:  # the API model makes this impossible for mode GitOps
+        raise GitError(f"environment {environment.name} has no delivery.git", transient=False)
+    return target
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))

@@ -1,0 +1,166 @@
+"""The operator promoting production by Git commits, on the emulator.
+
+Staging is Direct; production is GitOps into a real bare repository. A GitOps
+agent played by the test (tests/support/gitops_agent.py) builds the committed
+kustomization with kubectl and applies it; the operator sees the rollout only
+through what the agent applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.integration.test_operator import BUCKET, SAMPLE, _documents, conditions, release_document
+from tests.support.cluster import (
+    Controllers,
+    api_client,
+    create,
+    get,
+    operator_environment,
+    patched_environ,
+    running_operator,
+    seed_sample_data,
+    start_controllers,
+    wait_for,
+)
+from tests.support.emulator import RunningEmulator, running_emulator
+from tests.support.gitops_agent import GitOpsAgent, bare_repository, git
+from tests.support.s3server import running_s3
+
+NAMESPACE = "team-gitops"
+PATH = "clusters/prod/credit-risk-team"
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningEmulator, client.ApiClient, Controllers, GitOpsAgent]]:
+    tmp = tmp_path_factory.mktemp("gitops")
+    remote = bare_repository(tmp)
+    settings = {"MODELGATE_GIT_CACHE": str(tmp / "cache"), "MODELGATE_GIT_FETCH_SECONDS": "0"}
+    with running_s3(tmp / "moto.log") as s3:
+        seed_sample_data(s3, BUCKET, SAMPLE / "data")
+        with (
+            running_emulator() as emulator,
+            operator_environment(emulator, s3, BUCKET),
+            patched_environ(settings),
+        ):
+            api = api_client(emulator)
+            controllers = start_controllers(api, s3)
+            agent = GitOpsAgent(api, remote, PATH, tmp).start()
+            try:
+                with running_operator():
+                    for document in _documents("gate.yaml") + _documents("environments.yaml"):
+                        spec = document.get("spec", {})
+                        if document["metadata"]["name"] == "production":
+                            spec["namespace"] = "ml-prod-git"
+                            spec["delivery"] = {
+                                "mode": "GitOps",
+                                "git": {"repository": f"file://{remote}", "path": PATH},
+                            }
+                            spec["verification"] = {"image": "verify:1", "command": ["verify"]}
+                        create(api, document, NAMESPACE)
+                    yield emulator, api, controllers, agent
+            finally:
+                agent.stop()
+                controllers.stop()
+                assert controllers.errors == []
+                assert agent.errors == []
+
+
+def _phase(api: client.ApiClient, name: str) -> str | None:
+    return (get(api, "ModelRelease", NAMESPACE, name).get("status") or {}).get("phase")
+
+
+def _log(remote: Path) -> list[tuple[str, str]]:
+    """(sha, message) on main, newest first."""
+    out = git(remote, "log", "--format=%H%x1f%B%x1e", "main")
+    entries = [e.strip().split("\x1f", 1) for e in out.split("\x1e") if e.strip()]
+    return [(sha, message) for sha, message in entries]
+
+
+def _production(status: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in status["environments"] if e["name"] == "production")
+
+
+def test_promotion_is_a_commit_and_a_failed_verification_reverts_it(
+    world: tuple[RunningEmulator, client.ApiClient, Controllers, GitOpsAgent],
+) -> None:
+    emulator, api, controllers, agent = world
+    remote = agent.repository
+    good = release_document(**{"metadata.name": "credit-risk-good"})
+    create(api, good, NAMESPACE)
+    wait_for(
+        lambda: _phase(api, "credit-risk-good") == "Released",
+        120,
+        "Released through GitOps",
+        lambda: get(api, "ModelRelease", NAMESPACE, "credit-risk-good").get("status"),
+    )
+    [(promoted, message), *_] = _log(remote)
+    assert message.splitlines()[0] == "Promote credit-risk 1.4.0 to production"
+    assert f"Modelgate-Release: {NAMESPACE}/credit-risk-good" in message
+    assert "Modelgate-Gate: credit-gate Passed" in message
+    status = get(api, "ModelRelease", NAMESPACE, "credit-risk-good")["status"]
+    assert _production(status)["revision"] == promoted
+    assert _production(status)["phase"] == "Deployed"
+    assert (
+        conditions(get(api, "ModelRelease", NAMESPACE, "credit-risk-good"))["Verified"]["status"]
+        == "True"
+    )
+    # The operator wrote nothing to ml-prod-git itself: the agent applied the commit.
+    assert promoted in agent.synced
+    [deployment] = emulator.objects("deployments", "ml-prod-git")
+    assert deployment["metadata"]["annotations"]["modelgate.dev/generated"] == "true"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == good["spec"]["image"]
+    # Resyncs and repeated reconciles added no second commit.
+    promotions = [m for _, m in _log(remote) if "Modelgate-Promotion:" in m]
+    assert len(promotions) == 1
+    history = get(api, "Environment", NAMESPACE, "production")["status"]["history"]
+    assert history[0]["revision"] == promoted
+
+    controllers.fail_verifications.add("credit-risk-bad")
+    bad = release_document(
+        **{
+            "metadata.name": "credit-risk-bad",
+            "spec.model.version": "1.6.0",
+            "spec.image": "registry.example.com/credit-risk@sha256:" + "e" * 64,
+        }
+    )
+    create(api, bad, NAMESPACE)
+    wait_for(
+        lambda: _phase(api, "credit-risk-bad") == "RolledBack",
+        120,
+        "RolledBack",
+        lambda: get(api, "ModelRelease", NAMESPACE, "credit-risk-bad").get("status"),
+    )
+    [(reverted, revert_message), (bad_commit, bad_message), *_] = _log(remote)
+    assert f"Modelgate-Release: {NAMESPACE}/credit-risk-bad" in bad_message
+    assert revert_message.splitlines()[0] == "Roll back credit-risk in production"
+    assert f"This reverts commit {bad_commit}." in revert_message
+    # Git matches what runs: the revert restored the good release's files...
+    assert git(remote, "diff", "--stat", promoted, reverted).strip() == ""
+    # ...and the agent put the good image back in the cluster.
+    wait_for(lambda: reverted in agent.synced, 30, "the agent to apply the revert")
+    [deployment] = emulator.objects("deployments", "ml-prod-git")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == good["spec"]["image"]
+    history = get(api, "Environment", NAMESPACE, "production")["status"]["history"]
+    assert history[0]["rolledBack"] is True
+    assert history[0]["revision"] == reverted
+    assert history[0]["release"] == "credit-risk-good"
+    # The good release is live again in production, by Git's record.
+    wait_for(
+        lambda: (
+            _production(get(api, "ModelRelease", NAMESPACE, "credit-risk-good")["status"])["phase"]
+            == "Deployed"
+        ),
+        30,
+        "credit-risk-good live again",
+    )
+    assert len([m for _, m in _log(remote) if "Modelgate-Promotion:" in m]) == 2

@@ -1,0 +1,140 @@
+"""A GitOps agent played by the test, as Argo CD or Flux would be.
+
+It follows one branch of a real repository, builds the environment's
+directory with ``kubectl kustomize`` and applies the result to the emulator,
+pruning what it applied before and no longer finds. The operator only writes
+to Git; everything it then sees in the cluster came through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from tests.conftest import ROOT
+
+KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_AUTHOR_NAME": "Team",
+            "GIT_AUTHOR_EMAIL": "team@example.com",
+            "GIT_COMMITTER_NAME": "Team",
+            "GIT_COMMITTER_EMAIL": "team@example.com",
+        },
+    )
+    return done.stdout
+
+
+def bare_repository(parent: Path) -> Path:
+    """A bare repository with one commit on main."""
+    bare = parent / "deploy.git"
+    git(parent, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    seed = parent / "seed"
+    git(parent, "clone", "--quiet", str(bare), str(seed))
+    (seed / "README.md").write_text("deployments\n")
+    git(seed, "add", "README.md")
+    git(seed, "commit", "--quiet", "-m", "Start")
+    git(seed, "push", "--quiet", "origin", "HEAD:main")
+    return bare
+
+
+@dataclass
+class GitOpsAgent:
+    api: client.ApiClient
+    repository: Path
+    path: str
+    workdir: Path
+    branch: str = "main"
+    synced: list[str] = field(default_factory=list)  # revisions applied, in order
+    errors: list[str] = field(default_factory=list)
+    _applied: set[tuple[str, str, str]] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _apply(self, document: dict[str, Any]) -> tuple[str, str, str]:
+        kind, metadata = document["kind"], document["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        apps, core = client.AppsV1Api(self.api), client.CoreV1Api(self.api)
+        calls = {
+            "Deployment": (apps.create_namespaced_deployment, apps.patch_namespaced_deployment),
+            "Service": (core.create_namespaced_service, core.patch_namespaced_service),
+            "ConfigMap": (core.create_namespaced_config_map, core.patch_namespaced_config_map),
+        }
+        create, patch = calls[kind]
+        try:
+            create(namespace, document)
+        except client.exceptions.ApiException as error:
+            if error.status != 409:
+                raise
+            patch(name, namespace, document)
+        return kind, namespace, name
+
+    def _delete(self, kind: str, namespace: str, name: str) -> None:
+        apps, core = client.AppsV1Api(self.api), client.CoreV1Api(self.api)
+        delete = {
+            "Deployment": apps.delete_namespaced_deployment,
+            "Service": core.delete_namespaced_service,
+            "ConfigMap": core.delete_namespaced_config_map,
+        }[kind]
+        with contextlib.suppress(client.exceptions.NotFoundException):
+            delete(name, namespace)
+
+    def step(self) -> None:
+        head = git(self.repository, "rev-parse", self.branch).strip()
+        if self.synced and self.synced[-1] == head:
+            return
+        checkout = self.workdir / "checkout"
+        if not checkout.exists():
+            git(self.workdir, "clone", "--quiet", f"file://{self.repository}", str(checkout))
+        git(checkout, "fetch", "--quiet", "origin")
+        git(checkout, "reset", "--quiet", "--hard", head)
+        documents: list[dict[str, Any]] = []
+        if (checkout / self.path / "kustomization.yaml").exists():
+            built = subprocess.run(
+                [str(KUBECTL), "kustomize", str(checkout / self.path)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            documents = [d for d in yaml.safe_load_all(built) if d]
+        applied = {self._apply(d) for d in documents}
+        for stale in self._applied - applied:
+            self._delete(*stale)
+        self._applied = applied
+        self.synced.append(head)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception as error:  # keep syncing; the test reports it
+                self.errors.append(repr(error))
+            self._stop.wait(0.2)
+
+    def start(self) -> GitOpsAgent:
+        self._thread = threading.Thread(target=self._loop, name="gitops-agent", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
