@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=()
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v git >/dev/null 2>&1 || packages+=(git)
 
 if [ ${#packages[@]} -eq 0 ]; then
     exit 0
