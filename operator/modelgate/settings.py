@@ -48,6 +48,15 @@ class OperatorSettings:
     git_cache: str = "/tmp/modelgate-git"
     git_author: str = "Modelgate <modelgate@modelgate.dev>"
     git_fetch_seconds: float = 5.0
+    # Admission webhooks: served only when a port is set. TLS from the files
+    # (e.g. a cert-manager Secret); insecure HTTP is for tests only.
+    webhook_port: int | None = None
+    webhook_host: str | None = None
+    webhook_cert: str | None = None
+    webhook_key: str | None = None
+    webhook_insecure: bool = False
+    # Let the operator create and update its webhook configurations.
+    webhook_managed: bool = False
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -68,4 +77,10 @@ class OperatorSettings:
             git_cache=os.environ.get("MODELGATE_GIT_CACHE", cls.git_cache),
             git_author=os.environ.get("MODELGATE_GIT_AUTHOR", cls.git_author),
             git_fetch_seconds=_number("MODELGATE_GIT_FETCH_SECONDS", cls.git_fetch_seconds),
+            webhook_port=int(_number("MODELGATE_WEBHOOK_PORT", 0)) or None,
+            webhook_host=os.environ.get("MODELGATE_WEBHOOK_HOST") or None,
+            webhook_cert=os.environ.get("MODELGATE_WEBHOOK_CERT") or None,
+            webhook_key=os.environ.get("MODELGATE_WEBHOOK_KEY") or None,
+            webhook_insecure=_flag("MODELGATE_WEBHOOK_INSECURE", False),
+            webhook_managed=_flag("MODELGATE_WEBHOOK_MANAGED", False),
         )

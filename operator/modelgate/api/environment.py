@@ -311,6 +311,13 @@ class Policy(ApiModel):
         default=True,
         description="When post-deployment verification fails, put the previous release back.",
     )
+    approvers: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Who may approve promotions into this environment: user names, or "
+        "group:<name>. Enforced by the admission webhook (the only place that knows who "
+        "asks); empty: anyone RBAC lets edit the release.",
+    )
 
 
 class Verification(ApiModel):

@@ -123,7 +123,12 @@ class Approval(ApiModel):
     """A recorded approval to promote into an environment."""
 
     environment: str = Field(pattern=DNS_LABEL_PATTERN, description="Environment approved.")
-    approved_by: str = Field(min_length=1, description="Who approved.")
+    approved_by: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Who approved. With the admission webhook on, set from the request's "
+        "user whatever was written; without it, required for the approval to count.",
+    )
     approved_at: str | None = Field(default=None, description="When (RFC 3339).")
     comment: str | None = Field(default=None, description="Why, ticket, etc.")
 

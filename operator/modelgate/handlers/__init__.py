@@ -166,6 +166,30 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 8
     settings.peering.name = "modelgate"
     settings.posting.level = logging.WARNING
+    operator_settings = OperatorSettings.from_env()
+    if operator_settings.webhook_port:
+        settings.admission.server = webhook_server(operator_settings)
+        if operator_settings.webhook_managed:
+            # kopf creates and updates the webhook configurations itself.
+            settings.admission.managed = GROUP
+
+
+def webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
+    """The admission webhook endpoint: POST /<handler id> (e.g. /validate-release)."""
+    if not settings.webhook_insecure and not (settings.webhook_cert and settings.webhook_key):
+        raise ValueError(
+            "MODELGATE_WEBHOOK_PORT is set but MODELGATE_WEBHOOK_CERT and "
+            "MODELGATE_WEBHOOK_KEY are not: mount a TLS certificate (e.g. from cert-manager) "
+            "and point both at it"
+        )
+    return kopf.WebhookServer(
+        addr="0.0.0.0",  # the API server calls in through the Service
+        port=settings.webhook_port,
+        host=settings.webhook_host,
+        certfile=settings.webhook_cert,
+        pkeyfile=settings.webhook_key,
+        insecure=settings.webhook_insecure,
+    )
 
 
 @kopf.on.login()
@@ -227,7 +251,7 @@ def _get_gate(rt: Runtime, namespace: str, name: str | None) -> QualityGate | No
         return None  # its own handler reports why; the release waits for a valid gate
 
 
-def _list_environments(rt: Runtime, namespace: str) -> dict[str, Environment]:
+def list_environments(rt: Runtime, namespace: str) -> dict[str, Environment]:
     try:
         listing = rt.clients.custom.list_namespaced_custom_object(
             *ENVIRONMENTS[:2], namespace, ENVIRONMENTS[2]
@@ -360,7 +384,7 @@ def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) 
         old_status = dict(body.get("status") or {})
         try:
             gate = _get_gate(rt, release.namespace, release.spec.gate.name)
-            environments = _list_environments(rt, release.namespace)
+            environments = list_environments(rt, release.namespace)
             wanted = {
                 n: e for n, e in environments.items() if n in release.spec.promotion.environments
             }
@@ -488,7 +512,7 @@ def environment_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         _invalid("Environment", body, patch, error)
         return
     try:
-        peers = _list_environments(runtime(), environment.namespace)
+        peers = list_environments(runtime(), environment.namespace)
     except KubeTransientError as error:
         raise _transient(error) from error
     peers[environment.name] = environment
@@ -511,3 +535,9 @@ def environment_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     for key, value in wanted.items():
         if old.get(key) != value:  # unchanged status writes nothing
             patch.status[key] = value
+
+
+# Admission webhooks are registered only where they are served: kopf refuses
+# to start with admission handlers but no webhook server.
+if OperatorSettings.from_env().webhook_port:
+    from modelgate.handlers import admission  # noqa: F401  (registers the webhooks)

@@ -28,6 +28,7 @@ from modelgate.api.common import format_time, parse_duration, parse_time
 from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import (
     DIGEST_PATTERN,
+    Approval,
     ArtifactRecord,
     CheckOutcome,
     EnvironmentPhase,
@@ -757,7 +758,8 @@ def _try_deploy(
         if approver is None:
             message = (
                 f"environment {name} requires approval: add "
-                f"{{environment: {name}, approvedBy: <you>}} to spec.promotion.approvals"
+                f"{{environment: {name}, approvedBy: <you>}} to spec.promotion.approvals "
+                "(with the admission webhook, approvedBy is filled in from your identity)"
             )
             entry.phase, entry.message = EnvironmentPhase.WAITING, message
             return entry, ("AwaitingApproval", message, False)
@@ -786,18 +788,22 @@ def _try_deploy(
     return entry, None
 
 
-def _approved_at(release: ModelRelease, environment: str) -> str | None:
+def _approval(release: ModelRelease, environment: str) -> Approval | None:
+    """The first approval for ``environment`` that names who approved."""
     for approval in release.spec.promotion.approvals:
-        if approval.environment == environment:
-            return approval.approved_at
+        if approval.environment == environment and approval.approved_by:
+            return approval
     return None
+
+
+def _approved_at(release: ModelRelease, environment: str) -> str | None:
+    approval = _approval(release, environment)
+    return approval.approved_at if approval is not None else None
 
 
 def _approver(release: ModelRelease, environment: str) -> str | None:
-    for approval in release.spec.promotion.approvals:
-        if approval.environment == environment:
-            return approval.approved_by
-    return None
+    approval = _approval(release, environment)
+    return approval.approved_by if approval is not None else None
 
 
 def _min_delay(current: timedelta | None, new: timedelta) -> timedelta:
