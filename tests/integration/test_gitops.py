@@ -28,6 +28,7 @@ from modelgate.backends.gitops import (
 )
 from modelgate.promotion import Deploy, Rollback
 from modelgate.settings import OperatorSettings
+from tests.support.git_http import git_http_server
 from tests.support.gitops_agent import KUBECTL, bare_repository, git
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -377,3 +378,63 @@ def test_log_parsing_ignores_foreign_trailers() -> None:
     text = "abc\x1f2026-11-22T12:00:00+00:00\x1fSigned-off-by: x\nModelgate-Promotion: p1\n\x1e"
     [entry] = gitops.parse_log(text)
     assert entry.trailers == {"Modelgate-Promotion": "p1"}
+
+
+def test_https_token_authenticates_and_a_wrong_one_is_refused(tmp_path: Path) -> None:
+    bare = bare_repository(tmp_path)
+    with git_http_server(tmp_path, "deploy-bot", "tok-7f3a9c") as server:
+        env = Environment.model_validate(
+            {
+                "metadata": {"name": "production", "namespace": "team"},
+                "spec": {
+                    "tier": "production",
+                    "namespace": "models-prod",
+                    "delivery": {
+                        "mode": "GitOps",
+                        "git": {"repository": f"{server.url}/{bare.name}", "path": "envs/prod"},
+                    },
+                },
+            }
+        )
+
+        def operator(name: str, credentials: GitCredentials | None) -> GitOpsDelivery:
+            settings = OperatorSettings(git_cache=str(tmp_path / name), git_fetch_seconds=0)
+            return GitOpsDelivery(
+                settings, lambda e: credentials, lambda e, m, i: RolloutState(True)
+            )
+
+        good = GitCredentials(token="tok-7f3a9c", username="deploy-bot")
+        sha = operator("good", good).deploy(env, deploy_action(), NOW)
+        assert git(bare, "rev-parse", "main").strip() == sha
+        assert "Basic" in server.seen_authorization
+        # The token never lands in the clone's config.
+        assert (
+            "tok-7f3a9c"
+            not in (tmp_path / "good")
+            .joinpath(next(p.name for p in (tmp_path / "good").iterdir()), ".git", "config")
+            .read_text()
+        )
+
+        wrong = GitCredentials(token="wrong-token-1234", username="deploy-bot")
+        with pytest.raises(GitError) as refused:
+            operator("wrong", wrong).deploy(env, deploy_action("credit-risk-9"), NOW)
+        assert not refused.value.transient  # retrying cannot help
+        assert "wrong-token-1234" not in str(refused.value)
+        with pytest.raises(GitError) as anonymous:
+            operator("anonymous", None).deploy(env, deploy_action("credit-risk-9"), NOW)
+        assert not anonymous.value.transient
+    assert len(messages(bare)) == 2
+
+
+def test_ssh_key_goes_to_a_private_file_with_strict_host_checking(tmp_path: Path) -> None:
+    credentials = GitCredentials(
+        ssh_private_key="-----KEY-----", known_hosts="git.example.com ssh-ed25519 AAAA"
+    )
+    env = credentials.environment(tmp_path)
+    key = tmp_path / "id"
+    assert key.read_text() == "-----KEY-----\n"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert env["GIT_SSH_COMMAND"].startswith(f"ssh -i {key} -o IdentitiesOnly=yes")
+    assert "StrictHostKeyChecking=yes" in env["GIT_SSH_COMMAND"]
+    assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in env["GIT_SSH_COMMAND"]
+    assert credentials.secrets() == ["-----KEY-----"]

@@ -28,49 +28,96 @@ from tests.support.cluster import (
     start_controllers,
     wait_for,
 )
-from tests.support.emulator import RunningEmulator, running_emulator
+from tests.support.emulator import ARGO_APPLICATION, RunningEmulator, running_emulator
 from tests.support.gitops_agent import GitOpsAgent, bare_repository, git
 from tests.support.s3server import running_s3
 
 NAMESPACE = "team-gitops"
 PATH = "clusters/prod/credit-risk-team"
+ARGO_NAMESPACE = "team-argo"
+ARGO_PATH = "clusters/prod/argo-team"
+APPLICATION = "credit-risk-prod"
 
 
 @pytest.fixture(scope="module")
 def world(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[RunningEmulator, client.ApiClient, Controllers, GitOpsAgent]]:
+) -> Iterator[tuple[RunningEmulator, client.ApiClient, Controllers, GitOpsAgent, GitOpsAgent]]:
     tmp = tmp_path_factory.mktemp("gitops")
     remote = bare_repository(tmp)
     settings = {"MODELGATE_GIT_CACHE": str(tmp / "cache"), "MODELGATE_GIT_FETCH_SECONDS": "0"}
     with running_s3(tmp / "moto.log") as s3:
         seed_sample_data(s3, BUCKET, SAMPLE / "data")
         with (
-            running_emulator() as emulator,
+            running_emulator(ARGO_APPLICATION) as emulator,
             operator_environment(emulator, s3, BUCKET),
             patched_environ(settings),
         ):
             api = api_client(emulator)
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                "argoproj.io",
+                "v1alpha1",
+                "argocd",
+                "applications",
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "Application",
+                    "metadata": {"name": APPLICATION, "namespace": "argocd"},
+                    "spec": {"source": {"repoURL": f"file://{remote}", "path": ARGO_PATH}},
+                },
+            )
             controllers = start_controllers(api, s3)
-            agent = GitOpsAgent(api, remote, PATH, tmp).start()
+            agent = GitOpsAgent(api, remote, PATH, tmp / "agent").start()
+            argo = GitOpsAgent(
+                api,
+                remote,
+                ARGO_PATH,
+                tmp / "argo",
+                application=("argocd", APPLICATION),
+                healthy=False,
+            ).start()
             try:
                 with running_operator():
-                    for document in _documents("gate.yaml") + _documents("environments.yaml"):
-                        spec = document.get("spec", {})
-                        if document["metadata"]["name"] == "production":
-                            spec["namespace"] = "ml-prod-git"
-                            spec["delivery"] = {
-                                "mode": "GitOps",
-                                "git": {"repository": f"file://{remote}", "path": PATH},
-                            }
-                            spec["verification"] = {"image": "verify:1", "command": ["verify"]}
-                        create(api, document, NAMESPACE)
-                    yield emulator, api, controllers, agent
+                    _environments(api, NAMESPACE, "ml-prod-git", PATH, remote)
+                    _environments(
+                        api,
+                        ARGO_NAMESPACE,
+                        "ml-prod-argo",
+                        ARGO_PATH,
+                        remote,
+                        argo={"name": APPLICATION, "namespace": "argocd"},
+                    )
+                    yield emulator, api, controllers, agent, argo
             finally:
                 agent.stop()
+                argo.stop()
                 controllers.stop()
                 assert controllers.errors == []
                 assert agent.errors == []
+                assert argo.errors == []
+
+
+def _environments(
+    api: client.ApiClient,
+    namespace: str,
+    target: str,
+    path: str,
+    remote: Path,
+    argo: dict[str, str] | None = None,
+) -> None:
+    """The sample's gate and environments; production delivered by GitOps."""
+    for document in _documents("gate.yaml") + _documents("environments.yaml"):
+        spec = document.get("spec", {})
+        if document["metadata"]["name"] == "production":
+            spec["namespace"] = target
+            spec["delivery"] = {
+                "mode": "GitOps",
+                "git": {"repository": f"file://{remote}", "path": path},
+            }
+            if argo is not None:
+                spec["delivery"]["argoCD"] = argo
+            spec["verification"] = {"image": "verify:1", "command": ["verify"]}
+        create(api, document, namespace)
 
 
 def _phase(api: client.ApiClient, name: str) -> str | None:
@@ -89,9 +136,9 @@ def _production(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_promotion_is_a_commit_and_a_failed_verification_reverts_it(
-    world: tuple[RunningEmulator, client.ApiClient, Controllers, GitOpsAgent],
+    world: tuple[RunningEmulator, client.ApiClient, Controllers, GitOpsAgent, GitOpsAgent],
 ) -> None:
-    emulator, api, controllers, agent = world
+    emulator, api, controllers, agent, _ = world
     remote = agent.repository
     good = release_document(**{"metadata.name": "credit-risk-good"})
     create(api, good, NAMESPACE)
@@ -164,3 +211,40 @@ def test_promotion_is_a_commit_and_a_failed_verification_reverts_it(
         "credit-risk-good live again",
     )
     assert len([m for _, m in _log(remote) if "Modelgate-Promotion:" in m]) == 2
+
+
+def test_argo_cd_sync_and_health_decide_when_production_is_live(
+    world: tuple[RunningEmulator, client.ApiClient, Controllers, GitOpsAgent, GitOpsAgent],
+) -> None:
+    _, api, _, _, argo = world
+    name = "credit-risk-argo"
+    create(api, release_document(**{"metadata.name": name}), ARGO_NAMESPACE)
+
+    def production() -> dict[str, Any]:
+        status = get(api, "ModelRelease", ARGO_NAMESPACE, name).get("status") or {}
+        entries = [e for e in status.get("environments", []) if e["name"] == "production"]
+        return entries[0] if entries else {}
+
+    # Committed and applied, but Argo CD reports the app still Progressing.
+    wait_for(
+        lambda: "is Synced/Progressing" in (production().get("message") or ""),
+        120,
+        "production waiting on Argo CD health",
+        production,
+    )
+    assert production()["phase"] == "Deploying"
+    assert (
+        production()["message"] == f"Argo CD Application argocd/{APPLICATION} is Synced/Progressing"
+    )
+    assert production()["revision"] in argo.synced
+    argo.healthy = True
+    argo.report()
+    wait_for(
+        lambda: (
+            (get(api, "ModelRelease", ARGO_NAMESPACE, name).get("status") or {}).get("phase")
+            == "Released"
+        ),
+        60,
+        "Released once Argo CD reports Healthy",
+        production,
+    )

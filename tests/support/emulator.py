@@ -253,10 +253,22 @@ def crd_resources() -> dict[str, kmock.ResourceInfo]:
     return found
 
 
+# Argo CD's Application, for tests that play Argo CD (status is not a subresource).
+ARGO_APPLICATION = {
+    "argoproj.io/v1alpha1/applications": kmock.ResourceInfo(
+        kind="Application",
+        singular="application",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+    )
+}
+
+
 class RunningEmulator:
     """An emulator served on loopback from its own thread and event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: dict[str, kmock.ResourceInfo] | None = None) -> None:
+        self.extra = extra or {}
         self.emulator = FixedEmulator()
         self.port = 0
         self.url = ""
@@ -283,7 +295,7 @@ class RunningEmulator:
             # kmock 0.8 reads its bundled list with a deprecated importlib call.
             warnings.simplefilter("ignore", DeprecationWarning)
             resources.load_bundled()
-        for key, info in crd_resources().items():
+        for key, info in {**crd_resources(), **self.extra}.items():
             resources[key] = info
         async with self.emulator, kmock.Server(self.emulator, host="127.0.0.1") as server:
             self.port = server.port
@@ -315,8 +327,10 @@ class RunningEmulator:
 
 
 @contextmanager
-def running_emulator() -> Iterator[RunningEmulator]:
-    server = RunningEmulator().start()
+def running_emulator(
+    extra: dict[str, kmock.ResourceInfo] | None = None,
+) -> Iterator[RunningEmulator]:
+    server = RunningEmulator(extra).start()
     try:
         yield server
     finally:

@@ -63,6 +63,9 @@ class GitOpsAgent:
     path: str
     workdir: Path
     branch: str = "main"
+    # Play Argo CD too: report sync and health on this Application (namespace, name).
+    application: tuple[str, str] | None = None
+    healthy: bool = True  # what health to report once synced
     synced: list[str] = field(default_factory=list)  # revisions applied, in order
     errors: list[str] = field(default_factory=list)
     _applied: set[tuple[str, str, str]] = field(default_factory=set)
@@ -103,6 +106,7 @@ class GitOpsAgent:
             return
         checkout = self.workdir / "checkout"
         if not checkout.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
             git(self.workdir, "clone", "--quiet", f"file://{self.repository}", str(checkout))
         git(checkout, "fetch", "--quiet", "origin")
         git(checkout, "reset", "--quiet", "--hard", head)
@@ -120,6 +124,20 @@ class GitOpsAgent:
             self._delete(*stale)
         self._applied = applied
         self.synced.append(head)
+        self.report()
+
+    def report(self) -> None:
+        """Argo CD's view of the last sync: Synced at head, Healthy or Progressing."""
+        if self.application is None or not self.synced:
+            return
+        namespace, name = self.application
+        status = {
+            "sync": {"status": "Synced", "revision": self.synced[-1]},
+            "health": {"status": "Healthy" if self.healthy else "Progressing"},
+        }
+        client.CustomObjectsApi(self.api).patch_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", namespace, "applications", name, {"status": status}
+        )
 
     def _loop(self) -> None:
         while not self._stop.is_set():
