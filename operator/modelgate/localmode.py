@@ -23,6 +23,7 @@ from modelgate.api.loader import LoadedResource, load_paths
 from modelgate.api.modelrelease import ArtifactRecord, ModelReleaseStatus, Phase
 from modelgate.api.qualitygate import QualityGateStatus
 from modelgate.backends.evaluation import record_gate_evaluation
+from modelgate.backends.gitops import GitCredentials, GitOpsDelivery, RolloutState, is_gitops
 from modelgate.backends.local import (
     LocalArtifactStore,
     LocalDeployer,
@@ -32,6 +33,7 @@ from modelgate.backends.local import (
 from modelgate.gates import Table, read_table
 from modelgate.promotion import (
     Deploy,
+    DeploymentObservation,
     EvaluateGate,
     Observed,
     Rollback,
@@ -42,7 +44,8 @@ from modelgate.promotion import (
 )
 from modelgate.promotion.conditions import READY, set_condition
 from modelgate.promotion.paths import graph_problems
-from modelgate.promotion.reconcile import training_job_name, training_key
+from modelgate.promotion.reconcile import release_key, training_job_name, training_key
+from modelgate.settings import OperatorSettings
 
 MAX_STEPS = 50
 
@@ -74,6 +77,13 @@ class LocalRun:
         self.store = LocalArtifactStore(self.state_dir / "artifacts")
         self.runner = LocalProcessRunner(self.state_dir, self.store)
         self.deployer = LocalDeployer(self.state_dir)
+        # GitOps environments commit for real; with no cluster to watch, the
+        # pushed commit counts as rolled out.
+        self.gitops = GitOpsDelivery(
+            OperatorSettings(git_cache=str(self.state_dir / "git"), git_fetch_seconds=0),
+            lambda environment: GitCredentials.from_environment(),
+            lambda environment, model, image: RolloutState(True),
+        )
         self.objects = LocalStatusStore(self.state_dir)
         self.base_dirs: dict[str, Path] = {}
         self.gates: dict[tuple[str, str], QualityGate] = {}
@@ -161,13 +171,28 @@ class LocalRun:
                 f"[{name}] deploy: {action.image} -> {action.environment} "
                 f"(namespace {action.namespace}, config {action.config_hash[:12]})"
             )
-            self.deployer.deploy(action, now)
+            environment = self.environments[release.namespace][action.environment]
+            if is_gitops(environment):
+                commit = self.gitops.deploy(environment, action, now)
+                self.log(f"[{name}] deploy: committed {commit[:12]} to {_target(environment)}")
+            else:
+                self.deployer.deploy(action, now)
         elif isinstance(action, StartVerification):
             self.log(f"[{name}] verify: running {action.job_name} in {action.environment}")
             self.runner.start_verification(action, endpoint="")
         elif isinstance(action, Rollback):
-            restored = self.deployer.rollback(action, now)
-            self.log(f"[{name}] rollback: {action.environment} is back to {restored or 'nothing'}")
+            environment = self.environments[release.namespace][action.environment]
+            if is_gitops(environment):
+                revert = self.gitops.rollback(environment, action, now)
+                self.log(
+                    f"[{name}] rollback: reverted in {_target(environment)}"
+                    + (f" ({revert[:12]})" if revert else " (nothing to revert)")
+                )
+            else:
+                restored = self.deployer.rollback(action, now)
+                self.log(
+                    f"[{name}] rollback: {action.environment} is back to {restored or 'nothing'}"
+                )
 
     # -- the loop -------------------------------------------------------------
 
@@ -187,7 +212,7 @@ class LocalRun:
             job = training_job_name(release, training_key(release, gate))
             observed = Observed(
                 training=self.runner.observe(job),
-                deployments=self.deployer.observe(release.namespace),
+                deployments=self._deployments(release, environments),
                 verifications=self._verifications(release),
             )
             plan = reconcile(release, gate, environments, observed, now)
@@ -212,6 +237,31 @@ class LocalRun:
             break
         released = release.status is not None and release.status.phase == Phase.RELEASED
         return ReleaseOutcome(release=release, steps=steps, released=released)
+
+    def _deployments(
+        self, release: ModelRelease, environments: dict[str, Environment]
+    ) -> dict[str, DeploymentObservation]:
+        found = {
+            name: live
+            for name, live in self.deployer.observe(release.namespace).items()
+            if name in environments and not is_gitops(environments[name])
+        }
+        for name, environment in environments.items():
+            if is_gitops(environment):
+                live = self.gitops.observe(
+                    environment, release.spec.model.name, release_key(release)
+                )
+                if live is not None:
+                    found[name] = live
+        return found
+
+    def _gitops_live(self, environment: Environment) -> DeploymentObservation | None:
+        """What Git says is live there, for the models of this run's releases."""
+        for model in sorted({r.spec.model.name for r in self.releases}):
+            live = self.gitops.observe(environment, model, "")
+            if live is not None:
+                return live
+        return None
 
     def _verifications(self, release: ModelRelease) -> dict[str, TrainingObservation]:
         found: dict[str, TrainingObservation] = {}
@@ -250,6 +300,8 @@ class LocalRun:
                     now,
                 )
                 current = live.get(name)
+                if is_gitops(env):
+                    current = self._gitops_live(env)
                 if current is not None:
                     status.live_release = current.release.split("/")[1]
                     status.live_image = current.image
@@ -303,3 +355,8 @@ def artifact(release: ModelRelease, name: str) -> ArtifactRecord | None:
     if release.status is None:
         return None
     return next((a for a in release.status.artifacts if a.name == name), None)
+
+
+def _target(environment: Environment) -> str:
+    git = environment.spec.delivery.git
+    return f"{git.repository} {git.branch}:{git.path}" if git else environment.name

@@ -15,6 +15,7 @@ import yaml
 
 from modelgate.cli import main
 from tests.conftest import EXAMPLES, ROOT
+from tests.support.gitops_agent import bare_repository, git
 
 SAMPLE = EXAMPLES / "credit-risk"
 GATE, ENVS = SAMPLE / "gate.yaml", SAMPLE / "environments.yaml"
@@ -262,3 +263,36 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         == 2
     )
     assert "environments not found" in capsys.readouterr().err
+
+
+def test_gitops_production_commits_in_local_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Local mode drives GitOps delivery too: a real commit, idempotent on re-runs."""
+    remote = bare_repository(tmp_path)
+    documents = [d for d in yaml.safe_load_all(ENVS.read_text()) if d]
+    for document in documents:
+        if document["metadata"]["name"] == "production":
+            document["spec"]["delivery"] = {
+                "mode": "GitOps",
+                "git": {"repository": f"file://{remote}", "path": "envs/production"},
+            }
+    environments = tmp_path / "environments.yaml"
+    environments.write_text(yaml.safe_dump_all(documents))
+    state = tmp_path / "state"
+    code, listing = run_json(capsys, GATE, environments, RELEASE, "--state-dir", state)
+    assert code == 0
+    release = items(listing, "ModelRelease")["credit-risk-1-4-0"]
+    production = next(e for e in release["status"]["environments"] if e["name"] == "production")
+    head = git(remote, "rev-parse", "main").strip()
+    assert production["revision"] == head
+    message = git(remote, "log", "-1", "--format=%B", "main")
+    assert "Modelgate-Release: default/credit-risk-1-4-0" in message
+    assert items(listing, "Environment")["production"]["status"]["liveRelease"] == (
+        "credit-risk-1-4-0"
+    )
+    # Staging stayed Direct (local files); production has none.
+    assert (state / "environments" / "default" / "staging.env").exists()
+    assert not (state / "environments" / "default" / "production.env").exists()
+    assert main(["run", str(GATE), str(environments), str(RELEASE), "--state-dir", str(state)]) == 0
+    assert git(remote, "rev-parse", "main").strip() == head

@@ -15,19 +15,21 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from modelgate.api.environment import DeliveryMode, Environment
+from modelgate.api.environment import Environment
 from modelgate.backends import manifests
 from modelgate.backends.gitformats import ImageRef
-from modelgate.backends.gitops import GitCredentials, GitError, GitOpsDelivery, RolloutState
+from modelgate.backends.gitops import (
+    GitCredentials,
+    GitError,
+    GitOpsDelivery,
+    RolloutState,
+    is_gitops,
+)
 from modelgate.backends.kube import KubeClients, KubeDeployer, classify_api_error, plain
 from modelgate.promotion import Deploy, DeploymentObservation, Rollback
 from modelgate.settings import OperatorSettings
 
 ARGO = ("argoproj.io", "v1alpha1", "applications")
-
-
-def is_gitops(environment: Environment) -> bool:
-    return environment.spec.delivery.mode == DeliveryMode.GITOPS
 
 
 class KubeDelivery:

@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 from modelgate.api.common import format_time
-from modelgate.api.environment import Environment, GitStrategy, GitTarget
+from modelgate.api.environment import DeliveryMode, Environment, GitStrategy, GitTarget
 from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.backends import gitformats
 from modelgate.promotion import Deploy, DeploymentObservation, Rollback
@@ -65,6 +65,10 @@ class RolloutState:
 RolloutCheck = Callable[[Environment, str, str], RolloutState]
 
 
+def is_gitops(environment: Environment) -> bool:
+    return environment.spec.delivery.mode == DeliveryMode.GITOPS
+
+
 class GitError(RuntimeError):
     """A Git operation failed; ``transient`` says whether trying again can help."""
 
@@ -79,6 +83,22 @@ class GitCredentials:
     username: str | None = None
     ssh_private_key: str | None = None
     known_hosts: str | None = None
+
+    @classmethod
+    def from_environment(cls) -> GitCredentials | None:
+        """Local mode: MODELGATE_GIT_TOKEN (+ MODELGATE_GIT_USERNAME) or
+        MODELGATE_GIT_SSH_KEY_FILE (+ MODELGATE_GIT_KNOWN_HOSTS_FILE)."""
+        token = os.environ.get("MODELGATE_GIT_TOKEN")
+        key_file = os.environ.get("MODELGATE_GIT_SSH_KEY_FILE")
+        hosts_file = os.environ.get("MODELGATE_GIT_KNOWN_HOSTS_FILE")
+        if not token and not key_file:
+            return None
+        return cls(
+            token=token or None,
+            username=os.environ.get("MODELGATE_GIT_USERNAME") or None,
+            ssh_private_key=Path(key_file).read_text() if key_file else None,
+            known_hosts=Path(hosts_file).read_text() if hosts_file else None,
+        )
 
     @classmethod
     def from_secret(cls, data: dict[str, str], secret: str) -> GitCredentials:
