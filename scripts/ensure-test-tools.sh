@@ -7,6 +7,7 @@ set -euo pipefail
 packages=()
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v git >/dev/null 2>&1 || packages+=(git)
+command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)  # with promtool
 
 if [ ${#packages[@]} -eq 0 ]; then
     exit 0

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+
+from prometheus_client import write_to_textfile
 
 from modelgate import __version__
 from modelgate.api import Environment, QualityGate
@@ -87,6 +90,8 @@ def command_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     outcomes = run.run()
     releases = [o.release for o in outcomes]
+    if args.metrics_textfile is not None:
+        write_to_textfile(str(args.metrics_textfile), run.metrics.registry)
     if args.output == "json":
         objects = [
             *(g.wire() for g in run.gate_objects()),
@@ -322,6 +327,9 @@ def command_operator(args: argparse.Namespace) -> int:
     # local and offline commands.
     import kopf  # noqa: PLC0415
 
+    if args.metrics_port is not None:
+        # Read by the handlers' start-up (and by nothing at import).
+        os.environ["MODELGATE_METRICS_PORT"] = str(args.metrics_port)
     import modelgate.handlers  # noqa: F401, PLC0415  (registers the handlers)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
@@ -366,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=timedelta(seconds=60),
         help="longest soak wait to sit through (e.g. 30s); longer waits stop the run",
     )
+    run.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        help="write the run's Prometheus metrics to this file (node exporter textfile format)",
+    )
     run.set_defaults(handler=command_run)
 
     crds = commands.add_parser("crds", help="write the CRD manifests generated from the models")
@@ -391,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         default="http://0.0.0.0:8080/healthz",
         help="liveness endpoint for the kubelet's probes",
+    )
+    operator.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (default: MODELGATE_METRICS_PORT, else off)",
     )
     operator.add_argument("--verbose", action="store_true", help="debug logging")
     operator.add_argument(

@@ -31,6 +31,7 @@ from modelgate.backends.local import (
     LocalStatusStore,
 )
 from modelgate.gates import Table, read_table
+from modelgate.metrics import Metrics
 from modelgate.promotion import (
     Deploy,
     DeploymentObservation,
@@ -85,6 +86,7 @@ class LocalRun:
             lambda environment, model, image: RolloutState(True),
         )
         self.objects = LocalStatusStore(self.state_dir)
+        self.metrics = Metrics()
         self.base_dirs: dict[str, Path] = {}
         self.gates: dict[tuple[str, str], QualityGate] = {}
         self.environments: dict[str, dict[str, Environment]] = {}
@@ -215,6 +217,7 @@ class LocalRun:
                 deployments=self._deployments(release, environments),
                 verifications=self._verifications(release),
             )
+            before = release.status.model_copy(deep=True) if release.status else None
             plan = reconcile(release, gate, environments, observed, now)
             release = release.model_copy(update={"status": plan.status})
             for event in plan.events:
@@ -222,6 +225,8 @@ class LocalRun:
                 self.log(f"[{name}] {marker} {event.reason}: {event.message}")
             for action in plan.actions:
                 self._act(release, action, now)
+            if release.status is not None:
+                self.metrics.release_changed(release, before, release.status, now)
             self._save(release)
             if plan.actions:
                 continue

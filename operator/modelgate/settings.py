@@ -48,6 +48,8 @@ class OperatorSettings:
     git_cache: str = "/tmp/modelgate-git"
     git_author: str = "Modelgate <modelgate@modelgate.dev>"
     git_fetch_seconds: float = 5.0
+    # Prometheus /metrics on this port (0: not served).
+    metrics_port: int = 0
     # Admission webhooks: served only when a port is set. TLS from the files
     # (e.g. a cert-manager Secret); insecure HTTP is for tests only.
     webhook_port: int | None = None
@@ -77,6 +79,7 @@ class OperatorSettings:
             git_cache=os.environ.get("MODELGATE_GIT_CACHE", cls.git_cache),
             git_author=os.environ.get("MODELGATE_GIT_AUTHOR", cls.git_author),
             git_fetch_seconds=_number("MODELGATE_GIT_FETCH_SECONDS", cls.git_fetch_seconds),
+            metrics_port=int(_number("MODELGATE_METRICS_PORT", cls.metrics_port)),
             webhook_port=int(_number("MODELGATE_WEBHOOK_PORT", 0)) or None,
             webhook_host=os.environ.get("MODELGATE_WEBHOOK_HOST") or None,
             webhook_cert=os.environ.get("MODELGATE_WEBHOOK_CERT") or None,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelgate.cli import main
 from tests.conftest import EXAMPLES, ROOT
@@ -296,3 +297,36 @@ def test_gitops_production_commits_in_local_mode(
     assert not (state / "environments" / "default" / "production.env").exists()
     assert main(["run", str(GATE), str(environments), str(RELEASE), "--state-dir", str(state)]) == 0
     assert git(remote, "rev-parse", "main").strip() == head
+
+
+def test_local_run_writes_prometheus_metrics(tmp_path: Path) -> None:
+    textfile = tmp_path / "modelgate.prom"
+    state = tmp_path / "state"
+    args = [str(GATE), str(ENVS), str(RELEASE), "--state-dir", str(state)]
+    assert main(["run", *args, "--metrics-textfile", str(textfile)]) == 0
+    text = textfile.read_text()
+    lint = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, text=True, capture_output=True, check=False
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    production = (
+        ("environment", "production"),
+        ("model", "credit-risk"),
+        ("namespace", "default"),
+    )
+    assert samples[("modelgate_deployments_total", production)] == 1
+    gate = (("gate", "credit-gate"), ("namespace", "default"), ("outcome", "Passed"))
+    assert samples[("modelgate_gate_evaluations_total", gate)] == 1
+    # A second run changes nothing, so it records nothing new.
+    assert main(["run", *args, "--metrics-textfile", str(textfile)]) == 0
+    again = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(textfile.read_text())
+        for s in family.samples
+    }
+    assert ("modelgate_deployments_total", production) not in again

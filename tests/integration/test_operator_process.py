@@ -38,7 +38,7 @@ def test_python_dash_m_modelgate_reconciles_with_a_kubeconfig(tmp_path: Path) ->
                 }
             )
         )
-        port = _free_port()
+        port, metrics_port = _free_port(), _free_port()
         env = {
             key: value
             for key, value in os.environ.items()
@@ -54,6 +54,7 @@ def test_python_dash_m_modelgate_reconciles_with_a_kubeconfig(tmp_path: Path) ->
                 "operator",
                 "--standalone",
                 f"--liveness=http://127.0.0.1:{port}/healthz",
+                f"--metrics-port={metrics_port}",
             ],
             env=env,
             stdout=log,
@@ -79,6 +80,10 @@ def test_python_dash_m_modelgate_reconciles_with_a_kubeconfig(tmp_path: Path) ->
             )
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as health:
                 assert health.status == 200
+            metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(metrics, timeout=5) as scraped:
+                text = scraped.read().decode()
+            assert 'modelgate_reconcile_total{kind="QualityGate",result="ok"}' in text
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -215,6 +215,9 @@ class TrainingStatus(ApiModel):
     started_at: str | None = Field(default=None, description="Start time.")
     completed_at: str | None = Field(default=None, description="End time.")
     message: str | None = Field(default=None, description="Failure reason, if any.")
+    retries: int = Field(
+        default=0, ge=0, description="Pods that failed and were retried within the Job."
+    )
 
 
 class ArtifactRecord(ApiModel):

@@ -129,16 +129,22 @@ class KubeRunner:
         status = job.get("status") or {}
         started, finished = status.get("startTime"), status.get("completionTime")
         failed = _condition(job, "Failed")
+        failed_pods = int(status.get("failed") or 0)
         if failed is not None:
             reason = failed.get("reason") or "Failed"
             detail = failed.get("message") or ""
             pod = self._pod_failure(namespace, job_name)
             message = "; ".join(p for p in (f"{reason}: {detail}".strip(": "), pod) if p)
             return TrainingObservation(
-                job_name, "Failed", started, failed.get("lastTransitionTime"), message
+                job_name,
+                "Failed",
+                started,
+                failed.get("lastTransitionTime"),
+                message,
+                retries=max(failed_pods - 1, 0),
             )
         if _condition(job, "Complete") is None:
-            return TrainingObservation(job_name, "Running", started)
+            return TrainingObservation(job_name, "Running", started, retries=failed_pods)
         if not ingest:
             return TrainingObservation(job_name, "Succeeded", started, finished)
         output = manifests.training_output_uri(self.settings, namespace, job_name)
@@ -149,7 +155,9 @@ class KubeRunner:
             except ArtifactNotFoundError:
                 continue  # the core fails closed if predictions are missing
             artifacts.append(self.store.put_bytes(data, name))
-        return TrainingObservation(job_name, "Succeeded", started, finished, None, tuple(artifacts))
+        return TrainingObservation(
+            job_name, "Succeeded", started, finished, None, tuple(artifacts), failed_pods
+        )
 
     def _pod_failure(self, namespace: str, job_name: str) -> str:
         """The terminated container's reason, e.g. OOMKilled, where available."""

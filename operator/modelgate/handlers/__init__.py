@@ -19,11 +19,13 @@ Settings chosen deliberately (see :func:`configure`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +55,7 @@ from modelgate.backends.kube import (
 )
 from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client, read_uri
 from modelgate.gates import Table, TableError, read_table
+from modelgate.metrics import Metrics
 from modelgate.promotion import (
     Deploy,
     EvaluateGate,
@@ -107,6 +110,8 @@ class Runtime:
     store: S3ArtifactStore
     runner: KubeRunner
     delivery: KubeDelivery
+    metrics: Metrics = field(default_factory=Metrics)
+    metrics_server: Any = None
     locks: defaultdict[str, threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock)
     )
@@ -167,6 +172,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.name = "modelgate"
     settings.posting.level = logging.WARNING
     operator_settings = OperatorSettings.from_env()
+    if operator_settings.metrics_port:
+        rt = runtime()
+        if rt.metrics_server is None:
+            rt.metrics_server = rt.metrics.serve(operator_settings.metrics_port)
     if operator_settings.webhook_port:
         settings.admission.server = webhook_server(operator_settings)
         if operator_settings.webhook_managed:
@@ -190,6 +199,15 @@ def webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
         pkeyfile=settings.webhook_key,
         insecure=settings.webhook_insecure,
     )
+
+
+@kopf.on.cleanup()
+def stop_metrics(**_: Any) -> None:
+    current = _runtime
+    if current is not None and current.metrics_server is not None:
+        current.metrics_server.shutdown()
+        current.metrics_server.server_close()
+        current.metrics_server = None
 
 
 @kopf.on.login()
@@ -227,7 +245,32 @@ def _invalid(kind: str, body: kopf.Body, patch: kopf.Patch, error: ValidationErr
     patch.status["conditions"] = [c.wire() for c in conditions]
     patch.status["observedGeneration"] = generation
     kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
-    raise kopf.PermanentError(f"invalid {kind}: {message}")
+    raise InvalidSpec(f"invalid {kind}: {message}")
+
+
+class InvalidSpec(kopf.PermanentError):
+    """The object cannot be parsed; its status says why."""
+
+
+@contextlib.contextmanager
+def _measured(kind: str) -> Iterator[None]:
+    """Count and time one reconciliation by its result."""
+    started = time.monotonic()
+    result = "ok"
+    try:
+        yield
+    except InvalidSpec:
+        result = "invalid"
+        runtime().metrics.error(kind, "InvalidSpec")
+        raise
+    except kopf.TemporaryError:
+        result = "retry"
+        raise
+    except BaseException:
+        result = "error"
+        raise
+    finally:
+        runtime().metrics.reconciled(kind, result, time.monotonic() - started)
 
 
 def _transient(error: Exception) -> kopf.TemporaryError:
@@ -343,6 +386,13 @@ def _act(
                 action.release,
             ).get(action.environment)
             if live is not None:
+                rt.metrics.set_live(
+                    release.namespace,
+                    action.environment,
+                    action.model,
+                    (restored or live.release).split("/", 1)[-1],
+                    None,  # the restored release's version is on that release
+                )
                 entry = Promotion(
                     release=(restored or live.release).split("/", 1)[-1],
                     image=live.image,
@@ -372,6 +422,11 @@ def _verifications(
 
 def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) -> None:
     """Observe, decide with the core, act, and record the status."""
+    with _measured("ModelRelease"):
+        _reconcile_release(body, patch, resync)
+
+
+def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None:
     rt = runtime()
     try:
         release = ModelRelease.model_validate(dict(body))
@@ -415,6 +470,7 @@ def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) 
                 if not plan.actions:
                     break
         except (KubeTransientError, ArtifactError, GitError) as error:
+            rt.metrics.error("ModelRelease", _error_reason(error))
             if isinstance(error, ArtifactError | GitError) and not error.transient:
                 # Not retryable (access refused, missing bucket or Secret, a
                 # revert that conflicts): say so in status.
@@ -437,6 +493,25 @@ def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) 
         finally:
             if release.status is not None:
                 patch.status.update(_status_patch(old_status, release.status.wire()))
+                rt.metrics.release_changed(
+                    release, _parsed_status(old_status), release.status, _now()
+                )
+
+
+def _parsed_status(raw: Mapping[str, Any]) -> ModelReleaseStatus | None:
+    try:
+        return ModelReleaseStatus.model_validate(raw) if raw else None
+    except ValidationError:
+        return None
+
+
+def _error_reason(error: Exception) -> str:
+    """A small, fixed set of reasons (metric labels)."""
+    if isinstance(error, ArtifactError):
+        return "ArtifactUnavailable" if error.transient else "ArtifactStoreError"
+    if isinstance(error, GitError):
+        return "GitUnavailable" if error.transient else "GitOpsError"
+    return "KubeApiUnavailable"
 
 
 @kopf.on.resume(*RELEASES)
@@ -468,7 +543,9 @@ def release_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 def release_deleted(name: str, namespace: str | None, **_: Any) -> None:
     """Training Jobs go with their release (owner references do it on a real
     cluster; this also covers clusters without garbage collection of them)."""
-    deleted = runtime().runner.delete_jobs(namespace or "default", name)
+    rt = runtime()
+    rt.metrics.forget(namespace or "default", name)
+    deleted = rt.runner.delete_jobs(namespace or "default", name)
     logger.info("deleted %d training Jobs of %s/%s", deleted, namespace, name)
 
 
@@ -479,6 +556,11 @@ def release_deleted(name: str, namespace: str | None, **_: Any) -> None:
 @kopf.on.create(*GATES)
 @kopf.on.update(*GATES, field="spec")
 def gate_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    with _measured("QualityGate"):
+        _gate_changed(body, patch)
+
+
+def _gate_changed(body: kopf.Body, patch: kopf.Patch) -> None:
     try:
         gate = QualityGate.model_validate(dict(body))
     except ValidationError as error:
@@ -506,6 +588,11 @@ def gate_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 @kopf.on.update(*ENVIRONMENTS, field="spec")
 @kopf.timer(*ENVIRONMENTS, interval=RESYNC_SECONDS * 4, initial_delay=RESYNC_SECONDS)
 def environment_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    with _measured("Environment"):
+        _environment_changed(body, patch)
+
+
+def _environment_changed(body: kopf.Body, patch: kopf.Patch) -> None:
     try:
         environment = Environment.model_validate(dict(body))
     except ValidationError as error:

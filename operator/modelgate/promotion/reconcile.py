@@ -64,6 +64,7 @@ class TrainingObservation:
     completed_at: str | None = None
     message: str | None = None
     artifacts: tuple[ArtifactRecord, ...] = ()
+    retries: int = 0  # failed pods the Job retried
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,7 @@ def _train(
         started_at=run.started_at or (recorded.started_at if recorded else None),
         completed_at=run.completed_at,
         message=run.message,
+        retries=run.retries,
     )
     if run.state == "Running":
         ctx.status.phase = Phase.TRAINING

@@ -1,0 +1,96 @@
+"""A real Prometheus server (Debian's package) on loopback, scraping targets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Prometheus:
+    url: str
+    log: Path
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The instant vector for ``promql`` (empty if nothing matches)."""
+        address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(address, timeout=10) as answer:
+            body = json.loads(answer.read())
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def value(self, promql: str) -> float | None:
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if len(result) == 1 else None
+
+
+@contextmanager
+def running_prometheus(targets: list[str], workdir: Path) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise RuntimeError("prometheus is not installed: run `make tools` (Debian package)")
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "modelgate", "static_configs": [{"targets": targets}]}
+                ],
+            }
+        )
+    )
+    port = _free_port()
+    log = workdir / "prometheus.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Prometheus(url=f"http://127.0.0.1:{port}", log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("prometheus was not ready within 60 s") from None
+                time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
