@@ -57,6 +57,7 @@ from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client, read
 from modelgate.gates import Table, TableError, read_table
 from modelgate.metrics import Metrics
 from modelgate.promotion import (
+    Action,
     Deploy,
     EvaluateGate,
     Observed,
@@ -358,6 +359,7 @@ def _act(
     now: datetime,
 ) -> None:
     for action in plan.actions:
+        log_action(release, action)
         if isinstance(action, StartTraining):
             rt.runner.start(release, action)
         elif isinstance(action, EvaluateGate):
@@ -402,6 +404,17 @@ def _act(
                     revision=revision,
                 )
                 _record_live(rt, environments[action.environment], entry)
+
+
+def log_action(release: ModelRelease, action: Action) -> None:
+    """One line per side effect, with release and environment as fields (in
+    ``--log-format json`` they become JSON keys)."""
+    environment = getattr(action, "environment", None)
+    fields = {"release": release_key(release), "action": type(action).__name__}
+    if environment is not None:
+        fields["environment"] = environment
+    where = f" in {environment}" if environment else ""
+    logger.info("%s %s%s", fields["action"], fields["release"], where, extra=fields)
 
 
 def _verifications(
