@@ -42,10 +42,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-## Regenerate crds/ (and the chart's copy) from the pydantic models.
+## Regenerate crds/ (and the chart's copy in files/crds) from the pydantic models.
 crds: $(STAMP)
 	$(BIN)/modelgate crds --output-dir crds/
-	$(BIN)/modelgate crds --output-dir charts/modelgate/crds/
+	$(BIN)/modelgate crds --output-dir charts/modelgate/files/crds/
 
 ## Gate metrics speed and memory against scikit-learn and fairlearn (a few minutes).
 bench: $(STAMP)

@@ -19,7 +19,7 @@ from tests.conftest import EXAMPLES, ROOT
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 
 
-@pytest.mark.parametrize("folder", ["crds", "charts/modelgate/crds"])
+@pytest.mark.parametrize("folder", ["crds", "charts/modelgate/files/crds"])
 def test_committed_crds_match_the_generator(folder: str) -> None:
     directory = ROOT / folder
     stale = [
