@@ -83,6 +83,10 @@ def test_spec_changes_bump_generation_status_changes_do_not(api: RunningEmulator
     _, status = call(api, "PATCH", f"{RELEASES}/b/status", {"status": {"phase": "Training"}})
     assert status["status"] == {"phase": "Training"}
     assert status["metadata"]["generation"] == 2
+    # Only the spec change is recorded as one (the operator-never-writes-spec check).
+    assert [p for p in api.emulator.spec_changes if p.endswith(f"{RELEASES}/b")] == [
+        f"{RELEASES}/b"
+    ]
 
 
 def test_status_subresource_separation(api: RunningEmulator) -> None:

@@ -85,6 +85,7 @@ class FixedEmulator(kmock.KubernetesEmulator):
         # (method, path fragment) -> [status, remaining count]: fault injection.
         self._faults: dict[tuple[str, str], list[int]] = {}
         self.created: list[str] = []  # paths of every successful-looking create
+        self.spec_changes: list[str] = []  # paths of updates that changed a spec
 
     def inject(self, method: str, path: str, status: int, times: int = 1) -> None:
         """Answer the next ``times`` matching requests with ``status``."""
@@ -163,6 +164,7 @@ class FixedEmulator(kmock.KubernetesEmulator):
         generation = int(current["metadata"].get("generation", 1))
         if not status_only and updated.get("spec") != current.get("spec"):
             generation += 1
+            self.spec_changes.append(request.url.path)
         stamp = {"resourceVersion": self._next_revision(), "generation": generation}
         if isinstance(request.data, list):
             request.data.extend(
