@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit crds venv clean e2e tools bench
+.PHONY: demo test lint typecheck unit crds venv clean e2e tools bench \
+	kind-up images kind-load deploy sample kind-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +33,8 @@ tools: $(STAMP)
 	test -x .tools/bin/kubectl || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests examples benchmarks
-	$(BIN)/ruff format --check operator tests examples benchmarks
+	$(BIN)/ruff check operator tests examples benchmarks scripts
+	$(BIN)/ruff format --check operator tests examples benchmarks scripts
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
@@ -51,8 +52,39 @@ crds: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gate_metrics.py
 
+## The kind path (needs docker, kind, kubectl, helm): a cluster, the image,
+## the chart with an in-cluster S3 store, the sample, the e2e tests.
+KIND_CLUSTER ?= modelgate
+IMAGE_REPO ?= modelgate
+IMAGE_TAG ?= dev
+HELM ?= $(shell command -v helm || echo .tools/bin/helm)
+
+kind-up:
+	kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
+
+images:
+	docker build -t $(IMAGE_REPO):$(IMAGE_TAG) .
+
+kind-load:
+	kind load docker-image $(IMAGE_REPO):$(IMAGE_TAG) --name $(KIND_CLUSTER)
+
+deploy:
+	kubectl create namespace modelgate-system --dry-run=client -o yaml | kubectl apply -f -
+	kubectl apply -f deploy/kind/s3.yaml
+	kubectl -n modelgate-s3 rollout status deploy/s3 --timeout=180s
+	$(HELM) upgrade --install modelgate charts/modelgate --namespace modelgate-system \
+		-f deploy/kind/values.yaml --set image.repository=$(IMAGE_REPO) \
+		--set image.tag=$(IMAGE_TAG) --wait --timeout 5m
+
+sample: $(STAMP)
+	MODELGATE_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG) $(BIN)/python scripts/kind_sample.py team
+
+## End-to-end tests against the current kubectl context (after `make deploy`).
 e2e: $(STAMP)
-	$(BIN)/pytest tests/e2e --with-e2e
+	MODELGATE_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG) $(BIN)/pytest tests/e2e --with-e2e
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)
 
 clean:
 	rm -rf $(VENV) .modelgate .mypy_cache .ruff_cache .pytest_cache

@@ -59,6 +59,11 @@ app.kubernetes.io/part-of: modelgate
 - apiGroups: [modelgate.dev]
   resources: [modelreleases/status, qualitygates/status, environments/status]
   verbs: [get, patch]
+# Training Jobs are owned by their release with blockOwnerDeletion, which
+# clusters enforcing owner-reference permissions check against this.
+- apiGroups: [modelgate.dev]
+  resources: [modelreleases/finalizers]
+  verbs: [update]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]

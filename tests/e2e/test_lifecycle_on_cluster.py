@@ -1,0 +1,135 @@
+"""The release lifecycle on a real cluster (kind), with the operator installed
+by the Helm chart (`make kind-up images kind-load deploy e2e`).
+
+Skipped unless --with-e2e. The same story as the emulator tests, with the
+real API server, controllers, scheduler, admission webhooks and images:
+train as a Job, gate, deploy to staging and production, verify, and refuse
+the backtest leak at admission.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def _sample() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("kind_sample", ROOT / "scripts/kind_sample.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def kubectl_json(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        ["kubectl", *args, "-o", "json"], capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+@pytest.fixture(scope="module")
+def team() -> Iterator[tuple[ModuleType, str]]:
+    sample = _sample()
+    namespace = f"team-e2e-{uuid.uuid4().hex[:5]}"
+    sample.apply(namespace)
+    try:
+        yield sample, namespace
+    finally:
+        for suffix in ("", "-staging", "-production", "-backtest"):
+            subprocess.run(
+                ["kubectl", "delete", "namespace", namespace + suffix, "--wait=false"],
+                capture_output=True,
+                check=False,
+            )
+
+
+def _release(namespace: str) -> dict[str, Any]:
+    return kubectl_json("-n", namespace, "get", "modelrelease", "credit-risk-1-4-0")
+
+
+def test_release_is_trained_gated_deployed_and_verified(team: tuple[ModuleType, str]) -> None:
+    sample, namespace = team
+    deadline = time.monotonic() + 900
+    release: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        release = _release(namespace)
+        if (release.get("status") or {}).get("phase") in {"Released", "GateFailed", "Failed"}:
+            break
+        time.sleep(5)
+    status = release.get("status") or {}
+    assert status.get("phase") == "Released", json.dumps(status, indent=2)[:4000]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    for kind in ("Trained", "GatePassed", "ConfigValid", "Deployed", "Verified", "Ready"):
+        assert conditions[kind] == "True", kind
+    job = kubectl_json("-n", namespace, "get", "job", status["training"]["jobName"])
+    assert job["status"]["succeeded"] == 1
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "ModelRelease"
+    for environment in ("staging", "production"):
+        deployment = kubectl_json(
+            "-n", f"{namespace}-{environment}", "get", "deployment", f"credit-risk-{environment}"
+        )
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == sample.MODEL_IMAGE
+        assert deployment["status"]["availableReplicas"] == 1
+    production = kubectl_json("-n", namespace, "get", "environment", "production")
+    assert production["status"]["liveRelease"] == "credit-risk-1-4-0"
+    listed = subprocess.run(
+        ["kubectl", "-n", namespace, "get", "modelreleases"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Released" in listed
+
+
+def test_backtest_leak_is_refused_at_admission(team: tuple[ModuleType, str]) -> None:
+    _, namespace = team
+    leak = yaml.safe_load((ROOT / "examples/credit-risk/release-backtest-leak.yaml").read_text())
+    leak["metadata"]["namespace"] = namespace
+    done = subprocess.run(
+        ["kubectl", "apply", "-f", "-"],
+        input=yaml.safe_dump(leak),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "violates rule leakage:backtest" in done.stderr
+
+
+def test_deleting_the_release_removes_its_jobs(team: tuple[ModuleType, str]) -> None:
+    _, namespace = team
+    job = _release(namespace)["status"]["training"]["jobName"]
+    subprocess.run(
+        ["kubectl", "-n", namespace, "delete", "modelrelease", "credit-risk-1-4-0", "--wait=true"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = subprocess.run(
+            ["kubectl", "-n", namespace, "get", "job", job],
+            capture_output=True,
+            check=False,
+        )
+        if found.returncode != 0:
+            return
+        time.sleep(2)
+    raise AssertionError(f"Job {job} still exists after its release was deleted")
