@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit crds venv clean e2e tools bench \
+.PHONY: demo test lint typecheck unit crds venv clean e2e tools bench crash \
 	kind-up images kind-load deploy sample kind-down
 
 $(BIN)/python:
@@ -51,6 +51,10 @@ crds: $(STAMP)
 ## Gate metrics speed and memory against scikit-learn and fairlearn (a few minutes).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gate_metrics.py
+
+## Crash consistency: 50 release lifecycles with the operator SIGKILLed and restarted.
+crash: $(STAMP)
+	$(BIN)/python benchmarks/crash_trials.py --trials 50
 
 ## The kind path (needs docker, kind, kubectl, helm): a cluster, the image,
 ## the chart with an in-cluster S3 store, the sample, the e2e tests.

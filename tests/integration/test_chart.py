@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.support.pss import restricted_violations
 
 CHART = ROOT / "charts" / "modelgate"
 HELM = ROOT / ".tools" / "bin" / "helm"
@@ -80,6 +81,7 @@ def test_every_manifest_validates(values: Path, version: str) -> None:
 @pytest.mark.parametrize("values", VALUES, ids=lambda p: p.name)
 def test_operator_pod_is_hardened_and_probed(values: Path) -> None:
     pod = operator_pod(render(values))
+    assert restricted_violations(pod) == []
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     [container] = pod["containers"]

@@ -7,14 +7,19 @@ everything else is the operator as it runs in a cluster.
 from __future__ import annotations
 
 import copy
+import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
+from prometheus_client import generate_latest
 
+from modelgate import handlers
 from modelgate.api import ModelRelease, QualityGate
+from modelgate.backends.s3 import S3Settings, make_client
 from modelgate.promotion.reconcile import training_job_name, training_key
 from tests.conftest import EXAMPLES
 from tests.support.cluster import (
@@ -43,8 +48,34 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
+class _Collect(logging.Handler):
+    """Every log line of the module's operator, for the canary search."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record) + " " + repr(record.__dict__))
+
+
+LOGS = _Collect()
+
+
 @pytest.fixture(scope="module")
 def cluster(s3: S3Server) -> Iterator[tuple[RunningEmulator, client.ApiClient, Controllers]]:
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(LOGS)
+    root.setLevel(logging.DEBUG)  # kopf's debug lines carry the patches it sends
+    try:
+        yield from _cluster(s3)
+    finally:
+        root.removeHandler(LOGS)
+        root.setLevel(level)
+
+
+def _cluster(s3: S3Server) -> Iterator[tuple[RunningEmulator, client.ApiClient, Controllers]]:
     with running_emulator() as emulator, operator_environment(emulator, s3, BUCKET):
         api = api_client(emulator)
         controllers = start_controllers(api, s3)
@@ -306,3 +337,31 @@ def test_the_operator_never_writes_spec(
     assert len(emulator.emulator.created) > 10  # the scenarios did run
     written = [p for p in emulator.emulator.spec_changes if "/apis/modelgate.dev/" in p]
     assert written == []
+
+
+def test_no_secret_is_published_anywhere(
+    cluster: tuple[RunningEmulator, client.ApiClient, Controllers], s3: S3Server
+) -> None:
+    """Canary: the S3 credentials exist in the operator's environment and in the
+    Jobs' Secret; after every scenario above, they appear in no status, Event,
+    log line, metric or stored report."""
+    emulator, _, _ = cluster
+    canaries = [CREDENTIALS["AWS_SECRET_ACCESS_KEY"], CREDENTIALS["AWS_ACCESS_KEY_ID"]]
+    published = []
+    for plural in ("modelreleases", "environments", "qualitygates", "events"):
+        published.append(json.dumps(emulator.objects(plural)))
+    published.extend(LOGS.lines)
+    assert len(LOGS.lines) > 100  # the operator did log
+    published.append(generate_latest(handlers.runtime().metrics.registry).decode())
+    store = make_client(S3Settings(bucket=BUCKET, endpoint_url=s3.endpoint, path_style=True))
+    keys = [o["Key"] for o in store.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    reports = 0
+    for key in keys:
+        body = store.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        if body.startswith((b"{", b"<!DOCTYPE", b"<html")):
+            reports += 1
+            published.append(body.decode(errors="replace"))
+    assert reports >= 4
+    text = "\n".join(published)
+    for canary in canaries:
+        assert canary not in text

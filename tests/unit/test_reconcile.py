@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from modelgate.api import Environment, ModelRelease, QualityGate
 from modelgate.api.common import format_time
 from modelgate.api.modelrelease import ArtifactRecord, CheckResult, GateStatus
@@ -363,6 +365,28 @@ def test_production_requires_digest() -> None:
     assert release.status.phase == "Blocked"
     assert condition(release, "Ready")[1] == "ImageNotPinned"
     assert [d.environment for d in world.deploys] == ["staging"]
+
+
+@pytest.mark.parametrize(
+    ("allowed", "deployed"),
+    [
+        (["registry.example.com"], ["staging", "production"]),
+        (["registry.example.com/"], ["staging", "production"]),
+        (["registry.example.com/other-team"], ["staging"]),
+        (["registry.example.co"], ["staging"]),  # whole segments, not prefixes of names
+    ],
+)
+def test_registry_allow_list(allowed: list[str], deployed: list[str]) -> None:
+    envs = make_envs(policy={"allowedRegistries": allowed})
+    world = World()
+    release, _ = drive(make_release(), world, envs=envs)
+    assert [d.environment for d in world.deploys] == deployed
+    if deployed == ["staging"]:
+        assert release.status is not None
+        assert release.status.phase == "Blocked"
+        _, reason, message = condition(release, "Ready")
+        assert reason == "ImageNotAllowed"
+        assert f"only takes images from {allowed[0]}" in message
 
 
 def test_approval_required_waits_then_proceeds() -> None:

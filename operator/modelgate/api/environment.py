@@ -311,6 +311,12 @@ class Policy(ApiModel):
         default=True,
         description="When post-deployment verification fails, put the previous release back.",
     )
+    allowed_registries: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Image registries (and optional path prefixes) releases may deploy from, "
+        "e.g. registry.example.com/ml; empty: any.",
+    )
     approvers: list[str] = Field(
         default_factory=list,
         max_length=50,

@@ -154,6 +154,13 @@ def read_table(source: Path | bytes, name: str, fmt: str | None = None) -> Table
             fmt = fmt or ("parquet" if source[:4] == b"PAR1" else "csv")
             buffer = io.BytesIO(source)
             data = pq.read_table(buffer) if fmt == "parquet" else pacsv.read_csv(buffer)
-    except (pa.ArrowInvalid, OSError) as error:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as error:
         raise TableError(f"cannot read {name} as {fmt}: {error}") from error
+    try:
+        _ = data.column_names  # pyarrow decodes names lazily
+    except UnicodeDecodeError as error:
+        raise TableError(
+            f"cannot read {name} as {fmt}: its column names are not UTF-8 text "
+            "(a binary file given as CSV?)"
+        ) from error
     return Table(name=name, data=data)

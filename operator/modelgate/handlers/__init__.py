@@ -172,6 +172,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 8
     settings.peering.name = "modelgate"
     settings.posting.level = logging.WARNING
+    # Even with --verbose: the AWS SDK's debug lines carry signed request
+    # headers (the access key id) and every byte sent.
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     operator_settings = OperatorSettings.from_env()
     if operator_settings.metrics_port:
         rt = runtime()

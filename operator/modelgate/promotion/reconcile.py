@@ -739,6 +739,15 @@ def _try_deploy(
         )
         entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
         return entry, ("ImageNotPinned", message, True)
+    allowed = env.spec.policy.allowed_registries
+    if allowed and not any(_from_registry(release.spec.image, prefix) for prefix in allowed):
+        message = (
+            f"environment {name} only takes images from {', '.join(allowed)}; "
+            f"{release.spec.image!r} is not from one of them: push it there or change "
+            "policy.allowedRegistries"
+        )
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        return entry, ("ImageNotAllowed", message, True)
     if soaked_until is not None and ctx.now < soaked_until:
         wait = soaked_until - ctx.now
         message = f"soaking in the previous environment until {format_time(soaked_until)}"
@@ -788,6 +797,13 @@ def _try_deploy(
     )
     ctx.plan.events.append(Event("Normal", "Deploying", f"deploying to {name}"))
     return entry, None
+
+
+def _from_registry(image: str, prefix: str) -> bool:
+    """``image`` lives under ``prefix`` (a registry host, optionally with a path),
+    matched on whole path segments."""
+    prefix = prefix.rstrip("/")
+    return image == prefix or image.startswith(prefix + "/")
 
 
 def _approval(release: ModelRelease, environment: str) -> Approval | None:

@@ -1,0 +1,293 @@
+"""Crash trials: release lifecycles with the operator process SIGKILLed at a
+random instant and restarted (benchmarks/crash_trials.py; a short CI test).
+
+One S3 server and one GitOps repository serve every trial; each trial gets a
+fresh API server (emulator) and controllers, its own namespace and repository
+path, so every trial starts from the same state. Staging is Direct;
+production is GitOps with a verification Job; every third trial's
+verification fails, so rollbacks are crashed into too. The operator is
+`python -m modelgate operator` as a child process with JSON logs; its Deploy
+and Rollback lines, the Deployments' generations and the repository's commits
+are what a trial counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from tests.conftest import EXAMPLES
+from tests.support.cluster import (
+    Controllers,
+    api_client,
+    create,
+    get,
+    seed_sample_data,
+    start_controllers,
+)
+from tests.support.emulator import RunningEmulator, running_emulator
+from tests.support.gitops_agent import GitOpsAgent, bare_repository, git
+from tests.support.s3server import CREDENTIALS, S3Server, running_s3
+
+SAMPLE = EXAMPLES / "credit-risk"
+BUCKET = "crash-artifacts"
+RELEASE = "credit-risk-1-4-0"
+FINAL = {"Released", "RolledBack", "GateFailed", "Failed", "Blocked"}
+
+
+@dataclass
+class TrialResult:
+    trial: int
+    namespace: str
+    killed_after: float
+    phase_at_kill: str | None
+    expected: str
+    final: str | None
+    deploys: Counter[str]  # Deploy actions logged, by environment
+    rollouts: int  # staging Deployment generation (1: rolled out once)
+    promotion_commits: int
+    revert_commits: int
+    recovery_seconds: float | None  # restart -> final state
+
+    @property
+    def correct(self) -> bool:
+        return self.final == self.expected
+
+    @property
+    def duplicated(self) -> bool:
+        return self.rollouts > 1 or self.promotion_commits > 1 or self.revert_commits > 1
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial,
+            "killed_after_s": round(self.killed_after, 2),
+            "phase_at_kill": self.phase_at_kill,
+            "expected": self.expected,
+            "final": self.final,
+            "deploy_actions": dict(self.deploys),
+            "staging_rollouts": self.rollouts,
+            "promotion_commits": self.promotion_commits,
+            "revert_commits": self.revert_commits,
+            "recovery_s": None
+            if self.recovery_seconds is None
+            else round(self.recovery_seconds, 2),
+        }
+
+
+@dataclass
+class World:
+    s3: S3Server
+    repository: Path
+    workdir: Path
+    controller_errors: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def crash_world(workdir: Path) -> Iterator[World]:
+    remote = bare_repository(workdir)
+    with running_s3(workdir / "moto.log") as s3:
+        seed_sample_data(s3, BUCKET, SAMPLE / "data")
+        yield World(s3, remote, workdir)
+
+
+@dataclass
+class Cluster:
+    """One trial's API server (a fresh emulator: its watch history starts
+    empty, so every trial sees the same server) and controllers."""
+
+    emulator: RunningEmulator
+    api: client.ApiClient
+    controllers: Controllers
+
+
+@contextmanager
+def _cluster(world: World) -> Iterator[Cluster]:
+    with running_emulator() as emulator:
+        api = api_client(emulator)
+        controllers = start_controllers(api, world.s3)
+        try:
+            yield Cluster(emulator, api, controllers)
+        finally:
+            controllers.stop()
+            world.controller_errors.extend(controllers.errors)
+
+
+def _operator_env(world: World, cluster: Cluster) -> dict[str, str]:
+    return {
+        **os.environ,
+        **CREDENTIALS,
+        "MODELGATE_API_SERVER": cluster.emulator.url,
+        "MODELGATE_S3_BUCKET": BUCKET,
+        "MODELGATE_S3_PREFIX": "modelgate",
+        "MODELGATE_S3_ENDPOINT": world.s3.endpoint,
+        "MODELGATE_S3_PATH_STYLE": "true",
+        "MODELGATE_S3_SECRET": "modelgate-s3",
+        "MODELGATE_RESYNC_SECONDS": "0.5",
+        # The clone cache survives a container restart (an emptyDir does).
+        "MODELGATE_GIT_CACHE": str(world.workdir / "git-cache"),
+        "MODELGATE_GIT_FETCH_SECONDS": "0",
+    }
+
+
+def _start_operator(world: World, cluster: Cluster, log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "modelgate", "operator", "--standalone", "--log-format=json"],
+            env=_operator_env(world, cluster),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        out.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _documents(namespace: str, path: str, remote: Path) -> list[dict[str, Any]]:
+    found = []
+    for name in ("gate.yaml", "environments.yaml"):
+        for document in yaml.safe_load_all((SAMPLE / name).read_text()):
+            if not document:
+                continue
+            spec = document["spec"]
+            if document["kind"] == "Environment":
+                spec["namespace"] = f"{namespace}-{document['metadata']['name']}"
+                if document["metadata"]["name"] == "production":
+                    spec["delivery"] = {
+                        "mode": "GitOps",
+                        "git": {"repository": f"file://{remote}", "path": path},
+                    }
+                    spec["verification"] = {"image": "verify:1", "command": ["verify"]}
+            found.append(document)
+    return found
+
+
+def _release() -> dict[str, Any]:
+    [document] = [d for d in yaml.safe_load_all((SAMPLE / "release.yaml").read_text()) if d]
+    data = document["spec"]["training"]["data"]
+    data["train"], data["evaluation"] = (
+        f"s3://{BUCKET}/data/train.csv",
+        f"s3://{BUCKET}/data/eval.csv",
+    )
+    document["spec"]["training"]["command"] = ["python", "-m", "modelgate.trainer"]
+    return document
+
+
+def _phase(api: client.ApiClient, namespace: str) -> str | None:
+    status = get(api, "ModelRelease", namespace, RELEASE).get("status") or {}
+    phase: str | None = status.get("phase")
+    return phase
+
+
+def _actions(log: Path, release: str) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by SIGKILL
+        if record.get("release") == release and record.get("action") in {"Deploy", "Rollback"}:
+            found[f"{record['action']}:{record.get('environment')}"] += 1
+    return found
+
+
+def _commits(remote: Path, release: str) -> tuple[int, int]:
+    log = git(remote, "log", "--format=%B%x1e", "main")
+    messages = [m for m in log.split("\x1e") if f"Modelgate-Release: {release}" in m]
+    promotions = sum("Modelgate-Promotion:" in m for m in messages)
+    reverts = sum("Modelgate-Reverts:" in m for m in messages)
+    return promotions, reverts
+
+
+def run_trial(
+    world: World, trial: int, rng: random.Random, kill_window: float = 8.0, timeout: float = 120
+) -> TrialResult:
+    with _cluster(world) as cluster:
+        return _trial(world, cluster, trial, rng, kill_window, timeout)
+
+
+def _trial(
+    world: World,
+    cluster: Cluster,
+    trial: int,
+    rng: random.Random,
+    kill_window: float,
+    timeout: float,
+) -> TrialResult:
+    namespace = f"crash-{trial}"
+    path = f"clusters/crash-{trial}"
+    fails = trial % 3 == 2
+    expected = "RolledBack" if fails else "Released"
+    if fails:
+        cluster.controllers.fail_verifications.add(RELEASE)
+    agent = GitOpsAgent(cluster.api, world.repository, path, world.workdir / f"agent-{trial}")
+    agent.start()
+    for document in _documents(namespace, path, world.repository):
+        create(cluster.api, document, namespace)
+    log = world.workdir / f"operator-{trial}.log"
+    operator = _start_operator(world, cluster, log)
+    killed_after = rng.uniform(0.3, kill_window)
+    recovery: float | None = None
+    phase_at_kill: str | None = None
+    try:
+        time.sleep(1.0)  # let it start watching
+        create(cluster.api, _release(), namespace)
+        time.sleep(killed_after)
+        phase_at_kill = _phase(cluster.api, namespace)
+        operator.send_signal(signal.SIGKILL)
+        operator.wait(timeout=10)
+        operator = _start_operator(world, cluster, log)
+        restarted = time.monotonic()
+        deadline = restarted + timeout
+        while time.monotonic() < deadline:
+            if _phase(cluster.api, namespace) in FINAL:
+                recovery = time.monotonic() - restarted
+                break
+            time.sleep(0.2)
+        # Give a finished operator a moment to show any duplicate it would make.
+        time.sleep(1.5)
+    finally:
+        _stop(operator)
+        agent.stop()
+    key = f"{namespace}/{RELEASE}"
+    staging = cluster.emulator.objects("deployments", f"{namespace}-staging")
+    rollouts = max((int(d["metadata"].get("generation", 1)) for d in staging), default=0)
+    promotions, reverts = _commits(world.repository, key)
+    return TrialResult(
+        trial=trial,
+        namespace=namespace,
+        killed_after=killed_after,
+        phase_at_kill=phase_at_kill,
+        expected=expected,
+        final=_phase(cluster.api, namespace),
+        deploys=_actions(log, key),
+        rollouts=rollouts,
+        promotion_commits=promotions,
+        revert_commits=reverts,
+        recovery_seconds=recovery,
+    )
