@@ -438,3 +438,36 @@ def test_ssh_key_goes_to_a_private_file_with_strict_host_checking(tmp_path: Path
     assert "StrictHostKeyChecking=yes" in env["GIT_SSH_COMMAND"]
     assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in env["GIT_SSH_COMMAND"]
     assert credentials.secrets() == ["-----KEY-----"]
+
+
+def test_a_remote_that_is_down_is_retried_later_and_commits_once(tmp_path: Path) -> None:
+    bare = bare_repository(tmp_path)
+    with git_http_server(tmp_path, "deploy-bot", "tok-1") as server:
+        env = Environment.model_validate(
+            {
+                "metadata": {"name": "production", "namespace": "team"},
+                "spec": {
+                    "tier": "production",
+                    "namespace": "models-prod",
+                    "delivery": {
+                        "mode": "GitOps",
+                        "git": {"repository": f"{server.url}/{bare.name}", "path": "envs/prod"},
+                    },
+                },
+            }
+        )
+        settings = OperatorSettings(git_cache=str(tmp_path / "cache"), git_fetch_seconds=0)
+        credentials = GitCredentials(token="tok-1", username="deploy-bot")
+        operator = GitOpsDelivery(
+            settings, lambda e: credentials, lambda e, m, i: RolloutState(True)
+        )
+        server.down = True
+        with pytest.raises(GitError) as unavailable:
+            operator.deploy(env, deploy_action(), NOW)
+        assert unavailable.value.transient  # the operator retries with backoff
+        assert "503" in str(unavailable.value)
+        server.down = False
+        sha = operator.deploy(env, deploy_action(), NOW)
+        assert operator.deploy(env, deploy_action(), NOW) == sha
+    assert git(bare, "rev-parse", "main").strip() == sha
+    assert len(messages(bare)) == 2

@@ -190,3 +190,40 @@ def test_deleting_a_release_deletes_its_jobs(
             60,
             "Jobs and release gone",
         )
+
+
+def test_server_errors_and_throttling_are_retried_without_duplicates(
+    world: tuple[RunningEmulator, client.ApiClient, Controllers],
+) -> None:
+    """503 on creating the training Job, 429 on reading the Deployment, 500 on
+    patching the ConfigMap: each is retried with backoff, nothing is created
+    twice, and the release still ends Released with its status intact."""
+    emulator, api, _ = world
+    name = "credit-risk-flaky"
+    faults = [
+        ("POST", "/jobs", 503),
+        ("GET", "/deployments/credit-risk-staging", 429),
+        ("PATCH", "/configmaps/credit-risk-staging-config", 500),
+    ]
+    for method, path, status in faults:
+        emulator.emulator.inject(method, path, status, times=1)
+    document = release_document(**{"metadata.name": name, "spec.model.version": "4.0.0"})
+    document["spec"]["promotion"] = {"environments": ["staging"]}
+    with running_operator():
+        create(api, document, NAMESPACE)
+        wait_for(
+            lambda: (
+                (get(api, "ModelRelease", NAMESPACE, name).get("status") or {}).get("phase")
+                == "Released"
+            ),
+            120,
+            "Released despite server errors",
+            lambda: get(api, "ModelRelease", NAMESPACE, name).get("status"),
+        )
+    for method, path, _ in faults:
+        assert emulator.emulator._faults[(method, path)][1] == 0, f"{method} {path} not hit"
+    jobs = [p for p in emulator.emulator.created if "/jobs/" in p and name in p]
+    assert len(jobs) == 1, jobs
+    status = get(api, "ModelRelease", NAMESPACE, name)["status"]
+    assert conditions({"status": status})["Ready"]["status"] == "True"
+    assert status["training"]["state"] == "Succeeded"

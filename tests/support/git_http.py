@@ -34,6 +34,7 @@ class GitHttpServer:
     token: str
     url: str = ""
     seen_authorization: list[str] = field(default_factory=list)
+    down: bool = False  # answer 503, as a remote in maintenance does
 
 
 def _handler(server: GitHttpServer) -> type[BaseHTTPRequestHandler]:
@@ -44,6 +45,10 @@ def _handler(server: GitHttpServer) -> type[BaseHTTPRequestHandler]:
             pass  # quiet
 
         def _serve(self) -> None:
+            if server.down:
+                self.send_response(503)
+                self.end_headers()
+                return
             given = self.headers.get("Authorization", "")
             server.seen_authorization.append(given.split(" ", 1)[0])
             if given != expected:
