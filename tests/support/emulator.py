@@ -86,6 +86,8 @@ class FixedEmulator(kmock.KubernetesEmulator):
         self._faults: dict[tuple[str, str], list[int]] = {}
         self.created: list[str] = []  # paths of every successful-looking create
         self.spec_changes: list[str] = []  # paths of updates that changed a spec
+        # (user agent, method, group, plural, subresource, action) of every request.
+        self.requests: list[tuple[str, str, str, str, str, str]] = []
 
     def inject(self, method: str, path: str, status: int, times: int = 1) -> None:
         """Answer the next ``times`` matching requests with ``status``."""
@@ -178,6 +180,18 @@ class FixedEmulator(kmock.KubernetesEmulator):
             request.data["metadata"].update(stamp)
 
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource is not None and request.action is not None:
+            resource = request.resource
+            self.requests.append(
+                (
+                    str(request.headers.get("User-Agent", "")),
+                    str(request.method).rsplit(".", 1)[-1].upper(),
+                    str(getattr(resource, "group", "") or ""),
+                    str(getattr(resource, "plural", "") or ""),
+                    str(request.subresource or ""),
+                    str(request.action).rsplit(".", 1)[-1].lower(),
+                )
+            )
         injected = self._injected(request)
         if injected is not None:
             return await self._render_error(injected)

@@ -53,12 +53,17 @@ app.kubernetes.io/part-of: modelgate
 
 {{/* RBAC rules for the namespaces the operator works in. */}}
 {{- define "modelgate.namespacedRules" -}}
+# Exactly the calls the operator makes (tests/integration/test_operator.py
+# compares these rules with the requests it observes).
 - apiGroups: [modelgate.dev]
-  resources: [modelreleases, qualitygates, environments]
+  resources: [modelreleases]
+  verbs: [list, watch, patch]
+- apiGroups: [modelgate.dev]
+  resources: [qualitygates, environments]
   verbs: [get, list, watch, patch]
 - apiGroups: [modelgate.dev]
   resources: [modelreleases/status, qualitygates/status, environments/status]
-  verbs: [get, patch]
+  verbs: [patch]
 # Training Jobs are owned by their release with blockOwnerDeletion, which
 # clusters enforcing owner-reference permissions check against this.
 - apiGroups: [modelgate.dev]
@@ -66,22 +71,22 @@ app.kubernetes.io/part-of: modelgate
   verbs: [update]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, delete]
+  verbs: [get, list, create, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list]
+  verbs: [list]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [""]
-  resources: [services, configmaps]
+  resources: [configmaps]
   verbs: [get, create, patch, delete]
 - apiGroups: [""]
+  resources: [services]
+  verbs: [create, patch, delete]
+- apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- if .Values.peering.enabled }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]

@@ -36,6 +36,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from modelgate import __version__
 from modelgate.api.common import format_time
 from modelgate.api.environment import Environment, EnvironmentStatus, Promotion
 from modelgate.api.loader import format_validation_error
@@ -86,20 +87,25 @@ AT_REST_FACTOR = 10
 AT_REST_PHASES = {"Released", "GateFailed", "Failed", "Blocked", "RolledBack"}
 
 logger = logging.getLogger("modelgate.handlers")
+USER_AGENT = "modelgate-operator"
 
 
 def api_client() -> kube_client.ApiClient:
-    """A kubernetes client for the same cluster kopf talks to."""
+    """A kubernetes client for the same cluster kopf talks to; it names itself
+    in User-Agent, so audit logs tell the operator's requests apart."""
     server = os.environ.get("MODELGATE_API_SERVER")
     if server:
         configuration = kube_client.Configuration()
         configuration.host = server
-        return kube_client.ApiClient(configuration)
-    try:
-        kube_config.load_incluster_config()
-    except kube_config.ConfigException:
-        kube_config.load_kube_config()
-    return kube_client.ApiClient()
+        client = kube_client.ApiClient(configuration)
+    else:
+        try:
+            kube_config.load_incluster_config()
+        except kube_config.ConfigException:
+            kube_config.load_kube_config()
+        client = kube_client.ApiClient()
+    client.user_agent = f"{USER_AGENT}/{__version__}"
+    return client
 
 
 @dataclass
