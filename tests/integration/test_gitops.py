@@ -471,3 +471,27 @@ def test_a_remote_that_is_down_is_retried_later_and_commits_once(tmp_path: Path)
         assert operator.deploy(env, deploy_action(), NOW) == sha
     assert git(bare, "rev-parse", "main").strip() == sha
     assert len(messages(bare)) == 2
+
+
+@pytest.mark.parametrize(
+    ("detail", "transient"),
+    [
+        (
+            "access 'http://127.0.0.1:44015/d.git/': The requested URL returned error: 503",
+            True,
+        ),
+        (
+            "access 'http://127.0.0.1:44015/d.git/': The requested URL returned error: 401",
+            False,
+        ),
+        (
+            "access 'https://git.example.com/d.git/': The requested URL returned error: 403",
+            False,
+        ),
+        ("Could not resolve host: git.example.com", True),
+        ("Failed to connect to 127.0.0.1 port 40301: Connection refused", True),
+        ("fatal: Authentication failed for 'https://git.example.com/d.git/'", False),
+    ],
+)
+def test_errors_are_classified_by_what_they_say(detail: str, transient: bool) -> None:
+    assert gitops._transient(detail) is transient

@@ -25,6 +25,7 @@ import base64
 import hashlib
 import os
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -412,11 +413,12 @@ def _transient(detail: str) -> bool:
         "repository not found",
         "does not appear to be a git repository",
         "host key verification failed",
-        "403",
-        "401",
         "conflict",
     )
-    return not any(marker in lowered for marker in permanent)
+    if any(marker in lowered for marker in permanent):
+        return False
+    # HTTP answers by status, not by any digits (a port like 44015 holds "401").
+    return re.search(r"returned error: (400|401|403|404)\b", lowered) is None
 
 
 class GitOpsDelivery:
