@@ -25,23 +25,17 @@ from modelgate.settings import OperatorSettings
 from tests.integration.test_operator import _documents, release_document
 from tests.support.cluster import api_client, create, wait_for
 from tests.support.emulator import running_emulator
+from tests.support.s3server import free_port
 
 NAMESPACE = "team-admission"
 ALICE = {"username": "alice@example.com", "groups": ["system:authenticated", "ml-leads"]}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, client.ApiClient]]:
     """`python -m modelgate operator` serving its webhooks, as in a cluster
     (a process of its own: webhooks register only where they are served)."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     with running_emulator() as emulator:
         api = api_client(emulator)

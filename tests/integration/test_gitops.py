@@ -345,19 +345,7 @@ def test_review_branch_waits_for_the_merge(tmp_path: Path, remote: Path) -> None
 def test_token_never_appears_in_errors(tmp_path: Path) -> None:
     token = "ghp_s3cr3tt0k3nvalue"
     credentials = GitCredentials(token=token, username="bot")
-    env = Environment.model_validate(
-        {
-            "metadata": {"name": "production", "namespace": "team"},
-            "spec": {
-                "tier": "production",
-                "namespace": "models-prod",
-                "delivery": {
-                    "mode": "GitOps",
-                    "git": {"repository": "https://127.0.0.1:9/org/deploy.git", "path": "p"},
-                },
-            },
-        }
-    )
+    env = environment(tmp_path, repository="https://127.0.0.1:9/org/deploy.git", path="p")
     settings = OperatorSettings(git_cache=str(tmp_path / "cache"), git_fetch_seconds=0)
     operator = GitOpsDelivery(settings, lambda e: credentials, lambda e, m, i: RolloutState(True))
     with pytest.raises(GitError) as caught:
@@ -383,19 +371,7 @@ def test_log_parsing_ignores_foreign_trailers() -> None:
 def test_https_token_authenticates_and_a_wrong_one_is_refused(tmp_path: Path) -> None:
     bare = bare_repository(tmp_path)
     with git_http_server(tmp_path, "deploy-bot", "tok-7f3a9c") as server:
-        env = Environment.model_validate(
-            {
-                "metadata": {"name": "production", "namespace": "team"},
-                "spec": {
-                    "tier": "production",
-                    "namespace": "models-prod",
-                    "delivery": {
-                        "mode": "GitOps",
-                        "git": {"repository": f"{server.url}/{bare.name}", "path": "envs/prod"},
-                    },
-                },
-            }
-        )
+        env = environment(bare, repository=f"{server.url}/{bare.name}")
 
         def operator(name: str, credentials: GitCredentials | None) -> GitOpsDelivery:
             settings = OperatorSettings(git_cache=str(tmp_path / name), git_fetch_seconds=0)
@@ -443,19 +419,7 @@ def test_ssh_key_goes_to_a_private_file_with_strict_host_checking(tmp_path: Path
 def test_a_remote_that_is_down_is_retried_later_and_commits_once(tmp_path: Path) -> None:
     bare = bare_repository(tmp_path)
     with git_http_server(tmp_path, "deploy-bot", "tok-1") as server:
-        env = Environment.model_validate(
-            {
-                "metadata": {"name": "production", "namespace": "team"},
-                "spec": {
-                    "tier": "production",
-                    "namespace": "models-prod",
-                    "delivery": {
-                        "mode": "GitOps",
-                        "git": {"repository": f"{server.url}/{bare.name}", "path": "envs/prod"},
-                    },
-                },
-            }
-        )
+        env = environment(bare, repository=f"{server.url}/{bare.name}")
         settings = OperatorSettings(git_cache=str(tmp_path / "cache"), git_fetch_seconds=0)
         credentials = GitCredentials(token="tok-1", username="deploy-bot")
         operator = GitOpsDelivery(

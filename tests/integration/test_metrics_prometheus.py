@@ -7,7 +7,6 @@ Prometheus server scrapes it every second; the assertions are PromQL.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -32,16 +31,9 @@ from tests.support.cluster import (
 )
 from tests.support.emulator import running_emulator
 from tests.support.prometheus import Prometheus, running_prometheus
-from tests.support.s3server import running_s3
+from tests.support.s3server import free_port, running_s3
 
 NAMESPACE = "team-metrics"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +41,7 @@ def world(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[client.ApiClient, Controllers, Prometheus, str]]:
     tmp = tmp_path_factory.mktemp("metrics")
-    port = _free_port()
+    port = free_port()
     with running_s3(tmp / "moto.log") as s3:
         seed_sample_data(s3, BUCKET, SAMPLE / "data")
         with (

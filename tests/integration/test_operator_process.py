@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -14,13 +13,7 @@ import yaml
 from tests.conftest import EXAMPLES
 from tests.support.cluster import api_client, create, get, wait_for
 from tests.support.emulator import running_emulator
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.support.s3server import free_port
 
 
 def test_python_dash_m_modelgate_reconciles_with_a_kubeconfig(tmp_path: Path) -> None:
@@ -38,7 +31,7 @@ def test_python_dash_m_modelgate_reconciles_with_a_kubeconfig(tmp_path: Path) ->
                 }
             )
         )
-        port, metrics_port = _free_port(), _free_port()
+        port, metrics_port = free_port(), free_port()
         env = {
             key: value
             for key, value in os.environ.items()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -17,12 +16,7 @@ from typing import Any
 
 import yaml
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.support.s3server import free_port
 
 
 @dataclass
@@ -60,7 +54,7 @@ def running_prometheus(targets: list[str], workdir: Path) -> Iterator[Prometheus
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     log = workdir / "prometheus.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -39,7 +39,8 @@ class S3Server:
                 self.process.wait(timeout=10)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -48,7 +49,7 @@ def _free_port() -> int:
 
 def start_moto(log: Path, environment: dict[str, str] | None = None) -> S3Server:
     binary = Path(sys.executable).parent / "moto_server"
-    port = _free_port()
+    port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(binary), "-H", "127.0.0.1", "-p", str(port)],
