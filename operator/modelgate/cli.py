@@ -330,6 +330,10 @@ def command_operator(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         # Read by the handlers' start-up (and by nothing at import).
         os.environ["MODELGATE_METRICS_PORT"] = str(args.metrics_port)
+    if args.peering_priority is not None:
+        os.environ["MODELGATE_PEERING_PRIORITY"] = str(args.peering_priority)
+    if args.peering_lifetime is not None:
+        os.environ["MODELGATE_PEERING_LIFETIME"] = str(args.peering_lifetime)
     import modelgate.handlers  # noqa: F401, PLC0415  (registers the handlers)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
@@ -399,6 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.add_argument(
         "--standalone", action="store_true", help="no peering: for one replica or tests"
+    )
+    operator.add_argument(
+        "--peering-priority",
+        type=int,
+        help="this replica's peering priority (default: older replicas rank higher)",
+    )
+    operator.add_argument(
+        "--peering-lifetime",
+        type=int,
+        help="seconds a silent replica blocks the others before they take over (default 60)",
     )
     operator.add_argument(
         "--liveness",

@@ -59,6 +59,13 @@ class OperatorSettings:
     webhook_insecure: bool = False
     # Let the operator create and update its webhook configurations.
     webhook_managed: bool = False
+    # Peering: the live replica with the highest priority acts, the others
+    # wait. None: derived from the start time, so the oldest replica keeps
+    # acting and a new or restarted one never takes over from a live one.
+    peering_priority: int | None = None
+    # Seconds a replica's peering record stays valid without a keep-alive:
+    # the bound on how long a killed replica blocks the others.
+    peering_lifetime: int = 60
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -86,4 +93,20 @@ class OperatorSettings:
             webhook_key=os.environ.get("MODELGATE_WEBHOOK_KEY") or None,
             webhook_insecure=_flag("MODELGATE_WEBHOOK_INSECURE", False),
             webhook_managed=_flag("MODELGATE_WEBHOOK_MANAGED", False),
+            peering_priority=(
+                int(_number("MODELGATE_PEERING_PRIORITY", 0))
+                if os.environ.get("MODELGATE_PEERING_PRIORITY")
+                else None
+            ),
+            peering_lifetime=int(_number("MODELGATE_PEERING_LIFETIME", cls.peering_lifetime)),
         )
+
+
+# Priorities by age: later starts get lower numbers. Microseconds, so two
+# replicas started together still differ (equal priorities pause them all).
+_PRIORITY_EPOCH_US = 2**62
+
+
+def priority_by_age(started_ns: int) -> int:
+    """A peering priority that is higher the earlier the process started."""
+    return _PRIORITY_EPOCH_US - started_ns // 1000

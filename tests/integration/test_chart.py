@@ -101,6 +101,12 @@ def test_operator_pod_is_hardened_and_probed(values: Path) -> None:
 def test_peering_and_standalone() -> None:
     default = operator_pod(render(None))["containers"][0]["args"]
     assert "--standalone" not in default
+    environment = {
+        e["name"]: e.get("value") for e in operator_pod(render(None))["containers"][0]["env"]
+    }
+    # The take-over bound; no fixed priority (replicas rank themselves by age).
+    assert environment["MODELGATE_PEERING_LIFETIME"] == "60"
+    assert "MODELGATE_PEERING_PRIORITY" not in environment
     assert of_kind(render(None), "ClusterKopfPeering")[0]["metadata"]["name"] == "modelgate"
     pinned = render(CHART / "ci" / "pinned-values.yaml")
     assert "--standalone" in operator_pod(pinned)["containers"][0]["args"]

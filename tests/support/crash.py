@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kmock
 import yaml
 from kubernetes import client
 
@@ -115,8 +116,10 @@ class Cluster:
 
 
 @contextmanager
-def _cluster(world: World) -> Iterator[Cluster]:
-    with running_emulator() as emulator:
+def cluster_for(
+    world: World, extra: dict[str, kmock.ResourceInfo] | None = None
+) -> Iterator[Cluster]:
+    with running_emulator(extra) as emulator:
         api = api_client(emulator)
         controllers = start_controllers(api, world.s3)
         try:
@@ -143,11 +146,22 @@ def _operator_env(world: World, cluster: Cluster) -> dict[str, str]:
     }
 
 
-def _start_operator(world: World, cluster: Cluster, log: Path) -> subprocess.Popen[bytes]:
+def start_operator(
+    world: World, cluster: Cluster, log: Path, *options: str
+) -> subprocess.Popen[bytes]:
+    """`python -m modelgate operator` with JSON logs (standalone unless
+    ``options`` are given)."""
     out = log.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "modelgate", "operator", "--standalone", "--log-format=json"],
+            [
+                sys.executable,
+                "-m",
+                "modelgate",
+                "operator",
+                "--log-format=json",
+                *(options or ("--standalone",)),
+            ],
             env=_operator_env(world, cluster),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -156,7 +170,7 @@ def _start_operator(world: World, cluster: Cluster, log: Path) -> subprocess.Pop
         out.close()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_operator(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -166,7 +180,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def _documents(namespace: str, path: str, remote: Path) -> list[dict[str, Any]]:
+def documents(namespace: str, path: str, remote: Path) -> list[dict[str, Any]]:
     found = []
     for name in ("gate.yaml", "environments.yaml"):
         for document in yaml.safe_load_all((SAMPLE / name).read_text()):
@@ -185,7 +199,7 @@ def _documents(namespace: str, path: str, remote: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _release() -> dict[str, Any]:
+def release_document() -> dict[str, Any]:
     [document] = [d for d in yaml.safe_load_all((SAMPLE / "release.yaml").read_text()) if d]
     data = document["spec"]["training"]["data"]
     data["train"], data["evaluation"] = (
@@ -202,7 +216,10 @@ def _phase(api: client.ApiClient, namespace: str) -> str | None:
     return phase
 
 
-def _actions(log: Path, release: str) -> Counter[str]:
+def actions(
+    log: Path, release: str, kinds: frozenset[str] = frozenset({"Deploy", "Rollback"})
+) -> Counter[str]:
+    """The side effects the operator logged for a release, by action and environment."""
     found: Counter[str] = Counter()
     for line in log.read_text(errors="replace").splitlines():
         if not line.startswith("{"):
@@ -211,7 +228,7 @@ def _actions(log: Path, release: str) -> Counter[str]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by SIGKILL
-        if record.get("release") == release and record.get("action") in {"Deploy", "Rollback"}:
+        if record.get("release") == release and record.get("action") in kinds:
             found[f"{record['action']}:{record.get('environment')}"] += 1
     return found
 
@@ -227,7 +244,7 @@ def _commits(remote: Path, release: str) -> tuple[int, int]:
 def run_trial(
     world: World, trial: int, rng: random.Random, kill_window: float = 8.0, timeout: float = 120
 ) -> TrialResult:
-    with _cluster(world) as cluster:
+    with cluster_for(world) as cluster:
         return _trial(world, cluster, trial, rng, kill_window, timeout)
 
 
@@ -247,21 +264,21 @@ def _trial(
         cluster.controllers.fail_verifications.add(RELEASE)
     agent = GitOpsAgent(cluster.api, world.repository, path, world.workdir / f"agent-{trial}")
     agent.start()
-    for document in _documents(namespace, path, world.repository):
+    for document in documents(namespace, path, world.repository):
         create(cluster.api, document, namespace)
     log = world.workdir / f"operator-{trial}.log"
-    operator = _start_operator(world, cluster, log)
+    operator = start_operator(world, cluster, log)
     killed_after = rng.uniform(0.3, kill_window)
     recovery: float | None = None
     phase_at_kill: str | None = None
     try:
         time.sleep(1.0)  # let it start watching
-        create(cluster.api, _release(), namespace)
+        create(cluster.api, release_document(), namespace)
         time.sleep(killed_after)
         phase_at_kill = _phase(cluster.api, namespace)
         operator.send_signal(signal.SIGKILL)
         operator.wait(timeout=10)
-        operator = _start_operator(world, cluster, log)
+        operator = start_operator(world, cluster, log)
         restarted = time.monotonic()
         deadline = restarted + timeout
         while time.monotonic() < deadline:
@@ -272,7 +289,7 @@ def _trial(
         # Give a finished operator a moment to show any duplicate it would make.
         time.sleep(1.5)
     finally:
-        _stop(operator)
+        stop_operator(operator)
         agent.stop()
     key = f"{namespace}/{RELEASE}"
     staging = cluster.emulator.objects("deployments", f"{namespace}-staging")
@@ -285,7 +302,7 @@ def _trial(
         phase_at_kill=phase_at_kill,
         expected=expected,
         final=_phase(cluster.api, namespace),
-        deploys=_actions(log, key),
+        deploys=actions(log, key),
         rollouts=rollouts,
         promotion_commits=promotions,
         revert_commits=reverts,

@@ -248,11 +248,16 @@ class FixedEmulator(kmock.KubernetesEmulator):
             yield event
 
 
-def crd_resources() -> dict[str, kmock.ResourceInfo]:
-    """ResourceInfo for the project's CRDs, read from crds/."""
+def crd_resources(paths: list[Path] | None = None) -> dict[str, kmock.ResourceInfo]:
+    """ResourceInfo for CRDs read from files (default: the project's, crds/)."""
     found: dict[str, kmock.ResourceInfo] = {}
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+    documents = [
+        document
+        for path in (paths if paths is not None else sorted((ROOT / "crds").glob("*.yaml")))
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+    for crd in documents:
         spec = crd["spec"]
         for version in spec["versions"]:
             found[f"{spec['group']}/{version['name']}/{spec['names']['plural']}"] = (
@@ -278,6 +283,10 @@ ARGO_APPLICATION = {
         verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
     )
 }
+
+
+# kopf's peering resources (from the chart), for tests of replicas that peer.
+KOPF_PEERINGS = crd_resources([ROOT / "charts" / "modelgate" / "crds" / "kopf.dev_peerings.yaml"])
 
 
 class RunningEmulator:

@@ -72,7 +72,7 @@ from modelgate.promotion import (
 from modelgate.promotion.conditions import READY, STALLED, set_condition
 from modelgate.promotion.paths import graph_problems
 from modelgate.promotion.reconcile import release_key, training_job_name, training_key
-from modelgate.settings import OperatorSettings
+from modelgate.settings import OperatorSettings, priority_by_age
 
 RELEASES = (GROUP, VERSION, "modelreleases")
 GATES = (GROUP, VERSION, "qualitygates")
@@ -165,6 +165,10 @@ def reset_runtime() -> None:
         _runtime = None
 
 
+# When this process started: its peering priority (see configure).
+_STARTED_NS = time.time_ns()
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -176,13 +180,21 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.execution.max_workers = 8
-    settings.peering.name = "modelgate"
     settings.posting.level = logging.WARNING
     # Even with --verbose: the AWS SDK's debug lines carry signed request
     # headers (the access key id) and every byte sent.
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     operator_settings = OperatorSettings.from_env()
+    settings.peering.name = "modelgate"
+    # kopf pauses every replica when two share a priority: each one needs its
+    # own, and the oldest keeps acting (no hand-over while it lives).
+    settings.peering.priority = (
+        operator_settings.peering_priority
+        if operator_settings.peering_priority is not None
+        else priority_by_age(_STARTED_NS)
+    )
+    settings.peering.lifetime = operator_settings.peering_lifetime
     if operator_settings.metrics_port:
         rt = runtime()
         if rt.metrics_server is None:
