@@ -59,6 +59,10 @@ class OperatorSettings:
     webhook_insecure: bool = False
     # Let the operator create and update its webhook configurations.
     webhook_managed: bool = False
+    # Seconds an API request may take before it counts as failed (retried).
+    api_timeout: float = 30.0
+    # Seconds the API server keeps a watch open before kopf re-lists.
+    watch_seconds: int = 300
     # Peering: the live replica with the highest priority acts, the others
     # wait. None: derived from the start time, so the oldest replica keeps
     # acting and a new or restarted one never takes over from a live one.
@@ -93,6 +97,9 @@ class OperatorSettings:
             webhook_key=os.environ.get("MODELGATE_WEBHOOK_KEY") or None,
             webhook_insecure=_flag("MODELGATE_WEBHOOK_INSECURE", False),
             webhook_managed=_flag("MODELGATE_WEBHOOK_MANAGED", False),
+            api_timeout=_number("MODELGATE_API_TIMEOUT", cls.api_timeout),
+            # Whole seconds: the API server takes timeoutSeconds as an integer.
+            watch_seconds=int(_number("MODELGATE_WATCH_SECONDS", cls.watch_seconds)),
             peering_priority=(
                 int(_number("MODELGATE_PEERING_PRIORITY", 0))
                 if os.environ.get("MODELGATE_PEERING_PRIORITY")

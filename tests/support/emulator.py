@@ -86,12 +86,48 @@ class FixedEmulator(kmock.KubernetesEmulator):
         self._faults: dict[tuple[str, str], list[int]] = {}
         self.created: list[str] = []  # paths of every successful-looking create
         self.spec_changes: list[str] = []  # paths of updates that changed a spec
+        # (method, path fragment) -> [seconds, remaining count]: slow answers.
+        self._delays: dict[tuple[str, str], list[float]] = {}
+        # (path fragment, mode) -> [remaining count]: watch streams that misbehave.
+        self._watch_faults: dict[tuple[str, str], list[int]] = {}
         # (user agent, method, group, plural, subresource, action) of every request.
         self.requests: list[tuple[str, str, str, str, str, str]] = []
 
     def inject(self, method: str, path: str, status: int, times: int = 1) -> None:
         """Answer the next ``times`` matching requests with ``status``."""
         self._faults[(method.upper(), path)] = [status, times]
+
+    def delay(self, method: str, path: str, seconds: float, times: int = 1) -> None:
+        """Answer the next ``times`` matching requests only after ``seconds``.
+
+        The request is then served as usual: a write the client gave up on
+        still lands, as it can on a real, slow API server."""
+        self._delays[(method.upper(), path)] = [seconds, times]
+
+    def break_watch(self, path: str, mode: str, times: int = 1) -> None:
+        """Make the next ``times`` watches of a path misbehave: ``gone`` sends
+        an ERROR event with 410 (resource version too old) and ends, ``end``
+        ends at once without an event, ``stall`` sends nothing and stays open
+        until the client gives up."""
+        if mode not in {"gone", "end", "stall"}:
+            raise ValueError(f"unknown watch fault {mode!r}")
+        self._watch_faults[(path, mode)] = [times]
+
+    def remaining(self) -> dict[str, int]:
+        """Injected faults not yet hit (all zero once the test drove them)."""
+        found = {f"{m} {p}": int(f[1]) for (m, p), f in self._faults.items()}
+        found.update({f"delay {m} {p}": int(f[1]) for (m, p), f in self._delays.items()})
+        found.update({f"watch {m} {p}": f[0] for (p, m), f in self._watch_faults.items()})
+        return found
+
+    def _delayed(self, request: kmock.Request) -> float:
+        for (method, fragment), delay in self._delays.items():
+            matches = str(request.method).upper().endswith(method)
+            is_watch = request.action == kmock.action.WATCH
+            if matches and not is_watch and fragment in request.url.path and delay[1] > 0:
+                delay[1] -= 1
+                return delay[0]
+        return 0.0
 
     def _injected(self, request: kmock.Request) -> kmock.KubernetesError | None:
         for (method, fragment), fault in self._faults.items():
@@ -192,6 +228,9 @@ class FixedEmulator(kmock.KubernetesEmulator):
                     str(request.action).rsplit(".", 1)[-1].lower(),
                 )
             )
+        delay = self._delayed(request)
+        if delay:
+            await asyncio.sleep(delay)
         injected = self._injected(request)
         if injected is not None:
             return await self._render_error(injected)
@@ -228,6 +267,30 @@ class FixedEmulator(kmock.KubernetesEmulator):
         return payload
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        for (fragment, mode), fault in self._watch_faults.items():
+            if fragment in request.url.path and fault[0] > 0:
+                fault[0] -= 1
+                if mode == "gone":
+                    yield {
+                        "type": "ERROR",
+                        "object": {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "status": "Failure",
+                            "reason": "Expired",
+                            "code": 410,
+                            "message": "too old resource version (injected by the test)",
+                        },
+                    }
+                    return
+                # Headers, then (for "end") the end: an empty stream would
+                # otherwise fall through kmock's matching to a 404.
+                yield b""
+                if mode == "stall":
+                    # Silent for longer than the client waits (it gives up
+                    # first), but bounded so the server can shut down.
+                    await asyncio.sleep(3 * float(request.params.get("timeoutSeconds") or 60))
+                return
         since = int(request.params.get("resourceVersion") or 0)
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
         loop = asyncio.get_running_loop()

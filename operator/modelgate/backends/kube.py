@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -47,9 +48,42 @@ def classify_api_error(error: ApiException, what: str) -> Exception:
     status = int(error.status or 0)
     if status == 409:
         return KubeTransientError(f"{what}: conflict (409), retrying", delay=1.0)
-    if status == 429 or status >= 500 or status == 0:
+    if status == 0:
+        return KubeTransientError(f"{what}: {error.reason}, retrying", delay=10.0)
+    if status == 429 or status >= 500:
         return KubeTransientError(f"{what}: API server answered {status}, retrying", delay=10.0)
     return RuntimeError(f"{what}: API server refused the request ({status}: {error.reason})")
+
+
+class TimedApiClient(client.ApiClient):  # type: ignore[misc]  # untyped package
+    """An API client whose every request has a deadline.
+
+    The kubernetes client waits forever by default: one API server that
+    accepts a connection and never answers would hold a handler thread (and
+    the release's lock) for good. A request without an answer in time, or
+    one whose connection breaks, becomes ``ApiException(status=0)``, which
+    every call site already classifies as transient.
+    """
+
+    def __init__(
+        self, configuration: client.Configuration | None = None, timeout: float = 30.0
+    ) -> None:
+        super().__init__(configuration)
+        self.timeout = timeout
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = (min(10.0, self.timeout), self.timeout)
+        try:
+            return super().request(method, url, *args, **kwargs)
+        except urllib3.exceptions.HTTPError as error:
+            failure = ApiException(
+                status=0,
+                reason=f"no answer from the API server ({type(error).__name__}, deadline "
+                f"{self.timeout:g} s) for {method} {urllib3.util.parse_url(url).path}",
+            )
+            failure.body = b""  # the client decodes the body of every ApiException
+            raise failure from error
 
 
 @dataclass

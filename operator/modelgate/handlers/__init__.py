@@ -52,6 +52,7 @@ from modelgate.backends.kube import (
     KubeClients,
     KubeRunner,
     KubeTransientError,
+    TimedApiClient,
     classify_api_error,
 )
 from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client, read_uri
@@ -94,16 +95,17 @@ def api_client() -> kube_client.ApiClient:
     """A kubernetes client for the same cluster kopf talks to; it names itself
     in User-Agent, so audit logs tell the operator's requests apart."""
     server = os.environ.get("MODELGATE_API_SERVER")
+    timeout = OperatorSettings.from_env().api_timeout
     if server:
         configuration = kube_client.Configuration()
         configuration.host = server
-        client = kube_client.ApiClient(configuration)
+        client = TimedApiClient(configuration, timeout)
     else:
         try:
             kube_config.load_incluster_config()
         except kube_config.ConfigException:
             kube_config.load_kube_config()
-        client = kube_client.ApiClient()
+        client = TimedApiClient(timeout=timeout)
     client.user_agent = f"{USER_AGENT}/{__version__}"
     return client
 
@@ -176,16 +178,20 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    operator_settings = OperatorSettings.from_env()
+    # The server ends a watch after this long and kopf re-lists; a stream
+    # that goes silent (a proxy holding it open) is dropped a little later.
+    settings.watching.server_timeout = operator_settings.watch_seconds
+    settings.watching.client_timeout = operator_settings.watch_seconds * 1.1 + 5
     settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = operator_settings.api_timeout
+    settings.networking.connect_timeout = min(10.0, operator_settings.api_timeout)
     settings.execution.max_workers = 8
     settings.posting.level = logging.WARNING
     # Even with --verbose: the AWS SDK's debug lines carry signed request
     # headers (the access key id) and every byte sent.
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    operator_settings = OperatorSettings.from_env()
     settings.peering.name = "modelgate"
     # kopf pauses every replica when two share a priority: each one needs its
     # own, and the oldest keeps acting (no hand-over while it lives).
