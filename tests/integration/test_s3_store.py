@@ -19,6 +19,7 @@ from modelgate.backends.s3 import S3ArtifactStore, S3Settings, list_uri, make_cl
 from modelgate.trainer import contract
 from modelgate.trainer.train import ContractError, train
 from tests.conftest import EXAMPLES
+from tests.support.faulty_proxy import FaultyProxy
 from tests.support.s3server import S3Server, running_s3
 from tests.unit.test_trainer import contract_env
 
@@ -62,6 +63,62 @@ def test_tampered_object_fails_closed(store: S3ArtifactStore) -> None:
     store.client.put_object(Bucket=bucket, Key=key, Body=b"a malicious model")
     with pytest.raises(ArtifactIntegrityError, match="refusing to use it"):
         store.get_bytes(record)
+
+
+@pytest.fixture
+def proxied(store: S3ArtifactStore, s3: S3Server) -> Iterator[tuple[S3ArtifactStore, FaultyProxy]]:
+    """The same bucket, read through a proxy that misbehaves on request."""
+    proxy = FaultyProxy(s3.endpoint).start()
+    settings = S3Settings(
+        bucket=store.settings.bucket,
+        prefix=store.settings.prefix,
+        endpoint_url=proxy.endpoint,
+        path_style=True,
+    )
+    try:
+        yield S3ArtifactStore(settings), proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("keep_checksums", [False, True], ids=["sha256", "store-checksum"])
+def test_bytes_corrupted_on_the_way_fail_closed(
+    proxied: tuple[S3ArtifactStore, FaultyProxy], keep_checksums: bool
+) -> None:
+    """Whether the store's own checksum or the recorded SHA-256 notices, the
+    damaged bytes are refused with a permanent error (no retry loop)."""
+    store, proxy = proxied
+    record = store.put_bytes(b"y_true,y_pred\n1,1\n" * 50, "predictions")
+    proxy.corrupt("GET", "/sha256/", keep_checksums=keep_checksums)
+    with pytest.raises(ArtifactIntegrityError) as refused:
+        store.get_bytes(record)
+    assert not refused.value.transient
+    expected = "corrupted in the store or on the way" if keep_checksums else "refusing to use it"
+    assert expected in str(refused.value)
+    assert store.get_bytes(record).startswith(b"y_true")  # the next read is clean
+
+
+def test_throttling_and_a_dead_endpoint_are_retried_then_transient(
+    proxied: tuple[S3ArtifactStore, FaultyProxy],
+) -> None:
+    store, proxy = proxied
+    record = store.put_bytes(b"model bytes", "model")
+    # Two SlowDowns: botocore's own retries absorb them.
+    brief = proxy.fail("GET", "/sha256/", 503, times=2)
+    assert store.get_bytes(record) == b"model bytes"
+    assert brief.hits == 2
+    # More than its attempts: a transient error for the operator to retry later.
+    endless = proxy.fail("GET", "/sha256/", 503, times=50)
+    with pytest.raises(ArtifactUnavailableError, match="SlowDown") as throttled:
+        store.get_bytes(record)
+    assert throttled.value.transient
+    # botocore's retries["max_attempts"] counts retries after the first try.
+    assert endless.hits == store.settings.max_attempts + 1
+    endless.remaining = 0
+    proxy.drop("GET", "/sha256/", times=50)
+    with pytest.raises(ArtifactUnavailableError, match="unreachable") as down:
+        store.get_bytes(record)
+    assert down.value.transient
 
 
 def test_missing_object_and_missing_bucket(store: S3ArtifactStore, s3: S3Server) -> None:

@@ -29,6 +29,7 @@ from modelgate import handlers
 from modelgate.backends.s3 import S3Settings, make_client
 from modelgate.trainer.train import ContractError, train
 from tests.support.emulator import RunningEmulator
+from tests.support.faulty_proxy import FaultyProxy
 from tests.support.s3server import CREDENTIALS, S3Server
 
 GROUP, VERSION = "modelgate.dev", "v1alpha1"
@@ -199,8 +200,11 @@ class OperatorThread:
 
 
 @contextlib.contextmanager
-def operator_environment(emulator: RunningEmulator, s3: S3Server, bucket: str) -> Iterator[None]:
-    """Settings the operator reads at import and start-up."""
+def operator_environment(
+    emulator: RunningEmulator, s3: S3Server | FaultyProxy, bucket: str
+) -> Iterator[None]:
+    """Settings the operator reads at import and start-up (S3 directly or
+    through a proxy that injects faults)."""
     values = {
         "MODELGATE_API_SERVER": emulator.url,
         "MODELGATE_S3_BUCKET": bucket,

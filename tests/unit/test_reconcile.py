@@ -25,6 +25,7 @@ from modelgate.promotion import (
 )
 from modelgate.promotion.conditions import find
 from modelgate.promotion.paths import graph_problems
+from modelgate.promotion.reconcile import _gate_summary
 from modelgate.trainer import contract
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -297,6 +298,43 @@ def test_gate_failure_stops_before_any_deploy() -> None:
     assert (status, reason) == ("False", "GateFailed")
     assert "blocking auc Failed: roc_auc = 0.7000 does not meet >= 0.8" in message
     assert world.deploys == []
+
+
+def test_gate_summary_names_checks_that_share_a_reason_once() -> None:
+    """Unreadable predictions make every check Inconclusive for one reason:
+    the condition says the reason once, not once per check."""
+    reason = "predictions unreadable: SHA-256 mismatch: refusing to use it"
+    checks = [
+        CheckResult(
+            name=n, kind="metric", severity="blocking", outcome="Inconclusive", message=reason
+        )
+        for n in ("auc", "parity", "schema")
+    ] + [
+        CheckResult(
+            name="recall", kind="slice", severity="blocking", outcome="Failed", message="low"
+        ),
+        CheckResult(
+            name="drift", kind="drift", severity="warning", outcome="Inconclusive", message=reason
+        ),
+    ]
+    summary = _gate_summary(
+        GateStatus.model_validate(
+            {
+                "name": "g",
+                "inputsHash": "0" * 16,
+                "evaluatedAt": format_time(NOW),
+                "outcome": "Inconclusive",
+                "passed": 0,
+                "failed": 1,
+                "inconclusive": 4,
+                "checks": checks,
+            }
+        )
+    )
+    assert summary.count(reason) == 2  # once for the blocking checks, once for the warning
+    assert f"blocking auc, parity, schema Inconclusive: {reason}" in summary
+    assert "blocking recall Failed: low" in summary
+    assert f"warning drift Inconclusive: {reason}" in summary
 
 
 def test_inconclusive_gate_blocks_too() -> None:

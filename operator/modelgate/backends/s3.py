@@ -23,6 +23,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
+    FlexibleChecksumError,
     ReadTimeoutError,
 )
 
@@ -113,6 +114,10 @@ def classify(error: Exception, what: str) -> ArtifactError:
         if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
             return ArtifactUnavailableError(f"{what}: S3 answered {code or status}, retrying")
         return ArtifactAccessError(f"{what}: S3 refused the request ({code or status})")
+    if isinstance(error, FlexibleChecksumError):
+        # Bytes that do not match the store's own checksum: fail closed, as
+        # for a SHA-256 mismatch; never use them, never loop on them.
+        return ArtifactIntegrityError(f"{what}: corrupted in the store or on the way ({error})")
     if isinstance(error, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
         return ArtifactUnavailableError(f"{what}: S3 endpoint unreachable ({error})")
     return ArtifactUnavailableError(f"{what}: {error}")

@@ -305,7 +305,9 @@ def _measured(kind: str) -> Iterator[None]:
 def _transient(error: Exception) -> kopf.TemporaryError:
     if isinstance(error, KubeTransientError):
         return kopf.TemporaryError(str(error), delay=error.delay)
-    return kopf.TemporaryError(str(error), delay=30)
+    # S3 and Git clients have retried with backoff already (botocore's
+    # adaptive mode, the push-race loop): wait a little before the next round.
+    return kopf.TemporaryError(str(error), delay=10)
 
 
 def _get_gate(rt: Runtime, namespace: str, name: str | None) -> QualityGate | None:

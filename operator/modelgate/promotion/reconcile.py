@@ -490,8 +490,14 @@ def _gate_summary(result: GateStatus) -> str:
         f"{result.inconclusive} inconclusive"
     )
     parts = [head]
-    parts.extend(f"blocking {c.name} {c.outcome}: {c.message}" for c in blocking)
-    parts.extend(f"warning {c.name} {c.outcome}: {c.message}" for c in warnings)
+    for severity, checks in (("blocking", blocking), ("warning", warnings)):
+        # Checks that share an outcome and a reason (every check when the
+        # predictions are unreadable) are named together, the reason once.
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for check in checks:
+            grouped.setdefault((str(check.outcome), check.message), []).append(check.name)
+        for (outcome, message), names in grouped.items():
+            parts.append(f"{severity} {', '.join(names)} {outcome}: {message}")
     return "; ".join(parts)
 
 
