@@ -455,7 +455,29 @@ def test_a_remote_that_is_down_is_retried_later_and_commits_once(tmp_path: Path)
         ("Could not resolve host: git.example.com", True),
         ("Failed to connect to 127.0.0.1 port 40301: Connection refused", True),
         ("fatal: Authentication failed for 'https://git.example.com/d.git/'", False),
+        ("remote: error: GH006: Protected branch update failed for refs/heads/main.", False),
+        ("! HEAD:refs/heads/main [remote rejected] (pre-receive hook declined)", False),
     ],
 )
 def test_errors_are_classified_by_what_they_say(detail: str, transient: bool) -> None:
     assert gitops._transient(detail) is transient
+
+
+def test_a_push_refused_by_the_server_is_permanent_and_says_why(tmp_path: Path) -> None:
+    """A protected branch (a pre-receive hook that declines): retrying cannot
+    help, so the error is permanent, carries the server's reason, and the
+    next attempt after the hook is lifted commits once."""
+    bare = bare_repository(tmp_path)
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'main is protected: open a pull request' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    operator = delivery(tmp_path)
+    with pytest.raises(GitError) as refused:
+        operator.deploy(environment(bare), deploy_action(), NOW)
+    assert not refused.value.transient
+    assert "main is protected: open a pull request" in str(refused.value)
+    assert len(messages(bare)) == 1  # nothing landed
+    hook.unlink()
+    sha = operator.deploy(environment(bare), deploy_action(), NOW)
+    assert git(bare, "rev-parse", "main").strip() == sha
+    assert len(messages(bare)) == 2

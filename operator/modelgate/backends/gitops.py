@@ -414,6 +414,11 @@ def _transient(detail: str) -> bool:
         "does not appear to be a git repository",
         "host key verification failed",
         "conflict",
+        # The server refused the push on purpose (a hook, branch protection);
+        # lost races were told apart before this is asked.
+        "hook declined",
+        "protected branch",
+        "[remote rejected]",
     )
     if any(marker in lowered for marker in permanent):
         return False
