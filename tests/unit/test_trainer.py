@@ -61,8 +61,21 @@ def test_outputs_follow_the_contract(tmp_path: Path) -> None:
     assert {
         "name": "region",
         "type": "string",
+        "nullable": False,
         "categories": ["east", "north", "south", "west"],
+        "categoriesComplete": True,
     } in metadata["features"]
+    # Numeric ranges as seen in training: the model server refuses values
+    # outside them (a negative age).
+    train_frame = pd.read_csv(DATA / "train.csv")
+    [age] = [f for f in metadata["features"] if f["name"] == "age"]
+    assert age == {
+        "name": "age",
+        "type": "number",
+        "nullable": False,
+        "min": float(train_frame["age"].min()),
+        "max": float(train_frame["age"].max()),
+    }
 
 
 def test_model_loads_with_skops_and_an_explicit_trust_list(tmp_path: Path) -> None:

@@ -95,13 +95,29 @@ def build_pipeline(frame: pd.DataFrame, features: list[str], estimator: Any) -> 
     return Pipeline([("features", ColumnTransformer(transformers)), ("model", estimator)])
 
 
+MAX_CATEGORIES = 1000
+
+
 def _schema(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
+    """The training schema the model server validates requests against:
+    type, whether missing values were seen, the numeric range and the
+    categories (all of them, when there are at most MAX_CATEGORIES)."""
     schema = []
     for column in features:
-        numeric = pd.api.types.is_numeric_dtype(frame[column])
-        entry: dict[str, Any] = {"name": column, "type": "number" if numeric else "string"}
-        if not numeric:
-            entry["categories"] = sorted(str(v) for v in frame[column].dropna().unique())[:1000]
+        values = frame[column]
+        numeric = pd.api.types.is_numeric_dtype(values)
+        entry: dict[str, Any] = {
+            "name": column,
+            "type": "number" if numeric else "string",
+            "nullable": bool(values.isna().any()),
+        }
+        present = values.dropna()
+        if numeric and len(present):
+            entry["min"], entry["max"] = float(present.min()), float(present.max())
+        elif not numeric:
+            categories = sorted({str(v) for v in present.unique()})
+            entry["categories"] = categories[:MAX_CATEGORIES]
+            entry["categoriesComplete"] = len(categories) <= MAX_CATEGORIES
         schema.append(entry)
     return schema
 

@@ -1,0 +1,281 @@
+"""The reference model server: ``python -m modelgate.server``.
+
+Serves one release's scikit-learn model over HTTP:
+
+- ``POST /v1/predict``: ``{"instances": [{column: value}, ...]}`` or
+  ``{"inputs": {column: [values]}}`` -> ``{"predictions": [...], "scores":
+  [...]}``; input that does not fit the training schema gets 422 with the
+  column named;
+- ``GET /v1/metadata``: the model's identity and input schema;
+- ``GET /healthz`` (the process is up), ``GET /readyz`` (the model is
+  loaded), ``GET /metrics`` (Prometheus).
+
+The model and its metadata.json are read from a path or s3:// URI and
+checked against the SHA-256s the release recorded before they are parsed;
+a mismatch or an untrusted type in the model ends the process (exit 2), so
+a pod never serves anything but the gated model. Settings come from flags
+or the environment the operator sets (MODELGATE_MODEL_URI, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from modelgate.serving.model import LoadedModel
+from modelgate.serving.schema import RANGE_TOLERANCE, InvalidInput
+
+logger = logging.getLogger("modelgate.server")
+
+# Environment variables the operator (and local mode) set for the server.
+MODEL_URI = "MODELGATE_MODEL_URI"
+MODEL_SHA256 = "MODELGATE_MODEL_SHA256"
+METADATA_URI = "MODELGATE_METADATA_URI"
+METADATA_SHA256 = "MODELGATE_METADATA_SHA256"
+PORT = "MODELGATE_SERVER_PORT"
+EXIT_LOAD_FAILED = 2
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "modelgate_server_requests", "Requests by endpoint and status code.",
+            ["endpoint", "code"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "modelgate_server_request_duration_seconds", "Request latency by endpoint.",
+            ["endpoint"], registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )  # fmt: skip
+        self.scores = Histogram(
+            "modelgate_server_prediction_score", "Scores served (binary: the positive class).",
+            registry=r, buckets=tuple(i / 10 for i in range(1, 11)),
+        )  # fmt: skip
+        self.rows = Counter("modelgate_server_rows", "Rows scored.", registry=r)
+        self.errors = Counter(
+            "modelgate_server_errors", "Refused or failed requests by kind.", ["kind"], registry=r
+        )
+        self.model = Gauge(
+            "modelgate_server_model_info", "The model being served (1 once loaded).",
+            ["model", "version", "sha256"], registry=r,
+        )  # fmt: skip
+
+
+@dataclass
+class ServerState:
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    model: LoadedModel | None = None
+    failure: str | None = None
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+def build_app(state: ServerState) -> web.Application:
+    """The HTTP surface over a (possibly still loading) model."""
+    metrics = state.metrics
+    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+    def measured(endpoint: str, handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            response = await handler(request)
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            metrics.requests.labels(endpoint, str(response.status)).inc()
+            return response
+
+        return wrapped
+
+    async def healthz(_: web.Request) -> web.Response:
+        return _json(200, {"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if state.model is not None:
+            return _json(200, {"status": "ready", "sha256": state.model.sha256})
+        if state.failure is not None:
+            return _json(503, {"status": "failed", "error": state.failure})
+        return _json(503, {"status": "loading"})
+
+    async def metadata(_: web.Request) -> web.Response:
+        if state.model is None:
+            return _json(503, {"error": "the model is not loaded yet"})
+        model = state.model
+        return _json(
+            200,
+            {
+                "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+                "task": model.task,
+                "positiveLabel": model.positive_label,
+                "features": model.schema.describe(),
+            },
+        )
+
+    async def predict(request: web.Request) -> web.Response:
+        model = state.model
+        if model is None:
+            metrics.errors.labels("not_ready").inc()
+            return _json(503, {"error": "the model is not loaded yet; see /readyz"})
+        try:
+            body = json.loads(await request.read())
+        except ValueError as error:
+            metrics.errors.labels("invalid_json").inc()
+            return _json(400, {"error": f"the body is not JSON: {error}"})
+        try:
+            columns = model.schema.columns(body)
+        except InvalidInput as refused:
+            metrics.errors.labels("invalid_input").inc()
+            return _json(422, refused.body())
+        try:
+            answer = model.predict(columns)
+        except Exception as error:  # the model's own failure: say so, keep serving
+            logger.exception("prediction failed")
+            metrics.errors.labels("internal").inc()
+            return _json(500, {"error": f"the model failed: {type(error).__name__}: {error}"})
+        rows = len(answer["predictions"])
+        metrics.rows.inc(rows)
+        for score in answer.get("scores", []):
+            if isinstance(score, float):
+                metrics.scores.observe(score)
+        answer["model"] = {"name": model.name, "version": model.version, "sha256": model.sha256}
+        return _json(200, answer)
+
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/v1/metadata", measured("metadata", metadata))
+    app.router.add_post("/v1/predict", measured("predict", predict))
+    return app
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_uri: str
+    model_sha256: str
+    metadata_uri: str
+    metadata_sha256: str
+    host: str = "0.0.0.0"
+    port: int = 8080
+    check_ranges: bool = True
+    range_tolerance: float = RANGE_TOLERANCE
+
+
+async def serve(settings: ServerSettings, state: ServerState | None = None) -> int:
+    """Listen at once (probes answer), load in a worker thread, serve until
+    SIGTERM/SIGINT; a model that fails to load ends the process."""
+    state = state or ServerState()
+    runner = web.AppRunner(build_app(state), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    logger.info("listening on %s:%s", settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    code = 0
+    try:
+        state.model = await asyncio.to_thread(
+            LoadedModel.load,
+            settings.model_uri,
+            settings.model_sha256,
+            settings.metadata_uri,
+            settings.metadata_sha256,
+            settings.check_ranges,
+            settings.range_tolerance,
+        )
+        model = state.model
+        state.metrics.model.labels(model.name, model.version, model.sha256).set(1)
+        logger.info("serving %s %s (sha256 %s)", model.name, model.version, model.sha256)
+        await stop.wait()
+    except Exception as error:
+        state.failure = f"{type(error).__name__}: {error}"
+        logger.error("cannot serve: %s", state.failure)
+        code = EXIT_LOAD_FAILED
+    finally:
+        await runner.cleanup()
+    return code
+
+
+def parse_args(argv: list[str]) -> ServerSettings:
+    parser = argparse.ArgumentParser(prog="python -m modelgate.server", description=__doc__)
+    env = os.environ.get
+    parser.add_argument("--model", default=env(MODEL_URI), help=f"model path or URI ({MODEL_URI})")
+    parser.add_argument("--model-sha256", default=env(MODEL_SHA256), help=f"({MODEL_SHA256})")
+    parser.add_argument(
+        "--metadata", default=env(METADATA_URI), help=f"metadata.json path or URI ({METADATA_URI})"
+    )
+    parser.add_argument(
+        "--metadata-sha256", default=env(METADATA_SHA256), help=f"({METADATA_SHA256})"
+    )
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=int(env(PORT) or 8080))
+    parser.add_argument(
+        "--allow-out-of-range",
+        action="store_true",
+        help="score numbers outside the training range instead of answering 422",
+    )
+    parser.add_argument(
+        "--range-tolerance",
+        type=float,
+        default=RANGE_TOLERANCE,
+        help="how far past the training range numbers are still accepted, as a share of "
+        f"its width (default {RANGE_TOLERANCE}; never below 0 if training had no negatives)",
+    )
+    args = parser.parse_args(argv)
+    missing = [
+        flag
+        for flag, value in (
+            ("--model", args.model),
+            ("--model-sha256", args.model_sha256),
+            ("--metadata", args.metadata),
+            ("--metadata-sha256", args.metadata_sha256),
+        )
+        if not value
+    ]
+    if missing:
+        parser.error(
+            f"missing {', '.join(missing)}: the server loads only an artifact whose "
+            "SHA-256 the release recorded"
+        )
+    return ServerSettings(
+        model_uri=args.model,
+        model_sha256=args.model_sha256,
+        metadata_uri=args.metadata,
+        metadata_sha256=args.metadata_sha256,
+        host=args.host,
+        port=args.port,
+        check_ranges=not args.allow_out_of_range,
+        range_tolerance=args.range_tolerance,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Serving a release's model: input validation and a hash-checked loader."""

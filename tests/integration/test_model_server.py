@@ -1,0 +1,187 @@
+"""The reference model server as a process: answers, refusals, metrics, trust."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from modelgate.trainer import contract
+from modelgate.trainer.train import train
+from tests.support.model_server import (
+    ModelServer,
+    call,
+    running_model_server,
+    server_command,
+    sha256,
+    start_args,
+)
+from tests.support.s3server import CREDENTIALS, free_port, running_s3
+from tests.unit.test_trainer import contract_env
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("trained")
+    train(contract_env(output))
+    return output
+
+
+@pytest.fixture(scope="module")
+def server(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    args = start_args(trained / contract.MODEL_FILE, trained / contract.METADATA_FILE)
+    with running_model_server(args, log) as running:
+        yield running
+
+
+def rows(frame: pd.DataFrame, features: list[str]) -> list[dict[str, object]]:
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in frame[features].to_dict("records")
+    ]
+
+
+def test_served_answers_match_the_offline_predictions(server: ModelServer, trained: Path) -> None:
+    offline = pd.read_csv(trained / contract.PREDICTIONS_FILE)
+    status_code, body = server.get("/v1/metadata")
+    assert status_code == 200
+    features = [f["name"] for f in json.loads(body)["features"]]
+    served_labels: list[str] = []
+    served_scores: list[float] = []
+    for start in range(0, len(offline), 1000):
+        status, answer = server.post(
+            "/v1/predict", {"instances": rows(offline.iloc[start : start + 1000], features)}
+        )
+        assert status == 200, answer
+        served_labels += answer["predictions"]
+        served_scores += answer["scores"]
+        assert answer["model"]["sha256"] == sha256(trained / contract.MODEL_FILE)
+    assert served_labels == [str(v) for v in offline["y_pred"]]
+    assert np.allclose(served_scores, offline["y_score"], rtol=0, atol=1e-6)
+
+
+def test_the_columnar_form_answers_the_same(server: ModelServer, trained: Path) -> None:
+    offline = pd.read_csv(trained / contract.PREDICTIONS_FILE).head(5)
+    features = ["age", "income", "debt_ratio", "credit_lines", "late_payments", "region"]
+    by_rows = server.post("/v1/predict", {"instances": rows(offline, features)})
+    by_columns = server.post(
+        "/v1/predict", {"inputs": {f: [r[f] for r in rows(offline, features)] for f in features}}
+    )
+    assert by_rows == by_columns
+    assert by_rows[0] == 200
+
+
+def test_malformed_requests_get_422_naming_the_column(server: ModelServer, trained: Path) -> None:
+    good = rows(pd.read_csv(trained / contract.PREDICTIONS_FILE).head(1), ["age", "income",
+        "debt_ratio", "credit_lines", "late_payments", "region"])[0]  # fmt: skip
+    cases = {
+        "age": {**good, "age": -3},
+        "region": {**good, "region": "mars"},
+        "zip": {**good, "zip": "1000"},
+        "income": {k: v for k, v in good.items() if k != "income"},
+    }
+    for column, row in cases.items():
+        status, answer = server.post("/v1/predict", {"instances": [good, row]})
+        assert status == 422, answer
+        assert answer["column"] == column
+        assert answer["row"] == 1
+        assert column in answer["error"]
+    status, answer = call(f"{server.url}/v1/predict", b"{not json")
+    assert status == 400
+    assert "not JSON" in answer["error"]
+    code, metrics = server.get("/metrics")
+    assert code == 200
+    assert 'modelgate_server_errors_total{kind="invalid_input"}' in metrics
+    assert 'modelgate_server_requests_total{code="422",endpoint="predict"}' in metrics
+    assert "modelgate_server_request_duration_seconds_bucket" in metrics
+    assert "modelgate_server_prediction_score_bucket" in metrics
+    assert 'modelgate_server_model_info{model="credit-risk"' in metrics
+
+
+def test_probes(server: ModelServer) -> None:
+    assert server.get("/healthz")[0] == 200
+    status, body = server.get("/readyz")
+    assert status == 200
+    assert '"status": "ready"' in body
+
+
+def test_a_model_that_is_not_the_recorded_one_is_never_parsed(
+    trained: Path, tmp_path: Path
+) -> None:
+    """Bytes whose SHA-256 differs from the release's record: the process
+    exits 2 before parsing them (a pickle bomb in their place stays inert)."""
+    marker = tmp_path / "pwned"
+    bomb = tmp_path / "model.skops"
+    bomb.write_bytes(b"\x80\x04cbuiltins\nexec\n(V" + str(marker).encode() + b"\ntR.")
+    args = server_command(bomb, trained / contract.METADATA_FILE, free_port())
+    args[args.index("--model-sha256") + 1] = sha256(trained / contract.MODEL_FILE)
+    log = tmp_path / "server.log"
+    with running_model_server(args, log, ready=False) as running:
+        assert running.process.wait(timeout=30) == 2
+    assert "refusing to load it" in log.read_text()
+    assert not marker.exists()
+
+
+def test_untrusted_types_in_a_model_are_refused(trained: Path, tmp_path: Path) -> None:
+    """A model whose recorded hash matches but that carries a function
+    outside the trusted list (here os.system) is not loaded."""
+    hostile = tmp_path / "model.skops"
+    sio.dump(Pipeline([("run", FunctionTransformer(os.system))]), hostile)
+    log = tmp_path / "server.log"
+    args = server_command(hostile, trained / contract.METADATA_FILE, free_port())
+    with running_model_server(args, log, ready=False) as running:
+        assert running.process.wait(timeout=30) == 2
+    text = log.read_text()
+    assert "types outside the trusted list" in text
+    assert "system" in text
+
+
+def test_the_artifact_is_read_from_s3(trained: Path, tmp_path: Path) -> None:
+    with running_s3(tmp_path / "moto.log") as s3:
+        env = {
+            **CREDENTIALS,
+            "MODELGATE_S3_ENDPOINT": s3.endpoint,
+            "MODELGATE_S3_PATH_STYLE": "true",
+        }
+        client = boto3.session.Session(
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        ).client("s3", endpoint_url=s3.endpoint)
+        client.create_bucket(Bucket="models")
+        for file in (contract.MODEL_FILE, contract.METADATA_FILE):
+            client.put_object(Bucket="models", Key=f"r1/{file}", Body=(trained / file).read_bytes())
+        args = server_command(
+            "s3://models/r1/model.skops", "s3://models/r1/metadata.json", free_port()
+        )
+        args[args.index("--model-sha256") + 1] = sha256(trained / contract.MODEL_FILE)
+        args[args.index("--metadata-sha256") + 1] = sha256(trained / contract.METADATA_FILE)
+        with running_model_server(args, tmp_path / "server.log", env=env) as running:
+            status, body = running.get("/readyz")
+            assert status == 200
+            assert sha256(trained / contract.MODEL_FILE) in body
+
+
+def test_missing_hashes_are_refused_at_the_command_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "modelgate.server", "--model", str(tmp_path / "m.skops")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MODELGATE_")},
+    )
+    assert done.returncode == 2
+    assert "missing --model-sha256, --metadata, --metadata-sha256" in done.stderr
+    assert "SHA-256 the release recorded" in done.stderr
