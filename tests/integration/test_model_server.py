@@ -19,6 +19,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from modelgate.trainer import contract
 from modelgate.trainer.train import train
+from modelgate.verify import main as verify_main
 from tests.support.model_server import (
     ModelServer,
     call,
@@ -185,3 +186,68 @@ def test_missing_hashes_are_refused_at_the_command_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "missing --model-sha256, --metadata, --metadata-sha256" in done.stderr
     assert "SHA-256 the release recorded" in done.stderr
+
+
+def verify_env(url: str, trained: Path, **extra: str) -> dict[str, str]:
+    predictions = trained / contract.PREDICTIONS_FILE
+    return {
+        "MODELGATE_VERIFY_URL": url,
+        "MODELGATE_PREDICTIONS_URI": str(predictions),
+        "MODELGATE_PREDICTIONS_SHA256": sha256(predictions),
+        "MODELGATE_VERIFY_SAMPLE": "50",
+        **extra,
+    }
+
+
+def test_verification_passes_for_the_gated_model(
+    server: ModelServer, trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert verify_main(verify_env(server.url, trained)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    record = json.loads(lines[0])
+    assert (record["rows"], record["mismatches"], record["passed"]) == (50, 0, True)
+    assert record["latencyP99Seconds"] > 0
+    assert lines[-1].startswith("verified: 0/50 served answers differ")
+
+
+def test_verification_fails_on_a_swapped_model(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The gated predictions are from one model, the server runs another
+    (trained with different parameters): skew, exit 1, the first mismatch named."""
+    other = tmp_path / "other"
+    train(
+        contract_env(
+            other,
+            **{
+                contract.PARAMS: json.dumps(
+                    {"estimator": "sklearn.tree.DecisionTreeClassifier", "max_depth": 3,
+                     "exclude": ["gender"]}
+                )
+            },
+        )
+    )  # fmt: skip
+    args = start_args(other / contract.MODEL_FILE, other / contract.METADATA_FILE)
+    with running_model_server(args, tmp_path / "server.log") as swapped:
+        assert verify_main(verify_env(swapped.url, trained)) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("skew: ")
+    assert "served answers differ from the gated predictions" in last
+    assert "first: row 0: " in last
+
+
+def test_a_slow_model_fails_the_latency_limit(
+    server: ModelServer, trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = verify_env(server.url, trained, MODELGATE_VERIFY_MAX_LATENCY="1ms")
+    assert verify_main(env) == 1
+    assert "(limit 1 ms)" in capsys.readouterr().out
+
+
+def test_verification_that_cannot_run_says_why(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = verify_env(f"http://127.0.0.1:{free_port()}", trained)
+    env["MODELGATE_PREDICTIONS_SHA256"] = "0" * 64
+    assert verify_main(env) == 2
+    assert "refusing to load it" in capsys.readouterr().err
