@@ -59,6 +59,9 @@ class OperatorSettings:
     webhook_insecure: bool = False
     # Let the operator create and update its webhook configurations.
     webhook_managed: bool = False
+    # The reference model server image (serving ReferenceServer and the
+    # built-in verification run it); the chart sets the operator's own image.
+    server_image: str | None = None
     # Seconds an API request may take before it counts as failed (retried).
     api_timeout: float = 30.0
     # Seconds the API server keeps a watch open before kopf re-lists.
@@ -97,6 +100,7 @@ class OperatorSettings:
             webhook_key=os.environ.get("MODELGATE_WEBHOOK_KEY") or None,
             webhook_insecure=_flag("MODELGATE_WEBHOOK_INSECURE", False),
             webhook_managed=_flag("MODELGATE_WEBHOOK_MANAGED", False),
+            server_image=os.environ.get("MODELGATE_SERVER_IMAGE") or None,
             api_timeout=_number("MODELGATE_API_TIMEOUT", cls.api_timeout),
             # Whole seconds: the API server takes timeoutSeconds as an integer.
             watch_seconds=int(_number("MODELGATE_WATCH_SECONDS", cls.watch_seconds)),

@@ -107,6 +107,9 @@ def test_peering_and_standalone() -> None:
     # The take-over bound; no fixed priority (replicas rank themselves by age).
     assert environment["MODELGATE_PEERING_LIFETIME"] == "60"
     assert "MODELGATE_PEERING_PRIORITY" not in environment
+    # The reference server runs the operator's own image.
+    image = operator_pod(render(None))["containers"][0]["image"]
+    assert environment["MODELGATE_SERVER_IMAGE"] == image
     assert of_kind(render(None), "ClusterKopfPeering")[0]["metadata"]["name"] == "modelgate"
     pinned = render(CHART / "ci" / "pinned-values.yaml")
     assert "--standalone" in operator_pod(pinned)["containers"][0]["args"]

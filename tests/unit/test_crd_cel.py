@@ -13,6 +13,8 @@ import celpy
 import pytest
 
 from modelgate.api.crdgen import build_crd
+from modelgate.api.environment import VERIFICATION_ONE_KIND
+from modelgate.api.modelrelease import IMAGE_FOR_SERVING
 from tests.unit.test_crds import EXAMPLE_DOCUMENTS
 
 CEL = celpy.Environment()
@@ -163,3 +165,22 @@ def test_delivery_needs_git_exactly_for_gitops(delivery: dict[str, Any]) -> None
         "argoCD": {"name": "app"},
     }
     assert violations(schema_of("Environment"), document) == []
+
+
+def test_serving_and_verification_rules() -> None:
+    release = next(d for _, d in EXAMPLE_DOCUMENTS if d["kind"] == "ModelRelease")
+    document = copy.deepcopy(release)
+    document["spec"].pop("image", None)
+    document["spec"]["serving"] = "Image"
+    assert violations(schema_of("ModelRelease"), document) == [IMAGE_FOR_SERVING[1]]
+    document["spec"]["serving"] = "ReferenceServer"
+    assert violations(schema_of("ModelRelease"), document) == []
+    environment = {"tier": "production", "namespace": "ml-prod"}
+    for verification, expected in (
+        ({"servedPredictions": {}}, []),
+        ({"image": "verify:1"}, []),
+        ({}, [VERIFICATION_ONE_KIND[1]]),
+        ({"image": "verify:1", "servedPredictions": {}}, [VERIFICATION_ONE_KIND[1]]),
+    ):
+        spec = {**environment, "verification": verification}
+        assert violations(schema_of("Environment"), {"spec": spec}) == expected, verification

@@ -66,12 +66,32 @@ def verification_job() -> dict[str, Any]:
     return manifests.build_verification_job(action, SETTINGS)
 
 
+def reference_deploy_action() -> Deploy:
+    """Serving ReferenceServer: the operator's image runs the model server."""
+    return Deploy(
+        environment="production",
+        namespace="ml-prod",
+        release="team/m-1",
+        model="credit-risk",
+        image="ghcr.io/modelgate/modelgate@sha256:" + "cd" * 32,
+        config={
+            "URL": "https://prod.example.com",
+            "MODELGATE_MODEL_URI": "s3://b/modelgate/sha256/22/" + "2" * 64,
+            "MODELGATE_MODEL_SHA256": "2" * 64,
+        },
+        config_hash="d" * 64,
+        predictions=PREDICTIONS,
+        command=("python", "-m", "modelgate.server"),
+    )
+
+
 def every_object() -> list[dict[str, Any]]:
     action = deploy_action()
     return [
         training_job(),
         verification_job(),
         manifests.build_deployment(action, SETTINGS, NOW),
+        manifests.build_deployment(reference_deploy_action(), SETTINGS, NOW),
         manifests.build_service(action, SETTINGS),
         manifests.build_configmap(action),
     ]
@@ -161,3 +181,49 @@ def test_long_names_stay_valid_and_deterministic() -> None:
     assert len(name) <= 63
     assert name == manifests.dns_name(long, "production", "config")
     assert name != manifests.dns_name(long, "staging", "config")
+
+
+def test_the_reference_server_deployment_runs_the_server_with_store_access() -> None:
+    settings = OperatorSettings(
+        s3_endpoint="http://s3.local:9000", s3_path_style=True, s3_secret="modelgate-s3"
+    )
+    deployment = manifests.build_deployment(reference_deploy_action(), settings, NOW)
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "modelgate.server"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MODELGATE_SERVER_PORT"]["value"] == str(settings.model_port)
+    assert env["MODELGATE_S3_ENDPOINT"]["value"] == "http://s3.local:9000"
+    # Keys by reference, optional: a pod identity may stand in for them.
+    key = env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
+    assert key == {"name": "modelgate-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": True}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # An image-served model keeps its image's own command and environment.
+    [plain] = manifests.build_deployment(deploy_action(), settings, NOW)["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert "command" not in plain
+    assert "env" not in plain
+
+
+def test_the_built_in_verification_job_carries_its_settings() -> None:
+    action = StartVerification(
+        job_name="m-1-verify-1234abcd",
+        environment="production",
+        namespace="ml-prod",
+        release="team/m-1",
+        model="credit-risk",
+        image="ghcr.io/modelgate/modelgate@sha256:" + "cd" * 32,
+        command=("python", "-m", "modelgate.verify"),
+        args=(),
+        timeout=timedelta(minutes=10),
+        predictions=PREDICTIONS,
+        env=(("MODELGATE_VERIFY_SAMPLE", "50"),),
+    )
+    job = manifests.build_verification_job(action, SETTINGS)
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MODELGATE_VERIFY_SAMPLE"] == "50"
+    assert env["MODELGATE_PREDICTIONS_SHA256"] == PREDICTIONS.sha256
+    assert env["MODELGATE_VERIFY_URL"] == "http://credit-risk-production.ml-prod.svc"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

@@ -32,6 +32,7 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DIGEST_IMAGE = "registry.example.com/m@sha256:" + "ab" * 32
 PREDICTIONS = ArtifactRecord(name="predictions", uri="file:///p", sha256="1" * 64, size=10)
 MODEL = ArtifactRecord(name="model", uri="file:///m", sha256="2" * 64, size=10)
+METADATA = ArtifactRecord(name="metadata", uri="file:///md", sha256="3" * 64, size=10)
 
 
 def make_gate(**spec: Any) -> QualityGate:
@@ -93,7 +94,13 @@ def make_release(**spec: Any) -> ModelRelease:
 class World:
     """A tiny in-memory cluster that performs the core's actions."""
 
-    def __init__(self, gate_outcome: str = "Passed", train_state: str = "Succeeded") -> None:
+    def __init__(
+        self,
+        gate_outcome: str = "Passed",
+        train_state: str = "Succeeded",
+        outputs: tuple[ArtifactRecord, ...] = (PREDICTIONS, MODEL),
+    ) -> None:
+        self.outputs = outputs
         self.training: TrainingObservation | None = None
         self.deployments: dict[str, DeploymentObservation] = {}
         self.gate_outcome = gate_outcome
@@ -109,7 +116,7 @@ class World:
         for action in plan.actions:
             if isinstance(action, StartTraining):
                 self.trainings.append(action)
-                artifacts = (PREDICTIONS, MODEL) if self.train_state == "Succeeded" else ()
+                artifacts = self.outputs if self.train_state == "Succeeded" else ()
                 self.training = TrainingObservation(
                     job_name=action.job_name,
                     state=self.train_state,
@@ -157,12 +164,13 @@ def drive(
     envs: dict[str, Environment] | None = None,
     now: datetime = NOW,
     steps: int = 20,
+    server_image: str | None = None,
 ) -> tuple[ModelRelease, list[Plan]]:
     gate = gate or make_gate()
     envs = envs if envs is not None else make_envs()
     plans = []
     for _ in range(steps):
-        plan = reconcile(release, gate, envs, world.observed(), now)
+        plan = reconcile(release, gate, envs, world.observed(), now, server_image=server_image)
         plans.append(plan)
         release = world.act(release, plan, now)
         if not plan.actions:

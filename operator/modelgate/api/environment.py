@@ -326,18 +326,88 @@ class Policy(ApiModel):
     )
 
 
+class ServedPredictions(ApiModel):
+    """The built-in verification: the deployed model must answer like the one
+    that passed the gate (train/serve skew) and fast enough."""
+
+    sample_size: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        alias="sampleSize",
+        description="Evaluation rows sent to the deployed model, one request each.",
+    )
+    max_mismatch_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        alias="maxMismatchRate",
+        description="Share of rows whose served answer may differ from the gated prediction.",
+    )
+    score_tolerance: float = Field(
+        default=1e-6,
+        ge=0.0,
+        alias="scoreTolerance",
+        description="Largest difference between a served and a gated score that still matches.",
+    )
+    max_latency: Duration | None = Field(
+        default=None,
+        alias="maxLatency",
+        description="Limit on the p99 latency of those requests, e.g. 200ms; omit for none.",
+    )
+
+    def env(self) -> dict[str, str]:
+        """The variables `python -m modelgate.verify` reads."""
+        found = {
+            "MODELGATE_VERIFY_SAMPLE": str(self.sample_size),
+            "MODELGATE_VERIFY_MAX_MISMATCH_RATE": repr(self.max_mismatch_rate),
+            "MODELGATE_VERIFY_SCORE_TOLERANCE": repr(self.score_tolerance),
+        }
+        if self.max_latency is not None:
+            found["MODELGATE_VERIFY_MAX_LATENCY"] = self.max_latency
+        return found
+
+
+VERIFICATION_ONE_KIND = (
+    "has(self.image) != has(self.servedPredictions)",
+    "set either image (your own test) or servedPredictions (the built-in check), not both",
+)
+
+
 class Verification(ApiModel):
     """A post-deployment test run as a Job against the freshly deployed model.
 
-    The container gets MODELGATE_VERIFY_URL (the model's Service),
-    MODELGATE_ENVIRONMENT, MODELGATE_RELEASE and MODELGATE_PREDICTIONS_URI;
-    exit code 0 means verified.
+    Either your own container (``image``): it gets MODELGATE_VERIFY_URL (the
+    model's Service), MODELGATE_ENVIRONMENT, MODELGATE_RELEASE and
+    MODELGATE_PREDICTIONS_URI/_SHA256, and exit code 0 means verified; or
+    ``servedPredictions``: the operator's own check compares the served
+    answers with the gated predictions.
     """
 
-    image: str = Field(min_length=1, description="Verification container image.")
+    model_config = cel(VERIFICATION_ONE_KIND)
+
+    image: str | None = Field(
+        default=None, min_length=1, description="Verification container image."
+    )
+    served_predictions: ServedPredictions | None = Field(
+        default=None,
+        alias="servedPredictions",
+        description="The built-in check of served answers against the gated predictions.",
+    )
     command: list[str] = Field(default_factory=list, description="Container command.")
     args: list[str] = Field(default_factory=list, description="Container arguments.")
     timeout: Duration = Field(default="10m", description="Longest a verification may run.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Verification:
+        if (self.image is None) == (self.served_predictions is None):
+            raise ValueError(VERIFICATION_ONE_KIND[1])
+        if self.served_predictions is not None and (self.command or self.args):
+            raise ValueError(
+                "command and args belong to an image verification; servedPredictions "
+                "runs the built-in check"
+            )
+        return self
 
 
 class LeakageCheck(ApiModel):

@@ -181,17 +181,46 @@ class PromotionSpec(ApiModel):
         return self
 
 
+class Serving(StrEnum):
+    IMAGE = "Image"
+    REFERENCE_SERVER = "ReferenceServer"
+
+
+IMAGE_FOR_SERVING = (
+    "self.serving == 'ReferenceServer' || has(self.image)",
+    "serving Image needs image (the serving image to promote); or set serving: "
+    "ReferenceServer to serve the trained artifact",
+)
+
+
 class ModelReleaseSpec(ApiModel):
     """Desired state of a ModelRelease."""
 
+    model_config = cel(IMAGE_FOR_SERVING)
+
     model: ModelIdentity = Field(description="Model name and version.")
-    image: str = Field(
+    serving: Serving = Field(
+        default=Serving.IMAGE,
+        description="Image: promote `image`, a model server you built. ReferenceServer: "
+        "serve the trained artifact with Modelgate's reference server; what is promoted is "
+        "the server image together with the artifact's URI and SHA-256.",
+    )
+    image: str | None = Field(
+        default=None,
         pattern=IMAGE_PATTERN,
-        description="Serving image promoted through the environments (pin by digest).",
+        description="Serving image promoted through the environments (pin by digest). "
+        "With serving ReferenceServer: optional, a reference server image of your own "
+        "instead of the operator's.",
     )
     training: Training = Field(description="How the model is trained.")
     gate: GateReference = Field(description="Quality gate the candidate must pass.")
     promotion: PromotionSpec = Field(description="Environments and their overrides.")
+
+    @model_validator(mode="after")
+    def _image_for_serving(self) -> ModelReleaseSpec:
+        if self.serving == Serving.IMAGE and self.image is None:
+            raise ValueError(IMAGE_FOR_SERVING[1])
+        return self
 
 
 class Phase(StrEnum):

@@ -209,7 +209,11 @@ class KubeRunner:
                 if terminated.get("exitCode", 0) != 0:
                     reason = terminated.get("reason") or "Error"
                     code = terminated.get("exitCode")
-                    return f"container {container.get('name')}: {reason} (exit {code})"
+                    found = f"container {container.get('name')}: {reason} (exit {code})"
+                    # The last line of its termination message (its log's
+                    # tail, FallbackToLogsOnError): what the run said.
+                    said = (terminated.get("message") or "").strip().splitlines()
+                    return f"{found}: {said[-1][:500]}" if said else found
         return ""
 
     def delete_jobs(self, namespace: str, release: str) -> int:

@@ -80,7 +80,9 @@ def training_output_uri(settings: OperatorSettings, namespace: str, job_name: st
     return f"s3://{settings.s3_bucket}/{prefix}/runs/{namespace}/{job_name}"
 
 
-def _s3_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+def _s3_env(settings: OperatorSettings, optional_secret: bool = False) -> list[dict[str, Any]]:
+    """How a pod reaches the artifact store. ``optional_secret``: the pod may
+    run with a cloud identity instead of the static keys (model servers)."""
     env: list[dict[str, Any]] = []
     if settings.s3_endpoint:
         env.append({"name": "MODELGATE_S3_ENDPOINT", "value": settings.s3_endpoint})
@@ -94,7 +96,13 @@ def _s3_env(settings: OperatorSettings) -> list[dict[str, Any]]:
             env.append(
                 {
                     "name": key,
-                    "valueFrom": {"secretKeyRef": {"name": settings.s3_secret, "key": key}},
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": settings.s3_secret,
+                            "key": key,
+                            **({"optional": True} if optional_secret else {}),
+                        }
+                    },
                 }
             )
     return env
@@ -156,6 +164,9 @@ def _container(
         "env": env,
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": v, "mountPath": f"/{v}"} for v in volumes],
+        # A failed run's last log lines become its termination message: the
+        # reason the operator puts in the release's status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if command:
         container["command"] = list(command)
@@ -205,6 +216,7 @@ def verification_env(action: StartVerification, url: str) -> dict[str, str]:
     if action.predictions is not None:
         env["MODELGATE_PREDICTIONS_URI"] = action.predictions.uri
         env["MODELGATE_PREDICTIONS_SHA256"] = action.predictions.sha256
+    env.update(dict(action.env))  # the built-in check's settings
     return env
 
 
@@ -281,6 +293,30 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
     name = serving_name(model, action.environment)
     labels = _serving_labels(action, model)
     selector = {"app.kubernetes.io/instance": name, MODEL_LABEL: model}
+    container: dict[str, Any] = {
+        "name": "model",
+        "image": action.image,
+        "ports": [{"name": "http", "containerPort": settings.model_port}],
+        "envFrom": [{"configMapRef": {"name": dns_name(name, "config")}}],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+        },
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if action.command:
+        # The reference server: the operator's image, told where the
+        # artifact is (ConfigMap) and how to reach the store.
+        container["command"] = list(action.command)
+        container["env"] = [
+            {"name": "MODELGATE_SERVER_PORT", "value": str(settings.model_port)},
+            *_s3_env(settings, optional_secret=True),
+        ]
+        container["livenessProbe"] = {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+        }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -302,20 +338,7 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": RESTRICTED_POD,
-                    "containers": [
-                        {
-                            "name": "model",
-                            "image": action.image,
-                            "ports": [{"name": "http", "containerPort": settings.model_port}],
-                            "envFrom": [{"configMapRef": {"name": dns_name(name, "config")}}],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/readyz", "port": "http"},
-                                "periodSeconds": 5,
-                            },
-                            "securityContext": RESTRICTED_CONTAINER,
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        }
-                    ],
+                    "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },

@@ -505,7 +505,14 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                     ),
                     verifications=_verifications(rt, release, wanted),
                 )
-                plan = reconcile(release, gate, environments, observed, now)
+                plan = reconcile(
+                    release,
+                    gate,
+                    environments,
+                    observed,
+                    now,
+                    server_image=rt.settings.server_image,
+                )
                 release = release.model_copy(update={"status": plan.status})
                 _act(rt, release, plan, environments, now)
                 for event in plan.events:

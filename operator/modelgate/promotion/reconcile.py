@@ -37,6 +37,7 @@ from modelgate.api.modelrelease import (
     ModelRelease,
     ModelReleaseStatus,
     Phase,
+    Serving,
     TrainingStatus,
 )
 from modelgate.api.qualitygate import Check, QualityGate, Task
@@ -135,6 +136,9 @@ class Deploy:
     gate: str | None = None  # e.g. "credit-gate Passed (13 passed, 0 failed, 1 inconclusive)"
     approved_by: str | None = None
     approved_at: str | None = None
+    # The container command when it is not the image's own: the reference
+    # server runs `python -m modelgate.server` from the operator's image.
+    command: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ class StartVerification:
     args: tuple[str, ...]
     timeout: timedelta
     predictions: ArtifactRecord | None
+    # Settings of the built-in check (MODELGATE_VERIFY_*), empty for an image's own test.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -258,6 +264,17 @@ class _Context:
     status: ModelReleaseStatus
     plan: Plan
     environments: dict[str, Environment]
+    # The operator's model server image (reference serving, built-in verification).
+    server_image: str | None = None
+
+    @property
+    def image(self) -> str:
+        """What is promoted: the release's image, or with serving ReferenceServer
+        the reference server's (the release's own override first)."""
+        spec = self.release.spec
+        if spec.image is not None:
+            return spec.image
+        return self.server_image or ""
 
     def condition(self, kind: str, ok: bool | None, reason: str, message: str) -> None:
         self.status.conditions = cond.set_condition(
@@ -272,17 +289,20 @@ def reconcile(
     observed: Observed,
     now: datetime,
     training_env: dict[str, str] | None = None,
+    server_image: str | None = None,
 ) -> Plan:
     """Decide the next status and actions for ``release``.
 
     ``training_env`` holds extra contract variables the driver needs (e.g. the
     output location); the core adds the ones derived from the spec.
+    ``server_image`` is the driver's reference model server (serving
+    ReferenceServer, built-in verification).
     """
     previous = release.status or ModelReleaseStatus()
     status = previous.model_copy(deep=True)
     status.observed_generation = release.generation
     plan = Plan(status=status)
-    ctx = _Context(release, now, previous, status, plan, environments)
+    ctx = _Context(release, now, previous, status, plan, environments, server_image)
 
     if _references_missing(ctx, gate, environments):
         return _finish(ctx)
@@ -514,10 +534,13 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
     progress: list[EnvironmentProgress] = []
     all_violations: list[Violation] = []
     configs: dict[str, tuple[dict[str, str], str]] = {}
+    serving = serving_config(release, ctx.status.artifacts)
     for name in order:
         env = environments[name]
         merged = merge_config(env, release.overrides_for(name))
-        configs[name] = (merged, config_hash(merged))
+        # The artifact is part of what is deployed (and of its hash), not of
+        # the config the rules judge: the operator writes those keys.
+        configs[name] = (merged, config_hash({**merged, **serving}))
         all_violations.extend(validate_config(env, merged, environments.values()))
 
     if all_violations:
@@ -539,7 +562,7 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
         live = observed.deployments.get(name)
         earlier = previous.get(name)
         entry = EnvironmentProgress(name=name, phase=EnvironmentPhase.PENDING, config_hash=digest)
-        mine = live is not None and live.release == me and live.image == release.spec.image
+        mine = live is not None and live.release == me and live.image == ctx.image
         if earlier is not None and earlier.phase == EnvironmentPhase.ROLLED_BACK:
             # Verification failed here and the previous release was put back:
             # final for this release; never deploy it again.
@@ -609,6 +632,23 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
         _progressing(ctx, reason, message)
 
 
+SERVER_COMMAND = ("python", "-m", "modelgate.server")
+VERIFY_COMMAND = ("python", "-m", "modelgate.verify")
+
+
+def serving_config(release: ModelRelease, artifacts: list[ArtifactRecord]) -> dict[str, str]:
+    """What the reference server is told to load (empty for serving Image)."""
+    if release.spec.serving != Serving.REFERENCE_SERVER:
+        return {}
+    found = {a.name: a for a in artifacts}
+    config: dict[str, str] = {}
+    for name, prefix in (("model", "MODELGATE_MODEL"), ("metadata", "MODELGATE_METADATA")):
+        if name in found:
+            config[f"{prefix}_URI"] = found[name].uri
+            config[f"{prefix}_SHA256"] = found[name].sha256
+    return config
+
+
 def verification_job_name(release: ModelRelease, environment: str, digest: str) -> str:
     """Deterministic per release, environment and config (a new config re-verifies)."""
     key = canonical_hash([release_key(release), release.spec.image, environment, digest])[:8]
@@ -629,9 +669,7 @@ def _verify(
     spec = env.spec.verification
     if spec is None:
         entry.phase = EnvironmentPhase.DEPLOYED
-        ctx.plan.events.append(
-            Event("Normal", "Deployed", f"{release.spec.image} is live in {name}")
-        )
+        ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
         return entry, None
     job = verification_job_name(release, name, digest)
     entry.verification_job = job
@@ -640,6 +678,14 @@ def _verify(
         entry.phase = EnvironmentPhase.VERIFYING
         entry.message = f"verification {job} is running"
         if run is None:
+            builtin = spec.served_predictions
+            if builtin is not None and not ctx.server_image:
+                message = (
+                    f"environment {name} asks for the built-in verification, and the operator "
+                    "has no image to run it with: set MODELGATE_SERVER_IMAGE (the chart does)"
+                )
+                entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+                return entry, ("VerificationUnavailable", message, True)
             ctx.plan.actions.append(
                 StartVerification(
                     job_name=job,
@@ -647,13 +693,14 @@ def _verify(
                     namespace=env.spec.namespace,
                     release=release_key(release),
                     model=release.spec.model.name,
-                    image=spec.image,
-                    command=tuple(spec.command),
+                    image=spec.image or ctx.server_image or "",
+                    command=VERIFY_COMMAND if builtin is not None else tuple(spec.command),
                     args=tuple(spec.args),
                     timeout=parse_duration(spec.timeout),
                     predictions=next(
                         (a for a in ctx.status.artifacts if a.name == "predictions"), None
                     ),
+                    env=tuple(sorted(builtin.env().items())) if builtin is not None else (),
                 )
             )
             ctx.plan.events.append(Event("Normal", "VerificationStarted", f"{job} in {name}"))
@@ -665,9 +712,7 @@ def _verify(
         entry.verified_at = run.completed_at or format_time(ctx.now)
         entry.message = None
         ctx.plan.events.append(Event("Normal", "Verified", f"{job} passed in {name}"))
-        ctx.plan.events.append(
-            Event("Normal", "Deployed", f"{release.spec.image} is live in {name}")
-        )
+        ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
         return entry, None
     reason = run.message or "the verification Job failed"
     if env.spec.policy.auto_rollback:
@@ -687,10 +732,6 @@ def _verify(
     entry.message = f"verification failed ({reason}); autoRollback is off"
     ctx.plan.events.append(Event("Warning", "VerificationFailed", f"{name}: {entry.message}"))
     return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
-
-
-def _deployed_event(release: ModelRelease, environment: str) -> Event:
-    return Event("Normal", "Deployed", f"{release.spec.image} is live in {environment}")
 
 
 def _verified_condition(
@@ -738,18 +779,36 @@ def _try_deploy(
         entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
         ctx.plan.events.append(Event("Warning", "ConfigRuleViolated", message))
         return entry, ("ConfigRuleViolated", f"promotion to {name} blocked: {message}", True)
-    if env.spec.requires_digest and not re.search(DIGEST_PATTERN, release.spec.image):
+    reference = release.spec.serving == Serving.REFERENCE_SERVER
+    serving = serving_config(release, ctx.status.artifacts)
+    if reference and not ctx.image:
         message = (
-            f"environment {name} requires an image pinned by digest, got {release.spec.image!r}; "
+            f"serving ReferenceServer needs a server image and the operator has none: set "
+            f"MODELGATE_SERVER_IMAGE (the chart does) or spec.image; nothing deployed to {name}"
+        )
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        return entry, ("ServerImageMissing", message, True)
+    if reference and len(serving) < 4:
+        message = (
+            "serving ReferenceServer needs the training run's model and metadata artifacts "
+            f"and the run recorded {sorted(a.name for a in ctx.status.artifacts)}; "
+            "see the training contract"
+        )
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        return entry, ("ArtifactMissing", message, True)
+    image = ctx.image
+    if env.spec.requires_digest and not re.search(DIGEST_PATTERN, image):
+        message = (
+            f"environment {name} requires an image pinned by digest, got {image!r}; "
             "use image@sha256:<digest>"
         )
         entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
         return entry, ("ImageNotPinned", message, True)
     allowed = env.spec.policy.allowed_registries
-    if allowed and not any(_from_registry(release.spec.image, prefix) for prefix in allowed):
+    if allowed and not any(_from_registry(image, prefix) for prefix in allowed):
         message = (
             f"environment {name} only takes images from {', '.join(allowed)}; "
-            f"{release.spec.image!r} is not from one of them: push it there or change "
+            f"{image!r} is not from one of them: push it there or change "
             "policy.allowedRegistries"
         )
         entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
@@ -782,8 +841,10 @@ def _try_deploy(
             return entry, ("AwaitingApproval", message, False)
         entry.approved_by = approver
         entry.approved_at = _approved_at(release, name)
-    entry.phase, entry.image = EnvironmentPhase.DEPLOYING, release.spec.image
-    entry.message = f"deploying {release.spec.image}"
+    entry.phase, entry.image = EnvironmentPhase.DEPLOYING, image
+    entry.message = f"deploying {image}" + (
+        f" serving model sha256 {serving['MODELGATE_MODEL_SHA256'][:12]}" if reference else ""
+    )
     predictions = next((a for a in ctx.status.artifacts if a.name == "predictions"), None)
     ctx.plan.actions.append(
         Deploy(
@@ -791,14 +852,15 @@ def _try_deploy(
             namespace=env.spec.namespace,
             release=release_key(release),
             model=release.spec.model.name,
-            image=release.spec.image,
-            config=merged,
+            image=image,
+            config={**merged, **serving},
             config_hash=digest,
             predictions=predictions,
             model_version=release.spec.model.version,
             gate=_gate_record(ctx.status.gate),
             approved_by=entry.approved_by,
             approved_at=entry.approved_at,
+            command=SERVER_COMMAND if reference else (),
         )
     )
     ctx.plan.events.append(Event("Normal", "Deploying", f"deploying to {name}"))
