@@ -28,9 +28,6 @@ SAMPLE = ROOT / "examples" / "credit-risk"
 BUCKET = "modelgate-artifacts"
 KEYS = {"AWS_ACCESS_KEY_ID": "kind", "AWS_SECRET_ACCESS_KEY": "kind-secret"}
 IMAGE = os.environ.get("MODELGATE_IMAGE", "modelgate:dev")
-# A model server stand-in until the reference server exists: answers 200 on
-# every path (so /readyz) on the port given by WHOAMI_PORT_NUMBER.
-MODEL_IMAGE = os.environ.get("MODELGATE_E2E_MODEL_IMAGE", "traefik/whoami:v1.10.1")
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -84,7 +81,9 @@ def upload_data() -> None:
 
 def documents(namespace: str) -> list[dict[str, Any]]:
     """The sample for a kind cluster: target namespaces per team namespace,
-    a model server that runs there, a verification Job, s3:// data."""
+    s3:// data, the locally built image for training. The release is served
+    by the reference server (the chart's MODELGATE_SERVER_IMAGE, the same
+    local image) and verified by the built-in check, as in the sample."""
     found: list[dict[str, Any]] = []
     for name in ("gate.yaml", "environments.yaml", "release.yaml"):
         for document in yaml.safe_load_all((SAMPLE / name).read_text()):
@@ -94,15 +93,9 @@ def documents(namespace: str) -> list[dict[str, Any]]:
             spec = document["spec"]
             if document["kind"] == "Environment":
                 spec["namespace"] = f"{namespace}-{document['metadata']['name']}"
-                spec["config"].append({"name": "WHOAMI_PORT_NUMBER", "value": "8080"})
+                # A locally built image has no registry digest.
                 spec.setdefault("policy", {})["requireDigest"] = False
-                spec["verification"] = {
-                    "image": "busybox:1.36",
-                    "command": ["sh", "-c", 'wget -q -O- "$MODELGATE_VERIFY_URL/readyz"'],
-                    "timeout": "2m",
-                }
             if document["kind"] == "ModelRelease":
-                document["spec"]["image"] = MODEL_IMAGE
                 training = spec["training"]
                 training["image"] = IMAGE
                 training["data"]["train"] = f"s3://{BUCKET}/data/train.csv"
@@ -117,22 +110,26 @@ def ensure_namespace(name: str) -> None:
 
 
 def apply(namespace: str) -> list[dict[str, Any]]:
-    ensure_namespace(namespace)
-    for environment in [d for d in documents(namespace) if d["kind"] == "Environment"]:
-        ensure_namespace(environment["spec"]["namespace"])
-    secret = kubectl(
-        "-n",
-        namespace,
-        "create",
-        "secret",
-        "generic",
-        "modelgate-s3",
-        *(f"--from-literal={k}={v}" for k, v in KEYS.items()),
-        "--dry-run=client",
-        "-o",
-        "yaml",
-    )
-    kubectl("apply", "-f", "-", stdin=secret)
+    # The store's keys where training Jobs run (the release's namespace) and
+    # where model servers and verification Jobs run (each environment's).
+    targets = [namespace] + [
+        d["spec"]["namespace"] for d in documents(namespace) if d["kind"] == "Environment"
+    ]
+    for target in targets:
+        ensure_namespace(target)
+        secret = kubectl(
+            "-n",
+            target,
+            "create",
+            "secret",
+            "generic",
+            "modelgate-s3",
+            *(f"--from-literal={k}={v}" for k, v in KEYS.items()),
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        )
+        kubectl("apply", "-f", "-", stdin=secret)
     upload_data()
     applied = documents(namespace)
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(applied))

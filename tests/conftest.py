@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "e2e" in item.keywords:
             item.add_marker(skip)
+
+
+def _stop_local_servers(root: Path) -> None:
+    """Stop the model servers local mode left running under ``root``."""
+    from modelgate.backends.local import LocalServers  # noqa: PLC0415  (after the env setup above)
+
+    for servers in root.rglob("servers") if root.exists() else []:
+        if servers.is_dir():
+            LocalServers(servers.parent).stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _local_servers_stopped(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Local runs leave model servers running by design: stop a test's own."""
+    own = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if own is not None:
+        _stop_local_servers(own)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _every_local_server_stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """And those of module-wide state directories, once the session ends."""
+    yield
+    _stop_local_servers(tmp_path_factory.getbasetemp())

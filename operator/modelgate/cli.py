@@ -25,6 +25,7 @@ from modelgate.api.loader import ManifestError, load_paths
 from modelgate.api.modelrelease import ModelRelease
 from modelgate.api.qualitygate import Task
 from modelgate.backends.evaluation import finite
+from modelgate.backends.local import LocalServers
 from modelgate.envconfig import merge_config, validate_config
 from modelgate.gates import GateInputs, Table, TableError, evaluate_gate, read_table
 from modelgate.gates.report import render_html
@@ -71,6 +72,7 @@ def _summary_rows(releases: list[ModelRelease]) -> list[list[str]]:
 def command_run(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     if args.reset and state_dir.exists():
+        LocalServers(state_dir).stop_all()
         shutil.rmtree(state_dir)
     log = (lambda _line: None) if args.output == "json" else print
     try:
@@ -103,9 +105,12 @@ def command_run(args: argparse.Namespace) -> int:
         print()
         print(_table(_summary_rows(releases)))
         print()
-        env_rows = [["ENVIRONMENT", "TIER", "LIVE RELEASE", "IMAGE", "SINCE"]]
+        env_rows = [["ENVIRONMENT", "TIER", "LIVE RELEASE", "IMAGE", "SINCE", "SERVING AT"]]
+        serving = False
         for env in run.environment_objects():
             status = env.status
+            url = run.servers.url(env.namespace, env.name)
+            serving = serving or url is not None
             env_rows.append(
                 [
                     env.name,
@@ -113,11 +118,24 @@ def command_run(args: argparse.Namespace) -> int:
                     (status.live_release if status else None) or "-",
                     (status.live_image if status else None) or "-",
                     (status.live_since if status else None) or "-",
+                    f"{url}/v1/predict" if url else "-",
                 ]
             )
         print(_table(env_rows))
         print(f"\nstate: {state_dir}")
+        if serving:
+            print(
+                "model servers keep running (POST rows to the URLs above); "
+                f"stop them with: modelgate stop --state-dir {state_dir}"
+            )
     return EXIT_OK if all(o.released for o in outcomes) else EXIT_FAILED
+
+
+def command_stop(args: argparse.Namespace) -> int:
+    """Stop the model servers local mode left running."""
+    stopped = LocalServers(args.state_dir).stop_all()
+    print(f"stopped {stopped} model server{'s' if stopped != 1 else ''}")
+    return EXIT_OK
 
 
 def command_crds(args: argparse.Namespace) -> int:
@@ -384,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's Prometheus metrics to this file (node exporter textfile format)",
     )
     run.set_defaults(handler=command_run)
+
+    stop = commands.add_parser("stop", help="stop the model servers a local run left running")
+    stop.add_argument("--state-dir", type=Path, default=Path(".modelgate/local"))
+    stop.set_defaults(handler=command_stop)
 
     crds = commands.add_parser("crds", help="write the CRD manifests generated from the models")
     crds.add_argument("--output-dir", type=Path, default=Path("crds"))

@@ -28,7 +28,9 @@ from modelgate.backends.local import (
     LocalArtifactStore,
     LocalDeployer,
     LocalProcessRunner,
+    LocalServers,
     LocalStatusStore,
+    local_server_image,
 )
 from modelgate.gates import Table, read_table
 from modelgate.metrics import Metrics
@@ -45,7 +47,12 @@ from modelgate.promotion import (
 )
 from modelgate.promotion.conditions import READY, set_condition
 from modelgate.promotion.paths import graph_problems
-from modelgate.promotion.reconcile import release_key, training_job_name, training_key
+from modelgate.promotion.reconcile import (
+    VERIFY_COMMAND,
+    release_key,
+    training_job_name,
+    training_key,
+)
 from modelgate.settings import OperatorSettings
 
 MAX_STEPS = 50
@@ -77,7 +84,9 @@ class LocalRun:
     def __post_init__(self) -> None:
         self.store = LocalArtifactStore(self.state_dir / "artifacts")
         self.runner = LocalProcessRunner(self.state_dir, self.store)
-        self.deployer = LocalDeployer(self.state_dir)
+        self.servers = LocalServers(self.state_dir)
+        self.deployer = LocalDeployer(self.state_dir, self.servers)
+        self.server_image = local_server_image()
         # GitOps environments commit for real; with no cluster to watch, the
         # pushed commit counts as rolled out.
         self.gitops = GitOpsDelivery(
@@ -177,15 +186,37 @@ class LocalRun:
             if is_gitops(environment):
                 commit = self.gitops.deploy(environment, action, now)
                 self.log(f"[{name}] deploy: committed {commit[:12]} to {_target(environment)}")
+                # What an agent would run from that commit, served here so the
+                # environment can be verified and queried like a Direct one.
+                self.deployer.serve(release.namespace, action.environment, action.config)
             else:
                 self.deployer.deploy(action, now)
+            url = self.servers.url(release.namespace, action.environment)
+            if url is not None:
+                self.log(f"[{name}] serve: {action.environment} answers at {url}/v1/predict")
         elif isinstance(action, StartVerification):
-            self.log(f"[{name}] verify: running {action.job_name} in {action.environment}")
-            self.runner.start_verification(action, endpoint="")
+            endpoint = self.servers.url(release.namespace, action.environment) or ""
+            if not endpoint and action.command == VERIFY_COMMAND:
+                # Nothing serves here: local mode does not run images.
+                self.runner.record_failure(
+                    action.job_name,
+                    f"nothing serves {release.spec.model.name} in {action.environment} locally "
+                    "(local mode runs no images): serve the release with serving: "
+                    "ReferenceServer to check its answers here",
+                )
+                return
+            self.log(
+                f"[{name}] verify: running {action.job_name} in {action.environment}"
+                + (f" against {endpoint}" if endpoint else "")
+            )
+            self.runner.start_verification(action, endpoint=endpoint)
         elif isinstance(action, Rollback):
             environment = self.environments[release.namespace][action.environment]
             if is_gitops(environment):
                 revert = self.gitops.rollback(environment, action, now)
+                # The reverted commit's artifact is not known here: stop serving
+                # the failed one rather than keep answering with it.
+                self.servers.stop(release.namespace, action.environment)
                 self.log(
                     f"[{name}] rollback: reverted in {_target(environment)}"
                     + (f" ({revert[:12]})" if revert else " (nothing to revert)")
@@ -218,7 +249,9 @@ class LocalRun:
                 verifications=self._verifications(release),
             )
             before = release.status.model_copy(deep=True) if release.status else None
-            plan = reconcile(release, gate, environments, observed, now)
+            plan = reconcile(
+                release, gate, environments, observed, now, server_image=self.server_image
+            )
             release = release.model_copy(update={"status": plan.status})
             for event in plan.events:
                 marker = "!" if event.type == "Warning" else "-"
@@ -279,6 +312,8 @@ class LocalRun:
 
     def run(self) -> list[ReleaseOutcome]:
         self.outcomes = []
+        for namespace in sorted({r.namespace for r in self.releases}):
+            self.deployer.ensure_servers(namespace)
         for release in self.releases:
             self.outcomes.append(self._reconcile_release(release))
         return self.outcomes

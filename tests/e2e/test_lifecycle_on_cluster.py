@@ -85,7 +85,8 @@ def test_release_is_trained_gated_deployed_and_verified(team: tuple[ModuleType, 
             "-n", f"{namespace}-{environment}", "get", "deployment", f"credit-risk-{environment}"
         )
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert container["image"] == sample.MODEL_IMAGE
+        assert container["image"] == sample.IMAGE  # the reference server, the local build
+        assert container["command"] == ["python", "-m", "modelgate.server"]
         assert deployment["status"]["availableReplicas"] == 1
     production = kubectl_json("-n", namespace, "get", "environment", "production")
     assert production["status"]["liveRelease"] == "credit-risk-1-4-0"

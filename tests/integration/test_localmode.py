@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelgate.cli import main
 from tests.conftest import EXAMPLES, ROOT
 from tests.support.gitops_agent import bare_repository, git
+from tests.support.model_server import call
 
 SAMPLE = EXAMPLES / "credit-risk"
 GATE, ENVS = SAMPLE / "gate.yaml", SAMPLE / "environments.yaml"
@@ -44,8 +45,10 @@ def released_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def copy_state(source: Path, tmp_path: Path) -> Path:
+    """A copy to run on; without the original's server records, so the
+    copy starts (and its test stops) servers of its own."""
     target = tmp_path / "state"
-    shutil.copytree(source, target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("servers"))
     return target
 
 
@@ -67,6 +70,7 @@ def test_sample_release_is_released_in_both_environments(
         "GatePassed": "True",
         "ConfigValid": "True",
         "Deployed": "True",
+        "Verified": "True",
         "Ready": "True",
     }
     gate = status["gate"]
@@ -330,3 +334,87 @@ def test_local_run_writes_prometheus_metrics(tmp_path: Path) -> None:
         for s in family.samples
     }
     assert ("modelgate_deployments_total", production) not in again
+
+
+def served(state: Path, environment: str) -> str:
+    record = json.loads((state / "servers" / "default" / f"{environment}.json").read_text())
+    assert record["state"] == "ready", record
+    return str(record["url"])
+
+
+def test_the_released_sample_serves_predictions(released_state: Path) -> None:
+    """After `modelgate run`, each environment's model answers over HTTP:
+    rows get predictions and scores, a negative age or an unknown region a
+    422 naming the column."""
+    url = served(released_state, "production")
+    row = {
+        "age": 42,
+        "income": 52000,
+        "debt_ratio": 0.3,
+        "credit_lines": 4,
+        "late_payments": 1,
+        "region": "north",
+    }
+    status, answer = call(f"{url}/v1/predict", json.dumps({"instances": [row]}).encode())
+    assert status == 200
+    assert answer["predictions"][0] in {"0", "1"}
+    assert 0.0 <= answer["scores"][0] <= 1.0
+    assert answer["model"]["version"] == "1.4.0"
+    environments = json.loads(
+        (released_state / "environments" / "default" / "production.json").read_text()
+    )
+    assert answer["model"]["sha256"] == environments["live"]["config"]["MODELGATE_MODEL_SHA256"]
+    for column, value in (("age", -3), ("region", "mars")):
+        status, refused = call(
+            f"{url}/v1/predict", json.dumps({"instances": [{**row, column: value}]}).encode()
+        )
+        assert status == 422
+        assert refused["column"] == column
+
+
+SWAPPING_TRAINER = """
+import json, os, shutil, sys, tempfile
+from pathlib import Path
+from modelgate.trainer import contract
+from modelgate.trainer.train import train
+
+# A training job with a bug: it saves a different model than the one whose
+# predictions it hands to the gate (here: a shallow tree over the forest).
+train(dict(os.environ))
+other = tempfile.mkdtemp()
+params = {"estimator": "sklearn.tree.DecisionTreeClassifier", "max_depth": 2,
+          "exclude": ["gender"], "importance_repeats": 0}
+train({**os.environ, contract.OUTPUT_DIR: other, contract.PARAMS: json.dumps(params)})
+output = Path(os.environ[contract.OUTPUT_DIR])
+shutil.copy(Path(other) / contract.MODEL_FILE, output / contract.MODEL_FILE)
+"""
+
+
+def test_a_served_model_that_differs_from_the_gated_one_is_rolled_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Train/serve skew: the gate passed on the forest's predictions, the
+    artifact is a different model. Staging's verification compares the
+    answers, fails, and puts the previous state back; production is never
+    reached."""
+    trainer = tmp_path / "swapping_trainer.py"
+    trainer.write_text(SWAPPING_TRAINER)
+    [document] = [d for d in yaml.safe_load_all(RELEASE.read_text()) if d]
+    document["spec"]["training"]["command"] = ["python", str(trainer)]
+    data = document["spec"]["training"]["data"]
+    data["train"], data["evaluation"] = (
+        str(SAMPLE / data["train"]),
+        str(SAMPLE / data["evaluation"]),
+    )
+    release = tmp_path / "release.yaml"
+    release.write_text(yaml.safe_dump(document))
+    code, listing = run_json(capsys, GATE, ENVS, release, "--state-dir", tmp_path / "state")
+    assert code == 1
+    status = items(listing, "ModelRelease")["credit-risk-1-4-0"]["status"]
+    assert status["phase"] == "RolledBack"
+    assert status["gate"]["outcome"] == "Passed"  # the gate saw nothing wrong
+    [staging] = [e for e in status["environments"] if e["name"] == "staging"]
+    assert staging["phase"] == "RolledBack"
+    assert "served answers differ from the gated predictions" in staging["message"]
+    assert all(e["phase"] != "Deployed" for e in status["environments"])
+    assert items(listing, "Environment")["staging"]["status"].get("liveRelease") is None

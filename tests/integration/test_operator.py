@@ -24,6 +24,7 @@ from modelgate.backends.s3 import S3Settings, make_client
 from modelgate.promotion.reconcile import training_job_name, training_key
 from tests.conftest import EXAMPLES, ROOT
 from tests.support.cluster import (
+    SERVER_IMAGE,
     Controllers,
     api_client,
     create,
@@ -133,6 +134,7 @@ def test_release_goes_through_staging_to_production(
         "GatePassed": "True",
         "ConfigValid": "True",
         "Deployed": "True",
+        "Verified": "True",
         "Ready": "True",
     }
     assert status["observedGeneration"] == created["metadata"]["generation"]
@@ -162,15 +164,20 @@ def test_release_goes_through_staging_to_production(
         [deployment] = emulator.objects("deployments", namespace)
         assert deployment["metadata"]["name"] == f"credit-risk-{environment}"
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert container["image"] == release["spec"]["image"]
+        # Served by the reference server: its image, told which artifact to load.
+        assert container["image"] == SERVER_IMAGE
+        assert container["command"] == ["python", "-m", "modelgate.server"]
         [config] = emulator.objects("configmaps", namespace)
         assert config["data"]["FEATURE_STORE_URL"] == url
+        assert config["data"]["MODELGATE_MODEL_URI"] == artifacts["model"]["uri"]
+        assert config["data"]["MODELGATE_MODEL_SHA256"] == artifacts["model"]["sha256"]
+        assert config["data"]["MODELGATE_METADATA_SHA256"] == artifacts["metadata"]["sha256"]
         assert [s["metadata"]["name"] for s in emulator.objects("services", namespace)] == [
             f"credit-risk-{environment}"
         ]
         env_status = get(api, "Environment", NAMESPACE, environment)["status"]
         assert env_status["liveRelease"] == "credit-risk-1-4-0"
-        assert env_status["history"][0]["image"] == release["spec"]["image"]
+        assert env_status["history"][0]["image"] == SERVER_IMAGE
         assert (
             conditions(get(api, "Environment", NAMESPACE, environment))["Ready"]["status"] == "True"
         )
@@ -252,6 +259,7 @@ def test_failed_verification_rolls_production_back(
             document["spec"]["verification"] = {"image": "verify:1", "command": ["verify"]}
         if document["metadata"]["name"] == "staging":
             document["spec"]["namespace"] = "ml-staging-verified"
+            document["spec"].pop("verification", None)  # only production's can fail here
         create(api, document, namespace)
     good = release_document(**{"metadata.name": "credit-risk-good"})
     create(api, good, namespace)
@@ -275,7 +283,7 @@ def test_failed_verification_rolls_production_back(
     assert "served answers differ" in conditions(release)["Verified"]["message"]
     [deployment] = emulator.objects("deployments", "ml-prod-verified")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == good["spec"]["image"]
+    assert container["image"] == SERVER_IMAGE  # the good release, served by the reference server
     assert (
         deployment["metadata"]["annotations"]["modelgate.dev/release"]
         == f"{namespace}/credit-risk-good"

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from tests.integration.test_operator import BUCKET, SAMPLE, _documents, conditions, release_document
 from tests.support.cluster import (
+    SERVER_IMAGE,
     Controllers,
     api_client,
     create,
@@ -108,6 +109,8 @@ def _environments(
     """The sample's gate and environments; production delivered by GitOps."""
     for document in _documents("gate.yaml") + _documents("environments.yaml"):
         spec = document.get("spec", {})
+        if document["metadata"]["name"] == "staging":
+            spec.pop("verification", None)  # only production's can fail here
         if document["metadata"]["name"] == "production":
             spec["namespace"] = target
             spec["delivery"] = {
@@ -164,7 +167,7 @@ def test_promotion_is_a_commit_and_a_failed_verification_reverts_it(
     [deployment] = emulator.objects("deployments", "ml-prod-git")
     assert deployment["metadata"]["annotations"]["modelgate.dev/generated"] == "true"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == good["spec"]["image"]
+    assert container["image"] == SERVER_IMAGE  # the good release, served by the reference server
     # Resyncs and repeated reconciles added no second commit.
     promotions = [m for _, m in _log(remote) if "Modelgate-Promotion:" in m]
     assert len(promotions) == 1
@@ -196,7 +199,7 @@ def test_promotion_is_a_commit_and_a_failed_verification_reverts_it(
     wait_for(lambda: reverted in agent.synced, 30, "the agent to apply the revert")
     [deployment] = emulator.objects("deployments", "ml-prod-git")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == good["spec"]["image"]
+    assert container["image"] == SERVER_IMAGE  # the good release, served by the reference server
     history = get(api, "Environment", NAMESPACE, "production")["status"]["history"]
     assert history[0]["rolledBack"] is True
     assert history[0]["revision"] == reverted

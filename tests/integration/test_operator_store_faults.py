@@ -118,7 +118,7 @@ def test_a_throttling_then_unreachable_store_delays_the_release_and_loses_nothin
     found = conditions(get(world.api, "ModelRelease", NAMESPACE, name))
     assert found["Ready"]["status"] == "True"
     assert "Stalled" not in found or found["Stalled"]["status"] == "False"
-    jobs = [p for p in world.emulator.emulator.created if "/jobs/" in p and name in p]
+    jobs = [p for p in world.emulator.emulator.created if "/jobs/" in p and f"{name}-train-" in p]
     assert len(jobs) == 1, jobs  # trained once, however often the gate was retried
 
 

@@ -199,6 +199,10 @@ class OperatorThread:
         self._thread.join(timeout=60)
 
 
+# The reference server image the chart would set (pinned: production requires it).
+SERVER_IMAGE = "ghcr.io/modelgate/modelgate@sha256:" + "5e" * 32
+
+
 @contextlib.contextmanager
 def operator_environment(
     emulator: RunningEmulator, s3: S3Server | FaultyProxy, bucket: str
@@ -212,6 +216,7 @@ def operator_environment(
         "MODELGATE_S3_ENDPOINT": s3.endpoint,
         "MODELGATE_S3_PATH_STYLE": "true",
         "MODELGATE_S3_SECRET": "modelgate-s3",
+        "MODELGATE_SERVER_IMAGE": SERVER_IMAGE,
         **CREDENTIALS,
     }
     with patched_environ(values):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
 import yaml
 
-from modelgate.backends.gitformats import FormatError, ImageRef, render
+from modelgate.backends.gitformats import FormatError, ImageRef, model_files, render
 from modelgate.promotion import Deploy
 from modelgate.settings import OperatorSettings
 
@@ -89,3 +90,17 @@ def test_manifest_format_never_overwrites_a_team_file() -> None:
 def test_unknown_format_names_the_choices() -> None:
     with pytest.raises(FormatError, match="use kustomize, helm-values or manifest"):
         render("jsonnet", action(), {}, OperatorSettings(), NOW)
+
+
+def test_the_reference_server_command_reaches_every_format() -> None:
+    served = dataclasses.replace(action(), command=("python", "-m", "modelgate.server"))
+    files = render("helm-values", served, {"model/values.yaml": None}, OperatorSettings(), NOW)
+    assert yaml.safe_load(files["model/values.yaml"])["command"] == list(served.command)
+    plain = render("helm-values", action(), {"model/values.yaml": files["model/values.yaml"]},
+                   OperatorSettings(), NOW)  # fmt: skip
+    assert "command" not in yaml.safe_load(plain["model/values.yaml"])  # back to an image
+    for fmt in ("kustomize", "manifest"):
+        files = render(fmt, served, dict.fromkeys(model_files("model")), OperatorSettings(), NOW)
+        deployment = yaml.safe_load(files["model/deployment.yaml"])
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["python", "-m", "modelgate.server"], fmt

@@ -228,6 +228,10 @@ def _helm_values(action: Deploy, existing: Mapping[str, str | None]) -> Files:
     if image.digest:
         image_values["digest"] = image.digest
     values["image"] = image_values
+    if action.command:
+        values["command"] = list(action.command)  # the reference server
+    else:
+        values.pop("command", None)
     values["config"] = dict(sorted(action.config.items()))
     values["modelgate"] = {
         "release": action.release,

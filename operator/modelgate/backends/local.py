@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -167,6 +171,21 @@ class LocalProcessRunner:
         result = self._run_process(action.job_name, command, env, action.timeout.total_seconds())
         _write_json(self._result_path(action.job_name), result)
 
+    def record_failure(self, job_name: str, message: str) -> None:
+        """A run that could not start, recorded as failed with the reason."""
+        now = format_time(datetime.now().astimezone())
+        _write_json(
+            self._result_path(job_name),
+            {
+                "jobName": job_name,
+                "startedAt": now,
+                "completedAt": now,
+                "exitCode": None,
+                "state": "Failed",
+                "message": message,
+            },
+        )
+
     def observe(self, job_name: str) -> TrainingObservation | None:
         result = _read_json(self._result_path(job_name))
         if result is None:
@@ -181,12 +200,201 @@ class LocalProcessRunner:
         )
 
 
+SERVER_SOURCES = ("server.py", "serving/__init__.py", "serving/model.py", "serving/schema.py")
+
+
+def local_server_image() -> str:
+    """Local mode's stand-in for the reference server image: no image runs
+    here, the installed code does, so its identity is the SHA-256 of that
+    code (a digest, as production's requireDigest asks)."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name in SERVER_SOURCES:
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
+    return f"local/modelgate-server@sha256:{digest.hexdigest()}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class LocalServers:
+    """Reference model servers as local processes, one per environment.
+
+    They outlive ``modelgate run`` (so ``curl`` works against a local
+    release) and are stopped by ``modelgate stop``, ``--reset`` or the next
+    deploy to the same environment; each one's pid, port and log are
+    recorded under ``servers/``.
+    """
+
+    def __init__(self, state_dir: Path, python: str = sys.executable) -> None:
+        self.root = state_dir / "servers"
+        self.python = python
+
+    def _record_path(self, namespace: str, environment: str) -> Path:
+        return self.root / namespace / f"{environment}.json"
+
+    def record(self, namespace: str, environment: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = _read_json(self._record_path(namespace, environment))
+        return found
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        """Our server, still running (a recycled pid is someone else's)."""
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return b"modelgate.server" in command
+
+    def url(self, namespace: str, environment: str) -> str | None:
+        record = self.record(namespace, environment)
+        if record is None or record.get("state") != "ready" or not self._alive(record["pid"]):
+            return None
+        return str(record["url"])
+
+    def running(self, namespace: str, environment: str, sha256: str) -> bool:
+        record = self.record(namespace, environment)
+        return (
+            record is not None
+            and record.get("modelSha256") == sha256
+            and record.get("state") == "ready"
+            and self._alive(record["pid"])
+        )
+
+    def start(
+        self, namespace: str, environment: str, config: dict[str, str], timeout: float = 60
+    ) -> dict[str, Any]:
+        """Serve the artifact ``config`` names (MODELGATE_MODEL_URI, ...)."""
+        self.stop(namespace, environment)
+        path = self._record_path(namespace, environment)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        log = path.with_suffix(".log")
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        command = [
+            self.python, "-m", "modelgate.server",
+            "--model", config["MODELGATE_MODEL_URI"],
+            "--model-sha256", config["MODELGATE_MODEL_SHA256"],
+            "--metadata", config["MODELGATE_METADATA_URI"],
+            "--metadata-sha256", config["MODELGATE_METADATA_SHA256"],
+            "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        # Spawned, not Popen'd: the server outlives this process by design,
+        # in a session of its own, and nothing here waits for it.
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            pid = os.posix_spawn(
+                self.python,
+                command,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, out, 2),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(out)
+        url = f"http://127.0.0.1:{port}"
+        record: dict[str, Any] = {
+            "pid": pid,
+            "port": port,
+            "url": url,
+            "log": str(log),
+            "modelSha256": config["MODELGATE_MODEL_SHA256"],
+            "state": "starting",
+        }
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _exited(pid):
+                tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+                record.update(state="failed", message=f"the model server exited: {tail[0]}")
+                break
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                    if answer.status == 200:
+                        record["state"] = "ready"
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            record.update(state="failed", message=f"not ready within {timeout:g} s; see {log}")
+        _write_json(path, record)
+        return record
+
+    def stop(self, namespace: str, environment: str) -> None:
+        record = self.record(namespace, environment)
+        if record is None:
+            return
+        pid = int(record["pid"])
+        if self._alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while self._alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        _exited(pid)  # reap it if this process started it
+        self._record_path(namespace, environment).unlink(missing_ok=True)
+
+    def stop_all(self) -> int:
+        stopped = 0
+        for path in sorted(self.root.glob("*/*.json")) if self.root.exists() else []:
+            self.stop(path.parent.name, path.stem)
+            stopped += 1
+        return stopped
+
+
+def _exited(pid: int) -> bool:
+    """Whether a server this process spawned has ended (and reap it); one
+    started by an earlier run is not our child: ask /proc instead."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not LocalServers._alive(pid)
+    return done == pid
+
+
+def serves_artifact(config: dict[str, str]) -> bool:
+    return all(
+        key in config
+        for key in (
+            "MODELGATE_MODEL_URI",
+            "MODELGATE_MODEL_SHA256",
+            "MODELGATE_METADATA_URI",
+            "MODELGATE_METADATA_SHA256",
+        )
+    )
+
+
 class LocalDeployer:
     """Simulated environments: what is live is a JSON record per environment,
-    and the merged config is written as the ConfigMap would carry it."""
+    and the merged config is written as the ConfigMap would carry it. A
+    release served by the reference server really serves: a local process."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, servers: LocalServers | None = None) -> None:
         self.root = state_dir / "environments"
+        self.servers = servers or LocalServers(state_dir)
+
+    def serve(self, namespace: str, environment: str, config: dict[str, str]) -> None:
+        """Make the environment's server match its live config."""
+        if not serves_artifact(config):
+            self.servers.stop(namespace, environment)
+        elif not self.servers.running(namespace, environment, config["MODELGATE_MODEL_SHA256"]):
+            self.servers.start(namespace, environment, config)
+
+    def ensure_servers(self, namespace: str) -> None:
+        """After a restart (or a reboot): serve what each environment has live."""
+        folder = self.root / namespace
+        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+            live = (_read_json(path) or {}).get("live")
+            if live is not None:
+                self.serve(namespace, path.stem, live["config"])
 
     def _record_path(self, namespace: str, environment: str) -> Path:
         return self.root / namespace / f"{environment}.json"
@@ -202,6 +410,7 @@ class LocalDeployer:
             and live["image"] == action.image
             and live["configHash"] == action.config_hash
         ):
+            self.serve(namespace, action.environment, action.config)
             return  # already live: deploying is idempotent
         entry = {
             "release": action.release,
@@ -217,6 +426,7 @@ class LocalDeployer:
         _write_json(path, record)
         config_file = path.with_suffix(".env")
         config_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(action.config.items())))
+        self.serve(namespace, action.environment, action.config)
 
     def rollback(self, action: Rollback, now: datetime) -> str | None:
         """Put back the entry that was live before ``action.release``."""
@@ -237,6 +447,7 @@ class LocalDeployer:
         if before is None:
             record["live"] = None
             _write_json(path, record)
+            self.servers.stop(namespace, action.environment)
             return None
         restored = {**before, "deployedAt": format_time(now), "rolledBack": True}
         record["live"] = restored
@@ -245,6 +456,7 @@ class LocalDeployer:
         path.with_suffix(".env").write_text(
             "".join(f"{k}={v}\n" for k, v in sorted(restored["config"].items()))
         )
+        self.serve(namespace, action.environment, restored["config"])
         return str(restored["release"])
 
     def observe(self, namespace: str) -> dict[str, DeploymentObservation]:
@@ -255,14 +467,22 @@ class LocalDeployer:
             if live is None:
                 continue
             predictions = live.get("predictions")
+            server = self.servers.record(namespace, path.stem)
+            failed = serves_artifact(live["config"]) and (
+                server is None or server.get("state") != "ready"
+            )
             found[path.stem] = DeploymentObservation(
                 environment=path.stem,
                 release=live["release"],
                 image=live["image"],
                 config_hash=live["configHash"],
                 deployed_at=live["deployedAt"],
-                ready=True,
+                # As a Deployment whose pods never get ready: the rollout waits.
+                ready=not failed,
                 predictions=ArtifactRecord.model_validate(predictions) if predictions else None,
+                message=(server or {}).get("message", "the model server is not running")
+                if failed
+                else None,
             )
         return found
 
