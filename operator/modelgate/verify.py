@@ -66,9 +66,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         "rows": result.rows,
         "mismatches": len(result.mismatches),
         "mismatchRate": result.mismatch_rate,
-        "latencyP50Seconds": sorted(result.latencies)[len(result.latencies) // 2]
-        if result.latencies
-        else None,
+        "latencyP50Seconds": result.percentile(0.5) if result.latencies else None,
         "latencyP99Seconds": result.percentile(0.99) if result.latencies else None,
         "model": result.model,
         "passed": result.passed(settings),

@@ -28,6 +28,7 @@ from modelgate.promotion import (
     StartVerification,
     TrainingObservation,
 )
+from modelgate.promotion.reconcile import serves_artifact
 from modelgate.trainer import contract
 
 # Environment variables a local training process inherits; everything else
@@ -358,18 +359,6 @@ def _exited(pid: int) -> bool:
     except ChildProcessError:
         return not LocalServers._alive(pid)
     return done == pid
-
-
-def serves_artifact(config: dict[str, str]) -> bool:
-    return all(
-        key in config
-        for key in (
-            "MODELGATE_MODEL_URI",
-            "MODELGATE_MODEL_SHA256",
-            "MODELGATE_METADATA_URI",
-            "MODELGATE_METADATA_SHA256",
-        )
-    )
 
 
 class LocalDeployer:

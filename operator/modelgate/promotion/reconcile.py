@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -634,6 +635,18 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
 
 SERVER_COMMAND = ("python", "-m", "modelgate.server")
 VERIFY_COMMAND = ("python", "-m", "modelgate.verify")
+# What the reference server reads from its config to find the artifact.
+SERVING_KEYS = (
+    "MODELGATE_MODEL_URI",
+    "MODELGATE_MODEL_SHA256",
+    "MODELGATE_METADATA_URI",
+    "MODELGATE_METADATA_SHA256",
+)
+
+
+def serves_artifact(config: Mapping[str, str]) -> bool:
+    """A deployed config that names a complete artifact for the reference server."""
+    return all(key in config for key in SERVING_KEYS)
 
 
 def serving_config(release: ModelRelease, artifacts: list[ArtifactRecord]) -> dict[str, str]:
@@ -788,7 +801,7 @@ def _try_deploy(
         )
         entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
         return entry, ("ServerImageMissing", message, True)
-    if reference and len(serving) < 4:
+    if reference and not serves_artifact(serving):
         message = (
             "serving ReferenceServer needs the training run's model and metadata artifacts "
             f"and the run recorded {sorted(a.name for a in ctx.status.artifacts)}; "
