@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
@@ -195,3 +196,14 @@ def test_importance_can_be_turned_off(tmp_path: Path) -> None:
         {"estimator": "sklearn.linear_model.LogisticRegression", "importance_repeats": 0}
     )
     assert train(contract_env(tmp_path, MODELGATE_PARAMS=params))["importance"] == []
+
+
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [(1.0, "1"), (0.0, "0"), (2.5, "2.5"), (3, "3"), ("yes", "yes"), (True, "True")],
+)
+def test_labels_are_written_one_way_for_predictions_and_serving(value: object, label: str) -> None:
+    """The trainer's predictions, the server's answers and the verifier
+    compare labels as strings: 1.0 and 1 must both be "1"."""
+    assert contract.label_string(value) == label
+    assert contract.label_strings(np.asarray([value])) == [label]

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import skops.io as sio
 
 from modelgate.backends.s3 import S3Settings, make_client, read_uri
 from modelgate.serving.schema import RANGE_TOLERANCE, InputSchema
+from modelgate.trainer.contract import label_strings
 
 # What a reference-trainer model may contain besides scikit-learn's own
 # estimators and transformers.
@@ -57,17 +57,6 @@ def trusted_loads(data: bytes) -> Any:
             f"the model holds types outside the trusted list: {', '.join(sorted(refused))}"
         )
     return sio.loads(data, trusted=untrusted)
-
-
-def _labels(values: Any) -> list[str]:
-    """Labels as the trainer and the gate write them (1.0 -> "1")."""
-    out = []
-    for value in values:
-        if isinstance(value, float | np.floating) and float(value).is_integer():
-            out.append(str(int(value)))
-        else:
-            out.append(str(value))
-    return out
 
 
 @dataclass
@@ -114,10 +103,10 @@ class LoadedModel:
         predicted = self.estimator.predict(frame)
         if self.task == "regression":
             return {"predictions": [float(v) for v in predicted]}
-        answer: dict[str, Any] = {"predictions": _labels(predicted)}
+        answer: dict[str, Any] = {"predictions": label_strings(predicted)}
         if hasattr(self.estimator, "predict_proba"):
             probabilities = self.estimator.predict_proba(frame)
-            classes = _labels(self.estimator.classes_)
+            classes = label_strings(self.estimator.classes_)
             if self.task == "binary" and self.positive_label in classes:
                 column = classes.index(self.positive_label)
                 answer["scores"] = [float(p) for p in probabilities[:, column]]

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from modelgate.serving.model import read_artifact, verified
+from modelgate.trainer.contract import label_string
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,6 @@ def _table(data: bytes) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(data))
 
 
-def _label(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         value = value.item()
@@ -117,8 +112,8 @@ def compare(expected: pd.Series, answer: dict[str, Any], task: str, tolerance: f
         if not math.isclose(float(served), float(expected["y_pred"]), rel_tol=0, abs_tol=tolerance):
             return f"predicted {served}, gated {expected['y_pred']}"
         return None
-    if str(served) != _label(expected["y_pred"]):
-        return f"label {served!r}, gated {_label(expected['y_pred'])!r}"
+    if str(served) != label_string(expected["y_pred"]):
+        return f"label {served!r}, gated {label_string(expected['y_pred'])!r}"
     scores = answer.get("scores")
     if not scores:
         return None

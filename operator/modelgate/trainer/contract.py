@@ -6,7 +6,9 @@ environment variables; outputs are files in ``MODELGATE_OUTPUT_DIR``.
 
 from __future__ import annotations
 
-from typing import Final
+import numbers
+from collections.abc import Iterable
+from typing import Any, Final
 
 # Inputs (environment variables).
 TRAIN_DATA: Final = "MODELGATE_TRAIN_DATA"  # path or URI of the training table
@@ -42,3 +44,18 @@ OUTPUTS: Final = {
 # Keys of MODELGATE_PARAMS the reference trainer reserves; the rest go to the
 # estimator's constructor.
 RESERVED_PARAMS: Final = ("estimator", "features", "exclude", "importance_repeats")
+
+
+def label_string(value: Any) -> str:
+    """A class label as the contract writes it (predictions, the model
+    server's answers): integral numbers without a decimal point, 1.0 -> "1"."""
+    # numbers.Real minus Integral: Python and numpy floats alike.
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        number = float(value)
+        if number.is_integer():
+            return str(int(number))
+    return str(value)
+
+
+def label_strings(values: Iterable[Any]) -> list[str]:
+    return [label_string(value) for value in values]

@@ -122,27 +122,16 @@ def _schema(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
     return schema
 
 
-def _label_strings(values: Any) -> list[str]:
-    """Labels as the gate reads them: integral numbers without a decimal point."""
-    out = []
-    for value in values:
-        if isinstance(value, float | np.floating) and float(value).is_integer():
-            out.append(str(int(value)))
-        else:
-            out.append(str(value))
-    return out
-
-
 def _score_function(pipeline: Any, task: str, positive_label: str) -> Any:
     """What a behaviour test watches: the positive-class score (binary), the
     predicted value (regression) or the predicted label (multiclass)."""
     if task == "binary":
-        classes = _label_strings(pipeline.classes_)
+        classes = contract.label_strings(pipeline.classes_)
         column = classes.index(positive_label)
         return lambda frame: pipeline.predict_proba(frame)[:, column]
     if task == "regression":
         return lambda frame: np.asarray(pipeline.predict(frame), dtype=float)
-    return lambda frame: np.asarray(_label_strings(pipeline.predict(frame)))
+    return lambda frame: np.asarray(contract.label_strings(pipeline.predict(frame)))
 
 
 def run_behavior_tests(
@@ -251,18 +240,18 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
     pipeline = build_pipeline(train_frame, features, estimator)
     y_train = train_frame[target]
     if task != "regression":
-        y_train = pd.Series(_label_strings(y_train), index=train_frame.index)
+        y_train = pd.Series(contract.label_strings(y_train), index=train_frame.index)
     pipeline.fit(train_frame[features], y_train)
 
     predictions = eval_frame.copy()
     predictions["y_true"] = (
-        eval_frame[target] if task == "regression" else _label_strings(eval_frame[target])
+        eval_frame[target] if task == "regression" else contract.label_strings(eval_frame[target])
     )
     predicted = pipeline.predict(eval_frame[features])
-    predictions["y_pred"] = predicted if task == "regression" else _label_strings(predicted)
+    predictions["y_pred"] = predicted if task == "regression" else contract.label_strings(predicted)
     if task != "regression" and hasattr(pipeline, "predict_proba"):
         probabilities = pipeline.predict_proba(eval_frame[features])
-        classes = _label_strings(pipeline.classes_)
+        classes = contract.label_strings(pipeline.classes_)
         if task == "binary":
             if positive_label not in classes:
                 raise ContractError(
@@ -279,7 +268,7 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
     if repeats > 0:
         y_eval = eval_frame[target]
         if task != "regression":
-            y_eval = pd.Series(_label_strings(y_eval), index=eval_frame.index)
+            y_eval = pd.Series(contract.label_strings(y_eval), index=eval_frame.index)
         measured = permutation_importance(
             pipeline, eval_frame[features], y_eval, n_repeats=repeats, random_state=seed
         )
