@@ -37,14 +37,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelgate.serving.model import LoadedModel
 from modelgate.serving.schema import RANGE_TOLERANCE, InvalidInput
+from modelgate.trainer import contract
 
 logger = logging.getLogger("modelgate.server")
 
 # Environment variables the operator (and local mode) set for the server.
-MODEL_URI = "MODELGATE_MODEL_URI"
-MODEL_SHA256 = "MODELGATE_MODEL_SHA256"
-METADATA_URI = "MODELGATE_METADATA_URI"
-METADATA_SHA256 = "MODELGATE_METADATA_SHA256"
+MODEL_URI = contract.SERVER_MODEL_URI
+MODEL_SHA256 = contract.SERVER_MODEL_SHA256
+METADATA_URI = contract.SERVER_METADATA_URI
+METADATA_SHA256 = contract.SERVER_METADATA_SHA256
 PORT = "MODELGATE_SERVER_PORT"
 EXIT_LOAD_FAILED = 2
 MAX_BODY_BYTES = 32 * 1024 * 1024

@@ -242,29 +242,20 @@ class LocalServers:
         found: dict[str, Any] | None = _read_json(self._record_path(namespace, environment))
         return found
 
-    @staticmethod
-    def _alive(pid: int) -> bool:
-        """Our server, still running (a recycled pid is someone else's)."""
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return b"modelgate.server" in command
+    def _serving(self, namespace: str, environment: str) -> dict[str, Any] | None:
+        """The record of a server that got ready and still runs."""
+        record = self.record(namespace, environment)
+        if record is None or record.get("state") != "ready" or not _is_our_server(record["pid"]):
+            return None
+        return record
 
     def url(self, namespace: str, environment: str) -> str | None:
-        record = self.record(namespace, environment)
-        if record is None or record.get("state") != "ready" or not self._alive(record["pid"]):
-            return None
-        return str(record["url"])
+        record = self._serving(namespace, environment)
+        return None if record is None else str(record["url"])
 
     def running(self, namespace: str, environment: str, sha256: str) -> bool:
-        record = self.record(namespace, environment)
-        return (
-            record is not None
-            and record.get("modelSha256") == sha256
-            and record.get("state") == "ready"
-            and self._alive(record["pid"])
-        )
+        record = self._serving(namespace, environment)
+        return record is not None and record.get("modelSha256") == sha256
 
     def start(
         self, namespace: str, environment: str, config: dict[str, str], timeout: float = 60
@@ -278,10 +269,10 @@ class LocalServers:
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
         command = [
             self.python, "-m", "modelgate.server",
-            "--model", config["MODELGATE_MODEL_URI"],
-            "--model-sha256", config["MODELGATE_MODEL_SHA256"],
-            "--metadata", config["MODELGATE_METADATA_URI"],
-            "--metadata-sha256", config["MODELGATE_METADATA_SHA256"],
+            "--model", config[contract.SERVER_MODEL_URI],
+            "--model-sha256", config[contract.SERVER_MODEL_SHA256],
+            "--metadata", config[contract.SERVER_METADATA_URI],
+            "--metadata-sha256", config[contract.SERVER_METADATA_SHA256],
             "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
         # Spawned, not Popen'd: the server outlives this process by design,
@@ -306,7 +297,7 @@ class LocalServers:
             "port": port,
             "url": url,
             "log": str(log),
-            "modelSha256": config["MODELGATE_MODEL_SHA256"],
+            "modelSha256": config[contract.SERVER_MODEL_SHA256],
             "state": "starting",
         }
         deadline = time.monotonic() + timeout
@@ -333,12 +324,12 @@ class LocalServers:
         if record is None:
             return
         pid = int(record["pid"])
-        if self._alive(pid):
+        if _is_our_server(pid):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 10
-            while self._alive(pid) and time.monotonic() < deadline:
+            while _is_our_server(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if self._alive(pid):
+            if _is_our_server(pid):
                 os.kill(pid, signal.SIGKILL)
         _exited(pid)  # reap it if this process started it
         self._record_path(namespace, environment).unlink(missing_ok=True)
@@ -351,13 +342,22 @@ class LocalServers:
         return stopped
 
 
+def _is_our_server(pid: int) -> bool:
+    """A model server, still running (a recycled pid is someone else's)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"modelgate.server" in command
+
+
 def _exited(pid: int) -> bool:
     """Whether a server this process spawned has ended (and reap it); one
     started by an earlier run is not our child: ask /proc instead."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return not LocalServers._alive(pid)
+        return not _is_our_server(pid)
     return done == pid
 
 
@@ -374,7 +374,7 @@ class LocalDeployer:
         """Make the environment's server match its live config."""
         if not serves_artifact(config):
             self.servers.stop(namespace, environment)
-        elif not self.servers.running(namespace, environment, config["MODELGATE_MODEL_SHA256"]):
+        elif not self.servers.running(namespace, environment, config[contract.SERVER_MODEL_SHA256]):
             self.servers.start(namespace, environment, config)
 
     def ensure_servers(self, namespace: str) -> None:

@@ -17,6 +17,7 @@ Safety rules it keeps:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -277,6 +278,12 @@ class _Context:
             return spec.image
         return self.server_image or ""
 
+    @functools.cached_property
+    def serving(self) -> dict[str, str]:
+        """The artifact the reference server loads, once training has recorded
+        it (asked for only while promoting, when the artifacts are final)."""
+        return serving_config(self.release, self.status.artifacts)
+
     def condition(self, kind: str, ok: bool | None, reason: str, message: str) -> None:
         self.status.conditions = cond.set_condition(
             self.status.conditions, kind, ok, reason, message, self.release.generation, self.now
@@ -535,7 +542,7 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
     progress: list[EnvironmentProgress] = []
     all_violations: list[Violation] = []
     configs: dict[str, tuple[dict[str, str], str]] = {}
-    serving = serving_config(release, ctx.status.artifacts)
+    serving = ctx.serving
     for name in order:
         env = environments[name]
         merged = merge_config(env, release.overrides_for(name))
@@ -635,18 +642,11 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
 
 SERVER_COMMAND = ("python", "-m", "modelgate.server")
 VERIFY_COMMAND = ("python", "-m", "modelgate.verify")
-# What the reference server reads from its config to find the artifact.
-SERVING_KEYS = (
-    "MODELGATE_MODEL_URI",
-    "MODELGATE_MODEL_SHA256",
-    "MODELGATE_METADATA_URI",
-    "MODELGATE_METADATA_SHA256",
-)
 
 
 def serves_artifact(config: Mapping[str, str]) -> bool:
     """A deployed config that names a complete artifact for the reference server."""
-    return all(key in config for key in SERVING_KEYS)
+    return all(key in config for key in contract.SERVER_INPUTS)
 
 
 def serving_config(release: ModelRelease, artifacts: list[ArtifactRecord]) -> dict[str, str]:
@@ -655,10 +655,12 @@ def serving_config(release: ModelRelease, artifacts: list[ArtifactRecord]) -> di
         return {}
     found = {a.name: a for a in artifacts}
     config: dict[str, str] = {}
-    for name, prefix in (("model", "MODELGATE_MODEL"), ("metadata", "MODELGATE_METADATA")):
+    for name, uri_key, sha_key in (
+        ("model", contract.SERVER_MODEL_URI, contract.SERVER_MODEL_SHA256),
+        ("metadata", contract.SERVER_METADATA_URI, contract.SERVER_METADATA_SHA256),
+    ):
         if name in found:
-            config[f"{prefix}_URI"] = found[name].uri
-            config[f"{prefix}_SHA256"] = found[name].sha256
+            config[uri_key], config[sha_key] = found[name].uri, found[name].sha256
     return config
 
 
@@ -793,7 +795,7 @@ def _try_deploy(
         ctx.plan.events.append(Event("Warning", "ConfigRuleViolated", message))
         return entry, ("ConfigRuleViolated", f"promotion to {name} blocked: {message}", True)
     reference = release.spec.serving == Serving.REFERENCE_SERVER
-    serving = serving_config(release, ctx.status.artifacts)
+    serving = ctx.serving
     if reference and not ctx.image:
         message = (
             f"serving ReferenceServer needs a server image and the operator has none: set "
@@ -856,7 +858,7 @@ def _try_deploy(
         entry.approved_at = _approved_at(release, name)
     entry.phase, entry.image = EnvironmentPhase.DEPLOYING, image
     entry.message = f"deploying {image}" + (
-        f" serving model sha256 {serving['MODELGATE_MODEL_SHA256'][:12]}" if reference else ""
+        f" serving model sha256 {serving[contract.SERVER_MODEL_SHA256][:12]}" if reference else ""
     )
     predictions = next((a for a in ctx.status.artifacts if a.name == "predictions"), None)
     ctx.plan.actions.append(

@@ -41,6 +41,20 @@ OUTPUTS: Final = {
     "metadata": METADATA_FILE,
 }
 
+# What the reference model server reads (flags or environment): a run's
+# model and metadata outputs, by URI and SHA-256. The operator writes them
+# into a ReferenceServer deployment's config.
+SERVER_MODEL_URI: Final = "MODELGATE_MODEL_URI"
+SERVER_MODEL_SHA256: Final = "MODELGATE_MODEL_SHA256"
+SERVER_METADATA_URI: Final = "MODELGATE_METADATA_URI"
+SERVER_METADATA_SHA256: Final = "MODELGATE_METADATA_SHA256"
+SERVER_INPUTS: Final = (
+    SERVER_MODEL_URI,
+    SERVER_MODEL_SHA256,
+    SERVER_METADATA_URI,
+    SERVER_METADATA_SHA256,
+)
+
 # Keys of MODELGATE_PARAMS the reference trainer reserves; the rest go to the
 # estimator's constructor.
 RESERVED_PARAMS: Final = ("estimator", "features", "exclude", "importance_repeats")
