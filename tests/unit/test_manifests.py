@@ -227,3 +227,26 @@ def test_the_built_in_verification_job_carries_its_settings() -> None:
     assert env["MODELGATE_PREDICTIONS_SHA256"] == PREDICTIONS.sha256
     assert env["MODELGATE_VERIFY_URL"] == "http://credit-risk-production.ml-prod.svc"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def _deployment(generation: int, **status: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "m", "generation": generation},
+        "spec": {"replicas": 1},
+        "status": status,
+    }
+
+
+def test_a_rollout_is_complete_only_when_no_old_pod_serves() -> None:
+    # Found on the real Deployment controller: mid-rollout the old pod is
+    # still available, and a verification then judged the old model.
+    mid = _deployment(2, observedGeneration=2, replicas=2, updatedReplicas=1, availableReplicas=1)
+    assert manifests.rollout_pending(mid) == "Deployment m: 1 old replicas pending termination"
+    unseen = _deployment(
+        3, observedGeneration=2, replicas=1, updatedReplicas=1, availableReplicas=1
+    )
+    assert manifests.rollout_pending(unseen) == "Deployment m: rollout not observed yet"
+    starting = _deployment(2, observedGeneration=2, replicas=1, updatedReplicas=1)
+    assert manifests.rollout_pending(starting) == "Deployment m: 0 of 1 replicas available"
+    done = _deployment(2, observedGeneration=2, replicas=1, updatedReplicas=1, availableReplicas=1)
+    assert manifests.rollout_pending(done) is None

@@ -142,7 +142,7 @@ class KubeDelivery:
         if not running:
             return RolloutState(False, f"waiting for a Deployment in {namespace} running {image}")
         for deployment in running:
-            waiting = _not_available(deployment)
+            waiting = manifests.rollout_pending(deployment)
             if waiting:
                 return RolloutState(False, waiting)
         return RolloutState(True)
@@ -157,15 +157,3 @@ def _runs(deployment: dict[str, Any], image: ImageRef) -> bool:
     return any(
         ImageRef.parse(str(c.get("image", ""))).same_as(image) for c in spec.get("containers") or []
     )
-
-
-def _not_available(deployment: dict[str, Any]) -> str | None:
-    metadata, spec = deployment.get("metadata", {}), deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    wanted = int(spec.get("replicas", 1))
-    if int(status.get("observedGeneration") or 0) < int(metadata.get("generation", 0)):
-        return f"Deployment {metadata.get('name')}: rollout not observed yet"
-    available = int(status.get("availableReplicas") or 0)
-    if available < wanted or int(status.get("updatedReplicas") or 0) < wanted:
-        return f"Deployment {metadata.get('name')}: {available} of {wanted} replicas available"
-    return None

@@ -350,14 +350,9 @@ class KubeDeployer:
             release = annotations.get(f"{manifests.ANNOTATION_PREFIX}release")
             if not release:
                 continue  # not ours
-            spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+            spec = deployment.get("spec") or {}
             containers = spec.get("template", {}).get("spec", {}).get("containers") or [{}]
-            wanted = int(spec.get("replicas", 1))
-            generation = int(deployment.get("metadata", {}).get("generation", 0))
-            ready = (
-                int(status.get("availableReplicas") or 0) >= wanted
-                and int(status.get("observedGeneration") or 0) >= generation
-            )
+            ready = manifests.rollout_pending(deployment) is None
             found[name] = DeploymentObservation(
                 environment=name,
                 release=release,

@@ -346,6 +346,30 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
     }
 
 
+def rollout_pending(deployment: dict[str, Any]) -> str | None:
+    """Why the Deployment's rollout is not complete, or None once it is: the
+    current generation observed, every replica updated and available, and no
+    pod of an older ReplicaSet left. Availability alone is not enough: during
+    a rolling update the old pods stay available until the new ones are, and
+    a verification run then would judge the old model."""
+    metadata, spec = deployment.get("metadata", {}), deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    name = metadata.get("name")
+    wanted = int(spec.get("replicas", 1))
+    if int(status.get("observedGeneration") or 0) < int(metadata.get("generation", 0)):
+        return f"Deployment {name}: rollout not observed yet"
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    if updated < wanted:
+        return f"Deployment {name}: {updated} of {wanted} replicas updated"
+    if int(status.get("replicas") or 0) > updated:
+        old = int(status.get("replicas") or 0) - updated
+        return f"Deployment {name}: {old} old replicas pending termination"
+    if available < wanted:
+        return f"Deployment {name}: {available} of {wanted} replicas available"
+    return None
+
+
 def build_service(action: Deploy, settings: OperatorSettings) -> dict[str, Any]:
     model = action.model
     name = serving_name(model, action.environment)
