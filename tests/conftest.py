@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.controlplane import ControlPlane
 
 # The operator's handlers read their resync interval when first imported; the
 # operator tests need it short. Set before any test module imports them.
@@ -57,3 +61,34 @@ def _every_local_server_stopped(tmp_path_factory: pytest.TempPathFactory) -> Ite
     """And those of module-wide state directories, once the session ends."""
     yield
     _stop_local_servers(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The real etcd, kube-apiserver and kube-controller-manager (built by
+    `make controlplane`), shared by the session's tests; each test makes its
+    own namespaces. A missing binary is an error, never a skip."""
+    from tests.support.controlplane import running_control_plane  # noqa: PLC0415
+
+    with running_control_plane(tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test that used the control plane gets its components' logs."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    plane = getattr(item, "funcargs", {}).get("control_plane")
+    if plane is None:
+        return
+    report.sections.append(("control plane logs", plane.logs_tail(60)))
+    installation = getattr(item, "funcargs", {}).get("installation")
+    for process in installation.operators if installation is not None else []:
+        report.sections.append((f"operator log {process.log.name}", process.tail(80)))
+    node = getattr(item, "funcargs", {}).get("test_node")
+    if node is not None:
+        for pod, text in node.logs().items():
+            report.sections.append((f"pod {pod}", text))

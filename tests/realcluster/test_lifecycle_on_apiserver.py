@@ -1,0 +1,194 @@
+"""Release lifecycles on the real control plane, the operator authenticated as
+the chart's ServiceAccount: the real Job controller completes training and
+verification Jobs the test node runs, the real Deployment controller rolls the
+model servers out, and every request the operator makes is authorised by the
+chart's RBAC (a refused one fails the test)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.realcluster.conftest import BUCKET, Team, conditions, documents, make_team
+from tests.support.cluster import wait_for
+from tests.support.controlplane import ControlPlane
+from tests.support.installation import SERVER_IMAGE, Installation, OperatorProcess
+from tests.support.node import TestNode
+from tests.support.s3server import CREDENTIALS
+
+
+@pytest.fixture(autouse=True)
+def _nothing_forbidden(installation: Installation, operator: OperatorProcess) -> Iterator[None]:
+    yield
+    assert installation.forbidden() == []
+    assert operator.alive(), operator.tail()
+
+
+def _deployment(team: Team, environment: str) -> client.V1Deployment:
+    apps = client.AppsV1Api(team.api)
+    return apps.read_namespaced_deployment(f"credit-risk-{environment}", team.targets[environment])
+
+
+def _jobs(team: Team, namespace: str) -> list[client.V1Job]:
+    return list(client.BatchV1Api(team.api).list_namespaced_job(namespace).items)
+
+
+def _job_state(job: client.V1Job) -> str:
+    for condition in job.status.conditions or []:
+        if condition.status == "True" and condition.type in ("Complete", "Failed"):
+            return str(condition.type)
+    return "Running"
+
+
+def test_release_trains_is_gated_and_reaches_production_verified(
+    team: Team, test_node: TestNode
+) -> None:
+    created = team.create(team.release_document())
+    release = team.wait_phase("credit-risk-1-4-0", "Released")
+    status = release["status"]
+    assert {k: v["status"] for k, v in conditions(release).items()} == {
+        "Trained": "True",
+        "GatePassed": "True",
+        "ConfigValid": "True",
+        "Deployed": "True",
+        "Verified": "True",
+        "Ready": "True",
+    }
+    assert status["observedGeneration"] == created["metadata"]["generation"]
+    assert status["gate"]["outcome"] == "Passed"
+    artifacts = {a["name"]: a for a in status["artifacts"]}
+    assert all(a["uri"].startswith(f"s3://{BUCKET}/modelgate/sha256/") for a in artifacts.values())
+    # The training Job, completed by the real Job controller, owned by the release.
+    [job] = _jobs(team, team.namespace)
+    assert job.metadata.name == status["training"]["jobName"]
+    assert _job_state(job) == "Complete"
+    assert job.metadata.owner_references[0].uid == created["metadata"]["uid"]
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in str(job.to_dict())
+    for environment in ("staging", "production"):
+        deployment = _deployment(team, environment)
+        # Rolled out by the real Deployment and ReplicaSet controllers: the
+        # pod ran on the test node and passed its readiness probe.
+        assert deployment.status.available_replicas == 1
+        assert deployment.status.observed_generation == deployment.metadata.generation
+        assert deployment.spec.template.spec.containers[0].image == SERVER_IMAGE
+        # The built-in verification Job reached the server by its Service name.
+        verifications = [
+            j
+            for j in _jobs(team, team.targets[environment])
+            if j.metadata.labels.get("app.kubernetes.io/component") == "verification"
+        ]
+        assert [_job_state(j) for j in verifications] == ["Complete"]
+        environment_status = team.environment(environment)["status"]
+        assert environment_status["liveRelease"] == "credit-risk-1-4-0"
+        assert conditions(team.environment(environment))["Ready"]["status"] == "True"
+    served = [p for p in test_node.started if p.startswith(team.targets["production"] + "/")]
+    assert any("credit-risk-production" in p for p in served)
+    assert any("verify" in p for p in served)
+    events = client.CoreV1Api(team.api).list_namespaced_event(team.namespace).items
+    reasons = {e.reason for e in events}
+    assert {"TrainingStarted", "TrainingSucceeded", "Deployed", "PhaseReleased"} <= reasons
+
+
+def test_the_backtest_leak_is_stopped_before_production(team: Team) -> None:
+    team.create(team.release_document("release-backtest-leak.yaml"))
+    name = documents("release-backtest-leak.yaml")[0]["metadata"]["name"]
+    release = team.wait_phase(name, "Blocked")
+    config = conditions(release)["ConfigValid"]
+    assert config["status"] == "False"
+    assert "FEATURE_STORE_URL" in config["message"]
+    assert "backtest" in config["message"]
+    assert conditions(release)["Ready"]["status"] == "False"
+    apps = client.AppsV1Api(team.api)
+    assert apps.list_namespaced_deployment(team.targets["production"]).items == []
+    assert len(apps.list_namespaced_deployment(team.targets["staging"]).items) == 1
+
+
+def test_a_failing_gate_stops_the_release_naming_the_check(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    gate = copy.deepcopy(documents("gate.yaml")[0])
+    gate["spec"]["checks"][0]["metric"]["min"] = 0.999  # auc: no model here reaches it
+    team = make_team(control_plane, gate=gate)
+    team.create(team.release_document())
+    release = team.wait_phase("credit-risk-1-4-0", "GateFailed")
+    passed = conditions(release)["GatePassed"]
+    assert passed["status"] == "False"
+    assert "auc" in passed["message"]
+    apps = client.AppsV1Api(team.api)
+    for target in team.targets.values():
+        assert apps.list_namespaced_deployment(target).items == []
+
+
+def _environments(**production_policy: Any) -> list[dict[str, Any]]:
+    environments = copy.deepcopy(documents("environments.yaml"))
+    production = next(e for e in environments if e["metadata"]["name"] == "production")
+    production["spec"].setdefault("policy", {}).update(production_policy)
+    return environments
+
+
+def test_soak_and_approval_hold_production_until_both_are_met(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    team = make_team(control_plane, environments=_environments(requireApproval=True, soak="5s"))
+    team.create(team.release_document())
+    wait_for(
+        lambda: (
+            conditions(team.get("ModelRelease", "credit-risk-1-4-0")).get("Ready", {}).get("reason")
+            == "AwaitingApproval"
+        ),
+        240,
+        "the release to wait for an approval",
+        lambda: team.get("ModelRelease", "credit-risk-1-4-0").get("status"),
+    )
+    release = team.get("ModelRelease", "credit-risk-1-4-0")
+    assert "production" in conditions(release)["Ready"]["message"]
+    apps = client.AppsV1Api(team.api)
+    assert apps.list_namespaced_deployment(team.targets["production"]).items == []
+    approvals = [{"environment": "production", "approvedBy": "alice", "comment": "ok"}]
+    team.patch(
+        "ModelRelease", "credit-risk-1-4-0", {"spec": {"promotion": {"approvals": approvals}}}
+    )
+    released = team.wait_phase("credit-risk-1-4-0", "Released")
+    entries = {e["name"]: e for e in released["status"]["environments"]}
+    assert entries["production"]["approvedBy"] == "alice"
+    assert len(apps.list_namespaced_deployment(team.targets["production"]).items) == 1
+
+
+def test_a_failed_verification_rolls_production_back(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    team = make_team(control_plane)
+    team.create(team.release_document())
+    team.wait_phase("credit-risk-1-4-0", "Released")
+    first = _deployment(team, "production")
+    first_config = first.metadata.annotations["modelgate.dev/config-hash"]
+    # Production now asks for answers faster than any server gives them: the
+    # next release's verification fails there, for real.
+    production = team.environment("production")
+    verification = production["spec"]["verification"]
+    verification["servedPredictions"]["maxLatency"] = "1ms"
+    team.patch("Environment", "production", {"spec": {"verification": verification}})
+    second = team.release_document(name="credit-risk-1-5-0")
+    second["spec"]["model"]["version"] = "1.5.0"
+    second["spec"]["training"]["params"]["n_estimators"] = 50
+    team.create(second)
+    release = team.wait_phase("credit-risk-1-5-0", "RolledBack")
+    verified = conditions(release)["Verified"]
+    assert verified["status"] == "False"
+    assert "latency" in verified["message"]
+    after = _deployment(team, "production")
+    # The first release is back: its config, and the Deployment serves it.
+    assert after.metadata.annotations["modelgate.dev/release"].endswith("/credit-risk-1-4-0")
+    assert after.metadata.annotations["modelgate.dev/config-hash"] == first_config
+    wait_for(
+        lambda: _deployment(team, "production").status.available_replicas == 1,
+        120,
+        "the rolled-back Deployment to be available",
+    )
+    history = team.environment("production")["status"]["history"]
+    assert any(entry.get("rolledBack") for entry in history)
+    assert team.environment("production")["status"]["liveRelease"] == "credit-risk-1-4-0"

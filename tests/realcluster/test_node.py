@@ -1,0 +1,191 @@
+"""The test node with the real Job controller: Pods run as local processes and
+report what happened, and what the node does not run is refused clearly."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.support.cluster import wait_for
+from tests.support.controlplane import ControlPlane
+from tests.support.node import TestNode, expand, image_repository, running_node
+
+IMAGE = "ghcr.io/modelgate/modelgate:0.1.0"
+
+
+@pytest.fixture
+def node(control_plane: ControlPlane, tmp_path: Path) -> Iterator[TestNode]:
+    with running_node(control_plane.api_client(), tmp_path / "node") as running:
+        yield running
+    assert running.errors == []
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    name = f"node-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(control_plane.api_client())
+    core.create_namespace({"metadata": {"name": name}})
+    # The ServiceAccount admission plugin refuses pods until `default` exists.
+    wait_for(
+        lambda: core.list_namespaced_service_account(name).items,
+        30,
+        "the default service account",
+    )
+    yield name
+    core.delete_namespace(name)
+
+
+def _job(name: str, command: list[str], image: str = IMAGE) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": image,
+                            "command": command,
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                        }
+                    ],
+                }
+            },
+        },
+    }
+
+
+def _finished(batch: client.BatchV1Api, namespace: str, name: str) -> str | None:
+    job = batch.read_namespaced_job(name, namespace)
+    for condition in job.status.conditions or []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            return str(condition.type)
+    return None
+
+
+def _pod(core: client.CoreV1Api, namespace: str, job: str) -> client.V1Pod:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+    assert len(pods) == 1, [p.metadata.name for p in pods]
+    return pods[0]
+
+
+def test_the_job_controller_completes_and_fails_jobs_the_node_runs(
+    control_plane: ControlPlane, node: TestNode, namespace: str
+) -> None:
+    api = control_plane.api_client()
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    batch.create_namespaced_job(namespace, _job("ok", ["python", "-m", "modelgate", "--help"]))
+    batch.create_namespaced_job(namespace, _job("bad", ["python", "-m", "modelgate.verify"]))
+    assert wait_for(lambda: _finished(batch, namespace, "ok"), 60, "job ok") == "Complete"
+    assert wait_for(lambda: _finished(batch, namespace, "bad"), 60, "job bad") == "Failed"
+    ok, bad = _pod(core, namespace, "ok"), _pod(core, namespace, "bad")
+    assert ok.status.phase == "Succeeded"
+    assert ok.spec.node_name == node.name
+    terminated = bad.status.container_statuses[0].state.terminated
+    assert bad.status.phase == "Failed"
+    assert terminated.exit_code == 2
+    assert terminated.reason == "Error"
+    # FallbackToLogsOnError: the log's tail is the termination message.
+    assert "missing environment variables: MODELGATE_VERIFY_URL" in terminated.message
+    assert bad.status.pod_ip != ok.status.pod_ip
+    assert bad.status.pod_ip.startswith("127.")
+
+
+def test_foreign_images_and_commands_are_refused_clearly(
+    control_plane: ControlPlane, node: TestNode, namespace: str
+) -> None:
+    api = control_plane.api_client()
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    batch.create_namespaced_job(namespace, _job("nginx", ["nginx"], image="nginx:1.27"))
+    batch.create_namespaced_job(namespace, _job("shell", ["sh", "-c", "rm -rf /"]))
+
+    def waiting_reason() -> str | None:
+        pods = core.list_namespaced_pod(namespace, label_selector="job-name=nginx").items
+        statuses = pods[0].status.container_statuses if pods else None
+        waiting = statuses[0].state.waiting if statuses else None
+        return f"{waiting.reason}: {waiting.message}" if waiting else None
+
+    reason = wait_for(waiting_reason, 60, "the nginx pod to be refused")
+    assert reason.startswith("ErrImagePull: image 'nginx:1.27' is not one of the project's own")
+    assert wait_for(lambda: _finished(batch, namespace, "shell"), 60, "job shell") == "Failed"
+    terminated = _pod(core, namespace, "shell").status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 127
+    assert "is not one of the project image's commands" in terminated.message
+    assert not any(started.endswith("shell") for started in node.started)
+
+
+def test_env_sources_resolve_like_the_kubelet(
+    control_plane: ControlPlane, node: TestNode, namespace: str
+) -> None:
+    core = client.CoreV1Api(control_plane.api_client())
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "keys"}, "stringData": {"token": "s3cr3t"}}
+    )
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "settings"}, "data": {"level": "debug", "mode": "fast"}}
+    )
+    pod = {
+        "metadata": {
+            "name": "p",
+            "namespace": namespace,
+            "uid": "u-1",
+            "labels": {"app": "demo"},
+        },
+        "spec": {"nodeName": node.name, "serviceAccountName": "default"},
+    }
+    container = {
+        "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+        "env": [
+            {"name": "PLAIN", "value": "a"},
+            {"name": "EXPANDED", "value": "$(PLAIN)-b-$(MISSING)-$$"},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "token"}}},
+            {
+                "name": "LEVEL",
+                "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "level"}},
+            },
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {
+                "name": "OPTIONAL",
+                "valueFrom": {"secretKeyRef": {"name": "nope", "key": "x", "optional": True}},
+            },
+        ],
+    }
+    env = node._environment(pod, container, "127.1.9.9")
+    assert env == {
+        "CFG_level": "debug",
+        "CFG_mode": "fast",
+        "PLAIN": "a",
+        "EXPANDED": "a-b-$(MISSING)-$",
+        "TOKEN": "s3cr3t",
+        "LEVEL": "debug",
+        "POD": "p",
+        "IP": "127.1.9.9",
+        "APP": "demo",
+    }
+    container["env"].append(
+        {"name": "GONE", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "missing"}}}
+    )
+    with pytest.raises(Exception, match=r"couldn't find key missing in secret"):
+        node._environment(pod, container, "127.1.9.9")
+
+
+def test_image_names_and_expansion() -> None:
+    assert image_repository("ghcr.io/modelgate/modelgate:0.1.0") == "ghcr.io/modelgate/modelgate"
+    assert image_repository("ghcr.io/modelgate/modelgate@sha256:" + "ab" * 32) == (
+        "ghcr.io/modelgate/modelgate"
+    )
+    assert image_repository("localhost:5000/modelgate:dev") == "localhost:5000/modelgate"
+    assert image_repository("modelgate") == "modelgate"
+    assert expand("$(A)$(B)", {"A": "1"}) == "1$(B)"

@@ -1,0 +1,729 @@
+"""The one node of the test control plane: Pods run as local processes.
+
+No kubelet can run here, so the tests play the node and only the node; the
+Job, Deployment, ReplicaSet and garbage-collector controllers are the real
+ones. :class:`TestNode` registers a Ready Node, binds unscheduled Pods to it
+(there is no scheduler) and runs each bound Pod's container:
+
+- Images: only the project's own (``ghcr.io/modelgate/modelgate`` or
+  ``modelgate``, any tag or digest) run, and only its own commands
+  (``python -m modelgate.trainer``, ``.server``, ``.verify``, ``modelgate``);
+  ``python`` is this test run's interpreter. Any other image stays Waiting
+  with reason ``ErrImagePull`` and a message saying so; another command
+  fails the container with exit 127.
+- Env: ``value`` (with ``$(VAR)`` expansion), ``secretKeyRef``,
+  ``configMapKeyRef``, ``fieldRef`` (metadata.name/namespace/uid/labels/
+  annotations, spec.nodeName/serviceAccountName, status.podIP/hostIP) and
+  ``envFrom``; a missing non-optional key keeps the container Waiting with
+  ``CreateContainerConfigError``, as the kubelet does. Nothing of the test
+  process's own environment leaks in besides PATH and the pod network.
+- Volumes: each ``emptyDir`` is a directory of the pod; an env value or an
+  argument that starts with a mount path is rewritten to that directory.
+  ``TMPDIR`` is the ``/tmp`` mount when there is one.
+- Status, honestly: Running, Ready only once the readiness probe (httpGet)
+  answers 2xx, then Succeeded or Failed with the exit code, reason
+  ``Completed``/``Error`` and, for ``FallbackToLogsOnError``, the log's tail
+  (80 lines, 2 KiB) as the termination message. ``restartPolicy: Always``
+  restarts an exited container (restartCount).
+- Deletion: a Pod marked for deletion has its process stopped (SIGTERM, then
+  SIGKILL after the grace period, at most 5 s) and is then removed, which the
+  kubelet does on a real node.
+- Network: every Pod gets an address of its own in 127.0.0.0/8; the pod
+  network module (tests/support/podnet/sitecustomize.py) binds wildcard
+  listeners to it and resolves ``<service>.<namespace>.svc`` to a ready
+  endpoint of that Service (the node keeps the map from Services and ready
+  Pods), so the verification Pod reaches the model server by its Service name.
+
+Not modelled: resource limits and OOM kills, liveness and startup probes,
+init and sidecar containers (a Pod with more than one container fails), image
+pulls, volumes other than emptyDir (projected service-account tokens are
+ignored: the project's pods do not mount them), the termination-message file,
+Pod networking for non-Python processes, node heartbeats and eviction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+PODNET = Path(__file__).resolve().parent / "podnet"
+PROJECT_IMAGES = ("ghcr.io/modelgate/modelgate", "modelgate")
+PROJECT_MODULES = ("modelgate", "modelgate.trainer", "modelgate.server", "modelgate.verify")
+DEFAULT_COMMAND = ("python", "-m", "modelgate")  # the image's CMD (Dockerfile)
+NODE_NAME = "modelgate-test-node"
+TERMINATION_LINES, TERMINATION_BYTES = 80, 2048
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_repository(image: str) -> str:
+    """``ghcr.io/modelgate/modelgate`` of ``ghcr.io/modelgate/modelgate:0.1@sha256:...``."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+class ContainerConfigError(Exception):
+    """A referenced Secret or ConfigMap key that does not exist (yet)."""
+
+
+_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: defined names are replaced, undefined
+    ones stay as written, ``$$`` is a literal ``$``."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _REFERENCE.sub(replace, value)
+
+
+@dataclass
+class PodProcess:
+    """A running Pod: its process, address and sandbox."""
+
+    uid: str
+    namespace: str
+    name: str
+    ip: str
+    sandbox: Path
+    argv: list[str]
+    env: dict[str, str]
+    container: dict[str, Any]
+    restart: bool
+    process: subprocess.Popen[bytes] | None = None
+    ready: bool = False
+    restarts: int = 0
+    started_at: str = ""
+    next_probe: float = 0.0
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.sandbox / "container.log"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.sandbox,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.started_at = _now()
+        self.ready = False
+
+    def stop(self, grace: float = 5.0) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def termination_message(self) -> str:
+        if not self.log.exists():
+            return ""
+        lines = self.log.read_bytes().splitlines()[-TERMINATION_LINES:]
+        return b"\n".join(lines)[-TERMINATION_BYTES:].decode(errors="replace")
+
+
+class TestNode:
+    """Plays the node (and the scheduler's binding) for a real API server."""
+
+    __test__ = False  # not a test class, whatever its name says
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        directory: Path,
+        name: str = NODE_NAME,
+        images: tuple[str, ...] = PROJECT_IMAGES,
+    ) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.directory = directory
+        self.name = name
+        self.images = images
+        self.pods: dict[str, PodProcess] = {}
+        self.refused: dict[str, str] = {}  # pod uid -> why it did not start
+        self.errors: list[str] = []
+        self.started: list[str] = []  # namespace/name of every pod started, in order
+        self.services_file = directory / "services.json"
+        self._next_ip = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # ---- lifecycle ------------------------------------------------------------
+
+    def start(self) -> TestNode:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.services_file.write_text("{}")
+        self._register()
+        self._thread = threading.Thread(target=self._loop, name="test-node", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        with self._lock:
+            for pod in self.pods.values():
+                pod.stop(grace=2)
+
+    def _register(self) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": {"kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux"},
+            },
+        }
+        with contextlib.suppress(client.ApiException):
+            self.core.create_node(node)
+        capacity = {"cpu": "2", "memory": "24Gi", "pods": "110"}
+        self.core.patch_node_status(
+            self.name,
+            {
+                "status": {
+                    "capacity": capacity,
+                    "allocatable": capacity,
+                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "message": "the test node runs pods as local processes",
+                            "lastHeartbeatTime": _now(),
+                            "lastTransitionTime": _now(),
+                        }
+                    ],
+                }
+            },
+        )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except client.ApiException as error:
+                if error.status not in (404, 409) and error.status < 500 and error.status != 0:
+                    self.errors.append(f"{error.status} {error.reason}: {error.body}")
+            except Exception as error:  # keep playing; the test reports it
+                self.errors.append(repr(error))
+            self._stop.wait(0.2)
+
+    # ---- one pass -----------------------------------------------------------
+
+    def step(self) -> None:
+        items = self.api.sanitize_for_serialization(self.core.list_pod_for_all_namespaces())
+        pods = items.get("items", [])
+        seen: set[str] = set()
+        with self._lock:
+            for pod in pods:
+                uid = pod["metadata"]["uid"]
+                seen.add(uid)
+                self._handle(pod)
+            for uid in list(self.pods):
+                if uid not in seen:  # deleted behind our back (force delete)
+                    self.pods.pop(uid).stop(grace=1)
+            self._write_services(pods)
+
+    def _handle(self, pod: dict[str, Any]) -> None:
+        metadata, spec = pod["metadata"], pod.get("spec") or {}
+        uid = metadata["uid"]
+        if metadata.get("deletionTimestamp"):
+            self._delete(pod)
+            return
+        node = spec.get("nodeName")
+        if not node:
+            self._bind(pod)
+            return
+        if node != self.name:
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        running = self.pods.get(uid)
+        if running is None:
+            if phase in (None, "Pending") and uid not in self.refused:
+                self._start(pod)
+            return
+        self._observe(running, pod)
+
+    def _bind(self, pod: dict[str, Any]) -> None:
+        metadata = pod["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.name},
+        }
+        # The generated client cannot parse the Binding it gets back; the
+        # server's answer is all that matters here.
+        self.api.call_api(
+            f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}/binding",
+            "POST",
+            body=body,
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+        )
+
+    def _delete(self, pod: dict[str, Any]) -> None:
+        metadata = pod["metadata"]
+        running = self.pods.pop(metadata["uid"], None)
+        if running is not None:
+            grace = min(float(metadata.get("deletionGracePeriodSeconds") or 0), 5.0)
+            running.stop(grace=grace)
+        with contextlib.suppress(client.ApiException):
+            self.core.delete_namespaced_pod(
+                metadata["name"],
+                metadata["namespace"],
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0,
+                    preconditions=client.V1Preconditions(uid=metadata["uid"]),
+                ),
+            )
+
+    # ---- starting a container ----------------------------------------------
+
+    def _allocate_ip(self) -> str:
+        self._next_ip += 1
+        return f"127.1.{self._next_ip // 250}.{self._next_ip % 250 + 1}"
+
+    def _start(self, pod: dict[str, Any]) -> None:
+        metadata, spec = pod["metadata"], pod["spec"]
+        uid = metadata["uid"]
+        containers = spec.get("containers") or []
+        if len(containers) != 1 or spec.get("initContainers"):
+            self._fail_unstartable(pod, "the test node runs pods of exactly one container")
+            return
+        container = containers[0]
+        image = container.get("image", "")
+        if image_repository(image) not in self.images:
+            why = (
+                f"image {image!r} is not one of the project's own images "
+                f"({', '.join(self.images)}); the test node runs no other image"
+            )
+            self.refused[uid] = why
+            self._waiting(pod, "ErrImagePull", why)
+            return
+        ip = self._allocate_ip()
+        sandbox = self.directory / "pods" / f"{metadata['namespace']}_{metadata['name']}_{uid[:8]}"
+        sandbox.mkdir(parents=True, exist_ok=True)
+        mounts = self._mounts(spec, container, sandbox)
+        try:
+            env = self._environment(pod, container, ip)
+        except ContainerConfigError as error:
+            self._waiting(pod, "CreateContainerConfigError", str(error))
+            return  # tried again on the next pass, as the kubelet does
+        env = {k: _rewrite(v, mounts) for k, v in env.items()}
+        command = list(container.get("command") or DEFAULT_COMMAND)
+        if not container.get("command") and container.get("args"):
+            command = list(DEFAULT_COMMAND[:1])
+        args = [expand(a, env) for a in container.get("args") or []]
+        argv = [_rewrite(expand(part, env), mounts) for part in command] + [
+            _rewrite(a, mounts) for a in args
+        ]
+        runtime_env = self._runtime_env(metadata, ip, mounts)
+        process = PodProcess(
+            uid=uid,
+            namespace=metadata["namespace"],
+            name=metadata["name"],
+            ip=ip,
+            sandbox=sandbox,
+            argv=argv,
+            env={**runtime_env, **env},
+            container=container,
+            restart=spec.get("restartPolicy", "Always") == "Always",
+        )
+        allowed = len(argv) >= 3 and argv[0] == "python" and argv[1] == "-m"
+        if not allowed or argv[2] not in PROJECT_MODULES:
+            why = (
+                f"command {argv[:3]!r} is not one of the project image's commands "
+                f"(python -m {' | '.join(PROJECT_MODULES)})"
+            )
+            self.refused[uid] = why
+            process.log.write_text(why + "\n")
+            self._report(process, pod, exit_code=127, reason="ContainerCannotRun", message=why)
+            return
+        process.argv[0] = sys.executable
+        process.start()
+        self.pods[uid] = process
+        self.started.append(f"{metadata['namespace']}/{metadata['name']}")
+        self._report(process, pod)
+
+    def _mounts(self, spec: dict[str, Any], container: dict[str, Any], sandbox: Path) -> list:
+        empty_dirs = {v["name"] for v in spec.get("volumes") or [] if "emptyDir" in v}
+        mounts: list[tuple[str, str]] = []
+        for mount in container.get("volumeMounts") or []:
+            if mount["name"] in empty_dirs:
+                directory = sandbox / "volumes" / mount["name"]
+                directory.mkdir(parents=True, exist_ok=True)
+                mounts.append((mount["mountPath"].rstrip("/") or "/", str(directory)))
+        # Longest first: /work/out before /work.
+        mounts.sort(key=lambda m: len(m[0]), reverse=True)
+        return mounts
+
+    def _runtime_env(
+        self, metadata: dict[str, Any], ip: str, mounts: list[tuple[str, str]]
+    ) -> dict[str, str]:
+        tmp = dict(mounts).get("/tmp") or str(self.directory / "tmp")
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": tmp,
+            "TMPDIR": tmp,
+            "HOSTNAME": metadata["name"],
+            "PYTHONPATH": str(PODNET),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "MODELGATE_POD_IP": ip,
+            "MODELGATE_POD_NAMESPACE": metadata["namespace"],
+            "MODELGATE_POD_SERVICES": str(self.services_file),
+        }
+
+    def _environment(self, pod: dict[str, Any], container: dict[str, Any], ip: str) -> dict:
+        namespace = pod["metadata"]["namespace"]
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            if "configMapRef" in source:
+                ref = source["configMapRef"]
+                data = self._config_map(namespace, ref["name"], ref.get("optional", False))
+            else:
+                ref = source["secretRef"]
+                data = self._secret(namespace, ref["name"], ref.get("optional", False))
+            env.update({prefix + k: v for k, v in (data or {}).items()})
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = expand(item["value"], env)
+            elif "valueFrom" in item:
+                value = self._value_from(pod, item["valueFrom"], ip)
+                if value is not None:
+                    env[item["name"]] = value
+            else:
+                env[item["name"]] = ""
+        return env
+
+    def _value_from(self, pod: dict[str, Any], source: dict[str, Any], ip: str) -> str | None:
+        namespace = pod["metadata"]["namespace"]
+        if "secretKeyRef" in source or "configMapKeyRef" in source:
+            secret = "secretKeyRef" in source
+            ref = source["secretKeyRef" if secret else "configMapKeyRef"]
+            optional = bool(ref.get("optional", False))
+            read = self._secret if secret else self._config_map
+            data = read(namespace, ref["name"], optional)
+            if data is None or ref["key"] not in data:
+                if optional:
+                    return None
+                kind = "secret" if secret else "configmap"
+                raise ContainerConfigError(
+                    f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}"
+                )
+            return str(data[ref["key"]])
+        if "fieldRef" in source:
+            return _field(pod, source["fieldRef"]["fieldPath"], ip)
+        raise ContainerConfigError(f"the test node does not model env source {sorted(source)}")
+
+    def _secret(self, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
+        import base64  # noqa: PLC0415  (only here)
+
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                if optional:
+                    return None
+                raise ContainerConfigError(f'secret "{name}" not found') from error
+            raise
+        data = secret.data or {}
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    def _config_map(self, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
+        try:
+            config_map = self.core.read_namespaced_config_map(name, namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                if optional:
+                    return None
+                raise ContainerConfigError(f'configmap "{name}" not found') from error
+            raise
+        return dict(config_map.data or {})
+
+    # ---- status ---------------------------------------------------------------
+
+    def _waiting(self, pod: dict[str, Any], reason: str, message: str) -> None:
+        container = (pod["spec"].get("containers") or [{}])[0]
+        status = {
+            "phase": "Pending",
+            "conditions": [_condition("PodScheduled", True)],
+            "containerStatuses": [
+                {
+                    "name": container.get("name", "main"),
+                    "image": container.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": reason, "message": message}},
+                }
+            ],
+        }
+        current = (pod.get("status") or {}).get("containerStatuses") or [{}]
+        if current[0].get("state") != status["containerStatuses"][0]["state"]:
+            self._patch_status(pod, status)
+
+    def _fail_unstartable(self, pod: dict[str, Any], why: str) -> None:
+        self.refused[pod["metadata"]["uid"]] = why
+        self._patch_status(
+            pod,
+            {"phase": "Failed", "reason": "Unsupported", "message": why},
+        )
+
+    def _observe(self, running: PodProcess, pod: dict[str, Any]) -> None:
+        process = running.process
+        assert process is not None
+        code = process.poll()
+        if code is None:
+            if not running.ready and time.monotonic() >= running.next_probe:
+                running.ready = self._probe(running)
+                if running.ready:
+                    self._report(running, pod)
+                else:
+                    period = (running.container.get("readinessProbe") or {}).get(
+                        "periodSeconds", 10
+                    )
+                    # Probed at least once a second: the tests wait on readiness.
+                    running.next_probe = time.monotonic() + min(float(period), 1.0)
+            return
+        if running.restart:
+            running.restarts += 1
+            running.start()
+            self._report(running, pod)
+            return
+        self.pods.pop(running.uid, None)
+        message = ""
+        if running.container.get("terminationMessagePolicy") == "FallbackToLogsOnError" and code:
+            message = running.termination_message()
+        reason = "Completed" if code == 0 else "Error"
+        self._report(running, pod, exit_code=code, reason=reason, message=message)
+
+    def _probe(self, running: PodProcess) -> bool:
+        probe = (running.container.get("readinessProbe") or {}).get("httpGet")
+        if not probe:
+            return True
+        port = probe.get("port")
+        if isinstance(port, str) and not port.isdigit():
+            named = {
+                p.get("name"): p.get("containerPort") for p in running.container.get("ports") or []
+            }
+            port = named.get(port)
+        if port is None:
+            return False
+        url = f"http://{running.ip}:{port}{probe.get('path', '/')}"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                return 200 <= answer.status < 400
+        except OSError:
+            return False
+
+    def _report(
+        self,
+        running: PodProcess,
+        pod: dict[str, Any],
+        exit_code: int | None = None,
+        reason: str = "",
+        message: str = "",
+    ) -> None:
+        container = running.container
+        container_status: dict[str, Any] = {
+            "name": container.get("name", "main"),
+            "image": container.get("image", ""),
+            "imageID": container.get("image", ""),
+            "containerID": f"modelgate-test://{running.uid}-{running.restarts}",
+            "restartCount": running.restarts,
+        }
+        conditions = [_condition("PodScheduled", True), _condition("Initialized", True)]
+        if exit_code is None:
+            container_status.update(
+                ready=running.ready,
+                started=True,
+                state={"running": {"startedAt": running.started_at}},
+            )
+            phase = "Running"
+            conditions += [
+                _condition("ContainersReady", running.ready),
+                _condition("Ready", running.ready),
+            ]
+        else:
+            terminated: dict[str, Any] = {
+                "exitCode": exit_code,
+                "reason": reason,
+                "startedAt": running.started_at or _now(),
+                "finishedAt": _now(),
+            }
+            if message:
+                terminated["message"] = message
+            container_status.update(ready=False, started=False, state={"terminated": terminated})
+            phase = "Succeeded" if exit_code == 0 else "Failed"
+            conditions += [_condition("ContainersReady", False), _condition("Ready", False)]
+        status = {
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": running.ip,
+            "podIPs": [{"ip": running.ip}],
+            "startTime": (pod.get("status") or {}).get("startTime") or _now(),
+            "conditions": conditions,
+            "containerStatuses": [container_status],
+        }
+        self._patch_status(pod, status)
+
+    def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+        metadata = pod["metadata"]
+        with contextlib.suppress(client.ApiException):  # gone meanwhile: fine
+            self.core.patch_namespaced_pod_status(
+                metadata["name"], metadata["namespace"], {"status": status}
+            )
+
+    # ---- the Service map ------------------------------------------------------
+
+    def _write_services(self, pods: list[dict[str, Any]]) -> None:
+        services = self.api.sanitize_for_serialization(
+            self.core.list_service_for_all_namespaces()
+        ).get("items", [])
+        ready = [
+            p
+            for p in pods
+            if p["metadata"]["uid"] in self.pods
+            and self.pods[p["metadata"]["uid"]].ready
+            and not p["metadata"].get("deletionTimestamp")
+        ]
+        table: dict[str, dict[str, list[Any]]] = {}
+        for service in services:
+            metadata, spec = service["metadata"], service.get("spec") or {}
+            selector = spec.get("selector") or {}
+            if not selector:
+                continue
+            members = [
+                p
+                for p in ready
+                if p["metadata"]["namespace"] == metadata["namespace"]
+                and all(
+                    (p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items()
+                )
+            ]
+            ports: dict[str, list[Any]] = {}
+            for port in spec.get("ports") or []:
+                target = port.get("targetPort", port["port"])
+                for member in members:
+                    resolved = _container_port(self.pods[member["metadata"]["uid"]], target)
+                    if resolved is not None:
+                        ports[str(port["port"])] = [
+                            self.pods[member["metadata"]["uid"]].ip,
+                            resolved,
+                        ]
+                        break
+                else:
+                    ports.setdefault(str(port["port"]), [])
+            table[f"{metadata['name']}.{metadata['namespace']}.svc"] = ports
+        text = json.dumps(table, sort_keys=True)
+        if self.services_file.read_text() != text:
+            temporary = self.services_file.with_suffix(".tmp")
+            temporary.write_text(text)
+            temporary.replace(self.services_file)
+
+    def logs(self) -> dict[str, str]:
+        """Every pod's container log, for a failing test's report."""
+        found: dict[str, str] = {}
+        for log in sorted((self.directory / "pods").glob("*/container.log")):
+            found[log.parent.name] = log.read_text(errors="replace")[-4000:]
+        return found
+
+
+def _container_port(running: PodProcess, target: Any) -> int | None:
+    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+        return int(target)
+    for port in running.container.get("ports") or []:
+        if port.get("name") == target:
+            return int(port["containerPort"])
+    return None
+
+
+def _condition(kind: str, value: bool) -> dict[str, Any]:
+    return {"type": kind, "status": "True" if value else "False", "lastTransitionTime": _now()}
+
+
+def _rewrite(value: str, mounts: list[tuple[str, str]]) -> str:
+    for mount_path, directory in mounts:
+        if value == mount_path or value.startswith(mount_path + "/"):
+            return directory + value[len(mount_path) :]
+    return value
+
+
+_LABEL_PATH = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
+
+
+def _field(pod: dict[str, Any], path: str, ip: str) -> str:
+    metadata, spec = pod["metadata"], pod.get("spec") or {}
+    simple = {
+        "metadata.name": metadata.get("name", ""),
+        "metadata.namespace": metadata.get("namespace", ""),
+        "metadata.uid": metadata.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "status.podIP": ip,
+        "status.podIPs": ip,
+        "status.hostIP": "127.0.0.1",
+        "status.hostIPs": "127.0.0.1",
+    }
+    if path in simple:
+        return str(simple[path])
+    match = _LABEL_PATH.fullmatch(path)
+    if match:
+        return str((metadata.get(match.group(1)) or {}).get(match.group(2), ""))
+    raise ContainerConfigError(f"the test node does not model fieldRef {path!r}")
+
+
+@contextlib.contextmanager
+def running_node(api: client.ApiClient, directory: Path) -> Iterator[TestNode]:
+    node = TestNode(api, directory).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(directory / "tmp", ignore_errors=True)
