@@ -13,6 +13,7 @@ import copy
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,11 +24,14 @@ from tests.conftest import EXAMPLES
 from tests.support.cluster import seed_sample_data, wait_for
 from tests.support.controlplane import ControlPlane
 from tests.support.installation import (
+    ADMISSION_LABEL,
     Installation,
     OperatorProcess,
     chart_values,
+    granted_permissions,
     install,
     s3_secret,
+    used_permissions,
 )
 from tests.support.node import TestNode, running_node
 from tests.support.s3server import S3Server, running_s3
@@ -58,21 +62,61 @@ def test_node(
     assert node.errors == []
 
 
+# Granted by the chart and used by none of the scenarios here, each with why.
+UNUSED_GRANTS = {
+    # Owner references with blockOwnerDeletion: checked by API servers that
+    # enable OwnerReferencesPermissionEnforcement (not a default plugin).
+    ("modelgate.dev", "modelreleases/finalizers", "update"),
+    # GitOps rollouts: the Deployments running the promoted image (GitOps
+    # delivery is tested on the emulator, tests/integration/test_operator_gitops.py).
+    ("apps", "deployments", "list"),
+}
+# The scenarios that together exercise every other grant.
+RBAC_SCENARIOS = ("test_lifecycle_on_apiserver.py", "test_resilience_on_apiserver.py")
+
+
 @pytest.fixture(scope="session")
 def installation(
-    control_plane: ControlPlane, s3: S3Server, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    control_plane: ControlPlane,
+    s3: S3Server,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Installation]:
     installed = install(control_plane, chart_values(s3, BUCKET), tmp_path_factory.mktemp("chart"))
     yield installed
     installed.stop()
+    # Least privilege, once every scenario ran: each grant of the chart was
+    # used by the operator (the API server's audit log says), or is listed
+    # above with the reason. (Sufficiency: _nothing_forbidden, per test.)
+    ran = {Path(str(item.path)).name for item in request.session.items}
+    if request.session.testsfailed or not set(RBAC_SCENARIOS) <= ran:
+        return
+    used = used_permissions(installed.requests())
+    unused = granted_permissions(installed.documents) - used
+    assert unused == UNUSED_GRANTS, f"the chart grants what no scenario used: {sorted(unused)}"
 
 
 @pytest.fixture(scope="session")
 def operator(installation: Installation, test_node: TestNode) -> Iterator[OperatorProcess]:
     """One operator process for the scenarios that do not kill it."""
-    process = installation.operator().start()
+    process = installation.operator().start().wait_ready()
     yield process
     process.stop()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_forbidden(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Any request of the operator that the chart's RBAC refused fails the
+    test that was running (the audit log names each one)."""
+    if "operator" not in request.fixturenames:
+        yield
+        return
+    installation: Installation = request.getfixturevalue("installation")
+    before = len(installation.forbidden())
+    yield
+    assert installation.forbidden()[before:] == []
+    operator: OperatorProcess = request.getfixturevalue("operator")
+    assert operator.alive(), operator.tail()
 
 
 def documents(name: str) -> list[dict[str, Any]]:
@@ -158,8 +202,10 @@ def make_team(
     plane: ControlPlane,
     environments: list[dict[str, Any]] | None = None,
     gate: dict[str, Any] | None = None,
+    admission: bool = False,
 ) -> Team:
-    """A team with the sample's gate and environments (or the given ones)."""
+    """A team with the sample's gate and environments (or the given ones);
+    ``admission``: the chart's webhooks judge its namespace's objects."""
     suffix = uuid.uuid4().hex[:6]
     namespace = f"team-{suffix}"
     environments = copy.deepcopy(environments or documents("environments.yaml"))
@@ -169,8 +215,9 @@ def make_team(
         environment["spec"]["namespace"] = target
         targets[environment["metadata"]["name"]] = target
     core = client.CoreV1Api(plane.api_client())
+    labels = {ADMISSION_LABEL: "on"} if admission else {}
     for name in (namespace, *targets.values()):
-        core.create_namespace({"metadata": {"name": name}})
+        core.create_namespace({"metadata": {"name": name, "labels": labels}})
         core.create_namespaced_secret(name, s3_secret(name))
     for name in (namespace, *targets.values()):
         _wait_for_default_account(core, name)

@@ -430,22 +430,24 @@ class ControlPlane:
         return self.directory / "logs" / "audit.log"
 
     def audit_events(self, user: str | None = None) -> list[dict[str, Any]]:
-        """The API server's audit events (ResponseComplete), of ``user`` only
-        when given."""
-        events = []
+        """The API server's audit events, one per request (ResponseComplete;
+        ResponseStarted for a watch still open), of ``user`` only when given."""
+        events: dict[str, dict[str, Any]] = {}
         if not self.audit_log.exists():
-            return events
+            return []
         for line in self.audit_log.read_text(errors="replace").splitlines():
             try:
                 event = json.loads(line)
             except ValueError:
                 continue  # a line being written
-            if event.get("stage") != "ResponseComplete":
-                continue
             if user is not None and (event.get("user") or {}).get("username") != user:
                 continue
-            events.append(event)
-        return events
+            stage = event.get("stage")
+            if stage == "ResponseComplete" or (
+                stage == "ResponseStarted" and event["auditID"] not in events
+            ):
+                events[event["auditID"]] = event
+        return list(events.values())
 
     def logs_tail(self, lines: int = 40) -> str:
         return "\n".join(

@@ -18,8 +18,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,12 @@ INSTALLED_KINDS = {
     "ClusterKopfPeering",
     "KopfPeering",
 }
+COLD_RBAC_CACHE = 'clusterrole.rbac.authorization.k8s.io "system:discovery" not found'
+WEBHOOK_KINDS = {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+# The chart's webhooks apply to the namespaces labelled so (the test's only
+# change to them besides the address): the other tests see the API server
+# without admission, the way a cluster without the webhook would.
+ADMISSION_LABEL = "modelgate.dev/test-admission"
 
 
 def chart_values(s3: S3Server, bucket: str, **extra: Any) -> dict[str, Any]:
@@ -63,6 +72,7 @@ def chart_values(s3: S3Server, bucket: str, **extra: Any) -> dict[str, Any]:
         # The operator still resyncs on a timer; the tests cannot wait 15 s a step.
         "operator": {"resyncSeconds": 1, "logFormat": "json"},
         "peering": {"enabled": True, "lifetime": 10},
+        "webhook": {"enabled": True, "timeoutSeconds": 10},
     }
     for key, value in extra.items():
         values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
@@ -118,6 +128,26 @@ class OperatorProcess:
             )
         return self
 
+    def wait_ready(self, timeout: float = 90) -> OperatorProcess:
+        """Until kopf's liveness endpoint answers and, with webhooks, the
+        webhook port takes connections: only then does the API server get
+        answers from it."""
+        liveness = next(a.split("=", 1)[1] for a in self.args if a.startswith("--liveness="))
+        webhook = int(self.env.get("MODELGATE_WEBHOOK_PORT") or 0)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"the operator exited:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(liveness, timeout=2) as answer:
+                    live = answer.status == 200
+            except OSError:
+                live = False
+            if live and (not webhook or _listening(webhook)):
+                return self
+            time.sleep(0.3)
+        raise RuntimeError(f"the operator was not ready within {timeout}s:\n{self.tail()}")
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as an OOM kill or a node loss."""
         if self.process is not None and self.process.poll() is None:
@@ -150,6 +180,11 @@ class OperatorProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 @dataclass
 class Installation:
     """The chart's objects on the server and the operator's identity."""
@@ -160,6 +195,8 @@ class Installation:
     kubeconfig: Path
     directory: Path
     username: str
+    webhook_port: int
+    webhook_tls: KeyPair
     operators: list[OperatorProcess] = field(default_factory=list)
 
     def operator(self, extra_env: dict[str, str] | None = None) -> OperatorProcess:
@@ -185,6 +222,10 @@ class Installation:
         for item in container["env"]:
             assert "value" in item, f"the test cannot resolve {item}"
             env[item["name"]] = item["value"]
+        if "MODELGATE_WEBHOOK_PORT" in env:
+            env["MODELGATE_WEBHOOK_PORT"] = str(self.webhook_port)
+            env["MODELGATE_WEBHOOK_CERT"] = str(self.webhook_tls.cert)
+            env["MODELGATE_WEBHOOK_KEY"] = str(self.webhook_tls.key)
         cache = self.directory / f"git-cache-{len(self.operators)}"
         cache.mkdir(parents=True, exist_ok=True)
         env["MODELGATE_GIT_CACHE"] = str(cache)
@@ -198,12 +239,19 @@ class Installation:
         return self.plane.audit_events(self.username)
 
     def forbidden(self) -> list[str]:
-        """The operator's requests that RBAC refused (403), as readable lines."""
-        return [
-            f"{e['verb']} {e['requestURI']}: {(e.get('responseStatus') or {}).get('message')}"
-            for e in self.requests()
-            if (e.get("responseStatus") or {}).get("code") == 403
-        ]
+        """The operator's requests that RBAC refused (403), as readable lines.
+
+        Not counted: refusals by an API server that has just started, before
+        its RBAC cache knows even the bootstrap roles (it answers before
+        /readyz while the cache syncs); they say so, and kopf retries."""
+        refused = []
+        for event in self.requests():
+            status = event.get("responseStatus") or {}
+            message = str(status.get("message", ""))
+            if status.get("code") != 403 or COLD_RBAC_CACHE in message:
+                continue
+            refused.append(f"{event['verb']} {event['requestURI']}: {message}")
+        return refused
 
     def stop(self) -> None:
         for process in self.operators:
@@ -228,6 +276,18 @@ def install(plane: ControlPlane, values: dict[str, Any], directory: Path) -> Ins
             for crd in crds:
                 name = crd["metadata"]["name"]
                 plane.kubectl("wait", "--for=condition=Established", f"crd/{name}")
+    assert plane.ca is not None
+    webhook_tls = plane.ca.serving("webhook", ("127.0.0.1", "localhost"))
+    webhook_port = free_port()
+    webhooks = [
+        loopback_webhooks(d, webhook_port, plane.ca.cert_pem)
+        for d in documents
+        if d["kind"] in WEBHOOK_KINDS
+    ]
+    if webhooks:
+        manifest = directory / "installed-webhooks.yaml"
+        manifest.write_text(yaml.safe_dump_all(webhooks))
+        plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(manifest))
     account = next(d for d in installed if d["kind"] == "ServiceAccount")["metadata"]["name"]
     request = {"spec": {"audiences": [plane.url], "expirationSeconds": 4 * 3600}}
     token = core.create_namespaced_service_account_token(
@@ -241,7 +301,24 @@ def install(plane: ControlPlane, values: dict[str, Any], directory: Path) -> Ins
         kubeconfig=kubeconfig,
         directory=directory,
         username=f"system:serviceaccount:{SYSTEM_NAMESPACE}:{account}",
+        webhook_port=webhook_port,
+        webhook_tls=webhook_tls,
     )
+
+
+def loopback_webhooks(configuration: dict[str, Any], port: int, ca: bytes) -> dict[str, Any]:
+    """The chart's webhook configuration, calling the operator on loopback
+    (https, an IP SAN for 127.0.0.1, our CA) in labelled namespaces only."""
+    configuration = json.loads(json.dumps(configuration))
+    for webhook in configuration["webhooks"]:
+        path = webhook["clientConfig"]["service"]["path"]
+        webhook["clientConfig"] = {
+            "url": f"https://127.0.0.1:{port}{path}",
+            "caBundle": base64.b64encode(ca).decode(),
+        }
+        assert "namespaceSelector" not in webhook, "cluster-wide chart values expected"
+        webhook["namespaceSelector"] = {"matchLabels": {ADMISSION_LABEL: "on"}}
+    return configuration
 
 
 def user_kubeconfig(
@@ -262,3 +339,84 @@ def s3_secret(namespace: str) -> dict[str, Any]:
         "metadata": {"name": "modelgate-s3", "namespace": namespace},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()},
     }
+
+
+def _lost(sent: Any, stored: Any, path: str) -> list[str]:
+    """Paths of ``sent`` (a merge patch or an object) missing from ``stored``."""
+    if isinstance(sent, dict):
+        if not isinstance(stored, dict):
+            return [path or "."]
+        lost = []
+        for key, value in sent.items():
+            if value is None:
+                continue  # a merge patch deleting the key
+            if key not in stored:
+                lost.append(f"{path}.{key}")
+            else:
+                lost.extend(_lost(value, stored[key], f"{path}.{key}"))
+        return lost
+    if isinstance(sent, list):
+        if not isinstance(stored, list) or len(stored) != len(sent):
+            return [path]
+        return [p for i, item in enumerate(sent) for p in _lost(item, stored[i], f"{path}[{i}]")]
+    return []
+
+
+def pruned_writes(events: list[dict[str, Any]]) -> list[str]:
+    """Fields the operator wrote to Modelgate objects that the server did not
+    keep (structural pruning drops undeclared fields silently), from the
+    audit log's request and response bodies."""
+    lost = []
+    for event in events:
+        ref = event.get("objectRef") or {}
+        if ref.get("apiGroup") != "modelgate.dev" or event.get("verb") not in ("patch", "update"):
+            continue
+        if (event.get("responseStatus") or {}).get("code", 200) >= 300:
+            continue
+        sent, stored = event.get("requestObject"), event.get("responseObject")
+        if sent is None or stored is None:
+            continue
+        if isinstance(sent, list):  # a JSON patch: every added value is there
+            for operation in sent:
+                if operation.get("op") in ("add", "replace"):
+                    target: Any = stored
+                    for escaped in operation["path"].strip("/").split("/"):
+                        part = escaped.replace("~1", "/").replace("~0", "~")
+                        if isinstance(target, list):
+                            target = target[int(part)] if part.isdigit() else None
+                        elif isinstance(target, dict):
+                            target = target.get(part)
+                    if target is None:
+                        lost.append(f"{ref.get('name')}: {operation['path']}")
+            continue
+        lost.extend(f"{ref.get('name')}: {p}" for p in _lost(sent, stored, ""))
+    return lost
+
+
+_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
+
+
+def used_permissions(events: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource[/subresource], verb) of every resource request."""
+    used = set()
+    for event in events:
+        ref = event.get("objectRef") or {}
+        if not ref.get("resource") or event.get("verb") not in _VERBS:
+            continue
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        used.add((ref.get("apiGroup", ""), resource, event["verb"]))
+    return used
+
+
+def granted_permissions(documents: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """What the chart's ClusterRoles grant, one triple per group, resource and verb."""
+    granted = set()
+    for document in documents:
+        if document["kind"] != "ClusterRole":
+            continue
+        for rule in document.get("rules") or []:
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    for verb in rule.get("verbs", []):
+                        granted.add((group, resource, verb))
+    return granted

@@ -60,6 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client
 
 PODNET = Path(__file__).resolve().parent / "podnet"
@@ -243,6 +244,8 @@ class TestNode:
             except client.ApiException as error:
                 if error.status not in (404, 409) and error.status < 500 and error.status != 0:
                     self.errors.append(f"{error.status} {error.reason}: {error.body}")
+            except (urllib3.exceptions.HTTPError, OSError):
+                pass  # the API server is restarting: as a kubelet, try again
             except Exception as error:  # keep playing; the test reports it
                 self.errors.append(repr(error))
             self._stop.wait(0.2)

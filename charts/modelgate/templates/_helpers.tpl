@@ -53,8 +53,8 @@ app.kubernetes.io/part-of: modelgate
 
 {{/* RBAC rules for the namespaces the operator works in. */}}
 {{- define "modelgate.namespacedRules" -}}
-# Exactly the calls the operator makes (tests/integration/test_operator.py
-# compares these rules with the requests it observes).
+# Exactly the calls the operator makes (tests/realcluster compares these
+# rules with the requests the API server's audit log records).
 - apiGroups: [modelgate.dev]
   resources: [modelreleases]
   verbs: [list, watch, patch]
@@ -87,7 +87,8 @@ app.kubernetes.io/part-of: modelgate
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-{{- if .Values.peering.enabled }}
+{{- if and .Values.peering.enabled .Values.watchNamespaces }}
+# Namespaced peering objects: only when watching namespaces by name.
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
