@@ -1,4 +1,6 @@
-"""Operator lifecycle: holds, restarts, conflicts and deletion, against the emulator."""
+"""Faults only an emulator can inject on demand: 409 conflicts, 5xx and 429
+answers, broken watch streams and requests with no answer. (Holds, restarts
+and deletion are proven on the real control plane, tests/realcluster.)"""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ def world(
         seed_sample_data(s3, BUCKET, SAMPLE / "data")
         with running_emulator() as emulator, operator_environment(emulator, s3, BUCKET):
             api = api_client(emulator)
+            ensure_references(api)
             controllers = start_controllers(api, s3)
             try:
                 yield emulator, api, controllers
@@ -54,95 +57,20 @@ def creates(emulator: RunningEmulator, fragment: str) -> Counter[str]:
     return Counter(path for path in emulator.emulator.created if fragment in path)
 
 
-def test_soak_and_approval_hold_and_a_restart_deploys_nothing_twice(
-    world: tuple[RunningEmulator, client.ApiClient, Controllers],
-) -> None:
-    emulator, api, _ = world
-    for document in _documents("gate.yaml") + _documents("environments.yaml"):
-        if document["metadata"]["name"] == "staging":
-            document["spec"]["policy"] = {"soak": "3s"}
-        if document["metadata"]["name"] == "production":
-            document["spec"]["policy"] = {"requireApproval": True, "requireDigest": True}
-        create(api, document, NAMESPACE)
-    with running_operator():
-        create(api, release_document(), NAMESPACE)
-        wait_for(lambda: ready(api, "credit-risk-1-4-0").get("reason") == "Soaking", 60, "Soaking")
-        held = wait_for(
-            lambda: (
-                ready(api, "credit-risk-1-4-0").get("reason") == "AwaitingApproval"
-                and ready(api, "credit-risk-1-4-0")
-            ),
-            60,
-            "AwaitingApproval",
-        )
-        assert "spec.promotion.approvals" in held["message"]
-        assert emulator.objects("deployments", "ml-prod") == []
-    # The operator is down; a person approves; a new operator takes over.
-    custom = client.CustomObjectsApi(api)
-    custom.patch_namespaced_custom_object(
-        "modelgate.dev",
-        "v1alpha1",
-        NAMESPACE,
-        "modelreleases",
-        "credit-risk-1-4-0",
-        {
-            "spec": {
-                "promotion": {
-                    "environments": ["staging", "production"],
-                    "approvals": [
-                        {
-                            "environment": "production",
-                            "approvedBy": "alice@example.com",
-                            "approvedAt": "2026-11-22T12:00:00Z",
-                        }
-                    ],
-                }
-            }
-        },
-    )
-    with running_operator():
-        wait_for(
-            lambda: (
-                (get(api, "ModelRelease", NAMESPACE, "credit-risk-1-4-0").get("status") or {}).get(
-                    "phase"
-                )
-                == "Released"
-            ),
-            60,
-            "Released after approval",
-        )
-    status = get(api, "ModelRelease", NAMESPACE, "credit-risk-1-4-0")["status"]
-    production = {e["name"]: e for e in status["environments"]}["production"]
-    assert production["approvedBy"] == "alice@example.com"
-    assert production["approvedAt"] == "2026-11-22T12:00:00Z"
-    # Exactly one training Job and one Deployment per environment across both
-    # operators. (A verification Job's create may be repeated when a resync
-    # runs before the status naming it lands: the name is deterministic, the
-    # repeat gets 409 and one Job exists.)
-    assert list(creates(emulator, f"/namespaces/{NAMESPACE}/jobs/").values()) == [1]
-    for target in ("ml-staging", "ml-prod"):
-        assert len(emulator.objects("jobs", target)) == 1, target
-    deployments = creates(emulator, "/deployments/")
-    assert sorted(deployments) == [
-        "/apis/apps/v1/namespaces/ml-prod/deployments/credit-risk-production",
-        "/apis/apps/v1/namespaces/ml-staging/deployments/credit-risk-staging",
-    ]
-    assert set(deployments.values()) == {1}
-
-
 def test_conflicts_on_patches_are_retried(
     world: tuple[RunningEmulator, client.ApiClient, Controllers],
 ) -> None:
-    # The staging ConfigMap of this model exists (first scenario), so the
-    # deploy patches it; the first three patches answer 409 Conflict.
+    # A release in staging first, so the next deploy patches its ConfigMap;
+    # the first three patches answer 409 Conflict.
     emulator, api, _ = world
     fault = ("PATCH", "/configmaps/credit-risk-staging-config")
-    emulator.emulator.inject(*fault, 409, times=3)
     document = release_document(
         **{"metadata.name": "credit-risk-conflict", "spec.model.version": "2.0.0"}
     )
     document["spec"]["promotion"] = {"environments": ["staging"]}
     with running_operator():
+        released_in_staging(api, "credit-risk-before-conflict", "1.9.0")
+        emulator.emulator.inject(*fault, 409, times=3)
         create(api, document, NAMESPACE)
         wait_for(
             lambda: (
@@ -159,47 +87,6 @@ def test_conflicts_on_patches_are_retried(
     assert config["metadata"]["labels"]["modelgate.dev/release"] == "credit-risk-conflict"
 
 
-def test_deleting_a_release_deletes_its_jobs(
-    world: tuple[RunningEmulator, client.ApiClient, Controllers],
-) -> None:
-    emulator, api, _ = world
-    document = release_document(
-        **{"metadata.name": "credit-risk-doomed", "spec.model.version": "3.0.0"}
-    )
-    document["spec"]["promotion"] = {"environments": ["staging"]}
-    with running_operator():
-        create(api, document, NAMESPACE)
-        wait_for(
-            lambda: any(
-                j["metadata"]["labels"].get("modelgate.dev/release") == "credit-risk-doomed"
-                for j in emulator.objects("jobs", NAMESPACE)
-            ),
-            60,
-            "the training Job",
-        )
-        release = get(api, "ModelRelease", NAMESPACE, "credit-risk-doomed")
-        assert "modelgate.dev/finalizer" in release["metadata"].get("finalizers", [])
-        client.CustomObjectsApi(api).delete_namespaced_custom_object(
-            "modelgate.dev", "v1alpha1", NAMESPACE, "modelreleases", "credit-risk-doomed"
-        )
-        wait_for(
-            lambda: (
-                not [
-                    j
-                    for j in emulator.objects("jobs", NAMESPACE)
-                    if j["metadata"]["labels"].get("modelgate.dev/release") == "credit-risk-doomed"
-                ]
-                and not [
-                    r
-                    for r in emulator.objects("modelreleases", NAMESPACE)
-                    if r["metadata"]["name"] == "credit-risk-doomed"
-                ]
-            ),
-            60,
-            "Jobs and release gone",
-        )
-
-
 def test_server_errors_and_throttling_are_retried_without_duplicates(
     world: tuple[RunningEmulator, client.ApiClient, Controllers],
 ) -> None:
@@ -213,11 +100,13 @@ def test_server_errors_and_throttling_are_retried_without_duplicates(
         ("GET", "/deployments/credit-risk-staging", 429),
         ("PATCH", "/configmaps/credit-risk-staging-config", 500),
     ]
-    for method, path, status in faults:
-        emulator.emulator.inject(method, path, status, times=1)
     document = release_document(**{"metadata.name": name, "spec.model.version": "4.0.0"})
     document["spec"]["promotion"] = {"environments": ["staging"]}
     with running_operator():
+        # A release in staging first: the next deploy patches its ConfigMap.
+        released_in_staging(api, "credit-risk-before-errors", "3.9.0")
+        for method, path, status in faults:
+            emulator.emulator.inject(method, path, status, times=1)
         create(api, document, NAMESPACE)
         wait_for(
             lambda: (
@@ -329,6 +218,14 @@ def ensure_references(api: client.ApiClient) -> None:
         except ApiException as error:
             if error.status != 409:
                 raise
+
+
+def released_in_staging(api: client.ApiClient, name: str, version: str) -> None:
+    """A release of the model Released in staging (under a running operator)."""
+    document = release_document(**{"metadata.name": name, "spec.model.version": version})
+    document["spec"]["promotion"] = {"environments": ["staging"]}
+    create(api, document, NAMESPACE)
+    wait_for(lambda: phase(api, name) == "Released", 90, f"{name} Released in staging")
 
 
 def phase(api: client.ApiClient, name: str) -> str | None:

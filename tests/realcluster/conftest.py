@@ -31,6 +31,7 @@ from tests.support.installation import (
     granted_permissions,
     install,
     s3_secret,
+    spec_writes,
     used_permissions,
 )
 from tests.support.node import TestNode, running_node
@@ -106,15 +107,17 @@ def operator(installation: Installation, test_node: TestNode) -> Iterator[Operat
 
 @pytest.fixture(autouse=True)
 def _nothing_forbidden(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Any request of the operator that the chart's RBAC refused fails the
-    test that was running (the audit log names each one)."""
+    """Any request of the operator that the chart's RBAC refused, and any
+    write of it to a spec, fails the test that was running (the audit log
+    names each one)."""
     if "operator" not in request.fixturenames:
         yield
         return
     installation: Installation = request.getfixturevalue("installation")
-    before = len(installation.forbidden())
+    before, requests = len(installation.forbidden()), len(installation.requests())
     yield
     assert installation.forbidden()[before:] == []
+    assert spec_writes(installation.requests()[requests:]) == []
     operator: OperatorProcess = request.getfixturevalue("operator")
     assert operator.alive(), operator.tail()
 

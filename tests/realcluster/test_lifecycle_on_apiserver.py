@@ -7,10 +7,12 @@ chart's RBAC (a refused one fails the test)."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from kubernetes import client
 
+from modelgate.backends.s3 import S3Settings, make_client
 from tests.realcluster.conftest import BUCKET, Team, conditions, documents, make_team
 from tests.support.cluster import wait_for
 from tests.support.controlplane import ControlPlane
@@ -21,7 +23,7 @@ from tests.support.installation import (
     pruned_writes,
 )
 from tests.support.node import TestNode
-from tests.support.s3server import CREDENTIALS
+from tests.support.s3server import CREDENTIALS, S3Server
 
 
 def _deployment(team: Team, environment: str) -> client.V1Deployment:
@@ -41,7 +43,11 @@ def _job_state(job: client.V1Job) -> str:
 
 
 def test_release_trains_is_gated_and_reaches_production_verified(
-    team: Team, test_node: TestNode, installation: Installation
+    team: Team,
+    test_node: TestNode,
+    installation: Installation,
+    operator: OperatorProcess,
+    s3: S3Server,
 ) -> None:
     since = len(installation.requests())
     created = team.create(team.release_document())
@@ -94,6 +100,19 @@ def test_release_trains_is_gated_and_reaches_production_verified(
     assert pruned_writes(requests) == []
     annotations = team.get("ModelRelease", "credit-risk-1-4-0")["metadata"]["annotations"]
     assert "modelgate.dev/last-handled-configuration" in annotations
+    # Canary: the store's keys are in the operator's environment and in the
+    # pods' Secret; they are in no status, Event, log line or stored report.
+    published = [json.dumps(team.get("ModelRelease", "credit-risk-1-4-0"))]
+    published += [json.dumps(team.environment(e)) for e in ("staging", "production")]
+    published += [str(e.to_dict()) for e in events]
+    published.append(operator.log.read_text())
+    store = make_client(S3Settings(bucket=BUCKET, endpoint_url=s3.endpoint, path_style=True))
+    for name in ("gate-report", "gate-report-html", "metadata"):
+        key = artifacts[name]["uri"].split(f"s3://{BUCKET}/", 1)[1]
+        published.append(store.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())
+    text = "\n".join(published)
+    for canary in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"):
+        assert CREDENTIALS[canary] not in text
 
 
 def test_the_backtest_leak_is_stopped_before_production(team: Team) -> None:

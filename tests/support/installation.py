@@ -420,3 +420,27 @@ def granted_permissions(documents: list[dict[str, Any]]) -> set[tuple[str, str, 
                     for verb in rule.get("verbs", []):
                         granted.add((group, resource, verb))
     return granted
+
+
+def spec_writes(events: list[dict[str, Any]]) -> list[str]:
+    """Writes that touched the spec of a Modelgate object: Argo CD and Flux
+    own spec, so any would be drift (the operator writes status, its own
+    annotations and its finalizer only)."""
+    found = []
+    for event in events:
+        ref = event.get("objectRef") or {}
+        if ref.get("apiGroup") != "modelgate.dev" or ref.get("subresource"):
+            continue
+        if event.get("verb") not in ("create", "update", "patch"):
+            continue
+        body = event.get("requestObject")
+        if (
+            event["verb"] == "create"
+            or (isinstance(body, dict) and "spec" in body)
+            or (
+                isinstance(body, list)
+                and any(str(op.get("path", "")).startswith("/spec") for op in body)
+            )
+        ):
+            found.append(f"{event['verb']} {event['requestURI']}")
+    return found
