@@ -51,7 +51,14 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, cli
         }
         with log_path.open("w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "modelgate", "operator", "--standalone"],
+                [
+                    sys.executable,
+                    "-m",
+                    "modelgate",
+                    "operator",
+                    "--standalone",
+                    f"--liveness=http://127.0.0.1:{free_port()}/healthz",
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

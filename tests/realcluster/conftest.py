@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,10 +230,31 @@ def make_team(
     return team
 
 
-@pytest.fixture
-def team(control_plane: ControlPlane, operator: OperatorProcess) -> Iterator[Team]:
-    made = make_team(control_plane)
-    yield made
-    core = client.CoreV1Api(control_plane.api_client())
-    for name in (made.namespace, *made.targets.values()):
+def delete_team(team: Team) -> None:
+    """Delete a team's namespaces: the namespace controller removes what is
+    in them, and the node stops their pods."""
+    core = client.CoreV1Api(team.plane.api_client())
+    for name in (team.namespace, *team.targets.values()):
         core.delete_namespace(name)
+
+
+@pytest.fixture
+def new_team(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> Iterator[Callable[..., Team]]:
+    """Make teams (make_team's options); their namespaces go with the test."""
+    made: list[Team] = []
+
+    def make(**options: Any) -> Team:
+        made.append(make_team(control_plane, **options))
+        return made[-1]
+
+    yield make
+    for team in made:
+        delete_team(team)
+
+
+@pytest.fixture
+def team(new_team: Callable[..., Team]) -> Team:
+    """A team with the sample's gate and environments."""
+    return new_team()

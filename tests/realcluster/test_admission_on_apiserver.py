@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.realcluster.conftest import Team, documents, make_team
+from tests.realcluster.conftest import Team, documents
 from tests.support.controlplane import ControlPlane
-from tests.support.installation import Installation, OperatorProcess, user_kubeconfig
+from tests.support.installation import Installation, user_kubeconfig
 
 EDITOR_RULES = [
     {
@@ -29,16 +30,14 @@ EDITOR_RULES = [
 
 
 @pytest.fixture
-def admitted_team(
-    control_plane: ControlPlane, installation: Installation, operator: OperatorProcess
-) -> Team:
+def admitted_team(new_team: Callable[..., Team], installation: Installation) -> Team:
     environments = copy.deepcopy(documents("environments.yaml"))
     for environment in environments:
         if environment["metadata"]["name"] == "production":
             environment["spec"].setdefault("policy", {}).update(
                 {"requireApproval": True, "approvers": ["group:ml-leads"]}
             )
-    team = make_team(control_plane, environments=environments, admission=True)
+    team = new_team(environments=environments, admission=True)
     rbac = client.RbacAuthorizationV1Api(team.api)
     rbac.create_namespaced_role(
         team.namespace, {"metadata": {"name": "release-editor"}, "rules": EDITOR_RULES}

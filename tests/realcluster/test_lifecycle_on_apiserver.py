@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
 from modelgate.backends.s3 import S3Settings, make_client
-from tests.realcluster.conftest import BUCKET, Team, conditions, documents, make_team
+from tests.realcluster.conftest import BUCKET, Team, conditions, documents
 from tests.support.cluster import wait_for
-from tests.support.controlplane import ControlPlane
 from tests.support.installation import (
     SERVER_IMAGE,
     Installation,
@@ -129,12 +129,10 @@ def test_the_backtest_leak_is_stopped_before_production(team: Team) -> None:
     assert len(apps.list_namespaced_deployment(team.targets["staging"]).items) == 1
 
 
-def test_a_failing_gate_stops_the_release_naming_the_check(
-    control_plane: ControlPlane, operator: OperatorProcess
-) -> None:
+def test_a_failing_gate_stops_the_release_naming_the_check(new_team: Callable[..., Team]) -> None:
     gate = copy.deepcopy(documents("gate.yaml")[0])
     gate["spec"]["checks"][0]["metric"]["min"] = 0.999  # auc: no model here reaches it
-    team = make_team(control_plane, gate=gate)
+    team = new_team(gate=gate)
     team.create(team.release_document())
     release = team.wait_phase("credit-risk-1-4-0", "GateFailed")
     passed = conditions(release)["GatePassed"]
@@ -153,9 +151,9 @@ def _environments(**production_policy: Any) -> list[dict[str, Any]]:
 
 
 def test_soak_and_approval_hold_production_until_both_are_met(
-    control_plane: ControlPlane, operator: OperatorProcess
+    new_team: Callable[..., Team],
 ) -> None:
-    team = make_team(control_plane, environments=_environments(requireApproval=True, soak="5s"))
+    team = new_team(environments=_environments(requireApproval=True, soak="5s"))
     team.create(team.release_document())
     wait_for(
         lambda: (
@@ -180,10 +178,8 @@ def test_soak_and_approval_hold_production_until_both_are_met(
     assert len(apps.list_namespaced_deployment(team.targets["production"]).items) == 1
 
 
-def test_a_failed_verification_rolls_production_back(
-    control_plane: ControlPlane, operator: OperatorProcess
-) -> None:
-    team = make_team(control_plane)
+def test_a_failed_verification_rolls_production_back(new_team: Callable[..., Team]) -> None:
+    team = new_team()
     team.create(team.release_document())
     team.wait_phase("credit-risk-1-4-0", "Released")
     first = _deployment(team, "production")
@@ -217,12 +213,12 @@ def test_a_failed_verification_rolls_production_back(
 
 
 def test_a_failed_first_verification_removes_what_it_deployed(
-    control_plane: ControlPlane, operator: OperatorProcess
+    new_team: Callable[..., Team],
 ) -> None:
     environments = copy.deepcopy(documents("environments.yaml"))
     staging = next(e for e in environments if e["metadata"]["name"] == "staging")
     staging["spec"]["verification"]["servedPredictions"]["maxLatency"] = "1ms"
-    team = make_team(control_plane, environments=environments)
+    team = new_team(environments=environments)
     team.create(team.release_document())
     release = team.wait_phase("credit-risk-1-4-0", "RolledBack")
     assert "latency" in conditions(release)["Verified"]["message"]

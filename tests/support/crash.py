@@ -43,7 +43,7 @@ from tests.support.cluster import (
 )
 from tests.support.emulator import RunningEmulator, running_emulator
 from tests.support.gitops_agent import GitOpsAgent, bare_repository, git
-from tests.support.s3server import CREDENTIALS, S3Server, running_s3
+from tests.support.s3server import CREDENTIALS, S3Server, free_port, running_s3
 
 SAMPLE = EXAMPLES / "credit-risk"
 BUCKET = "crash-artifacts"
@@ -163,6 +163,9 @@ def start_operator(
                 "operator",
                 "--log-format=json",
                 *(options or ("--standalone",)),
+                # A port of its own, never the default 8080 another process
+                # (a pod of the test node, another operator) may hold.
+                *(() if "--liveness" in options else _own_liveness()),
             ],
             env=_operator_env(world, cluster),
             stdout=out,
@@ -170,6 +173,10 @@ def start_operator(
         )
     finally:
         out.close()
+
+
+def _own_liveness() -> tuple[str, str]:
+    return ("--liveness", f"http://127.0.0.1:{free_port()}/healthz")
 
 
 def stop_operator(process: subprocess.Popen[bytes]) -> None:
@@ -308,6 +315,121 @@ def _trial(
         expected=expected,
         final=_phase(cluster.api, namespace),
         deploys=actions(log, key),
+        rollouts=rollouts,
+        promotion_commits=promotions,
+        revert_commits=reverts,
+        recovery_seconds=recovery,
+    )
+
+
+# ---- the same trials on the real control plane --------------------------------
+
+
+@dataclass
+class RealWorld:
+    """One real control plane, test node, S3 server, Git repository and the
+    chart's installation (peering off: one replica, killed and restarted)
+    for every trial; each trial has namespaces of its own."""
+
+    world: World
+    plane: Any
+    installation: Any
+    node: Any
+
+
+@contextmanager
+def real_crash_world(workdir: Path) -> Iterator[RealWorld]:
+    from tests.support.controlplane import running_control_plane  # noqa: PLC0415
+    from tests.support.installation import chart_values, install  # noqa: PLC0415
+    from tests.support.node import running_node  # noqa: PLC0415
+
+    with (
+        crash_world(workdir) as world,
+        running_control_plane(workdir / "controlplane") as plane,
+        running_node(plane.api_client(), workdir / "node") as node,
+    ):
+        values = chart_values(
+            world.s3, BUCKET, peering={"enabled": False}, webhook={"enabled": False}
+        )
+        installation = install(plane, values, workdir / "chart")
+        try:
+            yield RealWorld(world, plane, installation, node)
+        finally:
+            installation.stop()
+            world.controller_errors.extend(node.errors)
+
+
+def _real_documents(namespace: str, path: str, remote: Path, fails: bool) -> list[dict[str, Any]]:
+    """As on the emulator, but production is verified by the built-in check
+    against the served model; a failing trial asks for a latency no server
+    gives (1 ms), so the real verifier fails it."""
+    found = documents(namespace, path, remote)
+    for document in found:
+        if document["kind"] == "Environment" and document["metadata"]["name"] == "production":
+            document["spec"]["verification"] = {
+                "servedPredictions": {"sampleSize": 50, "maxLatency": "1ms" if fails else "5s"}
+            }
+    return found
+
+
+def run_real_trial(
+    real: RealWorld, trial: int, rng: random.Random, kill_window: float = 20.0, timeout: float = 240
+) -> TrialResult:
+    from tests.support.installation import s3_secret  # noqa: PLC0415
+
+    world, api = real.world, real.plane.api_client()
+    namespace = f"crash-{trial}"
+    path = f"clusters/crash-{trial}"
+    fails = trial % 3 == 2
+    expected = "RolledBack" if fails else "Released"
+    core = client.CoreV1Api(api)
+    for name in (namespace, f"{namespace}-staging", f"{namespace}-production"):
+        core.create_namespace({"metadata": {"name": name}})
+        core.create_namespaced_secret(name, s3_secret(name))
+    for name in (namespace, f"{namespace}-staging", f"{namespace}-production"):
+        deadline = time.monotonic() + 60
+        while not core.list_namespaced_service_account(name).items:
+            assert time.monotonic() < deadline, f"no default service account in {name}"
+            time.sleep(0.2)
+    agent = GitOpsAgent(api, world.repository, path, world.workdir / f"agent-{trial}")
+    agent.start()
+    for document in _real_documents(namespace, path, world.repository, fails):
+        create(api, document, namespace)
+    operator = real.installation.operator({"MODELGATE_GIT_FETCH_SECONDS": "0"})
+    operator.start().wait_ready()
+    killed_after = rng.uniform(0.3, kill_window)
+    recovery: float | None = None
+    phase_at_kill: str | None = None
+    try:
+        create(api, release_document(), namespace)
+        time.sleep(killed_after)
+        phase_at_kill = _phase(api, namespace)
+        operator.kill()
+        operator.start()
+        restarted = time.monotonic()
+        deadline = restarted + timeout
+        while time.monotonic() < deadline:
+            if _phase(api, namespace) in FINAL:
+                recovery = time.monotonic() - restarted
+                break
+            time.sleep(0.2)
+        time.sleep(1.5)
+    finally:
+        operator.stop()
+        agent.stop()
+    key = f"{namespace}/{RELEASE}"
+    apps = client.AppsV1Api(api)
+    staging = apps.list_namespaced_deployment(f"{namespace}-staging").items
+    rollouts = max((int(d.metadata.generation or 1) for d in staging), default=0)
+    promotions, reverts = _commits(world.repository, key)
+    return TrialResult(
+        trial=trial,
+        namespace=namespace,
+        killed_after=killed_after,
+        phase_at_kill=phase_at_kill,
+        expected=expected,
+        final=_phase(api, namespace),
+        deploys=actions(operator.log, key),
         rollouts=rollouts,
         promotion_commits=promotions,
         revert_commits=reverts,

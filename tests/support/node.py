@@ -34,6 +34,10 @@ ones. :class:`TestNode` registers a Ready Node, binds unscheduled Pods to it
   endpoint of that Service (the node keeps the map from Services and ready
   Pods), so the verification Pod reaches the model server by its Service name.
 
+Its pods' listeners share this machine's port space: while a model server
+pod holds 127.1.x.y:8080, no other process can bind 0.0.0.0:8080 (test
+processes take free loopback ports instead).
+
 Not modelled: resource limits and OOM kills, liveness and startup probes,
 init and sidecar containers (a Pod with more than one container fails), image
 pulls, volumes other than emptyDir (projected service-account tokens are
