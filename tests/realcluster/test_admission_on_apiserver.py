@@ -100,32 +100,27 @@ def test_approvals_are_credited_to_the_real_requesting_user(
     assert created.returncode == 0, created.stderr
     forged = [{"environment": "production", "approvedBy": "the-cto", "comment": "CHG-7"}]
     patch = json.dumps({"spec": {"promotion": {"approvals": forged}}})
-    refused = control_plane.kubectl(
-        "patch",
-        "modelrelease",
-        "credit-risk-1-4-0",
-        "-n",
-        admitted_team.namespace,
-        "--type=merge",
-        "-p",
-        patch,
-        kubeconfig=bob,
-        check=False,
-    )
+
+    def approve(config: Path) -> Any:
+        return control_plane.kubectl(
+            "patch",
+            "modelrelease",
+            "credit-risk-1-4-0",
+            "-n",
+            admitted_team.namespace,
+            "--type=merge",
+            "-p",
+            patch,
+            kubeconfig=config,
+            check=False,
+        )
+
+    refused = approve(bob)
     # Bob authenticated as bob, whatever he wrote; he is not an approver.
     assert refused.returncode != 0
     assert "bob may not approve promotions to production" in refused.stderr
-    control_plane.kubectl(
-        "patch",
-        "modelrelease",
-        "credit-risk-1-4-0",
-        "-n",
-        admitted_team.namespace,
-        "--type=merge",
-        "-p",
-        patch,
-        kubeconfig=alice,
-    )
+    approved = approve(alice)
+    assert approved.returncode == 0, approved.stderr
     [approval] = admitted_team.get("ModelRelease", "credit-risk-1-4-0")["spec"]["promotion"][
         "approvals"
     ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -139,6 +140,7 @@ class ControlPlane:
     ca: CertificateAuthority | None = None
     admin: KeyPair | None = None
     _apiserver_port: int = 0
+    restarts: list[tuple[datetime.datetime, datetime.datetime]] = field(default_factory=list)
 
     # ---- start and stop -------------------------------------------------
 
@@ -257,9 +259,20 @@ class ControlPlane:
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver and start it again on the same port and etcd."""
         apiserver = self.components["kube-apiserver"]
+        stopped = datetime.datetime.now(datetime.UTC)
         apiserver.stop()
         apiserver.start()
         self._wait(self._apiserver_ready, 120, "kube-apiserver /readyz after a restart")
+        self.restarts.append((stopped, datetime.datetime.now(datetime.UTC)))
+
+    def restarting_at(self, timestamp: str) -> bool:
+        """Whether an audit timestamp falls in a restart: from the stop until
+        a few seconds after /readyz. A server that has just started answers
+        before its RBAC cache holds the bindings, and refuses (403) what it
+        will allow a moment later."""
+        when = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        settle = datetime.timedelta(seconds=5)
+        return any(start <= when <= ready + settle for start, ready in self.restarts)
 
     def _wait(self, ready: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

@@ -303,23 +303,31 @@ def _trial(
     finally:
         stop_operator(operator)
         agent.stop()
-    key = f"{namespace}/{RELEASE}"
     staging = cluster.emulator.objects("deployments", f"{namespace}-staging")
-    rollouts = max((int(d["metadata"].get("generation", 1)) for d in staging), default=0)
-    promotions, reverts = _commits(world.repository, key)
-    return TrialResult(
-        trial=trial,
-        namespace=namespace,
-        killed_after=killed_after,
-        phase_at_kill=phase_at_kill,
-        expected=expected,
-        final=_phase(cluster.api, namespace),
-        deploys=actions(log, key),
-        rollouts=rollouts,
-        promotion_commits=promotions,
-        revert_commits=reverts,
-        recovery_seconds=recovery,
+    generations = [int(d["metadata"].get("generation", 1)) for d in staging]
+    return _result(
+        world,
+        TrialResult(
+            trial=trial,
+            namespace=namespace,
+            killed_after=killed_after,
+            phase_at_kill=phase_at_kill,
+            expected=expected,
+            final=_phase(cluster.api, namespace),
+            deploys=actions(log, f"{namespace}/{RELEASE}"),
+            rollouts=max(generations, default=0),
+            promotion_commits=0,
+            revert_commits=0,
+            recovery_seconds=recovery,
+        ),
     )
+
+
+def _result(world: World, result: TrialResult) -> TrialResult:
+    """The trial's result with its GitOps commits counted."""
+    promotions, reverts = _commits(world.repository, f"{result.namespace}/{RELEASE}")
+    result.promotion_commits, result.revert_commits = promotions, reverts
+    return result
 
 
 # ---- the same trials on the real control plane --------------------------------
@@ -417,21 +425,20 @@ def run_real_trial(
     finally:
         operator.stop()
         agent.stop()
-    key = f"{namespace}/{RELEASE}"
-    apps = client.AppsV1Api(api)
-    staging = apps.list_namespaced_deployment(f"{namespace}-staging").items
-    rollouts = max((int(d.metadata.generation or 1) for d in staging), default=0)
-    promotions, reverts = _commits(world.repository, key)
-    return TrialResult(
-        trial=trial,
-        namespace=namespace,
-        killed_after=killed_after,
-        phase_at_kill=phase_at_kill,
-        expected=expected,
-        final=_phase(api, namespace),
-        deploys=actions(operator.log, key),
-        rollouts=rollouts,
-        promotion_commits=promotions,
-        revert_commits=reverts,
-        recovery_seconds=recovery,
+    staging = client.AppsV1Api(api).list_namespaced_deployment(f"{namespace}-staging").items
+    return _result(
+        world,
+        TrialResult(
+            trial=trial,
+            namespace=namespace,
+            killed_after=killed_after,
+            phase_at_kill=phase_at_kill,
+            expected=expected,
+            final=_phase(api, namespace),
+            deploys=actions(operator.log, f"{namespace}/{RELEASE}"),
+            rollouts=max((int(d.metadata.generation or 1) for d in staging), default=0),
+            promotion_commits=0,
+            revert_commits=0,
+            recovery_seconds=recovery,
+        ),
     )
