@@ -148,6 +148,8 @@ def read_watch(api: RunningEmulator, query: str, seconds: float) -> list[dict[st
 
 
 def test_watch_resumes_from_resource_version_and_times_out(api: RunningEmulator) -> None:
+    for name in ("w1", "w2", "w3"):  # objects of its own: tests run in any order
+        call(api, "POST", RELEASES, release(name))
     _, listing = call(api, "GET", RELEASES)
     since = listing["metadata"]["resourceVersion"]
     replay = read_watch(api, "timeoutSeconds=1", 1)
