@@ -468,9 +468,6 @@ class ControlPlane:
             for name, component in self.components.items()
         )
 
-    def log_files(self) -> list[Path]:
-        return [component.log for component in self.components.values()]
-
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
