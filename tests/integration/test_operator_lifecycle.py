@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,11 +33,14 @@ from tests.support.s3server import running_s3
 NAMESPACE = "team-hold"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def world(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
 ) -> Iterator[tuple[RunningEmulator, client.ApiClient, Controllers]]:
-    with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as s3:
+    # A world per test: an operator started with 1 s deadlines must not first
+    # reconcile every release the earlier tests left (it would time out on
+    # the emulator's load, not on the injected delays), and any order holds.
+    with running_s3(tmp_path / "moto.log") as s3:
         seed_sample_data(s3, BUCKET, SAMPLE / "data")
         with running_emulator() as emulator, operator_environment(emulator, s3, BUCKET):
             api = api_client(emulator)
@@ -134,7 +138,6 @@ def test_watch_streams_that_break_are_listed_again(
     watches again from the last version it saw): a release created while
     the streams were broken is still found and released."""
     emulator, api, _ = world
-    ensure_references(api)
     name = "credit-risk-watched"
     for mode in ("gone", "end", "stall"):
         emulator.emulator.break_watch("/modelreleases", mode)
@@ -172,7 +175,6 @@ def test_requests_without_an_answer_time_out_and_are_retried(
     kopf's own status PATCH slow: each times out, is retried, nothing is
     created twice, and the release ends Released."""
     emulator, api, _ = world
-    ensure_references(api)
     name = "credit-risk-slow"
     slow = [
         ("POST", f"/namespaces/{NAMESPACE}/jobs", 1),
@@ -211,7 +213,7 @@ def test_requests_without_an_answer_time_out_and_are_retried(
 
 
 def ensure_references(api: client.ApiClient) -> None:
-    """The sample's gate and environments, for tests that may run alone."""
+    """The sample's gate and environments, which every release refers to."""
     for document in _documents("gate.yaml") + _documents("environments.yaml"):
         try:
             create(api, document, NAMESPACE)
