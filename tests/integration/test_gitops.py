@@ -317,6 +317,36 @@ def test_rollback_is_a_revert_and_git_matches_what_runs(tmp_path: Path, remote: 
     assert len(messages(remote)) == 4
 
 
+@pytest.mark.parametrize(
+    ("healthy", "message"),
+    [(True, None), (False, "Argo CD Application argocd/app is Synced/Progressing")],
+)
+def test_an_agent_state_of_an_older_revision_says_nothing_of_the_promotion(
+    tmp_path: Path, remote: Path, healthy: bool, message: str | None
+) -> None:
+    """Argo CD's sync and health are of the revision it synced: at a revision
+    before the promotion the environment waits for that commit, whatever the
+    health; at the promotion or after it, its health decides."""
+    env = environment(remote)
+    start = git(remote, "rev-parse", "main").strip()
+    synced = {"revision": start}
+    settings = OperatorSettings(git_cache=str(tmp_path / "cache"), git_fetch_seconds=0)
+    operator = GitOpsDelivery(
+        settings, lambda e: None, lambda e, m, i: RolloutState(healthy, message, synced["revision"])
+    )
+    promoted = operator.deploy(env, deploy_action(), NOW)
+    live = operator.observe(env, "credit-risk", "team/credit-risk-1-4-0")
+    assert live is not None
+    assert live.ready is False
+    assert (
+        live.message == f"synced revision {start[:12]} does not contain commit {promoted[:12]} yet"
+    )
+    synced["revision"] = promoted
+    live = operator.observe(env, "credit-risk", "team/credit-risk-1-4-0")
+    assert live is not None
+    assert (live.ready, live.message) == (healthy, message)
+
+
 def test_review_branch_waits_for_the_merge(tmp_path: Path, remote: Path) -> None:
     env = environment(remote, strategy="pullRequestBranch")
     operator = delivery(tmp_path)

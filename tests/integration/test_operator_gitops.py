@@ -127,9 +127,10 @@ def _phase(api: client.ApiClient, name: str) -> str | None:
     return (get(api, "ModelRelease", NAMESPACE, name).get("status") or {}).get("phase")
 
 
-def _log(remote: Path) -> list[tuple[str, str]]:
-    """(sha, message) on main, newest first."""
-    out = git(remote, "log", "--format=%H%x1f%B%x1e", "main")
+def _log(remote: Path, path: str = PATH) -> list[tuple[str, str]]:
+    """(sha, message) of the commits on main that touch ``path``, newest first
+    (both tests' environments share the remote, in either order)."""
+    out = git(remote, "log", "--format=%H%x1f%B%x1e", "main", "--", path)
     entries = [e.strip().split("\x1f", 1) for e in out.split("\x1e") if e.strip()]
     return [(sha, message) for sha, message in entries]
 

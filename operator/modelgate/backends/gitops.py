@@ -592,7 +592,9 @@ class GitOpsDelivery:
             return None
         state = self._rollout(environment, model, live.get("Image") or "")
         ready, message = state.ready, state.message
-        if ready and state.revision and state.revision != live.sha:
+        # An agent's health is of the revision it synced: until that holds the
+        # promotion, its "Synced/Progressing" says nothing about this release.
+        if state.revision and state.revision != live.sha:
             with self.workspace(environment) as space:
                 if not space.contains(state.revision, live.sha):
                     ready = False
