@@ -10,7 +10,6 @@ import json
 import subprocess
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -64,10 +63,12 @@ def world(
                 assert controllers.errors == []
 
 
-def test_prometheus_sees_the_release_story(
-    world: tuple[client.ApiClient, Controllers, Prometheus, str], tmp_path: Path
-) -> None:
-    api, _, prometheus, endpoint = world
+@pytest.fixture(scope="module")
+def released(
+    world: tuple[client.ApiClient, Controllers, Prometheus, str],
+) -> tuple[client.ApiClient, Controllers, Prometheus, str]:
+    """The story both tests read: the sample release, gated and in production."""
+    api = world[0]
     create(api, release_document(), NAMESPACE)
     wait_for(
         lambda: (
@@ -79,6 +80,13 @@ def test_prometheus_sees_the_release_story(
         90,
         "Released",
     )
+    return world
+
+
+def test_prometheus_sees_the_release_story(
+    released: tuple[client.ApiClient, Controllers, Prometheus, str],
+) -> None:
+    _, _, prometheus, endpoint = released
     selector = f'namespace="{NAMESPACE}"'
 
     def scraped(promql: str, expected: float) -> bool:
@@ -135,11 +143,11 @@ def test_prometheus_sees_the_release_story(
 
 
 def test_every_dashboard_query_runs_on_the_scraped_data(
-    world: tuple[client.ApiClient, Controllers, Prometheus, str],
+    released: tuple[client.ApiClient, Controllers, Prometheus, str],
 ) -> None:
-    """After the release story above: each panel's PromQL is valid, and the
-    panels that describe it show data."""
-    _, _, prometheus, _ = world
+    """After the release story: each panel's PromQL is valid, and the panels
+    that describe it show data."""
+    _, _, prometheus, _ = released
     # Rates and increases need two samples of a series.
     wait_for(
         lambda: (
