@@ -10,7 +10,13 @@ import pytest
 
 from modelgate.api import Environment, ModelRelease, QualityGate
 from modelgate.api.common import format_time
-from modelgate.api.modelrelease import ArtifactRecord, CheckResult, GateStatus
+from modelgate.api.modelrelease import (
+    ArtifactRecord,
+    CheckResult,
+    EnvironmentPhase,
+    GateStatus,
+    Phase,
+)
 from modelgate.promotion import (
     Deploy,
     DeploymentObservation,
@@ -653,6 +659,31 @@ def test_failed_verification_rolls_production_back() -> None:
     assert again.actions == []
     assert len(world.deploys) == count
     assert again.status.phase == "RolledBack"
+
+
+def test_a_status_from_before_the_rollback_never_redeploys() -> None:
+    """A resync that reads the release before its RolledBack status landed (a
+    timer's stale body, or a crash before the write): the failed verification
+    Job and what is live say it was rolled back; nothing is deployed again."""
+    world = VerifyingWorld(verification="Failed")
+    drive(make_release(), world, envs=make_envs())
+    newer = make_release(image="registry.example.com/m@sha256:" + "cd" * 32)
+    newer = newer.model_copy(update={"metadata": newer.metadata.model_copy(update={"name": "m-2"})})
+    release, _ = drive(newer, world, envs=verified_envs())
+    assert release.status is not None
+    stale = release.model_copy(deep=True)
+    assert stale.status is not None
+    production = stale.status.environments[1]
+    assert production.verification_job is not None
+    production.phase = EnvironmentPhase.VERIFYING
+    production.message = f"verification {production.verification_job} is running"
+    stale.status.phase = Phase.PROMOTING
+    again = reconcile(stale, make_gate(), verified_envs(), world.observed(), NOW)
+    assert again.actions == []
+    assert again.status.phase == "RolledBack"
+    assert again.status.environments[1].phase == "RolledBack"
+    assert "3 of 200 answers differ" in (again.status.environments[1].message or "")
+    assert world.deployments["production"].release == "team/m-1"
 
 
 def test_verification_failure_without_auto_rollback_fails_in_place() -> None:

@@ -585,6 +585,12 @@ def _promote(ctx: _Context, environments: dict[str, Environment], observed: Obse
             entry.phase = EnvironmentPhase.DEPLOYED if mine else EnvironmentPhase.SUPERSEDED
             if not mine:
                 entry.message = f"replaced by {live.release if live else 'nothing'} since"
+        elif not mine and (failed := _failed_verification(env, earlier, observed)) is not None:
+            # Its verification failed and something else is live: rolled back
+            # by a call whose status write this (stale or lost) status lacks.
+            # The failed Job is the durable record; never deploy it again.
+            entry = failed
+            blocker = blocker or ("VerificationFailed", f"{name}: {failed.message}", True)
         elif mine and live is not None and live.config_hash == digest:
             entry.image, entry.deployed_at = live.image, live.deployed_at
             entry.revision = live.revision
@@ -747,6 +753,26 @@ def _verify(
     entry.message = f"verification failed ({reason}); autoRollback is off"
     ctx.plan.events.append(Event("Warning", "VerificationFailed", f"{name}: {entry.message}"))
     return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
+
+
+def _failed_verification(
+    env: Environment, earlier: EnvironmentProgress | None, observed: Observed
+) -> EnvironmentProgress | None:
+    """The progress of an environment whose recorded verification Job failed."""
+    if earlier is None or not earlier.verification_job:
+        return None
+    run = observed.verifications.get(earlier.verification_job)
+    if run is None or run.state != "Failed":
+        return None
+    entry = earlier.model_copy()
+    reason = run.message or "the verification Job failed"
+    if env.spec.policy.auto_rollback:
+        entry.phase = EnvironmentPhase.ROLLED_BACK
+        entry.message = f"verification failed ({reason}); the previous release was put back"
+    else:
+        entry.phase = EnvironmentPhase.FAILED
+        entry.message = f"verification failed ({reason}); autoRollback is off"
+    return entry
 
 
 def _verified_condition(
