@@ -126,6 +126,11 @@ class Runtime:
     )
     # uid -> resync ticks skipped while the release is at rest
     resting: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # uid -> (resourceVersion read, status decided from it). kopf patches the
+    # status after a handler returns, and a timer can run before the watch
+    # brings that write back: a body still at the version read last time is
+    # stale, and the status decided then is the truth.
+    decided: dict[str, tuple[str, ModelReleaseStatus]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: OperatorSettings) -> Runtime:
@@ -478,8 +483,16 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
             return  # reported once by the change handler; nothing new to say
         _invalid("ModelRelease", body, patch, error)
         return
-    with rt.locks[release.metadata.uid or release_key(release)]:
+    uid = release.metadata.uid or release_key(release)
+    read_at = str(body.get("metadata", {}).get("resourceVersion") or "")
+    with rt.locks[uid]:
         old_status = dict(body.get("status") or {})
+        earlier = rt.decided.get(uid)
+        if earlier is not None and read_at and earlier[0] == read_at:
+            release = release.model_copy(update={"status": earlier[1].model_copy(deep=True)})
+            # The patch must also undo what that write set (if it landed).
+            for key, value in earlier[1].wire().items():
+                old_status.setdefault(key, value)
         try:
             gate = _get_gate(rt, release.namespace, release.spec.gate.name)
             environments = list_environments(rt, release.namespace)
@@ -543,6 +556,8 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
         finally:
             if release.status is not None:
                 patch.status.update(_status_patch(old_status, release.status.wire()))
+                if read_at:
+                    rt.decided[uid] = (read_at, release.status.model_copy(deep=True))
                 rt.metrics.release_changed(
                     release, _parsed_status(old_status), release.status, _now()
                 )
@@ -590,11 +605,12 @@ def release_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 
 @kopf.on.delete(*RELEASES)
-def release_deleted(name: str, namespace: str | None, **_: Any) -> None:
+def release_deleted(name: str, namespace: str | None, uid: str | None, **_: Any) -> None:
     """Training Jobs go with their release (owner references do it on a real
     cluster; this also covers clusters without garbage collection of them)."""
     rt = runtime()
     rt.metrics.forget(namespace or "default", name)
+    rt.decided.pop(str(uid), None)
     deleted = rt.runner.delete_jobs(namespace or "default", name)
     logger.info("deleted %d training Jobs of %s/%s", deleted, namespace, name)
 
