@@ -105,6 +105,18 @@ def operator(installation: Installation, test_node: TestNode) -> Iterator[Operat
     process.stop()
 
 
+@pytest.fixture
+def cluster_wide_stopped(installation: Installation) -> Iterator[None]:
+    """The session's operators stand aside for a test that runs its own (they
+    would reconcile the same objects); restarted afterwards for the others."""
+    running = [process for process in installation.operators if process.alive()]
+    for process in running:
+        process.stop()
+    yield
+    for process in running:
+        process.start().wait_ready()
+
+
 @pytest.fixture(autouse=True)
 def _nothing_forbidden(request: pytest.FixtureRequest) -> Iterator[None]:
     """Any request of the operator that the chart's RBAC refused, and any

@@ -51,7 +51,7 @@ INSTALLED_KINDS = {
     "ClusterKopfPeering",
     "KopfPeering",
 }
-# Namespaces where tests/realcluster/test_0_crds_on_apiserver.py applies every
+# Namespaces where tests/realcluster/test_crds_on_apiserver.py applies every
 # example as is (the operator sees them too; a GitOps example names a Git
 # Secret that these chart values do not grant, so its read is refused: RBAC
 # working, not missing).
