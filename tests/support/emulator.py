@@ -348,10 +348,6 @@ ARGO_APPLICATION = {
 }
 
 
-# kopf's peering resources (from the chart), for tests of replicas that peer.
-KOPF_PEERINGS = crd_resources([ROOT / "charts" / "modelgate" / "crds" / "kopf.dev_peerings.yaml"])
-
-
 class RunningEmulator:
     """An emulator served on loopback from its own thread and event loop."""
 
