@@ -735,8 +735,8 @@ def _verify(
         ctx.plan.events.append(Event("Normal", "Verified", f"{job} passed in {name}"))
         ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
         return entry, None
-    reason = run.message or "the verification Job failed"
-    if env.spec.policy.auto_rollback:
+    entry = _failed(env, entry, run)
+    if entry.phase == EnvironmentPhase.ROLLED_BACK:
         ctx.plan.actions.append(
             Rollback(
                 environment=name,
@@ -745,14 +745,25 @@ def _verify(
                 model=release.spec.model.name,
             )
         )
+        ctx.plan.events.append(Event("Warning", "RolledBack", f"{name}: {entry.message}"))
+    else:
+        ctx.plan.events.append(Event("Warning", "VerificationFailed", f"{name}: {entry.message}"))
+    return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
+
+
+def _failed(
+    env: Environment, entry: EnvironmentProgress, run: TrainingObservation
+) -> EnvironmentProgress:
+    """``entry`` after its verification ``run`` failed: rolled back, or failed
+    in place when the environment turns autoRollback off."""
+    reason = run.message or "the verification Job failed"
+    if env.spec.policy.auto_rollback:
         entry.phase = EnvironmentPhase.ROLLED_BACK
         entry.message = f"verification failed ({reason}); the previous release was put back"
-        ctx.plan.events.append(Event("Warning", "RolledBack", f"{name}: {entry.message}"))
-        return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
-    entry.phase = EnvironmentPhase.FAILED
-    entry.message = f"verification failed ({reason}); autoRollback is off"
-    ctx.plan.events.append(Event("Warning", "VerificationFailed", f"{name}: {entry.message}"))
-    return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
+    else:
+        entry.phase = EnvironmentPhase.FAILED
+        entry.message = f"verification failed ({reason}); autoRollback is off"
+    return entry
 
 
 def _failed_verification(
@@ -764,15 +775,7 @@ def _failed_verification(
     run = observed.verifications.get(earlier.verification_job)
     if run is None or run.state != "Failed":
         return None
-    entry = earlier.model_copy()
-    reason = run.message or "the verification Job failed"
-    if env.spec.policy.auto_rollback:
-        entry.phase = EnvironmentPhase.ROLLED_BACK
-        entry.message = f"verification failed ({reason}); the previous release was put back"
-    else:
-        entry.phase = EnvironmentPhase.FAILED
-        entry.message = f"verification failed ({reason}); autoRollback is off"
-    return entry
+    return _failed(env, earlier.model_copy(), run)
 
 
 def _verified_condition(
