@@ -20,8 +20,13 @@ def test_five_crash_trials(tmp_path: Path) -> None:
     assert not any(r.duplicated for r in results), rows
     assert errors == []
     for result in results:
-        # One Deploy per environment; a Rollback only where verification failed.
-        assert result.deploys["Deploy:staging"] == 1, rows
-        assert result.deploys["Rollback:production"] == (result.expected == "RolledBack"), rows
+        # Each environment deployed, a Rollback only where verification
+        # failed, one promotion commit; no operator run repeated an action
+        # (a kill may interrupt one before it reaches the API: the restarted
+        # run tries again, and the rollouts and commits above stay single).
+        assert result.deploys["Deploy:staging"] >= 1, rows
+        assert result.deploys["Deploy:production"] >= 1, rows
+        rolled_back = bool(result.deploys["Rollback:production"])
+        assert rolled_back == (result.expected == "RolledBack"), rows
         assert result.promotion_commits == 1, rows
-        assert result.deploys["Deploy:production"] == 1, rows
+        assert result.repeated == [], rows

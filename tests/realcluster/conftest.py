@@ -171,6 +171,22 @@ class Team:
         )
         return result
 
+    def delete_and_wait_gone(self, kind: str, name: str, what: str, timeout: float = 60) -> None:
+        """Delete an object of the team's and wait until the server no longer
+        has it (its finalizers removed)."""
+        self.custom().delete_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURALS[kind], name
+        )
+
+        def gone() -> bool:
+            try:
+                self.get(kind, name)
+            except client.ApiException as error:
+                return error.status == 404
+            return False
+
+        wait_for(gone, timeout, what)
+
     def environment(self, name: str) -> dict[str, Any]:
         return self.get("Environment", name)
 

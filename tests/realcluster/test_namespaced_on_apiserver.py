@@ -9,8 +9,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.realcluster.conftest import BUCKET, GROUP, VERSION, Team, delete_team, make_team
-from tests.support.cluster import wait_for
+from tests.realcluster.conftest import BUCKET, Team, delete_team, make_team
 from tests.support.controlplane import ControlPlane
 from tests.support.installation import (
     chart_values,
@@ -122,14 +121,6 @@ def _release_and_delete(team: Team, elsewhere: Team) -> None:
     untouched = elsewhere.get("ModelRelease", RELEASE)
     assert "status" not in untouched
     assert untouched["metadata"].get("finalizers", []) == []
-    custom = client.CustomObjectsApi(team.api)
-    custom.delete_namespaced_custom_object(GROUP, VERSION, team.namespace, "modelreleases", RELEASE)
-
-    def gone() -> bool:
-        try:
-            team.get("ModelRelease", RELEASE)
-        except client.ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(gone, 60, "the watched release to be deleted (its finalizer removed)")
+    team.delete_and_wait_gone(
+        "ModelRelease", RELEASE, "the watched release to be deleted (its finalizer removed)"
+    )

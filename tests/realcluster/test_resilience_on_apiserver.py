@@ -60,19 +60,7 @@ def test_deleting_a_release_runs_the_finalizer_and_the_collector_removes_its_job
     [job] = batch.list_namespaced_job(team.namespace).items
     assert job.metadata.owner_references[0].uid == created["metadata"]["uid"]
     assert core.list_namespaced_pod(team.namespace, label_selector=f"job-name={job.metadata.name}")
-    custom = team.custom()
-    custom.delete_namespaced_custom_object(
-        "modelgate.dev", "v1alpha1", team.namespace, "modelreleases", RELEASE
-    )
-
-    def gone() -> bool:
-        try:
-            team.get("ModelRelease", RELEASE)
-        except client.ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(gone, 60, "the finalizer to let the release go")
+    team.delete_and_wait_gone("ModelRelease", RELEASE, "the finalizer to let the release go")
     wait_for(
         lambda: not batch.list_namespaced_job(team.namespace).items,
         60,

@@ -60,6 +60,9 @@ class TrialResult:
     expected: str
     final: str | None
     deploys: Counter[str]  # Deploy actions logged, by environment
+    # Actions one operator run logged more than once (a kill may interrupt an
+    # action before it reaches the API; its restart then rightly tries again).
+    repeated: list[str]
     rollouts: int  # staging Deployment generation (1: rolled out once)
     promotion_commits: int
     revert_commits: int
@@ -81,6 +84,7 @@ class TrialResult:
             "expected": self.expected,
             "final": self.final,
             "deploy_actions": dict(self.deploys),
+            "repeated_in_one_run": self.repeated,
             "staging_rollouts": self.rollouts,
             "promotion_commits": self.promotion_commits,
             "revert_commits": self.revert_commits,
@@ -148,12 +152,17 @@ def _operator_env(world: World, cluster: Cluster) -> dict[str, str]:
     }
 
 
+RUN_MARKER = "---- start"  # written to the log before each start (as installation.py does)
+
+
 def start_operator(
     world: World, cluster: Cluster, log: Path, *options: str
 ) -> subprocess.Popen[bytes]:
     """`python -m modelgate operator` with JSON logs (standalone unless
     ``options`` are given)."""
     out = log.open("ab")
+    out.write(f"{RUN_MARKER} ----\n".encode())
+    out.flush()
     try:
         return subprocess.Popen(
             [
@@ -232,8 +241,12 @@ def actions(
     log: Path, release: str, kinds: frozenset[str] = frozenset({"Deploy", "Rollback"})
 ) -> Counter[str]:
     """The side effects the operator logged for a release, by action and environment."""
+    return _actions_in(log.read_text(errors="replace"), release, kinds)
+
+
+def _actions_in(text: str, release: str, kinds: frozenset[str]) -> Counter[str]:
     found: Counter[str] = Counter()
-    for line in log.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         if not line.startswith("{"):
             continue
         try:
@@ -242,6 +255,19 @@ def actions(
             continue  # a line cut by SIGKILL
         if record.get("release") == release and record.get("action") in kinds:
             found[f"{record['action']}:{record.get('environment')}"] += 1
+    return found
+
+
+def repeated_in_one_run(
+    log: Path, release: str, kinds: frozenset[str] = frozenset({"Deploy", "Rollback"})
+) -> list[str]:
+    """Actions that one operator run (between two start markers) logged more
+    than once for a release: a run must never repeat itself."""
+    found: list[str] = []
+    runs = log.read_text(errors="replace").split(RUN_MARKER)
+    for number, run in enumerate(runs):
+        counts = _actions_in(run, release, kinds)
+        found.extend(f"{what} x{n} in run {number}" for what, n in counts.items() if n > 1)
     return found
 
 
@@ -315,6 +341,7 @@ def _trial(
             expected=expected,
             final=_phase(cluster.api, namespace),
             deploys=actions(log, f"{namespace}/{RELEASE}"),
+            repeated=repeated_in_one_run(log, f"{namespace}/{RELEASE}"),
             rollouts=max(generations, default=0),
             promotion_commits=0,
             revert_commits=0,
@@ -436,6 +463,7 @@ def run_real_trial(
             expected=expected,
             final=_phase(api, namespace),
             deploys=actions(operator.log, f"{namespace}/{RELEASE}"),
+            repeated=repeated_in_one_run(operator.log, f"{namespace}/{RELEASE}"),
             rollouts=max((int(d.metadata.generation or 1) for d in staging), default=0),
             promotion_commits=0,
             revert_commits=0,

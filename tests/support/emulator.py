@@ -23,6 +23,11 @@ that matter to an operator, each against the real API server's behaviour:
 9. Discovery lists categories and short names on resources only, not on
    their subresources (``x/status``); otherwise ``kubectl get <category>``
    expands into the subresources and fails.
+10. A watch misses no write. kmock snapshots the objects, streams them, and
+    only then starts following writes, so a write in between (kopf adding its
+    finalizer to an object it had just listed) was never streamed and the
+    object never got its creation handler. Here the snapshot and the position
+    in the stream of writes are taken together, under the emulator's lock.
 
 Not covered (none of it is needed by these tests): label and field selectors,
 strategic-merge semantics for lists, schema validation, server-side apply.
@@ -295,7 +300,7 @@ class FixedEmulator(kmock.KubernetesEmulator):
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        stream = super()._serve_watch(request).__aiter__()
+        stream = self._snapshot_then_writes(request).__aiter__()
         while True:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
@@ -309,6 +314,32 @@ class FixedEmulator(kmock.KubernetesEmulator):
                 if int(revision) <= since:
                     continue  # the client has seen it already
             yield event
+
+    async def _snapshot_then_writes(self, request: kmock.Request) -> AsyncIterator[Any]:
+        """kmock's watch (existing objects as ADDED, then every write), with
+        the snapshot and the mark in the write bus taken under one lock."""
+        yield b""
+        matches = self._KubernetesEmulator__check
+        bus = self._buses[request.resource]
+        async with self._lock:
+            objects = self._KubernetesEmulator__get_objs(request, strict=False)
+            events = [{"type": "ADDED", "object": o.raw} for o in objects if not o.deleted]
+            mark = await bus.mark()
+        try:
+            for event in events:
+                yield event
+            async for event in bus.stream(since=mark):
+                metadata = event.get("object", {}).get("metadata", {})
+                if matches(
+                    request,
+                    request.resource,
+                    metadata.get("namespace"),
+                    metadata.get("name"),
+                    strict=False,
+                ):
+                    yield event
+        finally:
+            await bus.unmark(mark)
 
 
 def crd_resources(paths: list[Path] | None = None) -> dict[str, kmock.ResourceInfo]:
