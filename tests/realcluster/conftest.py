@@ -100,16 +100,14 @@ def _all_selected(session: pytest.Session, files: tuple[str, ...]) -> bool:
     """Whether every test function of these modules is in the session (not
     just some of them, as when one test is run by its id)."""
     selected: dict[str, set[str]] = {}
+    defined: dict[str, set[str]] = {}
     for item in session.items:
-        if isinstance(item, pytest.Function):
-            selected.setdefault(Path(str(item.path)).name, set()).add(item.originalname)
-    for item in session.items:
-        module = getattr(item, "module", None)
         name = Path(str(item.path)).name
-        if name in files and module is not None:
-            defined = {n for n in dir(module) if n.startswith("test_")}
-            if not defined <= selected.get(name, set()):
-                return False
+        if name in files and isinstance(item, pytest.Function):
+            selected.setdefault(name, set()).add(item.originalname)
+            defined[name] = {n for n in dir(item.module) if n.startswith("test_")}
+    if any(not tests <= selected[name] for name, tests in defined.items()):
+        return False
     return set(files) <= set(selected)
 
 

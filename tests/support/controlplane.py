@@ -469,6 +469,12 @@ class ControlPlane:
         )
 
 
+def namespace_being_deleted(message: str) -> bool:
+    """Whether a refusal is NamespaceLifecycle's: nothing new may be created
+    in a namespace being deleted (a test's namespace going away)."""
+    return "because it is being terminated" in message
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

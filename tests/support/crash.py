@@ -258,17 +258,18 @@ def _actions_in(text: str, release: str, kinds: frozenset[str]) -> Counter[str]:
     return found
 
 
-def repeated_in_one_run(
+def logged_actions(
     log: Path, release: str, kinds: frozenset[str] = frozenset({"Deploy", "Rollback"})
-) -> list[str]:
-    """Actions that one operator run (between two start markers) logged more
-    than once for a release: a run must never repeat itself."""
-    found: list[str] = []
-    runs = log.read_text(errors="replace").split(RUN_MARKER)
-    for number, run in enumerate(runs):
+) -> tuple[Counter[str], list[str]]:
+    """The side effects logged for a release, and those that one operator run
+    (between two start markers) logged more than once: a run must never
+    repeat itself."""
+    text = log.read_text(errors="replace")
+    repeated: list[str] = []
+    for number, run in enumerate(text.split(RUN_MARKER)):
         counts = _actions_in(run, release, kinds)
-        found.extend(f"{what} x{n} in run {number}" for what, n in counts.items() if n > 1)
-    return found
+        repeated.extend(f"{what} x{n} in run {number}" for what, n in counts.items() if n > 1)
+    return _actions_in(text, release, kinds), repeated
 
 
 def _commits(remote: Path, release: str) -> tuple[int, int]:
@@ -330,6 +331,7 @@ def _trial(
         stop_operator(operator)
         agent.stop()
     staging = cluster.emulator.objects("deployments", f"{namespace}-staging")
+    deploys, repeated = logged_actions(log, f"{namespace}/{RELEASE}")
     generations = [int(d["metadata"].get("generation", 1)) for d in staging]
     return _result(
         world,
@@ -340,8 +342,8 @@ def _trial(
             phase_at_kill=phase_at_kill,
             expected=expected,
             final=_phase(cluster.api, namespace),
-            deploys=actions(log, f"{namespace}/{RELEASE}"),
-            repeated=repeated_in_one_run(log, f"{namespace}/{RELEASE}"),
+            deploys=deploys,
+            repeated=repeated,
             rollouts=max(generations, default=0),
             promotion_commits=0,
             revert_commits=0,
@@ -453,6 +455,7 @@ def run_real_trial(
         operator.stop()
         agent.stop()
     staging = client.AppsV1Api(api).list_namespaced_deployment(f"{namespace}-staging").items
+    deploys, repeated = logged_actions(operator.log, f"{namespace}/{RELEASE}")
     return _result(
         world,
         TrialResult(
@@ -462,8 +465,8 @@ def run_real_trial(
             phase_at_kill=phase_at_kill,
             expected=expected,
             final=_phase(api, namespace),
-            deploys=actions(operator.log, f"{namespace}/{RELEASE}"),
-            repeated=repeated_in_one_run(operator.log, f"{namespace}/{RELEASE}"),
+            deploys=deploys,
+            repeated=repeated,
             rollouts=max((int(d.metadata.generation or 1) for d in staging), default=0),
             promotion_commits=0,
             revert_commits=0,

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from tests.support.controlplane import ROOT, ControlPlane
+from tests.support.controlplane import ROOT, ControlPlane, namespace_being_deleted
 from tests.support.pki import KeyPair
 from tests.support.s3server import CREDENTIALS, S3Server, free_port
 
@@ -256,12 +256,12 @@ class Installation:
             if self.plane.restarting_at(event["requestReceivedTimestamp"]):
                 continue
             message = str(status.get("message", ""))
-            if "because it is being terminated" in message:
-                continue  # NamespaceLifecycle admission: a test's namespace going away
+            if namespace_being_deleted(message):
+                continue
             namespace = (event.get("objectRef") or {}).get("namespace", "")
             if namespace.startswith(SCRATCH_PREFIX):
                 continue  # the CRD tests' examples, e.g. a Git secret the chart does not grant
-            refused.append(f"{event['verb']} {event['requestURI']}: {status.get('message')}")
+            refused.append(f"{event['verb']} {event['requestURI']}: {message}")
         return refused
 
     def stop(self) -> None:

@@ -67,6 +67,8 @@ from typing import Any
 import urllib3
 from kubernetes import client
 
+from tests.support.controlplane import namespace_being_deleted
+
 PODNET = Path(__file__).resolve().parent / "podnet"
 PROJECT_IMAGES = ("ghcr.io/modelgate/modelgate", "modelgate")
 PROJECT_MODULES = ("modelgate", "modelgate.trainer", "modelgate.server", "modelgate.verify")
@@ -742,4 +744,4 @@ def _expected(error: client.ApiException) -> bool:
     write in a namespace being deleted (NamespaceLifecycle's 403)."""
     if error.status in (0, 404, 409) or error.status >= 500:
         return True
-    return error.status == 403 and "NamespaceTerminating" in str(error.body)
+    return error.status == 403 and namespace_being_deleted(str(error.body))
