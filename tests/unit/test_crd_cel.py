@@ -20,17 +20,28 @@ from tests.unit.test_crds import EXAMPLE_DOCUMENTS
 CEL = celpy.Environment()
 
 
-def violations(schema: dict[str, Any], value: Any) -> list[str]:
-    """Messages of every CEL rule that fails, walking schema and value together."""
+_NO_OLD = object()
+
+
+def violations(schema: dict[str, Any], value: Any, old: Any = _NO_OLD) -> list[str]:
+    """Messages of every CEL rule that fails, walking schema and value together.
+    Transition rules (``oldSelf``) run only with an ``old`` value, as the API
+    server runs them only on updates of an existing field."""
     found: list[str] = []
     for rule in schema.get("x-kubernetes-validations", []):
+        activation = {"self": celpy.json_to_cel(value)}
+        if "oldSelf" in rule["rule"]:
+            if old is _NO_OLD:
+                continue
+            activation["oldSelf"] = celpy.json_to_cel(old)
         program = CEL.program(CEL.compile(rule["rule"]))
-        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+        if not program.evaluate(activation):
             found.append(rule["message"])
     if isinstance(value, dict):
         for name, child in schema.get("properties", {}).items():
             if name in value:
-                found.extend(violations(child, value[name]))
+                before = old.get(name, _NO_OLD) if isinstance(old, dict) else _NO_OLD
+                found.extend(violations(child, value[name], before))
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for item in value:
             found.extend(violations(schema["items"], item))
@@ -184,3 +195,58 @@ def test_serving_and_verification_rules() -> None:
     ):
         spec = {**environment, "verification": verification}
         assert violations(schema_of("Environment"), {"spec": spec}) == expected, verification
+
+
+@pytest.mark.parametrize(
+    ("field", "change", "message_start"),
+    [
+        ("model", lambda s: s["model"].update(version="9.9.9"), "spec.model is immutable"),
+        (
+            "image",
+            lambda s: s.update(image="registry.example.com/other:2"),
+            "spec.image is immutable",
+        ),
+        ("image", lambda s: s.pop("image"), "spec.image is immutable"),
+        ("serving", lambda s: s.update(serving="ReferenceServer"), "spec.serving is immutable"),
+        ("training", lambda s: s["training"]["params"].update(n=3), "spec.training is immutable"),
+        ("training", lambda s: s["training"].update(seed=7), "spec.training is immutable"),
+    ],
+)
+def test_what_defines_the_model_cannot_change(field: str, change: Any, message_start: str) -> None:
+    old = {
+        "model": {"name": "m", "version": "1.0.0"},
+        "serving": "Image",  # the CRD's default, present on every stored object
+        "image": "registry.example.com/m:1",
+        "training": {
+            "image": "trainer:1",
+            "params": {"n": 1},
+            "data": {"train": "t.csv", "evaluation": "e.csv", "target": "y"},
+        },
+        "gate": {"name": "gate"},
+        "promotion": {"environments": ["staging"]},
+    }
+    new = copy.deepcopy(old)
+    change(new)
+    found = violations(schema_of("ModelRelease"), {"spec": new}, {"spec": old})
+    immutable = [v for v in found if v.startswith(message_start)]
+    assert len(immutable) == 1, found
+    assert "create a new ModelRelease" in immutable[0]
+
+
+def test_promotion_config_approvals_and_gate_may_change() -> None:
+    old = {
+        "model": {"name": "m", "version": "1.0.0"},
+        "serving": "Image",  # the CRD's default, present on every stored object
+        "image": "registry.example.com/m:1",
+        "training": {"image": "t:1", "data": {"train": "t", "evaluation": "e", "target": "y"}},
+        "gate": {"name": "gate"},
+        "promotion": {"environments": ["staging"]},
+    }
+    new = copy.deepcopy(old)
+    new["gate"] = {"name": "stricter-gate"}
+    new["promotion"] = {
+        "environments": ["staging", "production"],
+        "config": [{"environment": "production", "values": [{"name": "A", "value": "b"}]}],
+        "approvals": [{"environment": "production", "approvedBy": "alice"}],
+    }
+    assert violations(schema_of("ModelRelease"), {"spec": new}, {"spec": old}) == []

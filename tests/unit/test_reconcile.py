@@ -30,8 +30,8 @@ from modelgate.promotion import (
     reconcile,
 )
 from modelgate.promotion.conditions import find
+from modelgate.promotion.evaluation import gate_summary
 from modelgate.promotion.paths import graph_problems
-from modelgate.promotion.reconcile import _gate_summary
 from modelgate.trainer import contract
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -331,7 +331,7 @@ def test_gate_summary_names_checks_that_share_a_reason_once() -> None:
             name="drift", kind="drift", severity="warning", outcome="Inconclusive", message=reason
         ),
     ]
-    summary = _gate_summary(
+    summary = gate_summary(
         GateStatus.model_validate(
             {
                 "name": "g",

@@ -503,6 +503,12 @@ class Promotion(ApiModel):
     revision: str | None = Field(
         default=None, description="GitOps: the commit of this promotion or rollback."
     )
+    rollout: int | None = Field(
+        default=None,
+        ge=1,
+        description="Which deployment of the release here: 1 for its first, more for the "
+        "config changes rolled out after it.",
+    )
 
 
 class EnvironmentStatus(ApiModel):

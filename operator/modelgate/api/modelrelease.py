@@ -131,6 +131,14 @@ class Approval(ApiModel):
     )
     approved_at: str | None = Field(default=None, description="When (RFC 3339).")
     comment: str | None = Field(default=None, description="Why, ticket, etc.")
+    config_hash: str | None = Field(
+        default=None,
+        pattern=r"^[a-f0-9]{12,64}$",
+        description="The config this approval is for (its SHA-256, or its first 12 or more "
+        "hex digits, as status.environments[].configHash shows it). Without it the approval "
+        "is for the release's first deployment to the environment; a config change rolled "
+        "out after that needs an approval naming the new config.",
+    )
 
 
 class PromotionSpec(ApiModel):
@@ -193,10 +201,39 @@ IMAGE_FOR_SERVING = (
 )
 
 
+NEW_RELEASE_FIX = "create a new ModelRelease (a new name) for another model, image or training"
+
+# What defines the model a release carries, and so its evidence (training run,
+# gate result, verified deployments): fixed once the release exists. The
+# promotion path, its config, approvals and the gate may change.
+IMMUTABLE_RULES = (
+    (
+        "self.model == oldSelf.model",
+        f"spec.model is immutable: the release's evidence describes one model; {NEW_RELEASE_FIX}",
+    ),
+    (
+        "(has(self.serving) ? self.serving : 'Image') == "
+        "(has(oldSelf.serving) ? oldSelf.serving : 'Image')",
+        f"spec.serving is immutable: it decides what is deployed; {NEW_RELEASE_FIX}",
+    ),
+    (
+        "has(self.image) == has(oldSelf.image) && "
+        "(!has(self.image) || self.image == oldSelf.image)",
+        f"spec.image is immutable: it is what the gate and the verifications judged; "
+        f"{NEW_RELEASE_FIX}",
+    ),
+    (
+        "self.training == oldSelf.training",
+        f"spec.training is immutable: the trained artifact comes from it; {NEW_RELEASE_FIX}",
+    ),
+)
+IMMUTABLE_FIELDS = ("model", "serving", "image", "training")
+
+
 class ModelReleaseSpec(ApiModel):
     """Desired state of a ModelRelease."""
 
-    model_config = cel(IMAGE_FOR_SERVING)
+    model_config = cel(IMAGE_FOR_SERVING, *IMMUTABLE_RULES)
 
     model: ModelIdentity = Field(description="Model name and version.")
     serving: Serving = Field(
@@ -221,6 +258,16 @@ class ModelReleaseSpec(ApiModel):
         if self.serving == Serving.IMAGE and self.image is None:
             raise ValueError(IMAGE_FOR_SERVING[1])
         return self
+
+
+def immutable_changes(old: ModelReleaseSpec, new: ModelReleaseSpec) -> list[str]:
+    """Why ``new`` may not replace ``old`` (the CEL transition rules' messages,
+    for local mode and the webhook), empty when it may."""
+    return [
+        message
+        for name, (_rule, message) in zip(IMMUTABLE_FIELDS, IMMUTABLE_RULES, strict=True)
+        if getattr(old, name) != getattr(new, name)
+    ]
 
 
 class Phase(StrEnum):
@@ -327,6 +374,17 @@ class EnvironmentProgress(ApiModel):
     verification_job: str | None = Field(default=None, description="Verification Job.")
     revision: str | None = Field(
         default=None, description="GitOps: the commit that promoted the release here."
+    )
+    rollout: int | None = Field(
+        default=None,
+        ge=1,
+        description="Which deployment of this release to the environment this is: 1 for the "
+        "first, one more for each config change rolled out after it.",
+    )
+    previous_config_hash: str | None = Field(
+        default=None,
+        description="The config of this release that was live here before the change being "
+        "rolled out (what a failed verification puts back).",
     )
     message: str | None = Field(default=None, description="What it waits for or what blocks it.")
 

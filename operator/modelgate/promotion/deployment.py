@@ -1,0 +1,422 @@
+"""Step 4: promotion through the environments in path order, under their policies."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from modelgate.api.common import format_time, parse_duration, parse_time
+from modelgate.api.environment import Environment
+from modelgate.api.modelrelease import (
+    DIGEST_PATTERN,
+    Approval,
+    EnvironmentPhase,
+    EnvironmentProgress,
+    ModelRelease,
+    Phase,
+    Serving,
+)
+from modelgate.envconfig import Violation, config_hash, merge_config, validate_config
+from modelgate.promotion import conditions as cond
+from modelgate.promotion.context import Context, min_delay, progressing, stalled
+from modelgate.promotion.evaluation import gate_record
+from modelgate.promotion.keys import (
+    SERVER_COMMAND,
+    release_key,
+    serves_artifact,
+    verification_job_name,
+)
+from modelgate.promotion.plan import Deploy, DeploymentObservation, Event, Observed
+from modelgate.promotion.verification import failed_verification, verified_condition, verify
+from modelgate.trainer import contract
+
+
+def promote(ctx: Context, environments: dict[str, Environment], observed: Observed) -> None:
+    release = ctx.release
+    me = release_key(release)
+    order = release.spec.promotion.environments
+    previous = {p.name: p for p in ctx.previous.environments}
+    progress: list[EnvironmentProgress] = []
+    all_violations: list[Violation] = []
+    configs: dict[str, tuple[dict[str, str], str]] = {}
+    serving = ctx.serving
+    for name in order:
+        env = environments[name]
+        merged = merge_config(env, release.overrides_for(name))
+        # The artifact is part of what is deployed (and of its hash), not of
+        # the config the rules judge: the operator writes those keys.
+        configs[name] = (merged, config_hash({**merged, **serving}))
+        all_violations.extend(validate_config(env, merged, environments.values()))
+
+    if all_violations:
+        ctx.condition(
+            cond.CONFIG_VALID,
+            False,
+            "ConfigRuleViolated",
+            "; ".join(v.describe() for v in all_violations),
+        )
+    else:
+        ctx.condition(cond.CONFIG_VALID, True, "ConfigValid", "merged config passes every rule")
+
+    blocker: Blocker | None = None
+    reached_before = True
+    soaked_until: datetime | None = None
+    for name in order:
+        env = environments[name]
+        merged, digest = configs[name]
+        live = observed.deployments.get(name)
+        earlier = previous.get(name)
+        entry = EnvironmentProgress(name=name, phase=EnvironmentPhase.PENDING, config_hash=digest)
+        mine = live is not None and live.release == me
+        if not mine and earlier is not None and earlier.phase == EnvironmentPhase.ROLLED_BACK:
+            # Verification failed here and the previous release was put back:
+            # final for this release; never deploy it again.
+            entry = earlier.model_copy()
+            blocker = blocker or ("RolledBack", earlier.message or f"rolled back in {name}", True)
+        elif not mine and (failed := failed_verification(env, earlier, observed)) is not None:
+            # Its verification failed and something else is live: rolled back
+            # by a call whose status write this (stale or lost) status lacks.
+            # The failed Job is the durable record; never deploy it again.
+            entry = failed
+            blocker = blocker or ("VerificationFailed", f"{name}: {failed.message}", True)
+        elif not mine and _reached(earlier):
+            # Live here before and replaced since: never deploy again.
+            assert earlier is not None
+            entry = earlier.model_copy()
+            entry.phase = EnvironmentPhase.SUPERSEDED
+            entry.message = f"replaced by {live.release if live else 'nothing'} since"
+        elif live is not None and mine and live.image == ctx.image and live.config_hash == digest:
+            entry = _realized(ctx, env, live, digest, earlier)
+            if (
+                earlier is not None
+                and earlier.phase == EnvironmentPhase.DEPLOYED
+                and earlier.config_hash == digest
+            ):
+                # Done before (verified where configured): final for this config.
+                entry.phase = EnvironmentPhase.DEPLOYED
+                entry.verification_job = earlier.verification_job
+                entry.verified_at = earlier.verified_at
+            elif not live.ready:
+                entry.phase = EnvironmentPhase.DEPLOYING
+                entry.message = live.message or "waiting for the rollout to become ready"
+            else:
+                entry, verdict = verify(ctx, env, digest, observed, entry, earlier)
+                blocker = blocker or verdict
+        elif live is not None and mine:
+            may_deploy = blocker is None and reached_before
+            entry, verdict = _change(
+                ctx, env, merged, digest, live, earlier, observed, soaked_until, may_deploy
+            )
+            blocker = blocker or verdict
+        elif blocker is None and reached_before:
+            rollout = earlier.rollout if earlier is not None and earlier.rollout else 1
+            entry, blocker = _try_deploy(ctx, env, merged, digest, soaked_until, entry, rollout)
+
+        if entry.phase not in (EnvironmentPhase.DEPLOYED, EnvironmentPhase.SUPERSEDED):
+            reached_before = False
+            if entry.phase == EnvironmentPhase.DEPLOYING and blocker is None:
+                blocker = ("Deploying", entry.message or f"deploying to {name}", False)
+            if entry.phase == EnvironmentPhase.VERIFYING and blocker is None:
+                blocker = ("Verifying", entry.message or f"verifying in {name}", False)
+            if entry.phase == EnvironmentPhase.PENDING and blocker is None:
+                blocker = ("Promoting", entry.message or f"promoting to {name}", False)
+        else:
+            soaked_until = _soak_end(env, entry)
+        progress.append(entry)
+
+    ctx.status.environments = progress
+    live_here = [
+        name
+        for name in order
+        if (live := observed.deployments.get(name)) is not None and live.release == me
+    ]
+    ctx.status.live_in = live_here[-1] if live_here else None
+    verified_condition(ctx, progress, environments)
+    if any(p.phase == EnvironmentPhase.ROLLED_BACK for p in progress):
+        reason, message, _ = blocker or ("RolledBack", "rolled back", True)
+        ctx.status.phase = Phase.ROLLED_BACK
+        ctx.condition(cond.DEPLOYED, False, reason, message)
+        stalled(ctx, reason, message)
+        return
+    if blocker is None and reached_before:
+        ctx.status.phase = Phase.RELEASED
+        ctx.condition(cond.DEPLOYED, True, "Deployed", _deployed_message(progress))
+        ctx.condition(cond.READY, True, "Released", f"released to {', '.join(order)}")
+        ctx.status.conditions = cond.remove_condition(ctx.status.conditions, cond.RECONCILING)
+        ctx.status.conditions = cond.remove_condition(ctx.status.conditions, cond.STALLED)
+        return
+    reason, message, is_stalled = blocker or ("Promoting", "promoting", False)
+    ctx.condition(cond.DEPLOYED, False, reason, message)
+    if is_stalled:
+        ctx.status.phase = Phase.BLOCKED
+        stalled(ctx, reason, message)
+    else:
+        ctx.status.phase = Phase.PROMOTING
+        progressing(ctx, reason, message)
+
+
+# reason, message, stalled (True: nothing changes until the spec does)
+Blocker = tuple[str, str, bool]
+
+
+def _deployed_message(progress: list[EnvironmentProgress]) -> str:
+    live = [p.name for p in progress if p.phase == EnvironmentPhase.DEPLOYED]
+    replaced = [p.name for p in progress if p.phase == EnvironmentPhase.SUPERSEDED]
+    message = f"live in {', '.join(live)}" if live else "live nowhere"
+    if replaced:
+        message += f"; replaced since in {', '.join(replaced)} (config changes no longer go there)"
+    return message
+
+
+def _reached(earlier: EnvironmentProgress | None) -> bool:
+    """This release went live in the environment at some point."""
+    return earlier is not None and (
+        earlier.phase in (EnvironmentPhase.DEPLOYED, EnvironmentPhase.SUPERSEDED)
+        or earlier.deployed_at is not None
+    )
+
+
+def _realized(
+    ctx: Context,
+    env: Environment,
+    live: DeploymentObservation,
+    digest: str,
+    earlier: EnvironmentProgress | None,
+) -> EnvironmentProgress:
+    """The entry of an environment running this release's desired image and config."""
+    release, name = ctx.release, env.name
+    same = earlier is not None and earlier.config_hash == digest
+    entry = EnvironmentProgress(
+        name=name,
+        phase=EnvironmentPhase.PENDING,
+        config_hash=digest,
+        image=live.image,
+        deployed_at=live.deployed_at,
+        revision=live.revision,
+    )
+    if earlier is not None and earlier.rollout:
+        # A rollout whose status write was lost is still one more than the last.
+        entry.rollout = earlier.rollout if same else earlier.rollout + 1
+    else:
+        entry.rollout = 1
+    entry.previous_config_hash = earlier.previous_config_hash if same and earlier else None
+    first = entry.rollout == 1
+    approval = _approval(release, name, digest, first) if env.spec.policy.require_approval else None
+    entry.approved_by = (earlier.approved_by if same and earlier else None) or (
+        approval.approved_by if approval else None
+    )
+    entry.approved_at = (earlier.approved_at if same and earlier else None) or (
+        approval.approved_at if approval else None
+    )
+    return entry
+
+
+def _change(
+    ctx: Context,
+    env: Environment,
+    merged: dict[str, str],
+    digest: str,
+    live: DeploymentObservation,
+    earlier: EnvironmentProgress | None,
+    observed: Observed,
+    soaked_until: datetime | None,
+    may_deploy: bool,
+) -> tuple[EnvironmentProgress, Blocker | None]:
+    """This release runs in ``env`` with another config (an override or the
+    Environment's config changed) or image (the operator's server image): roll
+    it out as the next rollout, under the same policy as a first deployment.
+    Until it is deployed the entry describes what is live."""
+    name = env.name
+    asked = (
+        earlier is not None
+        and earlier.phase == EnvironmentPhase.DEPLOYING
+        and earlier.config_hash == digest
+        and earlier.rollout is not None
+    )
+    if earlier is not None and earlier.rollout:
+        live_rollout = earlier.rollout - 1 if asked else earlier.rollout
+    else:
+        live_rollout = 1
+    live_rollout = max(live_rollout, 1)
+    entry = EnvironmentProgress(
+        name=name,
+        phase=EnvironmentPhase.PENDING,
+        config_hash=digest,
+        image=live.image,
+        deployed_at=live.deployed_at,
+        revision=live.revision,
+        rollout=live_rollout,
+        previous_config_hash=live.config_hash,
+        approved_by=earlier.approved_by if earlier is not None else None,
+        approved_at=earlier.approved_at if earlier is not None else None,
+        verified_at=earlier.verified_at if earlier is not None else None,
+    )
+    change = f"config {live.config_hash[:12]} -> {digest[:12]}"
+    if live.image != ctx.image:
+        change = f"image {live.image} -> {ctx.image}, {change}"
+    job = verification_job_name(ctx.release, name, digest)
+    run = observed.verifications.get(job)
+    if run is not None and run.state == "Failed":
+        # This change was deployed, failed its verification and was put back.
+        entry.verification_job = job
+        entry.phase = EnvironmentPhase.ROLLED_BACK
+        entry.message = (
+            f"the change ({change}) failed verification "
+            f"({run.message or 'the verification Job failed'}) and config "
+            f"{live.config_hash[:12]} was put back; change the config again to retry"
+        )
+        return entry, ("ConfigChangeRolledBack", f"{name}: {entry.message}", True)
+    if not may_deploy:
+        entry.message = f"a change ({change}) waits for the environments before {name}"
+        return entry, None
+    entry, verdict = _try_deploy(ctx, env, merged, digest, soaked_until, entry, live_rollout + 1)
+    if entry.phase == EnvironmentPhase.BLOCKED and verdict is not None:
+        reason, message, is_stalled = verdict
+        keeps = f"; {name} keeps running config {live.config_hash[:12]}"
+        entry.message = (entry.message or "") + keeps
+        verdict = (reason, message + keeps, is_stalled)
+    elif entry.phase == EnvironmentPhase.DEPLOYING:
+        entry.message = f"rolling out a change ({change}) as rollout {entry.rollout}"
+        ctx.plan.events.append(Event("Normal", "ConfigChange", f"{name}: {entry.message}"))
+    return entry, verdict
+
+
+def _soak_end(env: Environment, entry: EnvironmentProgress) -> datetime | None:
+    if env.spec.policy.soak is None or entry.deployed_at is None:
+        return None
+    since = parse_time(entry.deployed_at)
+    return since + parse_duration(env.spec.policy.soak)
+
+
+def _try_deploy(
+    ctx: Context,
+    env: Environment,
+    merged: dict[str, str],
+    digest: str,
+    soaked_until: datetime | None,
+    entry: EnvironmentProgress,
+    rollout: int,
+) -> tuple[EnvironmentProgress, Blocker | None]:
+    """Deploy ``rollout`` to ``env`` if nothing stops it; otherwise say what does."""
+    release = ctx.release
+    name = env.name
+    violations = validate_config(env, merged, ctx.environments.values())
+    if violations:
+        message = "; ".join(v.describe() for v in violations)
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        ctx.plan.events.append(Event("Warning", "ConfigRuleViolated", message))
+        return entry, ("ConfigRuleViolated", f"promotion to {name} blocked: {message}", True)
+    reference = release.spec.serving == Serving.REFERENCE_SERVER
+    serving = ctx.serving
+    if reference and not ctx.image:
+        message = (
+            f"serving ReferenceServer needs a server image and the operator has none: set "
+            f"MODELGATE_SERVER_IMAGE (the chart does) or spec.image; nothing deployed to {name}"
+        )
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        return entry, ("ServerImageMissing", message, True)
+    if reference and not serves_artifact(serving):
+        message = (
+            "serving ReferenceServer needs the training run's model and metadata artifacts "
+            f"and the run recorded {sorted(a.name for a in ctx.status.artifacts)}; "
+            "see the training contract"
+        )
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        return entry, ("ArtifactMissing", message, True)
+    image = ctx.image
+    if env.spec.requires_digest and not re.search(DIGEST_PATTERN, image):
+        message = (
+            f"environment {name} requires an image pinned by digest, got {image!r}; "
+            "use image@sha256:<digest>"
+        )
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        return entry, ("ImageNotPinned", message, True)
+    allowed = env.spec.policy.allowed_registries
+    if allowed and not any(_from_registry(image, prefix) for prefix in allowed):
+        message = (
+            f"environment {name} only takes images from {', '.join(allowed)}; "
+            f"{image!r} is not from one of them: push it there or change "
+            "policy.allowedRegistries"
+        )
+        entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+        return entry, ("ImageNotAllowed", message, True)
+    if soaked_until is not None and ctx.now < soaked_until:
+        wait = soaked_until - ctx.now
+        message = f"soaking in the previous environment until {format_time(soaked_until)}"
+        entry.phase, entry.message = EnvironmentPhase.WAITING, message
+        ctx.plan.requeue_after = min_delay(ctx.plan.requeue_after, wait)
+        return entry, ("Soaking", message, False)
+    for window in env.spec.policy.freeze_windows:
+        until = window.holds(ctx.now)
+        if until is not None:
+            message = (
+                f"promotions to {name} are frozen by window {window.name!r} until "
+                f"{format_time(until)} (UTC); wait, or remove the window from the Environment"
+            )
+            entry.phase, entry.message = EnvironmentPhase.WAITING, message
+            ctx.plan.requeue_after = min_delay(ctx.plan.requeue_after, until - ctx.now)
+            return entry, ("FreezeWindow", message, False)
+    if env.spec.policy.require_approval:
+        approval = _approval(release, name, digest, first=rollout == 1)
+        if approval is None:
+            wanted = f"{{environment: {name}, approvedBy: <you>}}"
+            what = "approval"
+            if rollout > 1:
+                wanted = f"{{environment: {name}, configHash: {digest[:12]}, approvedBy: <you>}}"
+                what = f"approval of each config change (this one: {digest[:12]})"
+            message = (
+                f"environment {name} requires {what}: add {wanted} to "
+                "spec.promotion.approvals (with the admission webhook, approvedBy is filled "
+                "in from your identity)"
+            )
+            entry.phase, entry.message = EnvironmentPhase.WAITING, message
+            return entry, ("AwaitingApproval", message, False)
+        entry.approved_by = approval.approved_by
+        entry.approved_at = approval.approved_at
+    entry.phase, entry.image, entry.rollout = EnvironmentPhase.DEPLOYING, image, rollout
+    entry.message = f"deploying {image}" + (
+        f" serving model sha256 {serving[contract.SERVER_MODEL_SHA256][:12]}" if reference else ""
+    )
+    predictions = next((a for a in ctx.status.artifacts if a.name == "predictions"), None)
+    ctx.plan.actions.append(
+        Deploy(
+            environment=name,
+            namespace=env.spec.namespace,
+            release=release_key(release),
+            model=release.spec.model.name,
+            image=image,
+            config={**merged, **serving},
+            config_hash=digest,
+            predictions=predictions,
+            model_version=release.spec.model.version,
+            gate=gate_record(ctx.status.gate),
+            approved_by=entry.approved_by,
+            approved_at=entry.approved_at,
+            command=SERVER_COMMAND if reference else (),
+            rollout=rollout,
+        )
+    )
+    ctx.plan.events.append(Event("Normal", "Deploying", f"deploying to {name}"))
+    return entry, None
+
+
+def _from_registry(image: str, prefix: str) -> bool:
+    """``image`` lives under ``prefix`` (a registry host, optionally with a path),
+    matched on whole path segments."""
+    prefix = prefix.rstrip("/")
+    return image == prefix or image.startswith(prefix + "/")
+
+
+def _approval(release: ModelRelease, environment: str, digest: str, first: bool) -> Approval | None:
+    """The first approval for ``environment`` that names who approved and fits
+    this deployment: one naming this config, or (first deployment only) one
+    naming no config."""
+    for approval in release.spec.promotion.approvals:
+        if approval.environment != environment or not approval.approved_by:
+            continue
+        if approval.config_hash is None:
+            if first:
+                return approval
+        elif digest.startswith(approval.config_hash):
+            return approval
+    return None

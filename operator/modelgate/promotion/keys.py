@@ -1,0 +1,115 @@
+"""Deterministic keys and names: a change in what they hash means new work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from modelgate.api.modelrelease import (
+    ArtifactRecord,
+    ModelRelease,
+    Serving,
+)
+from modelgate.api.qualitygate import Check, QualityGate, Task
+from modelgate.trainer import contract
+
+JOB_NAME_MAX = 63
+
+
+# -- keys and names -----------------------------------------------------------
+
+
+def canonical_hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def gate_training_inputs(release: ModelRelease, gate: QualityGate | None) -> dict[str, str]:
+    """Contract variables that come from the gate: the task, the positive label
+    and the behaviour tests, which must run where the model is."""
+    task = gate.spec.task if gate is not None else release.spec.gate.task
+    behavior = [
+        {"name": c.name, **c.behavior.wire()}
+        for c in effective_checks(release, gate)
+        if c.behavior is not None
+    ]
+    inputs = {
+        contract.TASK: str(task),
+        contract.POSITIVE_LABEL: gate.spec.positive_label if gate is not None else "1",
+    }
+    if behavior:
+        inputs[contract.BEHAVIOR_TESTS] = json.dumps(behavior, sort_keys=True)
+    return inputs
+
+
+def training_key(release: ModelRelease, gate: QualityGate | None) -> str:
+    """Changes exactly when the training inputs change (then it retrains)."""
+    return canonical_hash(
+        {
+            "training": release.spec.training.wire(),
+            "model": release.spec.model.wire(),
+            "gate": gate_training_inputs(release, gate),
+        }
+    )[:16]
+
+
+def training_job_name(release: ModelRelease, key: str) -> str:
+    suffix = f"-train-{key[:8]}"
+    return release.name[: JOB_NAME_MAX - len(suffix)].rstrip("-") + suffix
+
+
+def effective_checks(release: ModelRelease, gate: QualityGate | None) -> list[Check]:
+    checks = list(gate.spec.checks) if gate is not None else []
+    names = {c.name for c in checks}
+    checks.extend(c for c in release.spec.gate.checks if c.name not in names)
+    return checks
+
+
+def gate_inputs_hash(
+    task: Task, positive_label: str, checks: list[Check], predictions: ArtifactRecord
+) -> str:
+    return canonical_hash(
+        {
+            "task": str(task),
+            "positiveLabel": positive_label,
+            "checks": [c.wire() for c in checks],
+            "predictions": predictions.sha256,
+        }
+    )[:16]
+
+
+def release_key(release: ModelRelease) -> str:
+    return f"{release.namespace}/{release.name}"
+
+
+SERVER_COMMAND = ("python", "-m", "modelgate.server")
+VERIFY_COMMAND = ("python", "-m", "modelgate.verify")
+
+
+def serves_artifact(config: Mapping[str, str]) -> bool:
+    """A deployed config that names a complete artifact for the reference server."""
+    return all(key in config for key in contract.SERVER_INPUTS)
+
+
+def serving_config(release: ModelRelease, artifacts: list[ArtifactRecord]) -> dict[str, str]:
+    """What the reference server is told to load (empty for serving Image)."""
+    if release.spec.serving != Serving.REFERENCE_SERVER:
+        return {}
+    found = {a.name: a for a in artifacts}
+    config: dict[str, str] = {}
+    for name, uri_key, sha_key in (
+        ("model", contract.SERVER_MODEL_URI, contract.SERVER_MODEL_SHA256),
+        ("metadata", contract.SERVER_METADATA_URI, contract.SERVER_METADATA_SHA256),
+    ):
+        if name in found:
+            config[uri_key], config[sha_key] = found[name].uri, found[name].sha256
+    return config
+
+
+def verification_job_name(release: ModelRelease, environment: str, digest: str) -> str:
+    """Deterministic per release, environment and config (a new config re-verifies)."""
+    key = canonical_hash([release_key(release), release.spec.image, environment, digest])[:8]
+    suffix = f"-verify-{key}"
+    return release.name[: JOB_NAME_MAX - len(suffix)].rstrip("-") + suffix

@@ -1,0 +1,152 @@
+"""What the core reads (observations) and returns (a plan: status, actions, events)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from modelgate.api.modelrelease import (
+    ArtifactRecord,
+    ModelReleaseStatus,
+)
+from modelgate.api.qualitygate import Check, Task
+
+# -- observations -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingObservation:
+    """What the runner sees of the training run named ``job_name``."""
+
+    job_name: str
+    state: str  # Running | Succeeded | Failed
+    started_at: str | None = None
+    completed_at: str | None = None
+    message: str | None = None
+    artifacts: tuple[ArtifactRecord, ...] = ()
+    retries: int = 0  # failed pods the Job retried
+
+
+@dataclass(frozen=True)
+class DeploymentObservation:
+    """What is live in one environment right now."""
+
+    environment: str
+    release: str  # namespace/name of the ModelRelease live there
+    image: str
+    config_hash: str
+    deployed_at: str
+    ready: bool = True
+    predictions: ArtifactRecord | None = None
+    # GitOps: the commit that put it there, and what the rollout waits for.
+    revision: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    training: TrainingObservation | None = None
+    deployments: dict[str, DeploymentObservation] = field(default_factory=dict)
+    # Verification Job name -> its run (same shape as a training run).
+    verifications: dict[str, TrainingObservation] = field(default_factory=dict)
+
+
+# -- actions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartTraining:
+    job_name: str
+    key: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class EvaluateGate:
+    inputs_hash: str
+    gate_name: str | None
+    task: Task
+    positive_label: str
+    checks: tuple[Check, ...]
+    predictions: ArtifactRecord
+    metadata: ArtifactRecord | None
+    train_data: str
+    evaluation_data: str
+    id_column: str | None
+    # Environment -> predictions of the release live there (None: nothing live).
+    baselines: dict[str, ArtifactRecord | None]
+
+
+@dataclass(frozen=True)
+class Deploy:
+    environment: str
+    namespace: str
+    release: str
+    model: str
+    image: str
+    config: dict[str, str]
+    config_hash: str
+    predictions: ArtifactRecord | None
+    # For the record a GitOps commit keeps (message and trailers).
+    model_version: str | None = None
+    gate: str | None = None  # e.g. "credit-gate Passed (13 passed, 0 failed, 1 inconclusive)"
+    approved_by: str | None = None
+    approved_at: str | None = None
+    # The container command when it is not the image's own: the reference
+    # server runs `python -m modelgate.server` from the operator's image.
+    command: tuple[str, ...] = ()
+    # Which deployment of the release to the environment: 1, then one more per
+    # config change (part of a GitOps promotion's identity).
+    rollout: int = 1
+
+
+@dataclass(frozen=True)
+class StartVerification:
+    """Run the environment's post-deployment test against the deployed model."""
+
+    job_name: str
+    environment: str
+    namespace: str
+    release: str
+    model: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    timeout: timedelta
+    predictions: ArtifactRecord | None
+    # Settings of the built-in check (MODELGATE_VERIFY_*), empty for an image's own test.
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Put back what was live in ``environment`` before ``release``."""
+
+    environment: str
+    namespace: str
+    release: str
+    model: str
+    # A failed config change: put back this release's config with this hash.
+    # None: put back the release that was live before this one.
+    config_hash: str | None = None
+
+
+Action = StartTraining | EvaluateGate | Deploy | StartVerification | Rollback
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    status: ModelReleaseStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: timedelta | None = None

@@ -1,0 +1,148 @@
+"""Step 5: the post-deployment verification, and the rollback when it fails."""
+
+from __future__ import annotations
+
+from modelgate.api.common import format_time, parse_duration
+from modelgate.api.environment import Environment
+from modelgate.api.modelrelease import (
+    EnvironmentPhase,
+    EnvironmentProgress,
+)
+from modelgate.promotion import conditions as cond
+from modelgate.promotion.context import WAIT_FOR_ROLLOUT, Context, min_delay
+from modelgate.promotion.keys import VERIFY_COMMAND, release_key, verification_job_name
+from modelgate.promotion.plan import (
+    Event,
+    Observed,
+    Rollback,
+    StartVerification,
+    TrainingObservation,
+)
+
+
+def verify(
+    ctx: Context,
+    env: Environment,
+    digest: str,
+    observed: Observed,
+    entry: EnvironmentProgress,
+    earlier: EnvironmentProgress | None,
+) -> tuple[EnvironmentProgress, tuple[str, str, bool] | None]:
+    """The rollout is ready: verify it (if configured), roll back on failure."""
+    release, name = ctx.release, env.name
+    spec = env.spec.verification
+    if spec is None:
+        entry.phase = EnvironmentPhase.DEPLOYED
+        ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
+        return entry, None
+    job = verification_job_name(release, name, digest)
+    entry.verification_job = job
+    run = observed.verifications.get(job)
+    if run is None or run.state == "Running":
+        entry.phase = EnvironmentPhase.VERIFYING
+        entry.message = f"verification {job} is running"
+        if run is None:
+            builtin = spec.served_predictions
+            if builtin is not None and not ctx.server_image:
+                message = (
+                    f"environment {name} asks for the built-in verification, and the operator "
+                    "has no image to run it with: set MODELGATE_SERVER_IMAGE (the chart does)"
+                )
+                entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
+                return entry, ("VerificationUnavailable", message, True)
+            ctx.plan.actions.append(
+                StartVerification(
+                    job_name=job,
+                    environment=name,
+                    namespace=env.spec.namespace,
+                    release=release_key(release),
+                    model=release.spec.model.name,
+                    image=spec.image or ctx.server_image or "",
+                    command=VERIFY_COMMAND if builtin is not None else tuple(spec.command),
+                    args=tuple(spec.args),
+                    timeout=parse_duration(spec.timeout),
+                    predictions=next(
+                        (a for a in ctx.status.artifacts if a.name == "predictions"), None
+                    ),
+                    env=tuple(sorted(builtin.env().items())) if builtin is not None else (),
+                )
+            )
+            ctx.plan.events.append(Event("Normal", "VerificationStarted", f"{job} in {name}"))
+        else:
+            ctx.plan.requeue_after = min_delay(ctx.plan.requeue_after, WAIT_FOR_ROLLOUT)
+        return entry, None
+    if run.state == "Succeeded":
+        entry.phase = EnvironmentPhase.DEPLOYED
+        entry.verified_at = run.completed_at or format_time(ctx.now)
+        entry.message = None
+        ctx.plan.events.append(Event("Normal", "Verified", f"{job} passed in {name}"))
+        ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
+        return entry, None
+    entry = _failed(env, entry, run)
+    if entry.phase == EnvironmentPhase.ROLLED_BACK:
+        ctx.plan.actions.append(
+            Rollback(
+                environment=name,
+                namespace=env.spec.namespace,
+                release=release_key(release),
+                model=release.spec.model.name,
+                config_hash=entry.previous_config_hash,
+            )
+        )
+        ctx.plan.events.append(Event("Warning", "RolledBack", f"{name}: {entry.message}"))
+    else:
+        ctx.plan.events.append(Event("Warning", "VerificationFailed", f"{name}: {entry.message}"))
+    return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
+
+
+def _failed(
+    env: Environment, entry: EnvironmentProgress, run: TrainingObservation
+) -> EnvironmentProgress:
+    """``entry`` after its verification ``run`` failed: rolled back, or failed
+    in place when the environment turns autoRollback off."""
+    reason = run.message or "the verification Job failed"
+    if env.spec.policy.auto_rollback:
+        entry.phase = EnvironmentPhase.ROLLED_BACK
+        put_back = (
+            f"this release's config {entry.previous_config_hash[:12]}"
+            if entry.previous_config_hash
+            else "the previous release"
+        )
+        entry.message = f"verification failed ({reason}); {put_back} was put back"
+    else:
+        entry.phase = EnvironmentPhase.FAILED
+        entry.message = f"verification failed ({reason}); autoRollback is off"
+    return entry
+
+
+def failed_verification(
+    env: Environment, earlier: EnvironmentProgress | None, observed: Observed
+) -> EnvironmentProgress | None:
+    """The progress of an environment whose recorded verification Job failed."""
+    if earlier is None or not earlier.verification_job:
+        return None
+    run = observed.verifications.get(earlier.verification_job)
+    if run is None or run.state != "Failed":
+        return None
+    return _failed(env, earlier.model_copy(), run)
+
+
+def verified_condition(
+    ctx: Context, progress: list[EnvironmentProgress], environments: dict[str, Environment]
+) -> None:
+    failed = [
+        p for p in progress if p.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED)
+    ]
+    verifying = [p.name for p in progress if p.phase == EnvironmentPhase.VERIFYING]
+    checked = [
+        p.name
+        for p in progress
+        if p.verified_at and environments[p.name].spec.verification is not None
+    ]
+    if failed:
+        message = "; ".join(f"{p.name}: {p.message}" for p in failed if p.message)
+        ctx.condition(cond.VERIFIED, False, "VerificationFailed", message)
+    elif verifying:
+        ctx.condition(cond.VERIFIED, None, "Verifying", f"verifying in {', '.join(verifying)}")
+    elif checked:
+        ctx.condition(cond.VERIFIED, True, "Verified", f"verified in {', '.join(checked)}")
