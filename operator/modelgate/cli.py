@@ -92,6 +92,13 @@ def command_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     outcomes = run.run()
     releases = [o.release for o in outcomes]
+    for outcome in outcomes:
+        for message in outcome.refused:
+            release = outcome.release
+            print(
+                f"error: ModelRelease {release.namespace}/{release.name}: {message}",
+                file=sys.stderr,
+            )
     if args.metrics_textfile is not None:
         write_to_textfile(str(args.metrics_textfile), run.metrics.registry)
     if args.output == "json":

@@ -16,11 +16,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelgate.api import Environment, ModelRelease, QualityGate
 from modelgate.api.common import Condition, format_time
 from modelgate.api.environment import EnvironmentStatus, Promotion
 from modelgate.api.loader import LoadedResource, load_paths
-from modelgate.api.modelrelease import ArtifactRecord, ModelReleaseStatus, Phase
+from modelgate.api.modelrelease import (
+    ArtifactRecord,
+    ModelReleaseSpec,
+    ModelReleaseStatus,
+    Phase,
+    immutable_changes,
+)
 from modelgate.api.qualitygate import QualityGateStatus
 from modelgate.backends.evaluation import record_gate_evaluation
 from modelgate.backends.gitops import GitCredentials, GitOpsDelivery, RolloutState, is_gitops
@@ -45,6 +53,7 @@ from modelgate.promotion import (
     TrainingObservation,
     reconcile,
 )
+from modelgate.promotion import conditions as cond
 from modelgate.promotion.conditions import READY, set_condition
 from modelgate.promotion.paths import graph_problems
 from modelgate.promotion.reconcile import (
@@ -68,6 +77,8 @@ class ReleaseOutcome:
     release: ModelRelease
     steps: int
     released: bool
+    # Why the edit was not taken (fields that may not change), as the API server says it.
+    refused: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +151,7 @@ class LocalRun:
             {
                 "generation": release.generation,
                 "specHash": spec_hash,
+                "spec": release.spec.wire(),
                 "status": release.status.wire() if release.status else None,
             },
         )
@@ -229,7 +241,23 @@ class LocalRun:
 
     # -- the loop -------------------------------------------------------------
 
+    def _stored_spec(self, release: ModelRelease) -> ModelReleaseSpec | None:
+        stored = self.objects.load("ModelRelease", release.namespace, release.name) or {}
+        try:
+            return ModelReleaseSpec.model_validate(stored["spec"]) if stored.get("spec") else None
+        except ValidationError:
+            return None  # written by another version: nothing to compare with
+
     def _reconcile_release(self, release: ModelRelease) -> ReleaseOutcome:
+        stored_spec = self._stored_spec(release)
+        refused = immutable_changes(stored_spec, release.spec) if stored_spec is not None else []
+        if refused:
+            # As the API server would: the edit is not taken, the object and
+            # what it deployed stay as they were.
+            for message in refused:
+                self.log(f"[{release.name}] ! refused: {message}")
+            kept = self._with_generation(release.model_copy(update={"spec": stored_spec}))
+            return ReleaseOutcome(release=kept, steps=0, released=False, refused=refused)
         release = self._with_generation(release)
         gate = (
             self.gates.get((release.namespace, release.spec.gate.name))
@@ -273,7 +301,8 @@ class LocalRun:
                 time.sleep(plan.requeue_after.total_seconds())
                 continue
             break
-        released = release.status is not None and release.status.phase == Phase.RELEASED
+        ready = cond.find(release.status.conditions, cond.READY) if release.status else None
+        released = ready is not None and ready.status == "True"
         return ReleaseOutcome(release=release, steps=steps, released=released)
 
     def _deployments(
@@ -354,6 +383,8 @@ class LocalRun:
                         image=h["image"],
                         config_hash=h["configHash"],
                         deployed_at=h["deployedAt"],
+                        rolled_back=bool(h.get("rolledBack")),
+                        rollout=h.get("rollout"),
                     )
                     for h in history
                 ]

@@ -173,7 +173,11 @@ class Entry:
 
 
 def promotion_id(action: Deploy) -> str:
-    text = "\0".join([action.release, action.environment, action.image, action.config_hash])
+    parts = [action.release, action.environment, action.image, action.config_hash]
+    if action.rollout > 1:
+        # A config put back after a change is a new promotion, not the first one.
+        parts.append(str(action.rollout))
+    text = "\0".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -528,6 +532,8 @@ class GitOpsDelivery:
                 live = live_promotion(entries, action.environment, action.model)
                 if live is None or live.get("Release") != action.release:
                     return None  # already reverted, or replaced by a newer release
+                if action.config_hash and live.get("Config-Hash") == action.config_hash:
+                    return None  # the failed config change is already reverted
                 space.checkout(ref)
                 space.git("revert", "--no-commit", live.sha, check=False)
                 if space.git("diff", "--name-only", "--diff-filter=U", check=False).strip():

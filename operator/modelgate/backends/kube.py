@@ -275,13 +275,20 @@ class KubeDeployer:
         current = self._read("deployment", name, action.namespace)
         deployment = manifests.build_deployment(action, self.settings, now)
         annotations = deployment["metadata"]["annotations"]
-        key = f"{manifests.ANNOTATION_PREFIX}previous"
+        key, revision_key = manifests.PREVIOUS, manifests.PREVIOUS_REVISION
         if current is not None:
             current_annotations = current.get("metadata", {}).get("annotations") or {}
             if current_annotations.get(f"{manifests.ANNOTATION_PREFIX}release") == action.release:
                 # Re-applying our own release: keep what it replaced.
                 if key in current_annotations:
                     annotations[key] = current_annotations[key]
+                live_hash = current_annotations.get(f"{manifests.ANNOTATION_PREFIX}config-hash")
+                if live_hash != action.config_hash:
+                    # A config change: keep the config it replaces for its rollback.
+                    config = self._read("config_map", config_name, action.namespace) or {}
+                    annotations[revision_key] = manifests.snapshot(current, config)
+                elif revision_key in current_annotations:
+                    annotations[revision_key] = current_annotations[revision_key]
             else:
                 config = self._read("config_map", config_name, action.namespace) or {}
                 annotations[key] = manifests.snapshot(current, config)
@@ -299,9 +306,19 @@ class KubeDeployer:
         annotations = current.get("metadata", {}).get("annotations") or {}
         if annotations.get(f"{manifests.ANNOTATION_PREFIX}release") != action.release:
             return annotations.get(f"{manifests.ANNOTATION_PREFIX}release")  # already back
-        previous = manifests.parse_snapshot(
-            annotations.get(f"{manifests.ANNOTATION_PREFIX}previous")
-        )
+        same_release = False
+        previous = manifests.parse_snapshot(annotations.get(manifests.PREVIOUS))
+        if action.config_hash is not None:
+            live_hash = annotations.get(f"{manifests.ANNOTATION_PREFIX}config-hash")
+            if live_hash == action.config_hash:
+                return action.release  # the failed change is already undone
+            earlier = manifests.parse_snapshot(annotations.get(manifests.PREVIOUS_REVISION))
+            earlier_hash = ((earlier or {}).get("annotations") or {}).get(
+                f"{manifests.ANNOTATION_PREFIX}config-hash"
+            )
+            if earlier is not None and earlier_hash == action.config_hash:
+                previous, same_release = earlier, True
+            # Otherwise (written by an older operator): the previous release.
         apps, core = self.clients.apps, self.clients.core
         if previous is None:
             # Nothing was live before: remove what this release brought.
@@ -324,7 +341,7 @@ class KubeDeployer:
         try:
             core.patch_namespaced_config_map(config["metadata"]["name"], action.namespace, config)
             apps.patch_namespaced_deployment(
-                name, action.namespace, manifests.restore(current, previous, now)
+                name, action.namespace, manifests.restore(current, previous, now, same_release)
             )
         except ApiException as error:
             raise classify_api_error(error, f"rolling back {action.namespace}/{name}") from error

@@ -409,6 +409,7 @@ class LocalDeployer:
             "configHash": action.config_hash,
             "deployedAt": format_time(now),
             "predictions": action.predictions.wire() if action.predictions else None,
+            "rollout": action.rollout,
         }
         record["live"] = entry
         record["history"] = [entry, *record["history"]][:50]
@@ -425,14 +426,28 @@ class LocalDeployer:
         live = record.get("live")
         if live is None or live["release"] != action.release:
             return None if live is None else str(live["release"])
-        before = next(
-            (
-                h
-                for h in record["history"]
-                if h["release"] != action.release and not h.get("rolledBack")
-            ),
-            None,
-        )
+        before: dict[str, Any] | None = None
+        if action.config_hash is not None:
+            # A failed config change: this release's earlier config comes back.
+            if live["configHash"] == action.config_hash:
+                return str(live["release"])  # already back
+            before = next(
+                (
+                    h
+                    for h in record["history"]
+                    if h["release"] == action.release and h["configHash"] == action.config_hash
+                ),
+                None,
+            )
+        if before is None:
+            before = next(
+                (
+                    h
+                    for h in record["history"]
+                    if h["release"] != action.release and not h.get("rolledBack")
+                ),
+                None,
+            )
         if before is None:
             record["live"] = None
             _write_json(path, record)

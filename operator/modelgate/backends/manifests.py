@@ -398,6 +398,12 @@ def predictions_from_annotation(value: str | None) -> ArtifactRecord | None:
     return ArtifactRecord.model_validate(data) if isinstance(data, dict) else None
 
 
+# What was live before this release (a rollback puts it back), and this
+# release's config before its latest change (a failed change puts it back).
+PREVIOUS = f"{ANNOTATION_PREFIX}previous"
+PREVIOUS_REVISION = f"{ANNOTATION_PREFIX}previous-revision"
+
+
 def snapshot(deployment: dict[str, Any], config_map: dict[str, Any]) -> str:
     """What was live before a deploy, kept on the new Deployment for rollback."""
     containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
@@ -408,7 +414,7 @@ def snapshot(deployment: dict[str, Any], config_map: dict[str, Any]) -> str:
             "annotations": {
                 k: v
                 for k, v in annotations.items()
-                if k.startswith(ANNOTATION_PREFIX) and k != f"{ANNOTATION_PREFIX}previous"
+                if k.startswith(ANNOTATION_PREFIX) and k not in (PREVIOUS, PREVIOUS_REVISION)
             },
             "config": config_map.get("data") or {},
         },
@@ -426,8 +432,12 @@ def parse_snapshot(value: str | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("image") else None
 
 
-def restore(current: dict[str, Any], previous: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """A patch body putting ``previous`` back on the ``current`` Deployment."""
+def restore(
+    current: dict[str, Any], previous: dict[str, Any], now: datetime, same_release: bool = False
+) -> dict[str, Any]:
+    """A patch body putting ``previous`` back on the ``current`` Deployment.
+    ``same_release``: ``previous`` is this release's earlier config (a config
+    change failed), and the release it replaced stays recorded."""
     metadata = current["metadata"]
     template = current.get("spec", {}).get("template", {})
     containers = json.loads(json.dumps(template.get("spec", {}).get("containers") or []))
@@ -438,7 +448,11 @@ def restore(current: dict[str, Any], previous: dict[str, Any], now: datetime) ->
     annotations[f"{ANNOTATION_PREFIX}rolled-back-from"] = (metadata.get("annotations") or {}).get(
         f"{ANNOTATION_PREFIX}release", ""
     )
-    annotations[f"{ANNOTATION_PREFIX}previous"] = None  # one level: no ping-pong
+    if same_release:
+        annotations[PREVIOUS] = (metadata.get("annotations") or {}).get(PREVIOUS)
+    else:
+        annotations[PREVIOUS] = None  # one level: no ping-pong
+    annotations[PREVIOUS_REVISION] = None
     config_hash = annotations.get(f"{ANNOTATION_PREFIX}config-hash", "")
     return {
         "apiVersion": "apps/v1",

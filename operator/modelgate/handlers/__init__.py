@@ -409,6 +409,7 @@ def _act(
                 config_hash=action.config_hash,
                 deployed_at=format_time(now),
                 revision=revision,
+                rollout=action.rollout,
             )
             _record_live(rt, environments[action.environment], entry)
         elif isinstance(action, StartVerification):
