@@ -55,7 +55,7 @@ from modelgate.promotion import (
 )
 from modelgate.promotion import conditions as cond
 from modelgate.promotion.conditions import READY, set_condition
-from modelgate.promotion.paths import graph_problems
+from modelgate.promotion.environment_status import environment_verdicts
 from modelgate.promotion.reconcile import (
     VERIFY_COMMAND,
     release_key,
@@ -354,20 +354,20 @@ class LocalRun:
         now = self.clock()
         result = []
         for namespace, environments in sorted(self.environments.items()):
-            problems = graph_problems(environments)
             live = self.deployer.observe(namespace)
+            releases = [o.release for o in self.outcomes if o.release.namespace == namespace]
             for name, env in sorted(environments.items()):
                 status = EnvironmentStatus(observed_generation=env.generation)
-                problem = problems.get(name)
-                status.conditions = set_condition(
-                    [],
-                    READY,
-                    problem is None,
-                    "PromotionPathInvalid" if problem else "Ready",
-                    problem or "environment is valid",
-                    env.generation,
-                    now,
-                )
+                for verdict in environment_verdicts(env, environments, releases):
+                    status.conditions = set_condition(
+                        status.conditions,
+                        verdict.kind,
+                        verdict.ok,
+                        verdict.reason,
+                        verdict.message,
+                        env.generation,
+                        now,
+                    )
                 current = live.get(name)
                 if is_gitops(env):
                     current = self._gitops_live(env)

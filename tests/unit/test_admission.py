@@ -130,3 +130,22 @@ def test_new_approvals_are_credited_to_the_requester() -> None:
 def test_requester_from_userinfo() -> None:
     assert Requester.from_userinfo({}) is None
     assert Requester.from_userinfo({"username": "bob", "groups": ["a"]}) == Requester("bob", ("a",))
+
+
+def test_an_update_of_what_defines_the_model_is_rejected_with_the_fix() -> None:
+    before = release()
+    training = before.spec.training.wire()
+    training["params"]["n_estimators"] = 500
+    after = release(training=training)
+    review = review_release(after, environments(), ALICE, before)
+    assert len(review.errors) == 1
+    assert review.errors[0].startswith("spec.training is immutable")
+    assert "create a new ModelRelease" in review.errors[0]
+
+
+def test_an_update_of_the_promotion_config_is_admitted() -> None:
+    before = release()
+    promotion = before.spec.promotion.wire()
+    promotion["config"][0]["values"].append({"name": "LOG_LEVEL", "value": "warning"})
+    review = review_release(release(promotion=promotion), environments(), ALICE, before)
+    assert review.errors == []

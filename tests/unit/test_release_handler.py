@@ -15,6 +15,7 @@ import kopf
 import pytest
 
 from modelgate import handlers
+from modelgate.handlers import common, modelrelease
 from modelgate.settings import OperatorSettings
 
 START = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
@@ -42,10 +43,10 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
         runner=cast(Any, NothingRuns()),
         delivery=cast(Any, NothingDeployed()),
     )
-    monkeypatch.setattr(handlers, "_runtime", runtime)
-    monkeypatch.setattr(handlers, "_now", lambda: now[0])
-    monkeypatch.setattr(handlers, "_get_gate", lambda rt, namespace, name: None)
-    monkeypatch.setattr(handlers, "list_environments", lambda rt, namespace: {})
+    monkeypatch.setattr(common, "_runtime", runtime)
+    monkeypatch.setattr(modelrelease, "now_utc", lambda: now[0])
+    monkeypatch.setattr(modelrelease, "get_gate", lambda rt, namespace, name: None)
+    monkeypatch.setattr(modelrelease, "list_environments", lambda rt, namespace: {})
     monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: None)
     return now
 

@@ -21,7 +21,7 @@ from modelgate.api.environment import Environment
 from modelgate.api.loader import format_validation_error
 from modelgate.api.modelrelease import ModelRelease
 from modelgate.api.qualitygate import QualityGate
-from modelgate.handlers import ENVIRONMENTS, GATES, RELEASES, list_environments, runtime
+from modelgate.handlers.common import ENVIRONMENTS, GATES, RELEASES, list_environments, runtime
 from modelgate.promotion.admission import Requester, review_release, stamp_approvals
 
 ResourceT = TypeVar("ResourceT", bound=ResourceModel)

@@ -1,6 +1,8 @@
 """Admission decisions for ModelReleases. Pure: the webhook handlers supply
 the request's objects and identity and apply what this returns.
 
+- An update that changes what defines the model (model, serving, image,
+  training) is rejected, as the CRD's transition rules do.
 - A release is rejected when its own config overrides already break a rule
   (or leak another environment's identifiers) of an environment it names;
   problems in an Environment's own config are warnings, since the release
@@ -18,7 +20,7 @@ from datetime import datetime
 
 from modelgate.api.common import format_time
 from modelgate.api.environment import Environment
-from modelgate.api.modelrelease import Approval, ModelRelease
+from modelgate.api.modelrelease import Approval, ModelRelease, immutable_changes
 from modelgate.envconfig import merge_config, validate_config
 
 
@@ -90,6 +92,8 @@ def review_release(
     old: ModelRelease | None = None,
 ) -> Review:
     review = Review()
+    if old is not None:
+        review.errors.extend(immutable_changes(old.spec, release.spec))
     for name in release.spec.promotion.environments:
         environment = environments.get(name)
         if environment is None:

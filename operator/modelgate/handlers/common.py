@@ -1,0 +1,252 @@
+"""What the handlers share: API clients, backends, per-object locks and small helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from modelgate import __version__
+from modelgate.api.environment import Environment
+from modelgate.api.loader import format_validation_error
+from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
+from modelgate.api.qualitygate import QualityGate
+from modelgate.backends.delivery import KubeDelivery
+from modelgate.backends.kube import (
+    GROUP,
+    VERSION,
+    KubeClients,
+    KubeRunner,
+    KubeTransientError,
+    TimedApiClient,
+    classify_api_error,
+)
+from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client
+from modelgate.metrics import Metrics
+from modelgate.promotion.conditions import READY, set_condition
+from modelgate.settings import OperatorSettings
+
+RELEASES = (GROUP, VERSION, "modelreleases")
+GATES = (GROUP, VERSION, "qualitygates")
+ENVIRONMENTS = (GROUP, VERSION, "environments")
+RESYNC_SECONDS = float(os.environ.get("MODELGATE_RESYNC_SECONDS", "15"))
+# Follow-up steps taken in one handler call when an action can be observed at
+# once (a gate result, a created Job): fewer round trips, same decisions.
+STEPS_PER_CALL = 5
+# Releases at rest (nothing to do until something changes) are re-checked this
+# many times less often than moving ones; a spec change still acts at once.
+AT_REST_FACTOR = 10
+AT_REST_PHASES = {"Released", "GateFailed", "Failed", "Blocked", "RolledBack"}
+
+logger = logging.getLogger("modelgate.handlers")
+USER_AGENT = "modelgate-operator"
+
+
+def api_client() -> kube_client.ApiClient:
+    """A kubernetes client for the same cluster kopf talks to; it names itself
+    in User-Agent, so audit logs tell the operator's requests apart."""
+    server = os.environ.get("MODELGATE_API_SERVER")
+    timeout = OperatorSettings.from_env().api_timeout
+    if server:
+        configuration = kube_client.Configuration()
+        configuration.host = server
+        client = TimedApiClient(configuration, timeout)
+    else:
+        try:
+            kube_config.load_incluster_config()
+        except kube_config.ConfigException:
+            kube_config.load_kube_config()
+        client = TimedApiClient(timeout=timeout)
+    client.user_agent = f"{USER_AGENT}/{__version__}"
+    return client
+
+
+@dataclass
+class Runtime:
+    """What the handlers share: clients, backends and per-object locks."""
+
+    settings: OperatorSettings
+    clients: KubeClients
+    store: S3ArtifactStore
+    runner: KubeRunner
+    delivery: KubeDelivery
+    metrics: Metrics = field(default_factory=Metrics)
+    metrics_server: Any = None
+    locks: defaultdict[str, threading.Lock] = field(
+        default_factory=lambda: defaultdict(threading.Lock)
+    )
+    # uid -> resync ticks skipped while the release is at rest
+    resting: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # uid -> (resourceVersion read, status decided from it). kopf patches the
+    # status after a handler returns, and a timer can run before the watch
+    # brings that write back: a body still at the version read last time is
+    # stale, and the status decided then is the truth.
+    decided: dict[str, tuple[str, ModelReleaseStatus]] = field(default_factory=dict)
+
+    def wake_releases(self) -> None:
+        """Releases at rest are looked at on their next resync tick, not after
+        AT_REST_FACTOR of them (an Environment or gate they use changed)."""
+        for uid in list(self.resting):
+            self.resting[uid] = AT_REST_FACTOR - 1
+
+    @classmethod
+    def build(cls, settings: OperatorSettings) -> Runtime:
+        clients = KubeClients(api_client())
+        s3_settings = S3Settings(
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint,
+            region=settings.s3_region,
+            path_style=settings.s3_path_style,
+        )
+        s3 = make_client(s3_settings)
+        store = S3ArtifactStore(s3_settings, s3)
+        return cls(
+            settings=settings,
+            clients=clients,
+            store=store,
+            runner=KubeRunner(clients, settings, store, s3),
+            delivery=KubeDelivery(clients, settings),
+        )
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    global _runtime  # noqa: PLW0603  (built once per process, at first use)
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime.build(OperatorSettings.from_env())
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the clients (tests start a new emulator per module)."""
+    global _runtime  # noqa: PLW0603
+    with _runtime_lock:
+        _runtime = None
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch turning ``old`` status into ``new``: only what differs
+    (an unchanged status writes nothing, so a resync causes no watch event),
+    removed keys as null."""
+    old = old or {}
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+def report_invalid(kind: str, body: kopf.Body, patch: kopf.Patch, error: ValidationError) -> None:
+    problems = format_validation_error(error)
+    message = "; ".join(problems)
+    generation = int(body.get("metadata", {}).get("generation") or 1)
+    conditions = set_condition([], READY, False, "InvalidSpec", message, generation, now_utc())
+    patch.status["conditions"] = [c.wire() for c in conditions]
+    patch.status["observedGeneration"] = generation
+    kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
+    raise InvalidSpec(f"invalid {kind}: {message}")
+
+
+class InvalidSpec(kopf.PermanentError):
+    """The object cannot be parsed; its status says why."""
+
+
+@contextlib.contextmanager
+def measured(kind: str) -> Iterator[None]:
+    """Count and time one reconciliation by its result."""
+    started = time.monotonic()
+    result = "ok"
+    try:
+        yield
+    except InvalidSpec:
+        result = "invalid"
+        runtime().metrics.error(kind, "InvalidSpec")
+        raise
+    except kopf.TemporaryError:
+        result = "retry"
+        raise
+    except BaseException:
+        result = "error"
+        raise
+    finally:
+        runtime().metrics.reconciled(kind, result, time.monotonic() - started)
+
+
+def transient(error: Exception) -> kopf.TemporaryError:
+    if isinstance(error, KubeTransientError):
+        return kopf.TemporaryError(str(error), delay=error.delay)
+    # S3 and Git clients have retried with backoff already (botocore's
+    # adaptive mode, the push-race loop): wait a little before the next round.
+    return kopf.TemporaryError(str(error), delay=10)
+
+
+def get_gate(rt: Runtime, namespace: str, name: str | None) -> QualityGate | None:
+    if name is None:
+        return None
+    try:
+        raw = rt.clients.custom.get_namespaced_custom_object(*GATES[:2], namespace, GATES[2], name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise classify_api_error(error, f"reading QualityGate {name}") from error
+    try:
+        return QualityGate.model_validate(raw)
+    except ValidationError:
+        return None  # its own handler reports why; the release waits for a valid gate
+
+
+def list_releases(rt: Runtime, namespace: str) -> list[ModelRelease]:
+    """The valid ModelReleases of ``namespace`` (invalid ones report themselves)."""
+    try:
+        listing = rt.clients.custom.list_namespaced_custom_object(
+            *RELEASES[:2], namespace, RELEASES[2]
+        )
+    except ApiException as error:
+        raise classify_api_error(error, "listing ModelReleases") from error
+    found: list[ModelRelease] = []
+    for raw in listing.get("items", []):
+        with contextlib.suppress(ValidationError):
+            found.append(ModelRelease.model_validate(raw))
+    return found
+
+
+def list_environments(rt: Runtime, namespace: str) -> dict[str, Environment]:
+    try:
+        listing = rt.clients.custom.list_namespaced_custom_object(
+            *ENVIRONMENTS[:2], namespace, ENVIRONMENTS[2]
+        )
+    except ApiException as error:
+        raise classify_api_error(error, "listing Environments") from error
+    found: dict[str, Environment] = {}
+    for raw in listing.get("items", []):
+        try:
+            environment = Environment.model_validate(raw)
+        except ValidationError:
+            continue  # its own handler reports why
+        found[environment.name] = environment
+    return found

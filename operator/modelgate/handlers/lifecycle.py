@@ -1,0 +1,95 @@
+"""The operator process: kopf settings at startup, login, metrics and webhook servers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import kopf
+
+from modelgate.backends.kube import (
+    GROUP,
+)
+from modelgate.handlers import common
+from modelgate.handlers.common import runtime
+from modelgate.settings import OperatorSettings, priority_by_age
+
+_STARTED_NS = time.time_ns()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    operator_settings = OperatorSettings.from_env()
+    # The server ends a watch after this long and kopf re-lists; a stream
+    # that goes silent (a proxy holding it open) is dropped a little later.
+    settings.watching.server_timeout = operator_settings.watch_seconds
+    settings.watching.client_timeout = operator_settings.watch_seconds * 1.1 + 5
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = operator_settings.api_timeout
+    settings.networking.connect_timeout = min(10.0, operator_settings.api_timeout)
+    settings.execution.max_workers = 8
+    settings.posting.level = logging.WARNING
+    # Even with --verbose: the AWS SDK's debug lines carry signed request
+    # headers (the access key id) and every byte sent.
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings.peering.name = "modelgate"
+    # kopf pauses every replica when two share a priority: each one needs its
+    # own, and the oldest keeps acting (no hand-over while it lives).
+    settings.peering.priority = (
+        operator_settings.peering_priority
+        if operator_settings.peering_priority is not None
+        else priority_by_age(_STARTED_NS)
+    )
+    settings.peering.lifetime = operator_settings.peering_lifetime
+    if operator_settings.metrics_port:
+        rt = runtime()
+        if rt.metrics_server is None:
+            rt.metrics_server = rt.metrics.serve(operator_settings.metrics_port)
+    if operator_settings.webhook_port:
+        settings.admission.server = webhook_server(operator_settings)
+        if operator_settings.webhook_managed:
+            # kopf creates and updates the webhook configurations itself.
+            settings.admission.managed = GROUP
+
+
+def webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
+    """The admission webhook endpoint: POST /<handler id> (e.g. /validate-release)."""
+    if not settings.webhook_insecure and not (settings.webhook_cert and settings.webhook_key):
+        raise ValueError(
+            "MODELGATE_WEBHOOK_PORT is set but MODELGATE_WEBHOOK_CERT and "
+            "MODELGATE_WEBHOOK_KEY are not: mount a TLS certificate (e.g. from cert-manager) "
+            "and point both at it"
+        )
+    return kopf.WebhookServer(
+        addr="0.0.0.0",  # the API server calls in through the Service
+        port=settings.webhook_port,
+        host=settings.webhook_host,
+        certfile=settings.webhook_cert,
+        pkeyfile=settings.webhook_key,
+        insecure=settings.webhook_insecure,
+    )
+
+
+@kopf.on.cleanup()
+def stop_metrics(**_: Any) -> None:
+    current = common._runtime
+    if current is not None and current.metrics_server is not None:
+        current.metrics_server.shutdown()
+        current.metrics_server.server_close()
+        current.metrics_server = None
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    server = os.environ.get("MODELGATE_API_SERVER")
+    if server:
+        return kopf.ConnectionInfo(server=server, insecure=True)
+    return kopf.login_via_client(**kwargs)

@@ -1,0 +1,324 @@
+"""ModelRelease handlers: observe, decide with the core, act, record the status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from modelgate.api.common import format_time
+from modelgate.api.environment import Environment, EnvironmentStatus, Promotion
+from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
+from modelgate.backends.base import ArtifactError
+from modelgate.backends.evaluation import record_gate_evaluation
+from modelgate.backends.gitops import GitError
+from modelgate.backends.kube import (
+    KubeTransientError,
+)
+from modelgate.backends.s3 import read_uri
+from modelgate.gates import Table, TableError, read_table
+from modelgate.handlers.common import (
+    AT_REST_FACTOR,
+    AT_REST_PHASES,
+    ENVIRONMENTS,
+    RELEASES,
+    RESYNC_SECONDS,
+    STEPS_PER_CALL,
+    Runtime,
+    get_gate,
+    list_environments,
+    logger,
+    measured,
+    now_utc,
+    report_invalid,
+    runtime,
+    status_patch,
+    transient,
+)
+from modelgate.promotion import (
+    Action,
+    Deploy,
+    EvaluateGate,
+    Observed,
+    Plan,
+    Rollback,
+    StartTraining,
+    StartVerification,
+    TrainingObservation,
+    reconcile,
+)
+from modelgate.promotion.conditions import READY, STALLED, set_condition
+from modelgate.promotion.reconcile import release_key, training_job_name, training_key
+
+
+def _load_data(rt: Runtime) -> Any:
+    def load(uri: str, name: str) -> Table:
+        if not uri.startswith("s3://"):
+            raise TableError(
+                f"the operator reads {name} data from s3:// only (got {uri!r}); "
+                "local paths work in local mode"
+            )
+        try:
+            return read_table(read_uri(rt.store.client, uri), name)
+        except ArtifactError as error:
+            raise TableError(f"cannot read {name} data: {error}") from error
+
+    return load
+
+
+def _record_live(rt: Runtime, environment: Environment, entry: Promotion) -> None:
+    """Environment status: what is live there now, and the last promotions."""
+    try:
+        current = rt.clients.custom.get_namespaced_custom_object(
+            *ENVIRONMENTS[:2], environment.namespace, ENVIRONMENTS[2], environment.name
+        )
+        status = EnvironmentStatus.model_validate(current.get("status") or {})
+    except (ApiException, ValidationError):
+        status = environment.status or EnvironmentStatus()
+    status.live_release, status.live_image = entry.release, entry.image
+    status.live_since, status.config_hash = entry.deployed_at, entry.config_hash
+    status.history = [entry, *status.history][: environment.spec.history_limit]
+    try:
+        rt.clients.custom.patch_namespaced_custom_object_status(
+            *ENVIRONMENTS[:2],
+            environment.namespace,
+            ENVIRONMENTS[2],
+            environment.name,
+            {"status": status.wire()},
+        )
+    except ApiException as error:
+        logger.warning("could not record the promotion in %s: %s", environment.name, error)
+
+
+def _act(
+    rt: Runtime,
+    release: ModelRelease,
+    plan: Plan,
+    environments: Mapping[str, Environment],
+    now: datetime,
+) -> None:
+    for action in plan.actions:
+        log_action(release, action)
+        if isinstance(action, StartTraining):
+            rt.runner.start(release, action)
+        elif isinstance(action, EvaluateGate):
+            record_gate_evaluation(release, action, rt.store, _load_data(rt), now)
+        elif isinstance(action, Deploy):
+            environment = environments[action.environment]
+            revision = rt.delivery.deploy(environment, action, now)
+            entry = Promotion(
+                release=action.release.split("/", 1)[1],
+                model_version=release.spec.model.version,
+                image=action.image,
+                config_hash=action.config_hash,
+                deployed_at=format_time(now),
+                revision=revision,
+                rollout=action.rollout,
+            )
+            _record_live(rt, environments[action.environment], entry)
+        elif isinstance(action, StartVerification):
+            rt.runner.start_verification(action)
+        elif isinstance(action, Rollback):
+            environment = environments[action.environment]
+            restored, revision = rt.delivery.rollback(environment, action, now)
+            live = rt.delivery.observe(
+                release.namespace,
+                {action.environment: environment},
+                action.model,
+                action.release,
+            ).get(action.environment)
+            if live is not None:
+                rt.metrics.set_live(
+                    release.namespace,
+                    action.environment,
+                    action.model,
+                    (restored or live.release).split("/", 1)[-1],
+                    None,  # the restored release's version is on that release
+                )
+                entry = Promotion(
+                    release=(restored or live.release).split("/", 1)[-1],
+                    image=live.image,
+                    config_hash=live.config_hash,
+                    deployed_at=format_time(now),
+                    rolled_back=True,
+                    revision=revision,
+                )
+                _record_live(rt, environments[action.environment], entry)
+
+
+def log_action(release: ModelRelease, action: Action) -> None:
+    """One line per side effect, with release and environment as fields (in
+    ``--log-format json`` they become JSON keys)."""
+    environment = getattr(action, "environment", None)
+    fields = {"release": release_key(release), "action": type(action).__name__}
+    if environment is not None:
+        fields["environment"] = environment
+    where = f" in {environment}" if environment else ""
+    logger.info("%s %s%s", fields["action"], fields["release"], where, extra=fields)
+
+
+def _verifications(
+    rt: Runtime, release: ModelRelease, environments: Mapping[str, Environment]
+) -> dict[str, TrainingObservation]:
+    """The verification Jobs this release started (their names are in its status)."""
+    found: dict[str, TrainingObservation] = {}
+    for progress in release.status.environments if release.status else []:
+        environment = environments.get(progress.name)
+        if progress.verification_job and environment is not None:
+            run = rt.runner.observe(
+                environment.spec.namespace, progress.verification_job, ingest=False
+            )
+            if run is not None:
+                found[progress.verification_job] = run
+    return found
+
+
+def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) -> None:
+    """Observe, decide with the core, act, and record the status."""
+    with measured("ModelRelease"):
+        _reconcile_release(body, patch, resync)
+
+
+def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None:
+    rt = runtime()
+    try:
+        release = ModelRelease.model_validate(dict(body))
+    except ValidationError as error:
+        if resync:
+            return  # reported once by the change handler; nothing new to say
+        report_invalid("ModelRelease", body, patch, error)
+        return
+    uid = release.metadata.uid or release_key(release)
+    read_at = str(body.get("metadata", {}).get("resourceVersion") or "")
+    with rt.locks[uid]:
+        old_status = dict(body.get("status") or {})
+        earlier = rt.decided.get(uid)
+        if earlier is not None and read_at and earlier[0] == read_at:
+            release = release.model_copy(update={"status": earlier[1].model_copy(deep=True)})
+            # The patch must also undo what that write set (if it landed).
+            for key, value in earlier[1].wire().items():
+                old_status.setdefault(key, value)
+        try:
+            gate = get_gate(rt, release.namespace, release.spec.gate.name)
+            environments = list_environments(rt, release.namespace)
+            wanted = {
+                n: e for n, e in environments.items() if n in release.spec.promotion.environments
+            }
+            for _ in range(STEPS_PER_CALL):
+                now = now_utc()
+                job = training_job_name(release, training_key(release, gate))
+                recorded = release.status.training if release.status else None
+                finished = (
+                    recorded is not None
+                    and recorded.job_name == job
+                    and recorded.state == "Succeeded"
+                    and bool(release.status and release.status.artifacts)
+                )
+                observed = Observed(
+                    # A recorded success is final: no need to read the Job (and
+                    # copy its outputs) again on every resync.
+                    training=None if finished else rt.runner.observe(release.namespace, job),
+                    deployments=rt.delivery.observe(
+                        release.namespace, wanted, release.spec.model.name, release_key(release)
+                    ),
+                    verifications=_verifications(rt, release, wanted),
+                )
+                plan = reconcile(
+                    release,
+                    gate,
+                    environments,
+                    observed,
+                    now,
+                    server_image=rt.settings.server_image,
+                )
+                release = release.model_copy(update={"status": plan.status})
+                _act(rt, release, plan, environments, now)
+                for event in plan.events:
+                    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                if not plan.actions:
+                    break
+        except (KubeTransientError, ArtifactError, GitError) as error:
+            rt.metrics.error("ModelRelease", _error_reason(error))
+            if isinstance(error, ArtifactError | GitError) and not error.transient:
+                # Not retryable (access refused, missing bucket or Secret, a
+                # revert that conflicts): say so in status.
+                reason = "ArtifactStoreError" if isinstance(error, ArtifactError) else "GitOpsError"
+                status = release.status or ModelReleaseStatus()
+                for kind in (READY, STALLED):
+                    status.conditions = set_condition(
+                        status.conditions,
+                        kind,
+                        kind == STALLED,  # Ready=False, Stalled=True
+                        reason,
+                        str(error),
+                        release.generation,
+                        now_utc(),
+                    )
+                release = release.model_copy(update={"status": status})
+                kopf.event(body, type="Warning", reason=reason, message=str(error))
+                raise kopf.PermanentError(str(error)) from error
+            raise transient(error) from error
+        finally:
+            if release.status is not None:
+                patch.status.update(status_patch(old_status, release.status.wire()))
+                if read_at:
+                    rt.decided[uid] = (read_at, release.status.model_copy(deep=True))
+                rt.metrics.release_changed(
+                    release, _parsed_status(old_status), release.status, now_utc()
+                )
+
+
+def _parsed_status(raw: Mapping[str, Any]) -> ModelReleaseStatus | None:
+    try:
+        return ModelReleaseStatus.model_validate(raw) if raw else None
+    except ValidationError:
+        return None
+
+
+def _error_reason(error: Exception) -> str:
+    """A small, fixed set of reasons (metric labels)."""
+    if isinstance(error, ArtifactError):
+        return "ArtifactUnavailable" if error.transient else "ArtifactStoreError"
+    if isinstance(error, GitError):
+        return "GitUnavailable" if error.transient else "GitOpsError"
+    return "KubeApiUnavailable"
+
+
+@kopf.on.resume(*RELEASES)
+@kopf.on.create(*RELEASES)
+@kopf.on.update(*RELEASES, field="spec")
+def release_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile_release(body, patch)
+
+
+@kopf.timer(*RELEASES, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+def release_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    status = body.get("status") or {}
+    generation = body.get("metadata", {}).get("generation")
+    at_rest = (
+        status.get("phase") in AT_REST_PHASES and status.get("observedGeneration") == generation
+    )
+    uid = str(body.get("metadata", {}).get("uid"))
+    rt = runtime()
+    if at_rest:
+        rt.resting[uid] += 1
+        if rt.resting[uid] % AT_REST_FACTOR:
+            return
+    else:
+        rt.resting.pop(uid, None)
+    reconcile_release(body, patch, resync=True)
+
+
+@kopf.on.delete(*RELEASES)
+def release_deleted(name: str, namespace: str | None, uid: str | None, **_: Any) -> None:
+    """Training Jobs go with their release (owner references do it on a real
+    cluster; this also covers clusters without garbage collection of them)."""
+    rt = runtime()
+    rt.metrics.forget(namespace or "default", name)
+    rt.decided.pop(str(uid), None)
+    deleted = rt.runner.delete_jobs(namespace or "default", name)
+    logger.info("deleted %d training Jobs of %s/%s", deleted, namespace, name)

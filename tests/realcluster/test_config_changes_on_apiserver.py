@@ -1,0 +1,145 @@
+"""Edits after a release, on the real control plane: a leaking override is
+refused with production untouched, a valid one rolls out staging then
+production (verified again), and the API server refuses edits of what
+defines the model with the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.realcluster.conftest import Team, conditions
+from tests.support.cluster import wait_for
+
+NAME = "credit-risk-1-4-0"
+
+
+def _config_hash(team: Team, environment: str) -> str:
+    deployment = client.AppsV1Api(team.api).read_namespaced_deployment(
+        f"credit-risk-{environment}", team.targets[environment]
+    )
+    return str(deployment.metadata.annotations["modelgate.dev/config-hash"])
+
+
+def _overrides(**by_environment: dict[str, str]) -> dict[str, Any]:
+    config = [
+        {"environment": env, "values": [{"name": k, "value": v} for k, v in values.items()]}
+        for env, values in by_environment.items()
+    ]
+    return {"spec": {"promotion": {"config": config}}}
+
+
+def _settled(team: Team, ready: str, reason: str | None = None) -> dict[str, Any]:
+    """The release once its status speaks for its current generation with
+    Ready as wanted."""
+
+    def check() -> bool:
+        release = team.get("ModelRelease", NAME)
+        found = conditions(release).get("Ready", {})
+        return (
+            release.get("status", {}).get("observedGeneration") == release["metadata"]["generation"]
+            and found.get("observedGeneration") == release["metadata"]["generation"]
+            and found.get("status") == ready
+            and (reason is None or found.get("reason") == reason)
+        )
+
+    wait_for(check, 240, f"Ready={ready} {reason or ''}", lambda: team.get("ModelRelease", NAME))
+    return team.get("ModelRelease", NAME)
+
+
+def _verifications(team: Team, environment: str) -> list[client.V1Job]:
+    jobs = client.BatchV1Api(team.api).list_namespaced_job(team.targets[environment]).items
+    return [
+        j for j in jobs if j.metadata.labels.get("app.kubernetes.io/component") == "verification"
+    ]
+
+
+def test_config_edits_after_a_release_are_refused_or_rolled_out_in_order(team: Team) -> None:
+    team.create(team.release_document())
+    team.wait_phase(NAME, "Released")
+    production_before = _config_hash(team, "production")
+    staging_before = _config_hash(team, "staging")
+    history_before = team.environment("production")["status"]["history"]
+
+    team.patch(
+        "ModelRelease",
+        NAME,
+        _overrides(production={"FEATURE_STORE_URL": "https://features.backtest.example.com"}),
+    )
+    refused = _settled(team, "False", "ConfigRuleViolated")
+    found = conditions(refused)
+    assert found["ConfigValid"]["status"] == "False"
+    assert found["Stalled"]["status"] == "True"
+    assert "backtest" in found["Ready"]["message"]
+    assert "production keeps running config" in found["Ready"]["message"]
+    assert refused["status"]["phase"] == "Blocked"
+    assert _config_hash(team, "production") == production_before
+    assert team.environment("production")["status"]["history"] == history_before
+
+    team.patch(
+        "ModelRelease",
+        NAME,
+        _overrides(
+            staging={"REQUEST_TIMEOUT": "4s"},
+            production={
+                "FEATURE_STORE_URL": "https://features.prod.example.com",
+                "REQUEST_TIMEOUT": "3s",
+            },
+        ),
+    )
+    released = _settled(team, "True", "Released")
+    assert released["status"]["phase"] == "Released"
+    assert {c: v["status"] for c, v in conditions(released).items()} == {
+        "Trained": "True",
+        "GatePassed": "True",
+        "ConfigValid": "True",
+        "Deployed": "True",
+        "Verified": "True",
+        "Ready": "True",
+    }
+    assert [(e["name"], e["rollout"]) for e in released["status"]["environments"]] == [
+        ("staging", 2),
+        ("production", 2),
+    ]
+    assert _config_hash(team, "staging") != staging_before
+    assert _config_hash(team, "production") != production_before
+    staging_history = team.environment("staging")["status"]["history"]
+    production_history = team.environment("production")["status"]["history"]
+    assert staging_history[0]["rollout"] == production_history[0]["rollout"] == 2
+    assert staging_history[0]["deployedAt"] <= production_history[0]["deployedAt"]
+    # Each environment verified its new config with a Job of its own.
+    for environment in ("staging", "production"):
+        assert len(_verifications(team, environment)) == 2
+    wait_for(
+        lambda: (
+            client.AppsV1Api(team.api)
+            .read_namespaced_deployment("credit-risk-production", team.targets["production"])
+            .status.available_replicas
+            == 1
+        ),
+        120,
+        "the production rollout to be available",
+    )
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"spec": {"training": {"params": {"n_estimators": 300}}}}, "spec.training"),
+        ({"spec": {"model": {"version": "1.4.1"}}}, "spec.model"),
+        ({"spec": {"image": "registry.example.com/other:1"}}, "spec.image"),
+    ],
+)
+def test_the_api_server_refuses_edits_of_what_defines_the_model(
+    team: Team, patch: dict[str, Any], field: str
+) -> None:
+    team.create(team.release_document())
+    with pytest.raises(client.ApiException) as refused:
+        team.patch("ModelRelease", NAME, patch)
+    assert refused.value.status == 422
+    assert f"{field} is immutable" in str(refused.value.body)
+    assert "create a new ModelRelease" in str(refused.value.body)
+    generation = team.get("ModelRelease", NAME)["metadata"]["generation"]
+    assert generation == 1
