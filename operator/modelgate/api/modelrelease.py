@@ -378,8 +378,9 @@ class EnvironmentProgress(ApiModel):
     rollout: int | None = Field(
         default=None,
         ge=1,
-        description="Which deployment of this release to the environment this is: 1 for the "
-        "first, one more for each config change rolled out after it.",
+        description="The latest rollout of this release to the environment: 1 for its first "
+        "deployment, one more for each config change deployed after it (a number is never "
+        "used twice; the Environment's history says which one is live).",
     )
     previous_config_hash: str | None = Field(
         default=None,

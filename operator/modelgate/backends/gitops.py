@@ -42,6 +42,7 @@ from modelgate.api.environment import DeliveryMode, Environment, GitStrategy, Gi
 from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.backends import gitformats
 from modelgate.promotion import Deploy, DeploymentObservation, Rollback
+from modelgate.promotion.plan import parse_rollout
 from modelgate.settings import OperatorSettings
 
 TRAILER = "Modelgate-"
@@ -242,6 +243,7 @@ def promotion_message(action: Deploy, ident: str, path: str) -> str:
         f"{TRAILER}Path: {path}",
         f"{TRAILER}Image: {action.image}",
         f"{TRAILER}Config-Hash: {action.config_hash}",
+        f"{TRAILER}Rollout: {action.rollout}",
         f"{TRAILER}Gate: {action.gate or 'none'}",
     ]
     if action.approved_by:
@@ -619,6 +621,7 @@ def _observation(
         release=entry.get("Release") or "",
         image=entry.get("Image") or "",
         config_hash=entry.get("Config-Hash") or "",
+        rollout=parse_rollout(entry.get("Rollout")),
         deployed_at=entry.committed_at,
         ready=ready,
         predictions=_predictions(entry),

@@ -30,6 +30,7 @@ from modelgate.promotion import (
     StartVerification,
     TrainingObservation,
 )
+from modelgate.promotion.plan import parse_rollout
 from modelgate.settings import OperatorSettings
 from modelgate.trainer import contract
 
@@ -377,6 +378,7 @@ class KubeDeployer:
                 config_hash=annotations.get(f"{manifests.ANNOTATION_PREFIX}config-hash", ""),
                 deployed_at=annotations.get(f"{manifests.ANNOTATION_PREFIX}deployed-at", ""),
                 ready=ready,
+                rollout=parse_rollout(annotations.get(f"{manifests.ANNOTATION_PREFIX}rollout")),
                 predictions=manifests.predictions_from_annotation(
                     annotations.get(f"{manifests.ANNOTATION_PREFIX}predictions")
                 ),

@@ -28,6 +28,7 @@ from modelgate.promotion import (
     StartVerification,
     TrainingObservation,
 )
+from modelgate.promotion.plan import parse_rollout
 from modelgate.promotion.reconcile import serves_artifact
 from modelgate.trainer import contract
 
@@ -481,6 +482,7 @@ class LocalDeployer:
                 image=live["image"],
                 config_hash=live["configHash"],
                 deployed_at=live["deployedAt"],
+                rollout=parse_rollout(live.get("rollout")),
                 # As a Deployment whose pods never get ready: the rollout waits.
                 ready=not failed,
                 predictions=ArtifactRecord.model_validate(predictions) if predictions else None,

@@ -285,6 +285,7 @@ def deployment_annotations(action: Deploy, now: datetime) -> dict[str, str]:
         f"{ANNOTATION_PREFIX}config-hash": action.config_hash,
         f"{ANNOTATION_PREFIX}deployed-at": format_time(now),
         f"{ANNOTATION_PREFIX}predictions": json.dumps(predictions, sort_keys=True),
+        f"{ANNOTATION_PREFIX}rollout": str(action.rollout),
     }
 
 

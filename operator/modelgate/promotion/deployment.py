@@ -194,9 +194,12 @@ def _realized(
         deployed_at=live.deployed_at,
         revision=live.revision,
     )
-    if earlier is not None and earlier.rollout:
+    recorded = earlier.rollout if earlier is not None and earlier.rollout else 0
+    if live.rollout is not None:
+        entry.rollout = max(live.rollout, recorded)
+    elif recorded:
         # A rollout whose status write was lost is still one more than the last.
-        entry.rollout = earlier.rollout if same else earlier.rollout + 1
+        entry.rollout = recorded if same else recorded + 1
     else:
         entry.rollout = 1
     entry.previous_config_hash = earlier.previous_config_hash if same and earlier else None
@@ -233,11 +236,11 @@ def _change(
         and earlier.config_hash == digest
         and earlier.rollout is not None
     )
-    if earlier is not None and earlier.rollout:
-        live_rollout = earlier.rollout - 1 if asked else earlier.rollout
-    else:
-        live_rollout = 1
-    live_rollout = max(live_rollout, 1)
+    recorded = earlier.rollout if earlier is not None and earlier.rollout else 0
+    # Never a number used before: the highest of what is live (a rollback
+    # puts an older one back) and what this status recorded.
+    used = max(live.rollout or 1, recorded)
+    next_rollout = recorded if asked else used + 1
     entry = EnvironmentProgress(
         name=name,
         phase=EnvironmentPhase.PENDING,
@@ -245,7 +248,7 @@ def _change(
         image=live.image,
         deployed_at=live.deployed_at,
         revision=live.revision,
-        rollout=live_rollout,
+        rollout=used,
         previous_config_hash=live.config_hash,
         approved_by=earlier.approved_by if earlier is not None else None,
         approved_at=earlier.approved_at if earlier is not None else None,
@@ -269,7 +272,7 @@ def _change(
     if not may_deploy:
         entry.message = f"a change ({change}) waits for the environments before {name}"
         return entry, None
-    entry, verdict = _try_deploy(ctx, env, merged, digest, soaked_until, entry, live_rollout + 1)
+    entry, verdict = _try_deploy(ctx, env, merged, digest, soaked_until, entry, next_rollout)
     if entry.phase == EnvironmentPhase.BLOCKED and verdict is not None:
         reason, message, is_stalled = verdict
         keeps = f"; {name} keeps running config {live.config_hash[:12]}"

@@ -41,6 +41,17 @@ class DeploymentObservation:
     # GitOps: the commit that put it there, and what the rollout waits for.
     revision: str | None = None
     message: str | None = None
+    # Which rollout of the release this is (None: recorded before rollouts were).
+    rollout: int | None = None
+
+
+def parse_rollout(value: object) -> int | None:
+    """A rollout number as a backend recorded it (annotation, trailer, file)."""
+    try:
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if number >= 1 else None
 
 
 @dataclass(frozen=True)
