@@ -21,6 +21,7 @@ from tests.integration.test_localmode import (
     released_state,
     run_json,
 )
+from tests.support.gitops_agent import bare_repository, git
 
 __all__ = ["released_state"]  # the module fixture, shared with test_localmode
 
@@ -141,3 +142,48 @@ def test_what_defines_the_model_cannot_be_edited(
     assert "Deploying" not in captured.out
     # Nothing was taken: the original spec still runs to rest, released.
     assert main(["run", str(GATE), str(ENVS), str(RELEASE), "--state-dir", str(state)]) == 0
+
+
+def test_gitops_config_edits_are_a_commit_per_rollout_and_none_when_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    remote = bare_repository(tmp_path)
+    documents = [d for d in yaml.safe_load_all(ENVS.read_text()) if d]
+    for document in documents:
+        if document["metadata"]["name"] == "production":
+            document["spec"]["delivery"] = {
+                "mode": "GitOps",
+                "git": {"repository": f"file://{remote}", "path": "envs/production"},
+            }
+    environments = tmp_path / "environments.yaml"
+    environments.write_text(yaml.safe_dump_all(documents))
+    state = tmp_path / "state"
+    assert main(["run", str(GATE), str(environments), str(RELEASE), "--state-dir", str(state)]) == 0
+    first = git(remote, "rev-parse", "main").strip()
+
+    leak = edited(
+        tmp_path,
+        set_override("production", "FEATURE_STORE_URL", "https://features.backtest.example.com"),
+    )
+    assert main(["run", str(GATE), str(environments), str(leak), "--state-dir", str(state)]) == 1
+    assert git(remote, "rev-parse", "main").strip() == first  # no commit for a refused edit
+
+    valid = edited(tmp_path, set_override("production", "REQUEST_TIMEOUT", "3s"))
+    capsys.readouterr()
+    code, listing = run_json(capsys, GATE, environments, valid, "--state-dir", state)
+    assert code == 0
+    head = git(remote, "rev-parse", "main").strip()
+    assert git(remote, "rev-list", "--count", f"{first}..{head}").strip() == "1"
+    message = git(remote, "log", "-1", "--format=%B", "main")
+    assert "Modelgate-Rollout: 2" in message
+    release = items(listing, "ModelRelease")["credit-risk-1-4-0"]
+    production = next(e for e in release["status"]["environments"] if e["name"] == "production")
+    assert (production["phase"], production["rollout"], production["revision"]) == (
+        "Deployed",
+        2,
+        head,
+    )
+    assert production["configHash"] in message
+    # Re-running is idempotent: no second commit for the same rollout.
+    assert main(["run", str(GATE), str(environments), str(valid), "--state-dir", str(state)]) == 0
+    assert git(remote, "rev-parse", "main").strip() == head

@@ -10,6 +10,7 @@ from modelgate.api import Environment, ModelRelease
 from modelgate.api.modelrelease import Phase
 from modelgate.promotion import Deploy, Rollback, reconcile
 from modelgate.promotion.conditions import find
+from modelgate.promotion.environment_status import environment_verdicts
 from tests.unit.test_reconcile import (
     NOW,
     VerifyingWorld,
@@ -277,3 +278,36 @@ def test_after_an_edit_every_gating_condition_speaks_for_the_new_generation() ->
         assert found is not None, kind
         assert found.status == "True", kind
         assert found.observed_generation == 2, kind
+
+
+def test_a_rule_added_after_a_release_shows_on_the_environment_and_the_release() -> None:
+    world = World()
+    envs = make_envs()
+    envs["production"] = make_env(
+        "production",
+        "production",
+        promotesFrom="staging",
+        config=[{"name": "URL", "value": "https://prod.example.com"}],
+    )
+    leak = edited(
+        make_release(), generation=1, config=production_override("https://backtest.example.com")
+    )
+    release, _ = drive(leak, world, envs=envs)  # no rule yet: it goes live
+    assert release.status is not None
+    assert release.status.phase == Phase.RELEASED
+    count = len(world.deploys)
+    strict = make_envs()  # production now forbids backtest
+    verdicts = {v.kind: v for v in environment_verdicts(strict["production"], strict, [release])}
+    assert verdicts["ConfigValid"].ok is False
+    assert verdicts["ConfigValid"].reason == "LiveConfigViolatesRules"
+    assert "live release m-1" in verdicts["ConfigValid"].message
+    assert "forbid=backtest" in verdicts["ConfigValid"].message
+    assert verdicts["Ready"].ok is False
+    after, _ = drive(release, world, envs=strict)
+    assert len(world.deploys) == count  # nothing undeployed, nothing redeployed
+    assert world.deployments["production"].release == "team/m-1"
+    assert condition(after, "ConfigValid")[0] == "False"
+    assert condition(after, "Ready")[:2] == ("False", "ConfigRuleViolated")
+    staging = {v.kind: v for v in environment_verdicts(strict["staging"], strict, [after])}
+    assert staging["ConfigValid"].ok is True
+    assert staging["Ready"].ok is True
