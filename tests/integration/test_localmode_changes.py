@@ -3,13 +3,20 @@ refused, what defines the model cannot change, and the exit code follows Ready."
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from modelgate.api import Environment
+from modelgate.backends.local import LocalServers
 from modelgate.cli import main
+from modelgate.envconfig import validate_config
 from tests.integration.test_localmode import (
     ENVS,
     GATE,
@@ -187,3 +194,70 @@ def test_gitops_config_edits_are_a_commit_per_rollout_and_none_when_refused(
     # Re-running is idempotent: no second commit for the same rollout.
     assert main(["run", str(GATE), str(environments), str(valid), "--state-dir", str(state)]) == 0
     assert git(remote, "rev-parse", "main").strip() == head
+
+
+# Edits a team makes after a release, for the random sequences below.
+EDITS = {
+    "production-leak": set_override(
+        "production", "FEATURE_STORE_URL", "https://features.backtest.example.com"
+    ),
+    "production-valid": set_override("production", "REQUEST_TIMEOUT", "3s"),
+    "production-valid-2": set_override("production", "REQUEST_TIMEOUT", "4s"),
+    "production-bad-level": set_override("production", "LOG_LEVEL", "debug"),
+    "staging-valid": set_override("staging", "REQUEST_TIMEOUT", "6s"),
+    "staging-invalid": set_override("staging", "REQUEST_TIMEOUT", "soon"),
+}
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(sequence=st.lists(st.sampled_from(sorted(EDITS)), min_size=2, max_size=3))
+def test_random_edit_sequences_keep_local_mode_truthful(
+    released_state: Path, capsys: pytest.CaptureFixture[str], sequence: list[str]
+) -> None:
+    """The state machine's promises, in local mode for real: the exit code is
+    Ready, Ready never claims an unmet condition, every live config passes the
+    rules, and rollout numbers only grow."""
+    environments = {
+        d["metadata"]["name"]: Environment.model_validate(d)
+        for d in yaml.safe_load_all(ENVS.read_text())
+        if d
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        tmp_path = Path(folder)
+        state = copy_state(released_state, tmp_path)
+        try:
+            for step in sequence:
+                release_file = edited(tmp_path, EDITS[step])
+                capsys.readouterr()
+                code, listing = run_json(capsys, GATE, ENVS, release_file, "--state-dir", state)
+                release = items(listing, "ModelRelease")["credit-risk-1-4-0"]
+                found = conditions(release)
+                ready = found["Ready"]["status"] == "True"
+                assert code == (0 if ready else 1), (step, found["Ready"])
+                if ready:
+                    for kind in ("Trained", "GatePassed", "ConfigValid", "Deployed", "Verified"):
+                        assert found[kind]["status"] == "True", (step, kind)
+                elif "invalid" in step or "leak" in step or "bad" in step:
+                    assert found["ConfigValid"]["status"] == "False", step
+                    assert found["Stalled"]["status"] == "True", step
+                for name in ("staging", "production"):
+                    record = json.loads(
+                        (state / "environments" / "default" / f"{name}.json").read_text()
+                    )
+                    live = {
+                        k: v
+                        for k, v in record["live"]["config"].items()
+                        if k in {"FEATURE_STORE_URL", "LOG_LEVEL", "REQUEST_TIMEOUT"}
+                    }
+                    env = environments[name]
+                    assert validate_config(env, live, environments.values()) == [], (step, live)
+                    deploys = [h for h in record["history"] if not h.get("rolledBack")]
+                    numbers = [h.get("rollout") or 1 for h in deploys][::-1]
+                    assert numbers == sorted(set(numbers)), (name, numbers)
+        finally:
+            LocalServers(state).stop_all()
