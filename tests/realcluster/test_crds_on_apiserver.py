@@ -435,6 +435,20 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
 
 CEL_CASES = cel_cases()
 
+# Transition rules (oldSelf) run on updates: (id, merge patch of the sample
+# release, message start). The sample serves with ReferenceServer, no image.
+TRANSITION_CASES = [
+    ("model version", {"spec": {"model": {"version": "1.4.1"}}}, "spec.model is immutable"),
+    ("serving", {"spec": {"serving": "Image", "image": "r.example.com/m:1"}}, "spec.serving is"),
+    ("image added", {"spec": {"image": "registry.example.com/m:2"}}, "spec.image is immutable"),
+    (
+        "training params",
+        {"spec": {"training": {"params": {"n_estimators": 300}}}},
+        "spec.training is immutable",
+    ),
+    ("training seed", {"spec": {"training": {"seed": 7}}}, "spec.training is immutable"),
+]
+
 
 def _cel_rules() -> set[tuple[str, str, str]]:
     """(kind, path with [] for items, message) of every CEL rule in the CRDs."""
@@ -458,6 +472,7 @@ def test_every_cel_rule_has_a_refusal_case() -> None:
         (document["kind"], re.sub(r"\[\d+\]", "[]", path), message)
         for _, document, path, message in CEL_CASES
     }
+    covered |= {("ModelRelease", "spec", message) for _, _, message in TRANSITION_CASES}
     missing = [
         rule
         for rule in _cel_rules()
@@ -480,6 +495,41 @@ def test_the_server_refuses_each_cel_violation_with_the_rule_message(
     refusal = _refusal(crds, dry_run_namespace, document)
     assert f"{path}: Invalid value" in refusal, refusal
     assert message in refusal, refusal
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [case[1:] for case in TRANSITION_CASES],
+    ids=[case[0] for case in TRANSITION_CASES],
+)
+def test_the_server_refuses_edits_of_what_defines_the_model(
+    crds: ControlPlane, namespace: str, patch: dict[str, Any], message: str
+) -> None:
+    custom = client.CustomObjectsApi(crds.api_client())
+    release = _example("credit-risk/release.yaml")
+    custom.create_namespaced_custom_object(
+        "modelgate.dev", "v1alpha1", namespace, "modelreleases", release
+    )
+    name = release["metadata"]["name"]
+    with pytest.raises(client.ApiException) as refused:
+        custom.patch_namespaced_custom_object(
+            "modelgate.dev", "v1alpha1", namespace, "modelreleases", name, patch
+        )
+    assert refused.value.status == 422
+    body = str(refused.value.body)
+    assert message in body, body
+    assert "create a new ModelRelease" in body, body
+    # What may change still can: the promotion config.
+    config = [{"environment": "production", "values": [{"name": "A", "value": "b"}]}]
+    edited = custom.patch_namespaced_custom_object(
+        "modelgate.dev",
+        "v1alpha1",
+        namespace,
+        "modelreleases",
+        name,
+        {"spec": {"promotion": {"config": config}}},
+    )
+    assert edited["metadata"]["generation"] == 2
 
 
 def test_unknown_fields_are_refused_by_name(crds: ControlPlane, dry_run_namespace: str) -> None:
