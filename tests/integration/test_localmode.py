@@ -270,10 +270,9 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "environments not found" in capsys.readouterr().err
 
 
-def test_gitops_production_commits_in_local_mode(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Local mode drives GitOps delivery too: a real commit, idempotent on re-runs."""
+def gitops_production(tmp_path: Path) -> tuple[Path, Path]:
+    """A bare repository, and the sample environments with production
+    delivered through it (GitOps) written next to it."""
     remote = bare_repository(tmp_path)
     documents = [d for d in yaml.safe_load_all(ENVS.read_text()) if d]
     for document in documents:
@@ -284,6 +283,14 @@ def test_gitops_production_commits_in_local_mode(
             }
     environments = tmp_path / "environments.yaml"
     environments.write_text(yaml.safe_dump_all(documents))
+    return remote, environments
+
+
+def test_gitops_production_commits_in_local_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Local mode drives GitOps delivery too: a real commit, idempotent on re-runs."""
+    remote, environments = gitops_production(tmp_path)
     state = tmp_path / "state"
     code, listing = run_json(capsys, GATE, environments, RELEASE, "--state-dir", state)
     assert code == 0

@@ -24,11 +24,12 @@ from tests.integration.test_localmode import (
     SAMPLE,
     conditions,
     copy_state,
+    gitops_production,
     items,
     released_state,
     run_json,
 )
-from tests.support.gitops_agent import bare_repository, git
+from tests.support.gitops_agent import git
 
 __all__ = ["released_state"]  # the module fixture, shared with test_localmode
 
@@ -154,16 +155,7 @@ def test_what_defines_the_model_cannot_be_edited(
 def test_gitops_config_edits_are_a_commit_per_rollout_and_none_when_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    remote = bare_repository(tmp_path)
-    documents = [d for d in yaml.safe_load_all(ENVS.read_text()) if d]
-    for document in documents:
-        if document["metadata"]["name"] == "production":
-            document["spec"]["delivery"] = {
-                "mode": "GitOps",
-                "git": {"repository": f"file://{remote}", "path": "envs/production"},
-            }
-    environments = tmp_path / "environments.yaml"
-    environments.write_text(yaml.safe_dump_all(documents))
+    remote, environments = gitops_production(tmp_path)
     state = tmp_path / "state"
     assert main(["run", str(GATE), str(environments), str(RELEASE), "--state-dir", str(state)]) == 0
     first = git(remote, "rev-parse", "main").strip()

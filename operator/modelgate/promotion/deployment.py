@@ -176,6 +176,18 @@ def _reached(earlier: EnvironmentProgress | None) -> bool:
     )
 
 
+def _live_entry(name: str, digest: str, live: DeploymentObservation) -> EnvironmentProgress:
+    """An entry wanting ``digest``, describing what is live."""
+    return EnvironmentProgress(
+        name=name,
+        phase=EnvironmentPhase.PENDING,
+        config_hash=digest,
+        image=live.image,
+        deployed_at=live.deployed_at,
+        revision=live.revision,
+    )
+
+
 def _realized(
     ctx: Context,
     env: Environment,
@@ -186,14 +198,7 @@ def _realized(
     """The entry of an environment running this release's desired image and config."""
     release, name = ctx.release, env.name
     same = earlier is not None and earlier.config_hash == digest
-    entry = EnvironmentProgress(
-        name=name,
-        phase=EnvironmentPhase.PENDING,
-        config_hash=digest,
-        image=live.image,
-        deployed_at=live.deployed_at,
-        revision=live.revision,
-    )
+    entry = _live_entry(name, digest, live)
     recorded = earlier.rollout if earlier is not None and earlier.rollout else 0
     if live.rollout is not None:
         entry.rollout = max(live.rollout, recorded)
@@ -241,19 +246,11 @@ def _change(
     # puts an older one back) and what this status recorded.
     used = max(live.rollout or 1, recorded)
     next_rollout = recorded if asked else used + 1
-    entry = EnvironmentProgress(
-        name=name,
-        phase=EnvironmentPhase.PENDING,
-        config_hash=digest,
-        image=live.image,
-        deployed_at=live.deployed_at,
-        revision=live.revision,
-        rollout=used,
-        previous_config_hash=live.config_hash,
-        approved_by=earlier.approved_by if earlier is not None else None,
-        approved_at=earlier.approved_at if earlier is not None else None,
-        verified_at=earlier.verified_at if earlier is not None else None,
-    )
+    entry = _live_entry(name, digest, live)
+    entry.rollout, entry.previous_config_hash = used, live.config_hash
+    if earlier is not None:
+        entry.approved_by, entry.approved_at = earlier.approved_by, earlier.approved_at
+        entry.verified_at = earlier.verified_at
     change = f"config {live.config_hash[:12]} -> {digest[:12]}"
     if live.image != ctx.image:
         change = f"image {live.image} -> {ctx.image}, {change}"
