@@ -12,7 +12,11 @@ from modelgate.promotion import Deploy, Rollback, reconcile
 from modelgate.promotion.conditions import find
 from modelgate.promotion.environment_status import environment_verdicts
 from tests.unit.test_reconcile import (
+    DIGEST_IMAGE,
+    METADATA,
+    MODEL,
     NOW,
+    PREDICTIONS,
     VerifyingWorld,
     World,
     condition,
@@ -311,3 +315,28 @@ def test_a_rule_added_after_a_release_shows_on_the_environment_and_the_release()
     staging = {v.kind: v for v in environment_verdicts(strict["staging"], strict, [after])}
     assert staging["ConfigValid"].ok is True
     assert staging["Ready"].ok is True
+
+
+def test_a_new_reference_server_image_rolls_out_instead_of_leaving_the_release_behind() -> None:
+    """An operator upgrade changes the reference server image: each release it
+    serves rolls the new one out, in path order, verified again."""
+    world = VerifyingWorld()
+    world.outputs = (PREDICTIONS, MODEL, METADATA)
+    envs = make_envs(verification={"image": "verify:1", "command": ["verify"]})
+    body = make_release(serving="ReferenceServer").wire()
+    body["spec"].pop("image")
+    release = ModelRelease.model_validate(body)
+    old, new = DIGEST_IMAGE, "registry.example.com/server@sha256:" + "ef" * 32
+    release, _ = drive(release, world, envs=envs, server_image=old)
+    assert release.status is not None
+    assert release.status.phase == Phase.RELEASED
+    count = len(world.deploys)
+    after, _ = drive(release, world, envs=envs, server_image=new)
+    assert [(d.environment, d.image, d.rollout) for d in world.deploys[count:]] == [
+        ("staging", new, 2),
+        ("production", new, 2),
+    ]
+    assert after.status is not None
+    assert after.status.phase == Phase.RELEASED
+    assert [e.phase for e in after.status.environments] == ["Deployed", "Deployed"]
+    assert len(world.verifications) == 2  # production verified the old and the new image

@@ -254,7 +254,7 @@ def _change(
     change = f"config {live.config_hash[:12]} -> {digest[:12]}"
     if live.image != ctx.image:
         change = f"image {live.image} -> {ctx.image}, {change}"
-    job = verification_job_name(ctx.release, name, digest)
+    job = verification_job_name(ctx.release, name, digest, ctx.image)
     run = observed.verifications.get(job)
     if run is not None and run.state == "Failed":
         # This change was deployed, failed its verification and was put back.

@@ -108,8 +108,13 @@ def serving_config(release: ModelRelease, artifacts: list[ArtifactRecord]) -> di
     return config
 
 
-def verification_job_name(release: ModelRelease, environment: str, digest: str) -> str:
-    """Deterministic per release, environment and config (a new config re-verifies)."""
-    key = canonical_hash([release_key(release), release.spec.image, environment, digest])[:8]
+def verification_job_name(
+    release: ModelRelease, environment: str, digest: str, image: str | None = None
+) -> str:
+    """Deterministic per release, environment, config and image (a new config,
+    or a new reference server image, re-verifies). ``image``: what is deployed,
+    when it is not ``spec.image`` (serving ReferenceServer)."""
+    served = image or release.spec.image
+    key = canonical_hash([release_key(release), served, environment, digest])[:8]
     suffix = f"-verify-{key}"
     return release.name[: JOB_NAME_MAX - len(suffix)].rstrip("-") + suffix

@@ -35,7 +35,7 @@ def verify(
         entry.phase = EnvironmentPhase.DEPLOYED
         ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
         return entry, None
-    job = verification_job_name(release, name, digest)
+    job = verification_job_name(release, name, digest, ctx.image)
     entry.verification_job = job
     run = observed.verifications.get(job)
     if run is None or run.state == "Running":
