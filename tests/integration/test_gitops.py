@@ -511,3 +511,50 @@ def test_a_push_refused_by_the_server_is_permanent_and_says_why(tmp_path: Path) 
     sha = operator.deploy(environment(bare), deploy_action(), NOW)
     assert git(bare, "rev-parse", "main").strip() == sha
     assert len(messages(bare)) == 2
+
+
+def test_a_failed_config_change_is_reverted_back_to_the_release_s_last_config(
+    tmp_path: Path, remote: Path
+) -> None:
+    env = environment(remote)
+    operator = delivery(tmp_path)
+    operator.deploy(env, deploy_action(), NOW)
+    changed = deploy_action(
+        config={"FEATURE_STORE_URL": "https://features.prod.example.com", "THRESHOLD": "0.7"},
+        config_hash="d" * 64,
+        rollout=2,
+    )
+    second = operator.deploy(env, changed, NOW)
+    live = operator.observe(env, "credit-risk", "team/credit-risk-1-4-0")
+    assert live is not None
+    assert (live.config_hash, live.rollout, live.revision) == ("d" * 64, 2, second)
+    rollback = Rollback(
+        environment="production",
+        namespace="models-prod",
+        release="team/credit-risk-1-4-0",
+        model="credit-risk",
+        config_hash="c" * 64,
+    )
+    reverted = operator.rollback(env, rollback, NOW)
+    assert reverted is not None
+    assert f"This reverts commit {second}." in messages(remote)[0]
+    back = operator.observe(env, "credit-risk", "team/credit-risk-1-4-0")
+    assert back is not None
+    assert (back.release, back.config_hash, back.rollout) == (
+        "team/credit-risk-1-4-0",
+        "c" * 64,
+        1,
+    )
+    # What the agent applies from the branch is the first config again.
+    tree = checkout(tmp_path, remote)
+    built = subprocess.run(
+        [str(KUBECTL), "kustomize", str(tree / "envs/prod")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [config] = [d for d in yaml.safe_load_all(built) if d and d["kind"] == "ConfigMap"]
+    assert config["data"]["THRESHOLD"] == "0.5"
+    # Asked again (a retry after a lost answer): nothing more is reverted.
+    assert operator.rollback(env, rollback, NOW) is None
+    assert git(remote, "rev-parse", "main").strip() == reverted

@@ -145,3 +145,61 @@ def test_config_edits_after_a_release_are_refused_or_rolled_out_in_order(team: T
     judged = _settled(team, "False", "ConfigRuleViolated")
     assert "REQUEST_TIMEOUT" in conditions(judged)["ConfigValid"]["message"]
     assert _config_hash(team, "production") == live
+
+
+def test_a_config_change_that_fails_verification_puts_the_last_config_back(team: Team) -> None:
+    team.create(team.release_document())
+    team.wait_phase(NAME, "Released")
+    first = _config_hash(team, "production")
+    # Production now asks for answers faster than any server gives them: the
+    # change's verification fails there, for real.
+    verification = team.environment("production")["spec"]["verification"]
+    verification["servedPredictions"]["maxLatency"] = "1ms"
+    team.patch("Environment", "production", {"spec": {"verification": verification}})
+    team.patch(
+        "ModelRelease",
+        NAME,
+        _overrides(
+            production={
+                "FEATURE_STORE_URL": "https://features.prod.example.com",
+                "REQUEST_TIMEOUT": "3s",
+            }
+        ),
+    )
+    release = team.wait_phase(NAME, "RolledBack")
+    production = next(e for e in release["status"]["environments"] if e["name"] == "production")
+    assert production["phase"] == "RolledBack"
+    assert "latency" in production["message"]
+    assert f"config {first[:12]} was put back" in production["message"]
+    found = conditions(release)
+    assert found["Ready"]["status"] == "False"
+    assert found["Stalled"]["status"] == "True"
+    assert found["Verified"]["status"] == "False"
+    # The release's first config is back on the Deployment, served by it.
+    apps = client.AppsV1Api(team.api)
+    deployment = apps.read_namespaced_deployment(
+        "credit-risk-production", team.targets["production"]
+    )
+    annotations = deployment.metadata.annotations
+    assert annotations["modelgate.dev/config-hash"] == first
+    assert annotations["modelgate.dev/release"].endswith(f"/{NAME}")
+    assert annotations["modelgate.dev/rollout"] == "1"
+    config = client.CoreV1Api(team.api).read_namespaced_config_map(
+        "credit-risk-production-config", team.targets["production"]
+    )
+    assert config.data["REQUEST_TIMEOUT"] == "2s"
+    history = team.environment("production")["status"]["history"]
+    assert history[0]["rolledBack"] is True
+    assert history[0]["configHash"] == first
+    # Reconciled again, the failed change is never deployed again.
+    wait_for(
+        lambda: (
+            apps.read_namespaced_deployment(
+                "credit-risk-production", team.targets["production"]
+            ).status.available_replicas
+            == 1
+        ),
+        120,
+        "the restored Deployment to be available",
+    )
+    assert _config_hash(team, "production") == first
