@@ -193,6 +193,14 @@ class Metrics:
             ["namespace", "environment", "model"],
             registry=r,
         )
+        self.config_changes = Counter(
+            "modelgate_config_changes",
+            "Config changes to a release already live in an environment, by result: "
+            "Deployed (rolled out), Refused (broke a rule; the live config stays), "
+            "RolledBack (failed verification; the previous config is back).",
+            ["namespace", "environment", "model", "result"],
+            registry=r,
+        )
         self.lead_time = Histogram(
             "modelgate_lead_time_seconds",
             "From ModelRelease creation to live (verified) in the environment.",
@@ -313,17 +321,26 @@ class Metrics:
         was = before.phase if before is not None else None
         if entry.phase == was:
             return
+        change = (entry.rollout or 1) > 1 or entry.previous_config_hash is not None
         if entry.phase == EnvironmentPhase.DEPLOYED and was != EnvironmentPhase.SUPERSEDED:
             self.deployments.labels(namespace, name, model).inc()
-            created = release.metadata.creation_timestamp
-            seconds = _between(created, now)
-            if seconds is not None:
-                self.lead_time.labels(namespace, name).observe(seconds)
+            if change:
+                self.config_changes.labels(namespace, name, model, "Deployed").inc()
+            else:
+                # Lead time is of the release: creation to its first time live.
+                created = release.metadata.creation_timestamp
+                seconds = _between(created, now)
+                if seconds is not None:
+                    self.lead_time.labels(namespace, name).observe(seconds)
             self.set_live(namespace, name, model, release.name, release.spec.model.version)
+        elif entry.phase == EnvironmentPhase.BLOCKED and entry.previous_config_hash is not None:
+            self.config_changes.labels(namespace, name, model, "Refused").inc()
         elif entry.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED):
             self.verification_failures.labels(namespace, name, model).inc()
             if entry.phase == EnvironmentPhase.ROLLED_BACK:
                 self.rollbacks.labels(namespace, name, model).inc()
+                if entry.previous_config_hash is not None:
+                    self.config_changes.labels(namespace, name, model, "RolledBack").inc()
                 seconds = _between(entry.deployed_at, now)
                 if seconds is not None:
                     self.restore_seconds.labels(namespace, name).observe(seconds)

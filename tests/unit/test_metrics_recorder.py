@@ -146,6 +146,47 @@ def test_deploy_lead_time_and_rollback_restore() -> None:
     assert sample(metrics, "modelgate_deployments_total", **where, model="credit-risk") == 1
 
 
+def test_config_changes_are_counted_by_result_and_keep_lead_time_for_releases() -> None:
+    metrics = Metrics()
+    where = {"namespace": "team", "environment": "production", "model": "credit-risk"}
+    live = {"name": "production", "phase": "Deployed", "rollout": 1, "configHash": "a" * 64}
+    pending = {**live, "phase": "Blocked", "previousConfigHash": "a" * 64, "configHash": "b" * 64}
+    metrics.release_changed(
+        release(),
+        status(environments=[live]),
+        status(environments=[pending]),
+        CREATED + timedelta(hours=1),
+    )
+    assert sample(metrics, "modelgate_config_changes_total", **where, result="Refused") == 1
+    deploying = {**pending, "phase": "Deploying", "rollout": 2, "configHash": "c" * 64}
+    rolled_out = {**deploying, "phase": "Deployed"}
+    metrics.release_changed(
+        release(),
+        status(environments=[deploying]),
+        status(environments=[rolled_out]),
+        CREATED + timedelta(hours=2),
+    )
+    assert sample(metrics, "modelgate_config_changes_total", **where, result="Deployed") == 1
+    assert sample(metrics, "modelgate_deployments_total", **where) == 1
+    # Lead time is the release's, not the change's.
+    lead = {"namespace": "team", "environment": "production"}
+    assert sample(metrics, "modelgate_lead_time_seconds_count", **lead) is None
+    failed = {
+        **rolled_out,
+        "phase": "RolledBack",
+        "rollout": 3,
+        "deployedAt": "2026-11-22T12:00:00Z",
+    }
+    metrics.release_changed(
+        release(),
+        status(environments=[{**failed, "phase": "Verifying"}]),
+        status(environments=[failed]),
+        CREATED + timedelta(hours=3),
+    )
+    assert sample(metrics, "modelgate_config_changes_total", **where, result="RolledBack") == 1
+    assert sample(metrics, "modelgate_rollbacks_total", **where) == 1
+
+
 def _series(metrics: Metrics) -> int:
     return sum(len(family.samples) for family in metrics.registry.collect())
 
