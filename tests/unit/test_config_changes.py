@@ -340,3 +340,18 @@ def test_a_new_reference_server_image_rolls_out_instead_of_leaving_the_release_b
     assert after.status.phase == Phase.RELEASED
     assert [e.phase for e in after.status.environments] == ["Deployed", "Deployed"]
     assert len(world.verifications) == 2  # production verified the old and the new image
+
+
+def test_a_verification_added_after_the_release_went_live_does_not_unready_it() -> None:
+    world = World()
+    release = released(world)  # no environment verifies
+    count = len(world.deploys)
+    verifying = make_envs(verification={"image": "verify:1", "command": ["verify"]})
+    after, plans = drive(release, world, envs=verifying)
+    assert len(world.deploys) == count
+    assert [a for p in plans for a in p.actions] == []
+    assert condition(after, "Ready")[0] == "True"
+    # A config change from now on is verified there.
+    change = edited(after, config=production_override("https://p2.example.com"))
+    plan = reconcile(change, make_gate(), verifying, world.observed(), NOW)
+    assert [type(a).__name__ for a in plan.actions] == ["Deploy"]

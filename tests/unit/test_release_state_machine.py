@@ -187,6 +187,7 @@ class ReleaseMachine(RuleBasedStateMachine):
         self.frozen = False
         self.soak: str | None = None
         self.verify_production = True
+        self.verify_staging = True
         self.approvals: list[dict[str, Any]] = []
         self.generation = 1
         self.status: ModelReleaseStatus | None = None
@@ -230,6 +231,11 @@ class ReleaseMachine(RuleBasedStateMachine):
         }
         if self.verify_production:
             production["verification"] = {"image": "verify:1", "command": ["verify"]}
+        staging_verification: dict[str, Any] = (
+            {"verification": {"image": "verify:1", "command": ["verify"]}}
+            if self.verify_staging
+            else {}
+        )
         return {
             "staging": environment(
                 "staging",
@@ -244,7 +250,7 @@ class ReleaseMachine(RuleBasedStateMachine):
                     ),
                 ],
                 configRules=[{"key": "FEATURE_STORE_URL", "required": True, "type": "url"}],
-                verification={"image": "verify:1", "command": ["verify"]},
+                **staging_verification,
             ),
             "production": environment("production", **production),
         }
@@ -361,6 +367,11 @@ class ReleaseMachine(RuleBasedStateMachine):
         self.verify_production = not self.verify_production
         self.settle()
 
+    @rule()
+    def toggle_staging_verification(self) -> None:
+        self.verify_staging = not self.verify_staging
+        self.settle()
+
     @rule(minimum=st.sampled_from([0.5, 0.8, 0.95]))
     def edit_gate_threshold(self, minimum: float) -> None:
         self.gate_min = minimum
@@ -413,7 +424,7 @@ class ReleaseMachine(RuleBasedStateMachine):
         assert status.observed_generation == self.generation
         if ready.status == "True":
             assert ready.observed_generation == self.generation
-            for kind in gating_conditions(release, environments):
+            for kind in gating_conditions(release, environments, status):
                 found = find(status.conditions, kind)
                 assert found is not None, kind
                 assert found.status == "True", (kind, found)

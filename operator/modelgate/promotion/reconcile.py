@@ -134,11 +134,16 @@ def _finish(ctx: Context) -> Plan:
     return ctx.plan
 
 
-def gating_conditions(release: ModelRelease, environments: dict[str, Environment]) -> list[str]:
-    """The conditions that must all be True, for this generation, for Ready=True."""
+def gating_conditions(
+    release: ModelRelease, environments: dict[str, Environment], status: ModelReleaseStatus
+) -> list[str]:
+    """The conditions that must all be True, for this generation, for Ready=True.
+    Verified gates where an environment of the path verifies and something was
+    verified or is being verified (a verification added to an Environment
+    after this release went live there does not re-judge it)."""
     kinds = [cond.TRAINED, cond.GATE_PASSED, cond.CONFIG_VALID, cond.DEPLOYED]
     path = release.spec.promotion.environments
-    if any(
+    if cond.find(status.conditions, cond.VERIFIED) is not None and any(
         name in environments and environments[name].spec.verification is not None for name in path
     ):
         kinds.append(cond.VERIFIED)
@@ -153,7 +158,7 @@ def _ready_is_the_truth(ctx: Context) -> None:
     if ready is None or ready.status != "True":
         return
     generation = ctx.release.generation
-    for kind in gating_conditions(ctx.release, ctx.environments):
+    for kind in gating_conditions(ctx.release, ctx.environments, ctx.status):
         found = cond.find(ctx.status.conditions, kind)
         if found is not None and found.status == "True" and found.observed_generation == generation:
             continue

@@ -37,6 +37,9 @@ def train(
         done = cond.find(ctx.status.conditions, cond.TRAINED)
         if done is not None and done.status == "True":
             ctx.condition(cond.TRAINED, True, done.reason, done.message)
+        else:
+            listed = ", ".join(sorted(a.name for a in ctx.status.artifacts))
+            ctx.condition(cond.TRAINED, True, "TrainingSucceeded", f"{job_name} recorded {listed}")
         return True
     if run is None:
         if recorded is not None and recorded.state == "Failed":
