@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -18,19 +21,28 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modelgate import evaluate
 from modelgate.api import Environment, ModelRelease, QualityGate
 from modelgate.api.common import Condition, format_time
 from modelgate.api.environment import EnvironmentStatus, Promotion
 from modelgate.api.loader import LoadedResource, load_paths
 from modelgate.api.modelrelease import (
     ArtifactRecord,
+    GateStatus,
     ModelReleaseSpec,
     ModelReleaseStatus,
     Phase,
     immutable_changes,
 )
 from modelgate.api.qualitygate import QualityGateStatus
-from modelgate.backends.evaluation import record_gate_evaluation
+from modelgate.backends.base import ArtifactError
+from modelgate.backends.evaluation import (
+    evaluation_job_name,
+    evaluation_payload,
+    parse_outputs,
+    record_evaluation_outputs,
+    record_failed_evaluation,
+)
 from modelgate.backends.gitops import GitCredentials, GitOpsDelivery, RolloutState, is_gitops
 from modelgate.backends.local import (
     LocalArtifactStore,
@@ -40,7 +52,6 @@ from modelgate.backends.local import (
     LocalStatusStore,
     local_server_image,
 )
-from modelgate.gates import Table, read_table
 from modelgate.metrics import Metrics
 from modelgate.promotion import (
     Deploy,
@@ -65,6 +76,8 @@ from modelgate.promotion.reconcile import (
 from modelgate.settings import OperatorSettings
 
 MAX_STEPS = 50
+# Longest a local evaluator process may run.
+EVALUATION_TIMEOUT = timedelta(hours=1)
 
 
 def _spec_hash(release: ModelRelease) -> str:
@@ -165,12 +178,6 @@ class LocalRun:
 
     # -- actions --------------------------------------------------------------
 
-    def _load_data(self, release: ModelRelease) -> Callable[[str, str], Table]:
-        def load(uri: str, name: str) -> Table:
-            return read_table(Path(self._resolve(release, uri)), name)
-
-        return load
-
     def _act(self, release: ModelRelease, action: Any, now: datetime) -> None:
         name = release.name
         if isinstance(action, StartTraining):
@@ -180,11 +187,9 @@ class LocalRun:
             self.log(f"[{name}] training: running {action.job_name} as a local process")
             self.runner.start(replace(action, env=env))
         elif isinstance(action, EvaluateGate):
-            self.log(f"[{name}] gate: evaluating {len(action.checks)} checks")
-            evaluation = record_gate_evaluation(
-                release, action, self.store, self._load_data(release), now
-            )
-            for check in evaluation.checks:
+            self.log(f"[{name}] gate: evaluating {len(action.checks)} checks (evaluator process)")
+            summary = self._evaluate(release, action, now)
+            for check in summary.checks:
                 self.log(
                     f"[{name}]     {check.outcome:<12} {check.severity:<8} {check.name}: "
                     f"{check.message}"
@@ -238,6 +243,43 @@ class LocalRun:
                 self.log(
                     f"[{name}] rollback: {action.environment} is back to {restored or 'nothing'}"
                 )
+
+    def _evaluate(self, release: ModelRelease, action: EvaluateGate, now: datetime) -> GateStatus:
+        """Run the evaluator as a process, as the operator runs it as a Job."""
+        resolved = replace(
+            action,
+            train_data=self._resolve(release, action.train_data),
+            evaluation_data=self._resolve(release, action.evaluation_data),
+        )
+        job = evaluation_job_name(release.name, resolved)
+        output = self.state_dir / "evaluations" / job
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            evaluate.EVALUATION: json.dumps(evaluation_payload(resolved)),
+            evaluate.RELEASE: release_key(release),
+            evaluate.OUTPUT_URI: str(output),
+            evaluate.STORE_DIR: str(self.store.root),
+        }
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "modelgate.evaluate"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=EVALUATION_TIMEOUT.total_seconds(),
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            reason = f"the evaluator did not finish within {EVALUATION_TIMEOUT}"
+            return record_failed_evaluation(release, action, reason, now)
+        if done.returncode != 0:
+            said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            return record_failed_evaluation(release, action, said, now)
+        try:
+            records = parse_outputs((output / evaluate.OUTPUTS_FILE).read_bytes())
+            return record_evaluation_outputs(release, action, records, self.store)
+        except (OSError, ValueError, ArtifactError) as error:
+            return record_failed_evaluation(release, action, f"unreadable output: {error}", now)
 
     # -- the loop -------------------------------------------------------------
 

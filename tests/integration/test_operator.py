@@ -1,6 +1,6 @@
 """The real kopf operator against the emulator and a real S3 server: a
-training Job the played controller fails on purpose, and a release the
-operator cannot parse. The lifecycles themselves (train, gate, staging,
+training Job and an evaluation Job the played controller fails on purpose, and
+a release the operator cannot parse. The lifecycles themselves (train, gate, staging,
 production, verification, rollback, the leak, a gate failure), the never
 written spec, the unpublished secrets and the RBAC are proven on the real
 control plane (tests/realcluster); this module also holds the helpers the
@@ -136,3 +136,45 @@ def test_invalid_release_gets_a_condition_not_a_crash(
     assert ready["status"] == "False"
     assert ready["reason"] == "InvalidSpec"
     assert "spec.gate.nmae: unknown field" in ready["message"]
+
+
+def test_an_evaluation_job_that_fails_fails_closed_with_its_reason(
+    cluster: tuple[RunningEmulator, client.ApiClient, Controllers],
+) -> None:
+    """The gate is evaluated by a Job; one past its deadline (or OOM-killed)
+    leaves every check Inconclusive with the Job's reason, and nothing is
+    deployed."""
+    _, api, controllers = cluster
+    name = "credit-risk-slow-gate"
+    controllers.fail_evaluations[name] = (
+        "DeadlineExceeded",
+        "Job was active longer than specified deadline",
+    )
+    create(api, release_document(**{"metadata.name": name}), NAMESPACE)
+    wait_for(lambda: phase(api, name) == "GateFailed", 90, "GateFailed")
+    release = get(api, "ModelRelease", NAMESPACE, name)
+    gate = release["status"]["gate"]
+    assert gate["outcome"] == "Inconclusive"
+    assert gate["passed"] == 0
+    assert all(
+        c["outcome"] == "Inconclusive" and "DeadlineExceeded" in c["message"]
+        for c in gate["checks"]
+    )
+    assert f"{name}-eval-" in gate["checks"][0]["message"]
+    found = conditions(release)
+    assert found["GatePassed"]["status"] == "False"
+    assert found["Ready"]["status"] == "False"
+    jobs = client.BatchV1Api(api).list_namespaced_job(NAMESPACE).items
+    [evaluation] = [
+        j
+        for j in jobs
+        if j.metadata.labels.get("modelgate.dev/release") == name
+        and j.metadata.labels.get("app.kubernetes.io/component") == "evaluation"
+    ]
+    assert evaluation.metadata.name.startswith(f"{name}-eval-")
+    deployments = client.AppsV1Api(api).list_deployment_for_all_namespaces().items
+    assert not [
+        d
+        for d in deployments
+        if (d.metadata.annotations or {}).get("modelgate.dev/release") == f"{NAMESPACE}/{name}"
+    ]

@@ -123,9 +123,10 @@ def test_a_throttling_then_unreachable_store_delays_the_release_and_loses_nothin
 
 
 def test_corrupted_predictions_fail_closed(world: World) -> None:
-    """The predictions the gate reads come back with one byte flipped: the
-    SHA-256 recorded at ingest refuses them, every check is Inconclusive,
-    the gate blocks, nothing is deployed, and the reason is said once."""
+    """What the operator reads of the gate's evaluation (the evaluator's
+    summary, content-addressed) comes back with one byte flipped: its SHA-256
+    refuses it, every check is Inconclusive naming the evaluation Job, the
+    gate blocks, nothing is deployed, and the reason is said once."""
     name = "credit-risk-corrupted"
     rollouts_before = {
         d["metadata"]["name"]: d["metadata"].get("generation")
@@ -150,7 +151,7 @@ def test_corrupted_predictions_fail_closed(world: World) -> None:
         "GateInconclusive",
     )
     message = found["Ready"]["message"]
-    assert "predictions unreadable" in message
+    assert f"evaluation failed: Job {name}-eval-" in message
     assert message.count("refusing to use it") == 2, message  # blocking checks, the warning
     assert found["Stalled"]["status"] == "True"
     # Fail closed: nothing deployed, nothing rolled out again.

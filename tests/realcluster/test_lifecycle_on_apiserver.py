@@ -66,7 +66,21 @@ def test_release_trains_is_gated_and_reaches_production_verified(
     artifacts = {a["name"]: a for a in status["artifacts"]}
     assert all(a["uri"].startswith(f"s3://{BUCKET}/modelgate/sha256/") for a in artifacts.values())
     # The training Job, completed by the real Job controller, owned by the release.
-    [job] = _jobs(team, team.namespace)
+    component = "app.kubernetes.io/component"
+    by_kind = {}
+    for found in _jobs(team, team.namespace):
+        by_kind.setdefault(found.metadata.labels[component], []).append(found)
+    assert sorted(by_kind) == ["evaluation", "training"]
+    [job] = by_kind["training"]
+    # The gate was evaluated by a Job of its own, not in the operator.
+    [evaluation] = by_kind["evaluation"]
+    assert _job_state(evaluation) == "Complete"
+    assert evaluation.metadata.owner_references[0].uid == created["metadata"]["uid"]
+    assert evaluation.spec.template.spec.containers[0].command == [
+        "python",
+        "-m",
+        "modelgate.evaluate",
+    ]
     assert job.metadata.name == status["training"]["jobName"]
     assert _job_state(job) == "Complete"
     assert job.metadata.owner_references[0].uid == created["metadata"]["uid"]

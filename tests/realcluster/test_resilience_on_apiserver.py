@@ -57,19 +57,23 @@ def test_deleting_a_release_runs_the_finalizer_and_the_collector_removes_its_job
     created = team.create(team.release_document())
     team.wait_phase(RELEASE, "Released")
     batch, core = client.BatchV1Api(team.api), client.CoreV1Api(team.api)
-    [job] = batch.list_namespaced_job(team.namespace).items
-    assert job.metadata.owner_references[0].uid == created["metadata"]["uid"]
-    assert core.list_namespaced_pod(team.namespace, label_selector=f"job-name={job.metadata.name}")
+    jobs = batch.list_namespaced_job(team.namespace).items
+    kinds = sorted(j.metadata.labels["app.kubernetes.io/component"] for j in jobs)
+    assert kinds == ["evaluation", "training"]
+    for job in jobs:
+        assert job.metadata.owner_references[0].uid == created["metadata"]["uid"]
+        selector = f"job-name={job.metadata.name}"
+        assert core.list_namespaced_pod(team.namespace, label_selector=selector)
     team.delete_and_wait_gone("ModelRelease", RELEASE, "the finalizer to let the release go")
     wait_for(
         lambda: not batch.list_namespaced_job(team.namespace).items,
         60,
-        "the training Job to be deleted",
+        "the training and evaluation Jobs to be deleted",
     )
     wait_for(
         lambda: not core.list_namespaced_pod(team.namespace).items,
         60,
-        "the training pod to be collected",
+        "their pods to be collected",
         lambda: [p.metadata.name for p in core.list_namespaced_pod(team.namespace).items],
     )
     # Serving stays: deleting a release must not take production down.

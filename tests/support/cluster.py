@@ -2,9 +2,10 @@
 
 The emulator stores objects but runs nothing: no Job controller, no pods, no
 Deployment controller. Like envtest-based suites, the tests play those parts:
-:class:`Controllers` runs each training Job's container command in-process
-(the reference trainer with the Job's own environment, secrets resolved) and
-marks the Job complete or failed, and marks Deployments available.
+:class:`Controllers` runs each training and evaluation Job's container
+command in-process (the reference trainer or the evaluator, with the Job's own
+environment, secrets resolved) and marks the Job complete or failed, and marks
+Deployments available.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import kopf
 from kubernetes import client
 
-from modelgate import handlers
+from modelgate import evaluate, handlers
 from modelgate.backends.s3 import S3Settings, make_client
 from modelgate.trainer.train import ContractError, train
 from tests.support.emulator import RunningEmulator
@@ -61,6 +62,8 @@ class Controllers:
     fail_jobs: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Releases whose verification Jobs fail.
     fail_verifications: set[str] = field(default_factory=set)
+    # Releases whose evaluation Jobs fail: release -> (reason, message)
+    fail_evaluations: dict[str, tuple[str, str]] = field(default_factory=dict)
     jobs_run: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -110,6 +113,18 @@ class Controllers:
             return
         container = job["spec"]["template"]["spec"]["containers"][0]
         env = self._job_env(container)
+        if labels.get("app.kubernetes.io/component") == "evaluation":
+            failed = self.fail_evaluations.get(labels.get("modelgate.dev/release", ""))
+            if failed is not None:
+                self._finish_job(job, failed)
+                return
+            with patched_environ(self.s3_env):
+                try:
+                    evaluate.run(env)
+                except evaluate.EvaluatorError as error:
+                    failed = ("BackoffLimitExceeded", f"evaluator exited 2: {error}")
+            self._finish_job(job, failed)
+            return
         env["MODELGATE_OUTPUT_DIR"] = ""  # the pod's emptyDir: a temp dir here
         failure = None
         with patched_environ(self.s3_env):

@@ -7,7 +7,8 @@ ones. :class:`TestNode` registers a Ready Node, binds unscheduled Pods to it
 
 - Images: only the project's own (``ghcr.io/modelgate/modelgate`` or
   ``modelgate``, any tag or digest) run, and only its own commands
-  (``python -m modelgate.trainer``, ``.server``, ``.verify``, ``modelgate``);
+  (``python -m modelgate.trainer``, ``.evaluate``, ``.server``, ``.verify``,
+  ``modelgate``);
   ``python`` is this test run's interpreter. Any other image stays Waiting
   with reason ``ErrImagePull`` and a message saying so; another command
   fails the container with exit 127.
@@ -71,7 +72,13 @@ from tests.support.controlplane import namespace_being_deleted
 
 PODNET = Path(__file__).resolve().parent / "podnet"
 PROJECT_IMAGES = ("ghcr.io/modelgate/modelgate", "modelgate")
-PROJECT_MODULES = ("modelgate", "modelgate.trainer", "modelgate.server", "modelgate.verify")
+PROJECT_MODULES = (
+    "modelgate",
+    "modelgate.trainer",
+    "modelgate.evaluate",
+    "modelgate.server",
+    "modelgate.verify",
+)
 DEFAULT_COMMAND = ("python", "-m", "modelgate")  # the image's CMD (Dockerfile)
 NODE_NAME = "modelgate-test-node"
 TERMINATION_LINES, TERMINATION_BYTES = 80, 2048

@@ -85,11 +85,36 @@ def reference_deploy_action() -> Deploy:
     )
 
 
+def evaluation_job() -> dict[str, Any]:
+    settings = OperatorSettings(
+        s3_endpoint="http://s3.local:9000", s3_path_style=True, server_image="modelgate:1"
+    )
+    return manifests.build_evaluation_job(release(), "m-1-eval-0123456789", "{}", settings)
+
+
+def test_the_evaluation_job_runs_the_evaluator_sized_for_data_with_store_access() -> None:
+    job = evaluation_job()
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "evaluation"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "ModelRelease"
+    assert job["spec"]["backoffLimit"] == 0
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "modelgate:1"
+    assert container["command"] == ["python", "-m", "modelgate.evaluate"]
+    assert container["resources"]["limits"]["memory"] == "4Gi"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MODELGATE_EVALUATION"]["value"] == "{}"
+    assert env["MODELGATE_OUTPUT_URI"]["value"] == (
+        "s3://modelgate-artifacts/modelgate/evaluations/team/m-1-eval-0123456789"
+    )
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "modelgate-s3"
+
+
 def every_object() -> list[dict[str, Any]]:
     action = deploy_action()
     return [
         training_job(),
         verification_job(),
+        evaluation_job(),
         manifests.build_deployment(action, SETTINGS, NOW),
         manifests.build_deployment(reference_deploy_action(), SETTINGS, NOW),
         manifests.build_service(action, SETTINGS),

@@ -9,7 +9,14 @@ import pytest
 
 from modelgate.backends import manifests
 from tests.support.pss import restricted_violations
-from tests.unit.test_manifests import NOW, SETTINGS, deploy_action, training_job, verification_job
+from tests.unit.test_manifests import (
+    NOW,
+    SETTINGS,
+    deploy_action,
+    evaluation_job,
+    training_job,
+    verification_job,
+)
 
 
 def pods() -> dict[str, dict[str, Any]]:
@@ -17,6 +24,7 @@ def pods() -> dict[str, dict[str, Any]]:
     return {
         "training Job": training_job()["spec"]["template"]["spec"],
         "verification Job": verification_job()["spec"]["template"]["spec"],
+        "evaluation Job": evaluation_job()["spec"]["template"]["spec"],
         "model Deployment": deployment["spec"]["template"]["spec"],
     }
 

@@ -7,9 +7,10 @@ unpickled here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import pyarrow as pa
 
 from modelgate.api.common import format_time
-from modelgate.api.modelrelease import CheckResult, GateStatus, ModelRelease
+from modelgate.api.modelrelease import ArtifactRecord, CheckResult, GateStatus, ModelRelease
+from modelgate.api.qualitygate import Check, Task
 from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactStore
 from modelgate.gates import GateInputs, Table, TableError, evaluate_gate, read_table
 from modelgate.gates.engine import INCONCLUSIVE, CheckEvaluation, GateEvaluation, gate_outcome
@@ -172,14 +174,138 @@ def record_gate_evaluation(
     compact result in ``status.gate`` and the JSON and HTML reports as
     artifacts (replacing earlier reports)."""
     run = evaluate_action(action, store, load_data)
-    assert release.status is not None
-    release.status.gate = gate_status(action, run.evaluation, now)
     key = f"{release.namespace}/{release.name}"
     reports = [
         store.put_bytes(report_json(key, action, run.evaluation, now), "gate-report"),
         store.put_bytes(report_html(key, action, run), "gate-report-html"),
     ]
+    _record(release, gate_status(action, run.evaluation, now), reports)
+    return run.evaluation
+
+
+# -- the evaluation as a Job or process ----------------------------------------------
+
+SUMMARY_NAME = "gate-summary"
+# The operator reads only these bounded files of an evaluation: its outputs
+# manifest and the compact summary (every check, no slice tables).
+OUTPUTS_LIMIT = 64 * 1024
+SUMMARY_LIMIT = 1024 * 1024
+
+
+def evaluation_payload(action: EvaluateGate) -> dict[str, Any]:
+    """The EvaluateGate action as the evaluator reads it (MODELGATE_EVALUATION)."""
+    return {
+        "inputsHash": action.inputs_hash,
+        "gateName": action.gate_name,
+        "task": str(action.task),
+        "positiveLabel": action.positive_label,
+        "checks": [c.wire() for c in action.checks],
+        "predictions": action.predictions.wire(),
+        "metadata": action.metadata.wire() if action.metadata else None,
+        "trainData": action.train_data,
+        "evaluationData": action.evaluation_data,
+        "idColumn": action.id_column,
+        "baselines": {k: (v.wire() if v else None) for k, v in sorted(action.baselines.items())},
+    }
+
+
+def evaluation_from_payload(payload: Mapping[str, Any]) -> EvaluateGate:
+    """Raises ValueError (or pydantic's ValidationError, a ValueError) naming the field."""
+    try:
+        return EvaluateGate(
+            inputs_hash=str(payload["inputsHash"]),
+            gate_name=payload.get("gateName"),
+            task=Task(payload["task"]),
+            positive_label=str(payload["positiveLabel"]),
+            checks=tuple(Check.model_validate(c) for c in payload["checks"]),
+            predictions=ArtifactRecord.model_validate(payload["predictions"]),
+            metadata=(
+                ArtifactRecord.model_validate(payload["metadata"])
+                if payload.get("metadata")
+                else None
+            ),
+            train_data=str(payload["trainData"]),
+            evaluation_data=str(payload["evaluationData"]),
+            id_column=payload.get("idColumn"),
+            baselines={
+                str(k): ArtifactRecord.model_validate(v) if v else None
+                for k, v in (payload.get("baselines") or {}).items()
+            },
+        )
+    except KeyError as error:
+        raise ValueError(f"the evaluation has no {error.args[0]!r}") from error
+
+
+def evaluation_job_name(release_name: str, action: EvaluateGate) -> str:
+    """Deterministic per release and evaluation inputs (a changed gate, new
+    predictions or another baseline: a new evaluation)."""
+    digest = hashlib.sha256(
+        json.dumps(evaluation_payload(action), sort_keys=True).encode()
+    ).hexdigest()[:10]
+    suffix = f"-eval-{digest}"
+    return release_name[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def evaluate_and_store(
+    release: str, action: EvaluateGate, store: ArtifactStore, load_data: DataLoader, now: datetime
+) -> list[ArtifactRecord]:
+    """What the evaluator does: evaluate, store the reports and the summary
+    (content-addressed), return their records."""
+    run = evaluate_action(action, store, load_data)
+    summary = gate_status(action, run.evaluation, now)
+    return [
+        store.put_bytes(report_json(release, action, run.evaluation, now), "gate-report"),
+        store.put_bytes(report_html(release, action, run), "gate-report-html"),
+        store.put_bytes(json.dumps(summary.wire(), sort_keys=True).encode(), SUMMARY_NAME),
+    ]
+
+
+def parse_outputs(data: bytes) -> list[ArtifactRecord]:
+    """The evaluator's outputs manifest; ValueError when it is not one."""
+    if len(data) > OUTPUTS_LIMIT:
+        raise ValueError(f"the outputs manifest is {len(data)} bytes, over {OUTPUTS_LIMIT}")
+    loaded = json.loads(data)
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("artifacts"), list):
+        raise ValueError("the outputs manifest has no artifacts list")
+    records = [ArtifactRecord.model_validate(a) for a in loaded["artifacts"]]
+    names = {r.name for r in records}
+    missing = {"gate-report", "gate-report-html", SUMMARY_NAME} - names
+    if missing:
+        raise ValueError(f"the outputs manifest lacks {', '.join(sorted(missing))}")
+    return records
+
+
+def record_evaluation_outputs(
+    release: ModelRelease,
+    action: EvaluateGate,
+    records: list[ArtifactRecord],
+    store: ArtifactStore,
+) -> GateStatus:
+    """Put an evaluator's result on the release: the summary (read bounded and
+    hash-verified) in ``status.gate``, the reports among the artifacts."""
+    summary_record = next(r for r in records if r.name == SUMMARY_NAME)
+    if summary_record.size > SUMMARY_LIMIT:
+        raise ValueError(f"the gate summary is {summary_record.size} bytes, over {SUMMARY_LIMIT}")
+    summary = GateStatus.model_validate(json.loads(store.get_bytes(summary_record)))
+    if summary.inputs_hash != action.inputs_hash:
+        raise ValueError("the gate summary is of other inputs than the evaluation asked for")
+    _record(release, summary, [r for r in records if r.name != SUMMARY_NAME])
+    return summary
+
+
+def record_failed_evaluation(
+    release: ModelRelease, action: EvaluateGate, reason: str, now: datetime
+) -> GateStatus:
+    """An evaluation that could not run (failed, OOM-killed, past its
+    deadline, unreadable output): every check Inconclusive with the reason."""
+    summary = gate_status(action, _unmeasurable(action, f"evaluation failed: {reason}"), now)
+    _record(release, summary, [])
+    return summary
+
+
+def _record(release: ModelRelease, summary: GateStatus, reports: list[ArtifactRecord]) -> None:
+    assert release.status is not None
+    release.status.gate = summary
     release.status.artifacts = [
         a for a in release.status.artifacts if not a.name.startswith("gate-report")
     ] + reports
-    return run.evaluation

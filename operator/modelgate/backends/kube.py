@@ -8,6 +8,7 @@ the deterministic name is the one we made) and applying replaces what differs.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,11 +21,20 @@ from kubernetes.client.exceptions import ApiException
 from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import ArtifactRecord, ModelRelease
 from modelgate.backends import manifests
-from modelgate.backends.base import ArtifactNotFoundError, ArtifactStore
-from modelgate.backends.s3 import read_uri
+from modelgate.backends.base import ArtifactError, ArtifactNotFoundError, ArtifactStore
+from modelgate.backends.evaluation import (
+    OUTPUTS_LIMIT,
+    evaluation_job_name,
+    evaluation_payload,
+    parse_outputs,
+    record_evaluation_outputs,
+    record_failed_evaluation,
+)
+from modelgate.backends.s3 import read_uri, read_uri_bounded
 from modelgate.promotion import (
     Deploy,
     DeploymentObservation,
+    EvaluateGate,
     Rollback,
     StartTraining,
     StartVerification,
@@ -151,6 +161,48 @@ class KubeRunner:
             if error.status == 409:
                 return
             raise classify_api_error(error, f"creating Job {action.job_name}") from error
+
+    def evaluate(self, release: ModelRelease, action: EvaluateGate, now: datetime) -> bool:
+        """Evaluate the gate in a Job; True once its result is on the release
+        (False while the Job runs). The operator reads only the evaluator's
+        bounded outputs manifest and summary, never the data."""
+        name = evaluation_job_name(release.name, action)
+        run = self.observe(release.namespace, name, ingest=False)
+        if run is None:
+            if not self.settings.server_image:
+                reason = (
+                    "the operator has no image to run the evaluator with: set "
+                    "MODELGATE_SERVER_IMAGE (the chart does)"
+                )
+                record_failed_evaluation(release, action, reason, now)
+                return True
+            payload = json.dumps(evaluation_payload(action), sort_keys=True)
+            job = manifests.build_evaluation_job(release, name, payload, self.settings)
+            try:
+                self.clients.batch.create_namespaced_job(release.namespace, job)
+            except ApiException as error:
+                if error.status != 409:  # 409: created before (the name is deterministic)
+                    raise classify_api_error(error, f"creating Job {name}") from error
+            return False
+        if run.state == "Running":
+            return False
+        if run.state == "Failed":
+            record_failed_evaluation(release, action, f"Job {name}: {run.message}", now)
+            return True
+        output = manifests.evaluation_output_uri(self.settings, release.namespace, name)
+        try:
+            data = read_uri_bounded(self.s3, f"{output}/outputs.json", OUTPUTS_LIMIT)
+            records = parse_outputs(data)
+            record_evaluation_outputs(release, action, records, self.store)
+        except ArtifactError as error:
+            if error.transient:
+                raise
+            record_failed_evaluation(release, action, f"Job {name}: {error}", now)
+        except ValueError as error:
+            record_failed_evaluation(
+                release, action, f"Job {name}: unreadable output: {error}", now
+            )
+        return True
 
     def observe(
         self, namespace: str, job_name: str, ingest: bool = True

@@ -206,6 +206,61 @@ def _job(
     }
 
 
+EVALUATION_COMMAND = ("python", "-m", "modelgate.evaluate")
+# The evaluator's pod: sized for the data, not for the operator.
+EVALUATION_RESOURCES = {
+    "requests": {"cpu": "500m", "memory": "1Gi"},
+    "limits": {"memory": "4Gi"},
+}
+EVALUATION_DEADLINE_SECONDS = 3600
+
+
+def evaluation_output_uri(settings: OperatorSettings, namespace: str, job_name: str) -> str:
+    prefix = settings.s3_prefix.strip("/")
+    return f"s3://{settings.s3_bucket}/{prefix}/evaluations/{namespace}/{job_name}"
+
+
+def build_evaluation_job(
+    release: ModelRelease, job_name: str, payload: str, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Job that evaluates the gate of ``release`` (``payload``: the
+    evaluation as JSON), with the operator's image."""
+    labels = {
+        **common_labels("evaluation", release.name),
+        RELEASE_LABEL: release.name,
+        MODEL_LABEL: release.spec.model.name,
+    }
+    env = [
+        {"name": "MODELGATE_EVALUATION", "value": payload},
+        {"name": "MODELGATE_RELEASE", "value": f"{release.namespace}/{release.name}"},
+        {
+            "name": "MODELGATE_OUTPUT_URI",
+            "value": evaluation_output_uri(settings, release.namespace, job_name),
+        },
+        {"name": "MODELGATE_S3_BUCKET", "value": settings.s3_bucket},
+        {"name": "MODELGATE_S3_PREFIX", "value": settings.s3_prefix},
+        *_s3_env(settings),
+    ]
+    volumes = ["tmp"]
+    container = _container(
+        "evaluator", settings.server_image or "", env, EVALUATION_COMMAND, (), volumes
+    )
+    container["resources"] = EVALUATION_RESOURCES
+    return _job(
+        metadata={
+            "name": job_name,
+            "namespace": release.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(release)],
+        },
+        container=container,
+        volumes=volumes,
+        backoff_limit=0,  # deterministic: a second try fails the same way
+        deadline_seconds=EVALUATION_DEADLINE_SECONDS,
+        settings=settings,
+    )
+
+
 def verification_env(action: StartVerification, url: str) -> dict[str, str]:
     """What a verification process is told, in a cluster and in local mode."""
     env = {

@@ -191,6 +191,20 @@ def read_uri(client: Any, uri: str) -> bytes:
     return body
 
 
+def read_uri_bounded(client: Any, uri: str, limit: int) -> bytes:
+    """Like read_uri, refusing an object larger than ``limit`` bytes (a file
+    the operator reads must not grow its memory with someone else's data)."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit}")
+        body: bytes = response["Body"].read(limit + 1)
+    except (ClientError, BotoCoreError) as error:
+        raise classify(error, uri) from error
+    if len(body) > limit:
+        raise ArtifactIntegrityError(f"{uri} is larger than {limit} bytes")
+    return body
+
+
 def write_uri(client: Any, uri: str, data: bytes) -> None:
     bucket, key = parse_s3_uri(uri)
     try:

@@ -14,13 +14,10 @@ from modelgate.api.common import format_time
 from modelgate.api.environment import Environment, EnvironmentStatus, Promotion
 from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
 from modelgate.backends.base import ArtifactError
-from modelgate.backends.evaluation import record_gate_evaluation
 from modelgate.backends.gitops import GitError
 from modelgate.backends.kube import (
     KubeTransientError,
 )
-from modelgate.backends.s3 import read_uri
-from modelgate.gates import Table, TableError, read_table
 from modelgate.handlers.common import (
     AT_REST_FACTOR,
     AT_REST_PHASES,
@@ -55,21 +52,6 @@ from modelgate.promotion.conditions import READY, STALLED, set_condition
 from modelgate.promotion.reconcile import release_key, training_job_name, training_key
 
 
-def _load_data(rt: Runtime) -> Any:
-    def load(uri: str, name: str) -> Table:
-        if not uri.startswith("s3://"):
-            raise TableError(
-                f"the operator reads {name} data from s3:// only (got {uri!r}); "
-                "local paths work in local mode"
-            )
-        try:
-            return read_table(read_uri(rt.store.client, uri), name)
-        except ArtifactError as error:
-            raise TableError(f"cannot read {name} data: {error}") from error
-
-    return load
-
-
 def _record_live(rt: Runtime, environment: Environment, entry: Promotion) -> None:
     """Environment status: what is live there now, and the last promotions."""
     try:
@@ -100,13 +82,16 @@ def _act(
     plan: Plan,
     environments: Mapping[str, Environment],
     now: datetime,
-) -> None:
+) -> bool:
+    """Perform the plan's actions; True when one of them is still under way
+    (an evaluation Job), so the next look waits for its watch event or resync."""
+    waiting = False
     for action in plan.actions:
         log_action(release, action)
         if isinstance(action, StartTraining):
             rt.runner.start(release, action)
         elif isinstance(action, EvaluateGate):
-            record_gate_evaluation(release, action, rt.store, _load_data(rt), now)
+            waiting = not rt.runner.evaluate(release, action, now) or waiting
         elif isinstance(action, Deploy):
             environment = environments[action.environment]
             revision = rt.delivery.deploy(environment, action, now)
@@ -148,6 +133,7 @@ def _act(
                     revision=revision,
                 )
                 _record_live(rt, environments[action.environment], entry)
+    return waiting
 
 
 def log_action(release: ModelRelease, action: Action) -> None:
@@ -236,10 +222,10 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                     server_image=rt.settings.server_image,
                 )
                 release = release.model_copy(update={"status": plan.status})
-                _act(rt, release, plan, environments, now)
+                waiting = _act(rt, release, plan, environments, now)
                 for event in plan.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-                if not plan.actions:
+                if not plan.actions or waiting:
                     break
         except (KubeTransientError, ArtifactError, GitError) as error:
             rt.metrics.error("ModelRelease", _error_reason(error))
