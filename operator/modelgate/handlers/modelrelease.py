@@ -84,7 +84,7 @@ def _act(
     now: datetime,
 ) -> bool:
     """Perform the plan's actions; True when one of them is still under way
-    (an evaluation Job), so the next look waits for its watch event or resync."""
+    (an evaluation Job): the release is looked at again on its next resync."""
     waiting = False
     for action in plan.actions:
         log_action(release, action)
