@@ -67,7 +67,7 @@ from modelgate.promotion import (
 from modelgate.promotion import conditions as cond
 from modelgate.promotion.conditions import READY, set_condition
 from modelgate.promotion.environment_status import environment_verdicts
-from modelgate.promotion.reconcile import (
+from modelgate.promotion.keys import (
     VERIFY_COMMAND,
     release_key,
     training_job_name,

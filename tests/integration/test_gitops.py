@@ -7,7 +7,6 @@ with other writers, review branches, and rollback as a revert commit.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from modelgate.backends.gitops import (
 from modelgate.promotion import Deploy, Rollback
 from modelgate.settings import OperatorSettings
 from tests.support.git_http import git_http_server
-from tests.support.gitops_agent import KUBECTL, bare_repository, git
+from tests.support.gitops_agent import bare_repository, git, kustomize_build
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DIGEST_A = "sha256:" + "a" * 64
@@ -122,13 +121,7 @@ def test_kustomize_promotion_is_one_commit_with_trailers_and_builds(
     parent = yaml.safe_load((tree / "envs/prod/kustomization.yaml").read_text())
     assert parent["resources"] == ["credit-risk"]
     # What the GitOps agent would apply.
-    built = subprocess.run(
-        [str(KUBECTL), "kustomize", str(tree / "envs/prod")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    objects = {d["kind"]: d for d in yaml.safe_load_all(built) if d}
+    objects = {d["kind"]: d for d in kustomize_build(tree / "envs/prod")}
     assert set(objects) == {"Deployment", "Service", "ConfigMap"}
     deployment, config = objects["Deployment"], objects["ConfigMap"]
     assert deployment["metadata"]["namespace"] == "models-prod"
@@ -176,16 +169,10 @@ def test_team_written_files_are_kept_and_only_the_image_and_config_change(
     assert (tree / "envs/prod/credit-risk/scorer.yaml").read_text() == yaml.safe_dump(
         team_deployment
     )
-    built = subprocess.run(
-        [str(KUBECTL), "kustomize", str(tree / "envs/prod/credit-risk")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
     images = [
         c["image"]
-        for d in yaml.safe_load_all(built)
-        if d and d["kind"] == "Deployment"
+        for d in kustomize_build(tree / "envs/prod/credit-risk")
+        if d["kind"] == "Deployment"
         for c in d["spec"]["template"]["spec"]["containers"]
     ]
     assert f"registry.example.com/credit-risk@{DIGEST_A}" in images
@@ -547,13 +534,7 @@ def test_a_failed_config_change_is_reverted_back_to_the_release_s_last_config(
     )
     # What the agent applies from the branch is the first config again.
     tree = checkout(tmp_path, remote)
-    built = subprocess.run(
-        [str(KUBECTL), "kustomize", str(tree / "envs/prod")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    [config] = [d for d in yaml.safe_load_all(built) if d and d["kind"] == "ConfigMap"]
+    [config] = [d for d in kustomize_build(tree / "envs/prod") if d["kind"] == "ConfigMap"]
     assert config["data"]["THRESHOLD"] == "0.5"
     # Asked again (a retry after a lost answer): nothing more is reverted.
     assert operator.rollback(env, rollback, NOW) is None

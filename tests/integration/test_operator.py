@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client
 
 from modelgate.api import ModelRelease, QualityGate
-from modelgate.promotion.reconcile import training_job_name, training_key
+from modelgate.promotion.keys import training_job_name, training_key
 from tests.conftest import EXAMPLES
 from tests.support.cluster import (
     Controllers,

@@ -43,6 +43,14 @@ def git(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
+def kustomize_build(folder: Path) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize`` builds from ``folder`` (what an agent applies)."""
+    built = subprocess.run(
+        [str(KUBECTL), "kustomize", str(folder)], capture_output=True, text=True, check=True
+    ).stdout
+    return [d for d in yaml.safe_load_all(built) if d]
+
+
 def bare_repository(parent: Path) -> Path:
     """A bare repository with one commit on main."""
     bare = parent / "deploy.git"
@@ -112,13 +120,7 @@ class GitOpsAgent:
         git(checkout, "reset", "--quiet", "--hard", head)
         documents: list[dict[str, Any]] = []
         if (checkout / self.path / "kustomization.yaml").exists():
-            built = subprocess.run(
-                [str(KUBECTL), "kustomize", str(checkout / self.path)],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            documents = [d for d in yaml.safe_load_all(built) if d]
+            documents = kustomize_build(checkout / self.path)
         applied = {self._apply(d) for d in documents}
         for stale in self._applied - applied:
             self._delete(*stale)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from modelgate.api import Environment, ModelRelease
 from modelgate.api.environment import Verification
 from modelgate.promotion import StartVerification, reconcile
-from modelgate.promotion.reconcile import SERVER_COMMAND, VERIFY_COMMAND
+from modelgate.promotion.keys import SERVER_COMMAND, VERIFY_COMMAND
 from tests.unit.test_reconcile import (
     DIGEST_IMAGE,
     METADATA,

@@ -28,8 +28,8 @@ from modelgate.promotion import (
     StartVerification,
     TrainingObservation,
 )
+from modelgate.promotion.keys import serves_artifact
 from modelgate.promotion.plan import parse_rollout
-from modelgate.promotion.reconcile import serves_artifact
 from modelgate.trainer import contract
 
 # Environment variables a local training process inherits; everything else

@@ -49,7 +49,7 @@ from modelgate.promotion import (
     reconcile,
 )
 from modelgate.promotion.conditions import READY, STALLED, set_condition
-from modelgate.promotion.reconcile import release_key, training_job_name, training_key
+from modelgate.promotion.keys import release_key, training_job_name, training_key
 
 
 def _record_live(rt: Runtime, environment: Environment, entry: Promotion) -> None:

@@ -1,6 +1,6 @@
 """Pure promotion core: phases, conditions and the next action. No Kubernetes."""
 
-from modelgate.promotion.reconcile import (
+from modelgate.promotion.plan import (
     Action,
     Deploy,
     DeploymentObservation,
@@ -12,8 +12,8 @@ from modelgate.promotion.reconcile import (
     StartTraining,
     StartVerification,
     TrainingObservation,
-    reconcile,
 )
+from modelgate.promotion.reconcile import reconcile
 
 __all__ = [
     "Action",

@@ -29,62 +29,10 @@ from modelgate.promotion import conditions as cond
 from modelgate.promotion.context import Context, progressing, stalled
 from modelgate.promotion.deployment import promote
 from modelgate.promotion.evaluation import evaluate
-from modelgate.promotion.keys import (
-    SERVER_COMMAND,
-    VERIFY_COMMAND,
-    canonical_hash,
-    effective_checks,
-    gate_inputs_hash,
-    gate_training_inputs,
-    release_key,
-    serves_artifact,
-    serving_config,
-    training_job_name,
-    training_key,
-    verification_job_name,
-)
-from modelgate.promotion.plan import (
-    Action,
-    Deploy,
-    DeploymentObservation,
-    EvaluateGate,
-    Event,
-    Observed,
-    Plan,
-    Rollback,
-    StartTraining,
-    StartVerification,
-    TrainingObservation,
-)
+from modelgate.promotion.keys import gate_training_inputs
+from modelgate.promotion.plan import Event, Observed, Plan
 from modelgate.promotion.references import references_missing
 from modelgate.promotion.training import train
-
-__all__ = [
-    "SERVER_COMMAND",
-    "VERIFY_COMMAND",
-    "Action",
-    "Deploy",
-    "DeploymentObservation",
-    "EvaluateGate",
-    "Event",
-    "Observed",
-    "Plan",
-    "Rollback",
-    "StartTraining",
-    "StartVerification",
-    "TrainingObservation",
-    "canonical_hash",
-    "effective_checks",
-    "gate_inputs_hash",
-    "gate_training_inputs",
-    "reconcile",
-    "release_key",
-    "serves_artifact",
-    "serving_config",
-    "training_job_name",
-    "training_key",
-    "verification_job_name",
-]
 
 
 def reconcile(
