@@ -27,8 +27,10 @@ from modelgate.api.qualitygate import Task
 from modelgate.backends.evaluation import finite
 from modelgate.backends.local import LocalServers
 from modelgate.envconfig import merge_config, validate_config
-from modelgate.gates import GateInputs, Table, TableError, evaluate_gate, read_table
+from modelgate.gates import TableError
 from modelgate.gates.report import render_html
+from modelgate.gates.source import Source, source_of
+from modelgate.gates.streaming import StreamInputs, evaluate_stream
 from modelgate.localmode import LocalRun
 from modelgate.promotion.conditions import READY, find
 from modelgate.promotion.paths import graph_problems, path_problems
@@ -129,6 +131,11 @@ def command_run(args: argparse.Namespace) -> int:
                 ]
             )
         print(_table(env_rows))
+        reports = _gate_reports(releases, state_dir)
+        if reports:
+            print("\ngate reports (open in a browser):")
+            for name, path in reports:
+                print(f"  {name}: {path}")
         print(f"\nstate: {state_dir}")
         if serving:
             print(
@@ -136,6 +143,25 @@ def command_run(args: argparse.Namespace) -> int:
                 f"stop them with: modelgate stop --state-dir {state_dir}"
             )
     return EXIT_OK if all(o.released for o in outcomes) else EXIT_FAILED
+
+
+def _gate_reports(releases: list[ModelRelease], state_dir: Path) -> list[tuple[str, Path]]:
+    """Each release's HTML gate report, copied from the content-addressed
+    store to ``STATE/reports/<namespace>/<release>.html`` (a name a browser
+    opens as a page)."""
+    found = []
+    for release in releases:
+        for artifact in release.status.artifacts if release.status else []:
+            if artifact.name != "gate-report-html" or not artifact.uri.startswith("file://"):
+                continue
+            stored = Path(artifact.uri.removeprefix("file://"))
+            if not stored.is_file():
+                continue
+            page = state_dir / "reports" / release.namespace / f"{release.name}.html"
+            page.parent.mkdir(parents=True, exist_ok=True)
+            page.write_bytes(stored.read_bytes())
+            found.append((release.name, page.resolve()))
+    return found
 
 
 def command_stop(args: argparse.Namespace) -> int:
@@ -240,15 +266,18 @@ def command_config_check(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _read(path: Path | None, role: str) -> Table | None:
+def _source(path: Path | None, role: str) -> Source | None:
+    """A table file (or a folder of them), its schema read to fail early."""
     if path is None:
         return None
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: {role} file not found")
     try:
-        return read_table(path, f"{role} ({path.name})")
+        source = source_of(path, f"{role} ({path.name})")
+        source.schema()
     except TableError as error:
         raise InputError(f"{path}: {error}") from error
+    return source
 
 
 def _load_gate(path: Path, name: str | None) -> QualityGate:
@@ -285,7 +314,7 @@ def command_gate_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a gate offline, exactly as the operator would."""
     try:
         gate = _load_gate(args.gate, args.gate_name)
-        predictions = _read(args.predictions, "predictions")
+        predictions = _source(args.predictions, "predictions")
         assert predictions is not None
         for column in ("y_true", "y_pred"):
             if not predictions.has(column):
@@ -293,15 +322,17 @@ def command_gate_evaluate(args: argparse.Namespace) -> int:
                     f"{args.predictions}: no {column} column (the training contract's "
                     "predictions have y_true, y_pred and y_score)"
                 )
-        reference = _read(args.reference, "reference")
-        evaluation = _read(args.evaluation, "evaluation") or predictions
-        baseline = _read(args.baseline, "baseline")
+        reference = _source(args.reference, "reference")
+        evaluation = _source(args.evaluation, "evaluation") or _source(
+            args.predictions, "evaluation"
+        )
+        baseline = _source(args.baseline, "baseline")
         metadata = _load_metadata(args.metadata)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     environments = {c.baseline.environment for c in gate.spec.checks if c.baseline}
-    inputs = GateInputs(
+    inputs = StreamInputs(
         task=Task(gate.spec.task),
         predictions=predictions,
         positive_label=gate.spec.positive_label,
@@ -311,7 +342,7 @@ def command_gate_evaluate(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         metadata=metadata,
     )
-    result = evaluate_gate(gate.spec.checks, inputs)
+    result, charts = evaluate_stream(list(gate.spec.checks), inputs)
     if args.report_dir is not None:
         args.report_dir.mkdir(parents=True, exist_ok=True)
         document = {"gate": gate.name, **result.to_result()}
@@ -321,7 +352,7 @@ def command_gate_evaluate(args: argparse.Namespace) -> int:
         page = render_html(
             result,
             gate.spec.checks,
-            inputs,
+            charts,
             f"Quality gate {gate.name}",
             f"predictions: {args.predictions.name}",
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +31,14 @@ from typing import Any
 from modelgate.backends.base import ArtifactError, ArtifactStore
 from modelgate.backends.evaluation import evaluate_and_store, evaluation_from_payload
 from modelgate.backends.local import LocalArtifactStore
-from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client, read_uri, write_uri
-from modelgate.gates import Table, TableError, read_table
+from modelgate.backends.s3 import (
+    S3ArtifactStore,
+    S3Settings,
+    download_uri,
+    make_client,
+    write_uri,
+)
+from modelgate.gates import TableError
 
 EVALUATION = "MODELGATE_EVALUATION"
 RELEASE = "MODELGATE_RELEASE"
@@ -67,19 +74,26 @@ def run(env: Mapping[str, str], now: datetime | None = None) -> dict[str, Any]:
         raise EvaluatorError(f"{EVALUATION} is not an evaluation: {error}") from error
     store, client = _store(env)
 
-    def load(uri: str, name: str) -> Table:
-        if uri.startswith("s3://"):
-            if client is None:
-                raise TableError(f"cannot read {name} data {uri}: no S3 store configured")
-            try:
-                return read_table(read_uri(client, uri), name)
-            except ArtifactError as error:
-                raise TableError(f"cannot read {name} data: {error}") from error
-        return read_table(Path(uri.removeprefix("file://")), name)
+    with tempfile.TemporaryDirectory(prefix="modelgate-evaluate-") as temporary:
+        scratch = Path(temporary)
 
-    records = evaluate_and_store(
-        env.get(RELEASE, ""), action, store, load, now or datetime.now(UTC)
-    )
+        def fetch(uri: str, name: str) -> Path:
+            """A dataset on local disk: S3 objects stream to the scratch folder."""
+            if uri.startswith("s3://"):
+                if client is None:
+                    raise TableError(f"cannot read {name} data {uri}: no S3 store configured")
+                try:
+                    return download_uri(client, uri, scratch / f"{name}-{Path(uri).name}")
+                except ArtifactError as error:
+                    raise TableError(f"cannot read {name} data: {error}") from error
+            path = Path(uri.removeprefix("file://"))
+            if not path.exists():
+                raise TableError(f"cannot read {name} data: {path} does not exist")
+            return path
+
+        records = evaluate_and_store(
+            env.get(RELEASE, ""), action, store, fetch, scratch, now or datetime.now(UTC)
+        )
     manifest = {"artifacts": [r.wire() for r in records]}
     data = json.dumps(manifest, sort_keys=True).encode()
     target = env[OUTPUT_URI].rstrip("/")

@@ -13,20 +13,20 @@ from pathlib import Path
 import pytest
 
 from modelgate import evaluate
-from modelgate.api.modelrelease import ArtifactRecord, ModelReleaseStatus
+from modelgate.api.modelrelease import ArtifactRecord, GateStatus, ModelReleaseStatus
 from modelgate.api.qualitygate import Check, Task
 from modelgate.backends.evaluation import (
     SUMMARY_NAME,
     evaluation_from_payload,
     evaluation_job_name,
     evaluation_payload,
+    gate_status,
     parse_outputs,
     record_evaluation_outputs,
     record_failed_evaluation,
-    record_gate_evaluation,
 )
 from modelgate.backends.local import LocalArtifactStore
-from modelgate.gates import read_table
+from modelgate.gates import GateInputs, evaluate_gate, read_table
 from modelgate.promotion import EvaluateGate
 from tests.unit.test_reconcile import make_release
 
@@ -35,6 +35,11 @@ ROWS = "y_true,y_pred,y_score,region\n" + "".join(
     f"{i % 2},{i % 2 if i % 5 else 1 - i % 2},{0.9 if i % 2 else 0.1},{'nw'[(i // 2) % 2]}\n"
     for i in range(200)
 )
+
+
+def summary_time(summary: GateStatus) -> datetime:
+    assert summary.evaluated_at is not None
+    return datetime.fromisoformat(summary.evaluated_at.replace("Z", "+00:00"))
 
 
 def action(predictions: ArtifactRecord, data: Path, **checks: float) -> EvaluateGate:
@@ -111,15 +116,14 @@ def test_the_evaluator_gives_the_in_process_result(
     assert {r.name for r in records} == {"gate-report", "gate-report-html", SUMMARY_NAME}
     by_job = make_release().model_copy(update={"status": ModelReleaseStatus()})
     summary = record_evaluation_outputs(by_job, evaluation, records, store)
-    in_process = make_release().model_copy(update={"status": ModelReleaseStatus()})
-
-    def load(uri: str, name: str):  # type: ignore[no-untyped-def]
-        return read_table(Path(uri), name)
-
-    record_gate_evaluation(in_process, evaluation, store, load, NOW)
-    assert in_process.status is not None
+    # The reference: the in-memory engine on the same tables.
+    table = read_table(data, "predictions")
+    reference = evaluate_gate(
+        list(evaluation.checks),
+        GateInputs(task=Task.BINARY, predictions=table, training=table, evaluation=table),
+    )
     assert by_job.status is not None
-    assert summary == in_process.status.gate
+    assert summary == gate_status(evaluation, reference, summary_time(summary))
     assert summary.outcome == "Passed", [c.message for c in summary.checks]
     assert summary.passed == 2
     assert {a.name for a in by_job.status.artifacts} == {"gate-report", "gate-report-html"}

@@ -6,6 +6,7 @@ Deployments); the core sees only their observations and emits actions.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Protocol
 
@@ -46,3 +47,26 @@ class ArtifactStore(Protocol):
     def get_bytes(self, record: ArtifactRecord) -> bytes:
         """The content, verified against ``record.sha256``."""
         ...
+
+    def get_path(self, record: ArtifactRecord, scratch: Path) -> Path:
+        """A local file with the content, verified against ``record.sha256``
+        while it streams (never the whole artifact in memory); ``scratch`` is
+        a folder the caller owns for downloads."""
+        ...
+
+
+HASH_CHUNK = 1 << 20
+
+
+def verify_file(path: Path, record: ArtifactRecord) -> Path:
+    """``path`` if its SHA-256 is the record's (read in chunks), else raise."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != record.sha256:
+        raise ArtifactIntegrityError(
+            f"artifact {record.name} at {record.uri} has SHA-256 {digest.hexdigest()}, "
+            f"recorded {record.sha256}: refusing to use it"
+        )
+    return path

@@ -13,22 +13,29 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
 
 from modelgate.api.common import format_time
 from modelgate.api.modelrelease import ArtifactRecord, CheckResult, GateStatus, ModelRelease
 from modelgate.api.qualitygate import Check, Task
-from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactStore
-from modelgate.gates import GateInputs, Table, TableError, evaluate_gate, read_table
+from modelgate.backends.base import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactNotFoundError,
+    ArtifactStore,
+)
+from modelgate.gates import TableError
 from modelgate.gates.engine import INCONCLUSIVE, CheckEvaluation, GateEvaluation, gate_outcome
-from modelgate.gates.report import render_html
+from modelgate.gates.report import ReportCharts, render_html
+from modelgate.gates.source import Source, source_of
+from modelgate.gates.streaming import StreamInputs, evaluate_stream
 from modelgate.promotion import EvaluateGate
 
 ARTIFACT_ERRORS = (ArtifactIntegrityError, ArtifactNotFoundError, TableError, OSError)
 
-DataLoader = Callable[[str, str], Table]
+# (uri, dataset name) -> a local file or folder with the data (downloaded if remote).
+DataFetcher = Callable[[str, str], Path]
 
 
 def _unmeasurable(action: EvaluateGate, reason: str) -> GateEvaluation:
@@ -44,63 +51,77 @@ def _unmeasurable(action: EvaluateGate, reason: str) -> GateEvaluation:
 @dataclass
 class EvaluationRun:
     evaluation: GateEvaluation
-    inputs: GateInputs | None  # None when the predictions could not be read
+    charts: ReportCharts
 
 
-def evaluate_action(
-    action: EvaluateGate, store: ArtifactStore, load_data: DataLoader
-) -> EvaluationRun:
-    """Evaluate the gate; anything unreadable makes its checks Inconclusive."""
+def stream_inputs(
+    action: EvaluateGate, store: ArtifactStore, fetch_data: DataFetcher, scratch: Path
+) -> StreamInputs:
+    """The action's inputs as sources on local disk (artifacts verified as
+    they download); anything that cannot be fetched is recorded with why."""
+    errors: dict[str, str] = {}
+    predictions = None
     try:
-        predictions = read_table(store.get_bytes(action.predictions), "predictions")
-    except ARTIFACT_ERRORS as error:
-        return EvaluationRun(_unmeasurable(action, f"predictions unreadable: {error}"), None)
-    datasets: dict[str, Table | None] = {}
+        path = store.get_path(action.predictions, scratch)
+        predictions = source_of(path, "predictions")
+    except (*ARTIFACT_ERRORS, ArtifactError) as error:
+        errors["predictions"] = str(error)
+    datasets: dict[str, Source | None] = {}
     for name, uri in (("training", action.train_data), ("evaluation", action.evaluation_data)):
         try:
-            datasets[name] = load_data(uri, name)
-        except ARTIFACT_ERRORS:
+            datasets[name] = source_of(fetch_data(uri, name), name)
+        except (*ARTIFACT_ERRORS, ArtifactError) as error:
             datasets[name] = None
-    baselines: dict[str, Table | None] = {}
-    errors: dict[str, str] = {}
+            errors[name] = str(error)
+    baselines: dict[str, Source | None] = {}
     for environment, record in action.baselines.items():
         if record is None:
             baselines[environment] = None
             continue
         try:
-            baselines[environment] = read_table(store.get_bytes(record), f"{environment} baseline")
-        except ARTIFACT_ERRORS as error:
-            errors[environment] = str(error)
+            path = store.get_path(record, scratch)
+            baselines[environment] = source_of(path, f"{environment} baseline")
+        except (*ARTIFACT_ERRORS, ArtifactError) as error:
+            errors[f"baseline:{environment}"] = str(error)
     metadata: dict[str, Any] | None = None
     if action.metadata is not None:
         try:
             loaded = json.loads(store.get_bytes(action.metadata))
             metadata = loaded if isinstance(loaded, dict) else None
-        except (*ARTIFACT_ERRORS, ValueError):
+        except (*ARTIFACT_ERRORS, ArtifactError, ValueError):
             metadata = None  # checks that need it report Inconclusive
-    inputs = GateInputs(
+    return StreamInputs(
         task=action.task,
         predictions=predictions,
         positive_label=action.positive_label,
         training=datasets["training"],
         evaluation=datasets["evaluation"],
         baselines=baselines,
-        baseline_errors=errors,
+        errors=errors,
         id_column=action.id_column,
         metadata=metadata,
     )
-    return EvaluationRun(evaluate_gate(list(action.checks), inputs), inputs)
+
+
+def evaluate_action(
+    action: EvaluateGate, store: ArtifactStore, fetch_data: DataFetcher, scratch: Path
+) -> EvaluationRun:
+    """Evaluate the gate with the streaming engine; predictions that cannot
+    be fetched make every check Inconclusive, other unreadable inputs the
+    checks that need them."""
+    inputs = stream_inputs(action, store, fetch_data, scratch)
+    if inputs.predictions is None:
+        reason = f"predictions unreadable: {inputs.errors['predictions']}"
+        return EvaluationRun(_unmeasurable(action, reason), ReportCharts())
+    evaluation, charts = evaluate_stream(list(action.checks), inputs)
+    return EvaluationRun(evaluation, charts)
 
 
 def report_html(release: str, action: EvaluateGate, run: EvaluationRun) -> bytes:
     """The human-readable report page, stored next to the JSON report."""
-    if run.inputs is None:
-        inputs = GateInputs(task=action.task, predictions=Table("none", pa.table({})))
-    else:
-        inputs = run.inputs
     title = f"Quality gate {action.gate_name or 'inline'} for {release}"
     subtitle = f"predictions sha256 {action.predictions.sha256}"
-    return render_html(run.evaluation, action.checks, inputs, title, subtitle).encode()
+    return render_html(run.evaluation, action.checks, run.charts, title, subtitle).encode()
 
 
 def gate_status(action: EvaluateGate, evaluation: GateEvaluation, now: datetime) -> GateStatus:
@@ -161,26 +182,6 @@ def finite(value: object) -> object:
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
     return value
-
-
-def record_gate_evaluation(
-    release: ModelRelease,
-    action: EvaluateGate,
-    store: ArtifactStore,
-    load_data: DataLoader,
-    now: datetime,
-) -> GateEvaluation:
-    """Evaluate, then record on the release what both drivers record: the
-    compact result in ``status.gate`` and the JSON and HTML reports as
-    artifacts (replacing earlier reports)."""
-    run = evaluate_action(action, store, load_data)
-    key = f"{release.namespace}/{release.name}"
-    reports = [
-        store.put_bytes(report_json(key, action, run.evaluation, now), "gate-report"),
-        store.put_bytes(report_html(key, action, run), "gate-report-html"),
-    ]
-    _record(release, gate_status(action, run.evaluation, now), reports)
-    return run.evaluation
 
 
 # -- the evaluation as a Job or process ----------------------------------------------
@@ -247,11 +248,16 @@ def evaluation_job_name(release_name: str, action: EvaluateGate) -> str:
 
 
 def evaluate_and_store(
-    release: str, action: EvaluateGate, store: ArtifactStore, load_data: DataLoader, now: datetime
+    release: str,
+    action: EvaluateGate,
+    store: ArtifactStore,
+    fetch_data: DataFetcher,
+    scratch: Path,
+    now: datetime,
 ) -> list[ArtifactRecord]:
     """What the evaluator does: evaluate, store the reports and the summary
     (content-addressed), return their records."""
-    run = evaluate_action(action, store, load_data)
+    run = evaluate_action(action, store, fetch_data, scratch)
     summary = gate_status(action, run.evaluation, now)
     return [
         store.put_bytes(report_json(release, action, run.evaluation, now), "gate-report"),

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelgate.api.common import format_time
 from modelgate.api.modelrelease import ArtifactRecord
-from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError
+from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError, verify_file
 from modelgate.backends.manifests import verification_env
 from modelgate.promotion import (
     Deploy,
@@ -73,6 +73,15 @@ class LocalArtifactStore:
 
     def put_file(self, path: Path, name: str) -> ArtifactRecord:
         return self.put_bytes(path.read_bytes(), name)
+
+    def get_path(self, record: ArtifactRecord, scratch: Path) -> Path:
+        """The stored file itself (read-only, content-addressed), verified."""
+        if not record.uri.startswith("file://"):
+            raise ArtifactNotFoundError(f"{record.uri} is not a local artifact")
+        path = Path(record.uri.removeprefix("file://"))
+        if not path.exists():
+            raise ArtifactNotFoundError(f"artifact {record.name} is missing at {path}")
+        return verify_file(path, record)
 
     def get_bytes(self, record: ArtifactRecord) -> bytes:
         if not record.uri.startswith("file://"):

@@ -29,11 +29,13 @@ from botocore.exceptions import (
 
 from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.backends.base import (
+    HASH_CHUNK,
     ArtifactAccessError,
     ArtifactError,
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactUnavailableError,
+    verify_file,
 )
 
 # Environment variables understood by the trainer and the operator, next to
@@ -169,6 +171,12 @@ class S3ArtifactStore:
     def put_file(self, path: Path, name: str) -> ArtifactRecord:
         return self.put_bytes(path.read_bytes(), name)
 
+    def get_path(self, record: ArtifactRecord, scratch: Path) -> Path:
+        target = scratch / f"{record.sha256}-{record.name}"
+        if not target.exists():
+            download_uri(self.client, record.uri, target)
+        return verify_file(target, record)
+
     def get_bytes(self, record: ArtifactRecord) -> bytes:
         data = read_uri(self.client, record.uri)
         actual = hashlib.sha256(data).hexdigest()
@@ -178,6 +186,20 @@ class S3ArtifactStore:
                 f"recorded {record.sha256}: refusing to use it"
             )
         return data
+
+
+def download_uri(client: Any, uri: str, target: Path) -> Path:
+    """Stream the object at s3://bucket/key into ``target`` (chunked: an
+    object larger than memory is fine)."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+        with target.open("wb") as out:
+            for chunk in response["Body"].iter_chunks(HASH_CHUNK):
+                out.write(chunk)
+    except (ClientError, BotoCoreError) as error:
+        raise classify(error, uri) from error
+    return target
 
 
 def read_uri(client: Any, uri: str) -> bytes:

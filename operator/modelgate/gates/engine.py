@@ -9,7 +9,7 @@ check plus the gate outcome. Nothing here touches Kubernetes or the network.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import pyarrow as pa
 from modelgate.api.modelrelease import CheckOutcome
 from modelgate.api.qualitygate import (
     LOWER_IS_BETTER,
+    BaselineSpec,
     BehaviorCheck,
     Check,
     ColumnType,
@@ -29,11 +30,14 @@ from modelgate.api.qualitygate import (
     FairnessMetric,
     MetricCheck,
     Severity,
+    SliceSpec,
     Task,
 )
 from modelgate.gates import drift as drift_stats
 from modelgate.gates.metrics import (
     Encoded,
+    FloatArray,
+    GroupValues,
     Undefined,
     compute,
     grouped,
@@ -240,6 +244,170 @@ def slice_codes(
     return dense.astype(np.int64), labels
 
 
+def finish_metric(
+    metric: MetricCheck, result: CheckEvaluation, value: Callable[[], float], rows: int
+) -> None:
+    """A plain metric check's result (any engine); ``value`` raises Undefined."""
+    result.metric = str(metric.name)
+    result.min, result.max, result.sample_size = metric.min, metric.max, rows
+    result.value = value()
+    result.outcome = judge(result.value, metric.min, metric.max)
+    verdict = "meets" if result.outcome == PASSED else "does not meet"
+    result.message = (
+        f"{metric.name} = {result.value:.4f} on {rows} rows {verdict} "
+        f"{describe_bounds(metric.min, metric.max)}"
+    )
+
+
+def _note_bounds(result: CheckEvaluation, values: GroupValues) -> None:
+    """A sketched rank metric says how far it can be from the exact value."""
+    if values.bounds is not None and np.nanmax(values.bounds, initial=0.0) > 0:
+        result.message += f" (each value within {float(np.nanmax(values.bounds)):.2g} of exact)"
+
+
+def finish_slices(
+    spec: SliceSpec,
+    metric: MetricCheck,
+    values: GroupValues,
+    labels: list[tuple[str, ...]],
+    result: CheckEvaluation,
+) -> None:
+    """A slice check's result from the metric of every slice (any engine)."""
+    result.metric = str(metric.name)
+    result.min, result.max = metric.min, metric.max
+    worst: SliceEvaluation | None = None
+    for index, parts in enumerate(labels):
+        named = dict(zip(spec.columns, parts, strict=True))
+        label = ",".join(f"{c}={v}" for c, v in named.items())
+        size = int(values.sizes[index])
+        if size < spec.min_size:
+            if not spec.skip_small:
+                result.slices.append(
+                    SliceEvaluation(
+                        label,
+                        INCONCLUSIVE,
+                        None,
+                        size,
+                        f"fewer than {spec.min_size} rows",
+                        named,
+                    )
+                )
+            continue
+        reason = values.reasons[index]
+        if reason is not None:
+            evaluation = SliceEvaluation(label, INCONCLUSIVE, None, size, reason, named)
+        else:
+            number = float(values.values[index])
+            evaluation = SliceEvaluation(
+                label, judge(number, metric.min, metric.max), number, size, "", named
+            )
+            if worst is None or _worse(metric, evaluation, worst):
+                worst = evaluation
+        result.slices.append(evaluation)
+    if not result.slices:
+        result.message = f"no slice of {spec.columns} has {spec.min_size} or more rows"
+        return
+    outcomes = {s.outcome for s in result.slices}
+    result.outcome = (
+        FAILED if FAILED in outcomes else INCONCLUSIVE if INCONCLUSIVE in outcomes else PASSED
+    )
+    if worst is not None:
+        result.value, result.slice = worst.value, worst.slice
+        result.slice_values, result.sample_size = worst.values, worst.sample_size
+    failing = [s.slice for s in result.slices if s.outcome != PASSED]
+    summary = f"not passing: {', '.join(failing[:5])}" if failing else "all pass"
+    if worst is not None and worst.value is not None:
+        summary += f" (worst {worst.slice} = {worst.value:.4f})"
+    result.message = (
+        f"{metric.name} per {'/'.join(spec.columns)}: {len(result.slices)} slices, {summary}"
+    )
+    _note_bounds(result, values)
+
+
+def _worse(metric: MetricCheck, a: SliceEvaluation, b: SliceEvaluation) -> bool:
+    assert a.value is not None
+    assert b.value is not None
+    if metric.name in LOWER_IS_BETTER:
+        return a.value > b.value
+    return a.value < b.value
+
+
+def finish_baseline(
+    spec: BaselineSpec,
+    metric: MetricCheck,
+    candidate: float,
+    baseline: float,
+    result: CheckEvaluation,
+) -> None:
+    """A baseline check's result from the two values (any engine)."""
+    result.value, result.baseline = candidate, baseline
+    # Positive regression means the candidate is worse than the baseline.
+    regression = candidate - baseline if metric.name in LOWER_IS_BETTER else baseline - candidate
+    allowed = spec.max_drop * abs(baseline) if spec.relative else spec.max_drop
+    if metric.name in LOWER_IS_BETTER:
+        result.max = baseline + allowed
+    else:
+        result.min = baseline - allowed
+    result.outcome = FAILED if regression > allowed + 1e-12 else PASSED
+    if metric.min is not None or metric.max is not None:
+        absolute = judge(candidate, metric.min, metric.max)
+        if absolute != PASSED:
+            result.outcome = absolute
+    result.message = (
+        f"{metric.name} = {candidate:.4f} vs {baseline:.4f} live in {spec.environment}: "
+        f"regression {regression:+.4f}, allowed {allowed:.4f}"
+    )
+
+
+def finish_fairness(
+    spec: FairnessCheck,
+    labels: list[tuple[str, ...]],
+    size: FloatArray,
+    selected: FloatArray,
+    positives: FloatArray,
+    true_pos: FloatArray,
+    result: CheckEvaluation,
+) -> None:
+    """A fairness check's result from per-group counts (any engine)."""
+    groups = len(labels)
+    result.metric = str(spec.metric)
+    result.min, result.max = spec.min, spec.max
+    false_pos = selected - true_pos
+    negatives = size - positives
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = {
+            "selection_rate": selected / size,
+            "tpr": np.where(positives > 0, true_pos / positives, np.nan),
+            "fpr": np.where(negatives > 0, false_pos / negatives, np.nan),
+        }
+    for index, (group,) in enumerate(labels):
+        small = size[index] < spec.min_group_size
+        result.slices.append(
+            SliceEvaluation(
+                f"{spec.sensitive_column}={group}",
+                INCONCLUSIVE if small else PASSED,
+                float(rates["selection_rate"][index]),
+                int(size[index]),
+                f"selection_rate={rates['selection_rate'][index]:.4f} "
+                f"tpr={rates['tpr'][index]:.4f} fpr={rates['fpr'][index]:.4f}",
+                {spec.sensitive_column: group},
+            )
+        )
+    small_groups = [labels[i][0] for i in range(groups) if size[i] < spec.min_group_size]
+    if groups < 2 or small_groups:
+        result.message = (
+            f"need two or more groups of at least {spec.min_group_size} rows in "
+            f"{spec.sensitive_column}; too small: {small_groups or [g for (g,) in labels]}"
+        )
+        return
+    result.value = fairness_value(spec.metric, rates)
+    result.outcome = judge(result.value, spec.min, spec.max)
+    result.message = (
+        f"{spec.metric} over {spec.sensitive_column} ({groups} groups) = "
+        f"{result.value:.4f}, required {describe_bounds(spec.min, spec.max)}"
+    )
+
+
 class Evaluator:
     """Evaluates each check kind; one instance per gate evaluation."""
 
@@ -293,77 +461,13 @@ class Evaluator:
 
     def _metric(self, metric: MetricCheck, result: CheckEvaluation) -> None:
         e = self.encoded
-        result.metric = str(metric.name)
-        result.min, result.max, result.sample_size = metric.min, metric.max, len(e)
-        result.value = compute(metric.name, e, metric.average)
-        result.outcome = judge(result.value, metric.min, metric.max)
-        verdict = "meets" if result.outcome == PASSED else "does not meet"
-        result.message = (
-            f"{metric.name} = {result.value:.4f} on {len(e)} rows {verdict} "
-            f"{describe_bounds(metric.min, metric.max)}"
-        )
+        finish_metric(metric, result, lambda: compute(metric.name, e, metric.average), len(e))
 
     def _slices(self, check: Check, metric: MetricCheck, result: CheckEvaluation) -> None:
         assert check.slice is not None
-        spec = check.slice
-        result.metric = str(metric.name)
-        result.min, result.max = metric.min, metric.max
-        codes, labels = self.slice_codes(spec.columns)
+        codes, labels = self.slice_codes(check.slice.columns)
         values = grouped(metric.name, self.encoded, codes, len(labels), metric.average)
-        worst: SliceEvaluation | None = None
-        for index, parts in enumerate(labels):
-            named = dict(zip(spec.columns, parts, strict=True))
-            label = ",".join(f"{c}={v}" for c, v in named.items())
-            size = int(values.sizes[index])
-            if size < spec.min_size:
-                if not spec.skip_small:
-                    result.slices.append(
-                        SliceEvaluation(
-                            label,
-                            INCONCLUSIVE,
-                            None,
-                            size,
-                            f"fewer than {spec.min_size} rows",
-                            named,
-                        )
-                    )
-                continue
-            reason = values.reasons[index]
-            if reason is not None:
-                evaluation = SliceEvaluation(label, INCONCLUSIVE, None, size, reason, named)
-            else:
-                number = float(values.values[index])
-                evaluation = SliceEvaluation(
-                    label, judge(number, metric.min, metric.max), number, size, "", named
-                )
-                if worst is None or self._worse(metric, evaluation, worst):
-                    worst = evaluation
-            result.slices.append(evaluation)
-        if not result.slices:
-            result.message = f"no slice of {spec.columns} has {spec.min_size} or more rows"
-            return
-        outcomes = {s.outcome for s in result.slices}
-        result.outcome = (
-            FAILED if FAILED in outcomes else INCONCLUSIVE if INCONCLUSIVE in outcomes else PASSED
-        )
-        if worst is not None:
-            result.value, result.slice = worst.value, worst.slice
-            result.slice_values, result.sample_size = worst.values, worst.sample_size
-        failing = [s.slice for s in result.slices if s.outcome != PASSED]
-        summary = f"not passing: {', '.join(failing[:5])}" if failing else "all pass"
-        if worst is not None and worst.value is not None:
-            summary += f" (worst {worst.slice} = {worst.value:.4f})"
-        result.message = (
-            f"{metric.name} per {'/'.join(spec.columns)}: {len(result.slices)} slices, {summary}"
-        )
-
-    @staticmethod
-    def _worse(metric: MetricCheck, a: SliceEvaluation, b: SliceEvaluation) -> bool:
-        assert a.value is not None
-        assert b.value is not None
-        if metric.name in LOWER_IS_BETTER:
-            return a.value > b.value
-        return a.value < b.value
+        finish_slices(check.slice, metric, values, labels, result)
 
     def _baseline(self, check: Check, metric: MetricCheck, result: CheckEvaluation) -> None:
         assert check.baseline is not None
@@ -393,25 +497,7 @@ class Evaluator:
         live = encode_predictions(baseline_table, self.inputs.task, self.inputs.positive_label)
         candidate = compute(metric.name, self.encoded, metric.average)
         baseline = compute(metric.name, live, metric.average)
-        result.value, result.baseline = candidate, baseline
-        # Positive regression means the candidate is worse than the baseline.
-        regression = (
-            candidate - baseline if metric.name in LOWER_IS_BETTER else baseline - candidate
-        )
-        allowed = spec.max_drop * abs(baseline) if spec.relative else spec.max_drop
-        if metric.name in LOWER_IS_BETTER:
-            result.max = baseline + allowed
-        else:
-            result.min = baseline - allowed
-        result.outcome = FAILED if regression > allowed + 1e-12 else PASSED
-        if metric.min is not None or metric.max is not None:
-            absolute = judge(candidate, metric.min, metric.max)
-            if absolute != PASSED:
-                result.outcome = absolute
-        result.message = (
-            f"{metric.name} = {candidate:.4f} vs {baseline:.4f} live in {spec.environment}: "
-            f"regression {regression:+.4f}, allowed {allowed:.4f}"
-        )
+        finish_baseline(spec, metric, candidate, baseline, result)
 
     def _comparable(self, baseline: Table) -> tuple[str | None, Table]:
         """Why the baseline cannot be compared row for row (or None), and the
@@ -451,66 +537,26 @@ class Evaluator:
         e = self.encoded
         codes, labels = self.slice_codes([spec.sensitive_column])
         groups = len(labels)
-        result.metric = str(spec.metric)
-        result.min, result.max, result.sample_size = spec.min, spec.max, len(e)
+        result.sample_size = len(e)
         t, q = e.true_positive, e.pred_positive
         size = np.bincount(codes, minlength=groups).astype(np.float64)
-        selected = np.bincount(codes, weights=q.astype(np.float64), minlength=groups)
-        positives = np.bincount(codes, weights=t.astype(np.float64), minlength=groups)
-        true_pos = np.bincount(codes, weights=(t & q).astype(np.float64), minlength=groups)
-        false_pos = selected - true_pos
-        negatives = size - positives
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rates = {
-                "selection_rate": selected / size,
-                "tpr": np.where(positives > 0, true_pos / positives, np.nan),
-                "fpr": np.where(negatives > 0, false_pos / negatives, np.nan),
-            }
-        for index, (group,) in enumerate(labels):
-            small = size[index] < spec.min_group_size
-            result.slices.append(
-                SliceEvaluation(
-                    f"{spec.sensitive_column}={group}",
-                    INCONCLUSIVE if small else PASSED,
-                    float(rates["selection_rate"][index]),
-                    int(size[index]),
-                    f"selection_rate={rates['selection_rate'][index]:.4f} "
-                    f"tpr={rates['tpr'][index]:.4f} fpr={rates['fpr'][index]:.4f}",
-                    {spec.sensitive_column: group},
-                )
-            )
-        small_groups = [labels[i][0] for i in range(groups) if size[i] < spec.min_group_size]
-        if groups < 2 or small_groups:
-            result.message = (
-                f"need two or more groups of at least {spec.min_group_size} rows in "
-                f"{spec.sensitive_column}; too small: {small_groups or [g for (g,) in labels]}"
-            )
-            return
-        result.value = fairness_value(spec.metric, rates)
-        result.outcome = judge(result.value, spec.min, spec.max)
-        result.message = (
-            f"{spec.metric} over {spec.sensitive_column} ({groups} groups) = "
-            f"{result.value:.4f}, required {describe_bounds(spec.min, spec.max)}"
-        )
+        selected = np.asarray(np.bincount(codes, weights=q, minlength=groups), np.float64)
+        positives = np.asarray(np.bincount(codes, weights=t, minlength=groups), np.float64)
+        true_pos = np.asarray(np.bincount(codes, weights=t & q, minlength=groups), np.float64)
+        finish_fairness(spec, labels, size, selected, positives, true_pos, result)
 
     # -- data -----------------------------------------------------------------
 
     def _data(self, spec: DataCheck, result: CheckEvaluation) -> None:
-        problems: list[str] = []
-        measured: list[float] = []
+        facts: dict[str, DataFacts | str] = {}
         for dataset in spec.datasets:
             table = self.inputs.training if dataset == "training" else self.inputs.evaluation
-            if table is None:
-                result.outcome = INCONCLUSIVE
-                result.message = f"the {dataset} data is not available to the gate"
-                return
-            problems.extend(f"{dataset}: {p}" for p in data_problems(spec, table, measured))
-            result.sample_size = (result.sample_size or 0) + table.num_rows
-        result.min, result.max = spec.min, spec.max
-        result.value = max(measured) if measured else None
-        result.outcome = FAILED if problems else PASSED
-        target = spec.column or "table"
-        result.message = "; ".join(problems) if problems else f"{target}: all expectations hold"
+            facts[dataset] = (
+                table_facts(spec, table)
+                if table is not None
+                else f"the {dataset} data is not available to the gate"
+            )
+        finish_data(spec, facts, result)
 
     # -- drift ----------------------------------------------------------------
 
@@ -519,13 +565,8 @@ class Evaluator:
         if reference is None or current is None:
             result.message = "drift needs both the reference (training) and the evaluated data"
             return
-        result.metric = str(spec.method)
-        result.max, result.sample_size = spec.max, current.num_rows
-        result.value = drift_stats.statistic(spec, reference, current)
-        result.outcome = judge(result.value, None, spec.max)
-        result.message = (
-            f"{spec.method} of {spec.column} (training -> evaluation) = {result.value:.4f}, "
-            f"allowed <= {spec.max:g}"
+        finish_drift(
+            spec, lambda: drift_stats.statistic(spec, reference, current), current.num_rows, result
         )
 
     # -- explainability -------------------------------------------------------
@@ -588,6 +629,41 @@ class Evaluator:
         )
 
 
+def finish_data(
+    spec: DataCheck, facts: Mapping[str, DataFacts | str], result: CheckEvaluation
+) -> None:
+    """A data check's result from each dataset's facts, or why it has none."""
+    problems: list[str] = []
+    measured: list[float] = []
+    for dataset in spec.datasets:
+        known = facts[dataset]
+        if isinstance(known, str):
+            result.outcome = INCONCLUSIVE
+            result.message = known
+            return
+        problems.extend(f"{dataset}: {p}" for p in data_problems(spec, known, measured))
+        result.sample_size = (result.sample_size or 0) + known.rows
+    result.min, result.max = spec.min, spec.max
+    result.value = max(measured) if measured else None
+    result.outcome = FAILED if problems else PASSED
+    target = spec.column or "table"
+    result.message = "; ".join(problems) if problems else f"{target}: all expectations hold"
+
+
+def finish_drift(
+    spec: DriftCheck, value: Callable[[], float], rows: int, result: CheckEvaluation
+) -> None:
+    """A drift check's result (any engine); ``value`` raises Undefined."""
+    result.metric = str(spec.method)
+    result.max, result.sample_size = spec.max, rows
+    result.value = value()
+    result.outcome = judge(result.value, None, spec.max)
+    result.message = (
+        f"{spec.method} of {spec.column} (training -> evaluation) = {result.value:.4f}, "
+        f"allowed <= {spec.max:g}"
+    )
+
+
 def fairness_value(metric: FairnessMetric, rates: Mapping[str, np.ndarray[Any, Any]]) -> float:
     def spread(key: str) -> float:
         values = rates[key]
@@ -609,65 +685,112 @@ def fairness_value(metric: FairnessMetric, rates: Mapping[str, np.ndarray[Any, A
     return float(np.min(selection) / np.max(selection))
 
 
-def data_problems(spec: DataCheck, table: Table, measured: list[float]) -> list[str]:
+UNKNOWN_VALUES_KEPT = 10_000
+
+
+@dataclass
+class DataFacts:
+    """What a data check needs to know of one table, from either engine."""
+
+    rows: int
+    types: dict[str, pa.DataType]
+    duplicate_rate: float | None = None
+    missing: int = 0
+    # Non-missing values of a numeric spec.column: how many, range, outliers.
+    values: int = 0
+    low: float = math.nan
+    high: float = math.nan
+    below: int = 0
+    above: int = 0
+    # Values of spec.column outside spec.allowed (at most UNKNOWN_VALUES_KEPT kept).
+    unknown: set[str] = field(default_factory=set)
+    unknown_overflow: bool = False
+
+
+def table_facts(spec: DataCheck, table: Table) -> DataFacts:
+    """The in-memory engine's facts: the whole table at once."""
+    facts = DataFacts(table.num_rows, {c: table.column(c).type for c in table.columns})
+    if spec.max_duplicate_rate is not None and table.num_rows:
+        facts.duplicate_rate = duplicate_rate(table)
+    if spec.column is None or not table.has(spec.column):
+        return facts
+    missing = table.null_mask(spec.column)
+    facts.missing = int(missing.sum())
+    if (spec.min is not None or spec.max is not None) and table.is_numeric(spec.column):
+        values = table.numeric(spec.column)[~missing]
+        facts.values = int(values.size)
+        if values.size:
+            facts.low, facts.high = float(values.min()), float(values.max())
+            if spec.min is not None:
+                facts.below = int(np.sum(values < spec.min))
+            if spec.max is not None:
+                facts.above = int(np.sum(values > spec.max))
+    if spec.allowed is not None:
+        codes, names = table.codes(spec.column)
+        present = {names[c] for c in np.unique(codes[~missing])}
+        facts.unknown = present - set(spec.allowed)
+    return facts
+
+
+def is_numeric_type(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
+
+
+def data_problems(spec: DataCheck, facts: DataFacts, measured: list[float]) -> list[str]:
     problems: list[str] = []
-    rows = table.num_rows
+    rows = facts.rows
     if spec.min_rows is not None and rows < spec.min_rows:
         problems.append(f"{rows} rows, fewer than minRows {spec.min_rows}")
     if spec.max_rows is not None and rows > spec.max_rows:
         problems.append(f"{rows} rows, more than maxRows {spec.max_rows}")
     for required in spec.required_columns or []:
-        if not table.has(required.name):
+        if required.name not in facts.types:
             problems.append(f"required column {required.name!r} is missing")
-        elif required.type is not None and not has_type(table, required.name, required.type):
+        elif required.type is not None and not type_matches(
+            facts.types[required.name], required.type
+        ):
             problems.append(
-                f"column {required.name!r} is {table.column(required.name).type}, "
+                f"column {required.name!r} is {facts.types[required.name]}, "
                 f"expected {required.type}"
             )
-    if spec.max_duplicate_rate is not None and rows:
-        rate = duplicate_rate(table)
+    if spec.max_duplicate_rate is not None and rows and facts.duplicate_rate is not None:
+        rate = facts.duplicate_rate
         if rate > spec.max_duplicate_rate:
             problems.append(
                 f"duplicate rows {rate:.4f} > maxDuplicateRate {spec.max_duplicate_rate:g}"
             )
     if spec.column is None:
         return problems
-    if not table.has(spec.column):
+    if spec.column not in facts.types:
         return [*problems, f"column {spec.column!r} is missing"]
-    missing = table.null_mask(spec.column)
+    kind = facts.types[spec.column]
     if spec.max_missing_rate is not None:
-        rate = float(missing.mean()) if rows else 0.0
+        rate = facts.missing / rows if rows else 0.0
         if rate > spec.max_missing_rate:
             problems.append(
                 f"{spec.column} missing rate {rate:.4f} > maxMissingRate {spec.max_missing_rate:g}"
             )
-    if spec.type is not None and not has_type(table, spec.column, ColumnType(spec.type)):
-        problems.append(f"{spec.column} is {table.column(spec.column).type}, expected {spec.type}")
+    if spec.type is not None and not type_matches(kind, ColumnType(spec.type)):
+        problems.append(f"{spec.column} is {kind}, expected {spec.type}")
     if spec.min is not None or spec.max is not None:
-        if not table.is_numeric(spec.column):
+        if not is_numeric_type(kind):
             problems.append(f"{spec.column} is not numeric, cannot check min/max")
-        else:
-            values = table.numeric(spec.column)[~missing]
-            if values.size:
-                low, high = float(values.min()), float(values.max())
-                measured.append(high)
-                if spec.min is not None and low < spec.min:
-                    count = int(np.sum(values < spec.min))
-                    problems.append(
-                        f"{spec.column}: {count} values below {spec.min:g} (lowest {low:g})"
-                    )
-                if spec.max is not None and high > spec.max:
-                    count = int(np.sum(values > spec.max))
-                    problems.append(
-                        f"{spec.column}: {count} values above {spec.max:g} (highest {high:g})"
-                    )
-    if spec.allowed is not None:
-        codes, names = table.codes(spec.column)
-        present = {names[c] for c in np.unique(codes[~missing])}
-        unknown = sorted(present - set(spec.allowed))
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:5])
-            problems.append(f"{spec.column}: {len(unknown)} values not allowed: {shown}")
+        elif facts.values:
+            low, high = facts.low, facts.high
+            measured.append(high)
+            if spec.min is not None and low < spec.min:
+                problems.append(
+                    f"{spec.column}: {facts.below} values below {spec.min:g} (lowest {low:g})"
+                )
+            if spec.max is not None and high > spec.max:
+                problems.append(
+                    f"{spec.column}: {facts.above} values above {spec.max:g} (highest {high:g})"
+                )
+    if spec.allowed is not None and facts.unknown:
+        unknown = sorted(facts.unknown)
+        shown = ", ".join(repr(u) for u in unknown[:5])
+        count = f"{len(unknown)}{'+' if facts.unknown_overflow else ''}"
+        problems.append(f"{spec.column}: {count} values not allowed: {shown}")
     return problems
 
 
@@ -682,15 +805,18 @@ def duplicate_rate(table: Table) -> float:
     return (table.num_rows - unique_rows) / table.num_rows
 
 
-def has_type(table: Table, column: str, expected: ColumnType) -> bool:
-    kind = table.column(column).type
+def type_matches(kind: pa.DataType, expected: ColumnType) -> bool:
     if expected == ColumnType.INTEGER:
         return bool(pa.types.is_integer(kind))
     if expected == ColumnType.NUMBER:
-        return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
+        return is_numeric_type(kind)
     if expected == ColumnType.BOOLEAN:
         return bool(pa.types.is_boolean(kind))
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def has_type(table: Table, column: str, expected: ColumnType) -> bool:
+    return type_matches(table.column(column).type, expected)
 
 
 def gate_outcome(checks: list[CheckEvaluation]) -> str:

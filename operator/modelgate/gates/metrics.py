@@ -143,6 +143,8 @@ class GroupValues:
     values: FloatArray
     sizes: IntArray
     reasons: list[str | None]
+    # How far each value can be from the exact one (sketched rank metrics).
+    bounds: FloatArray | None = None
 
     def single(self) -> float:
         """The value of a one-group computation, or raise Undefined."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -157,38 +157,118 @@ def _thin(xs: np.ndarray[Any, Any], ys: np.ndarray[Any, Any]) -> tuple[list[floa
 # -- sections -------------------------------------------------------------------
 
 
-def _curves(inputs: GateInputs) -> str:
+@dataclass
+class Curves:
+    """Points of the ROC and precision-recall curves (thresholds at distinct
+    scores, descending) and the ten-bin calibration of a binary model."""
+
+    fpr: np.ndarray[Any, Any]
+    tpr: np.ndarray[Any, Any]
+    recall: np.ndarray[Any, Any]
+    precision: np.ndarray[Any, Any]
+    mean_score: list[float]
+    observed: list[float]
+
+
+def curves_from_counts(
+    tps: np.ndarray[Any, Any],
+    fps: np.ndarray[Any, Any],
+    calibration: np.ndarray[Any, Any],
+) -> Curves:
+    """From cumulative true/false positives per threshold and per calibration
+    bin (rows, score sum, positives)."""
+    positives, negatives = tps[-1], fps[-1]
+    filled = calibration[:, 0] > 0
+    return Curves(
+        fpr=np.r_[0.0, fps / negatives],
+        tpr=np.r_[0.0, tps / positives],
+        recall=tps / positives,
+        precision=tps / (tps + fps),
+        mean_score=[float(v) for v in calibration[filled, 1] / calibration[filled, 0]],
+        observed=[float(v) for v in calibration[filled, 2] / calibration[filled, 0]],
+    )
+
+
+def calibration_bins(
+    score: np.ndarray[Any, Any], truth: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """Rows, score sum and positives in each tenth of the score range."""
+    bins = np.clip((score * 10).astype(int), 0, 9)
+    return np.column_stack(
+        [
+            np.bincount(bins, minlength=10),
+            np.bincount(bins, weights=score, minlength=10),
+            np.bincount(bins, weights=truth.astype(float), minlength=10),
+        ]
+    ).astype(np.float64)
+
+
+def table_curves(inputs: GateInputs) -> Curves | None:
+    """The in-memory engine's curves, from the whole predictions table."""
     if inputs.task != Task.BINARY or not inputs.predictions.has("y_score"):
-        return ""
+        return None
     try:
         encoded = encode_predictions(inputs.predictions, inputs.task, inputs.positive_label)
     except (TableError, Undefined):
-        return ""
+        return None
     score = encoded.score
     truth = encoded.true_positive
     if score is None or not np.all(np.isfinite(score)) or truth.all() or not truth.any():
-        return ""
+        return None
     order = np.argsort(-score, kind="mergesort")
     sorted_truth = truth[order]
     ends = np.r_[np.flatnonzero(np.diff(score[order])), len(score) - 1]
     tps = np.cumsum(sorted_truth)[ends]
     fps = (ends + 1) - tps
-    tpr = np.r_[0.0, tps / truth.sum()]
-    fpr = np.r_[0.0, fps / (~truth).sum()]
-    precision = tps / (tps + fps)
-    recall = tps / truth.sum()
-    bins = np.clip((score * 10).astype(int), 0, 9)
-    counts = np.bincount(bins, minlength=10)
-    filled = counts > 0
-    mean_score = np.bincount(bins, weights=score, minlength=10)[filled] / counts[filled]
-    observed = np.bincount(bins, weights=truth.astype(float), minlength=10)[filled] / counts[filled]
-    roc = line_chart("ROC curve", [("ROC", *_thin(fpr, tpr), "#0969da")], "FPR", "TPR", True)
+    return curves_from_counts(tps, fps, calibration_bins(score, truth))
+
+
+@dataclass
+class ReportCharts:
+    """What the charts show, whichever engine measured it."""
+
+    curves: Curves | None = None
+    # Drift check name -> (training, evaluation) bin shares.
+    drift: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = field(
+        default_factory=dict
+    )
+    importance: list[dict[str, Any]] = field(default_factory=list)
+
+
+def table_charts(checks: Sequence[Check], inputs: GateInputs) -> ReportCharts:
+    charts = ReportCharts(
+        curves=table_curves(inputs),
+        importance=list((inputs.metadata or {}).get("importance") or []),
+    )
+    for check in checks:
+        spec = check.drift
+        if spec is None or inputs.training is None or inputs.evaluation is None:
+            continue
+        try:
+            # The same bins PSI and Jensen-Shannon use, whatever the statistic.
+            charts.drift[check.name] = drift_stats.proportions(
+                inputs.training, inputs.evaluation, spec.column, spec.bins
+            )
+        except (TableError, Undefined):
+            continue
+    return charts
+
+
+def _curves(curves: Curves | None) -> str:
+    if curves is None:
+        return ""
+    roc = line_chart(
+        "ROC curve", [("ROC", *_thin(curves.fpr, curves.tpr), "#0969da")], "FPR", "TPR", True
+    )
     pr = line_chart(
-        "Precision-recall", [("PR", *_thin(recall, precision), "#8250df")], "recall", "precision"
+        "Precision-recall",
+        [("PR", *_thin(curves.recall, curves.precision), "#8250df")],
+        "recall",
+        "precision",
     )
     calibration = line_chart(
         "Calibration",
-        [("observed", [float(v) for v in mean_score], [float(v) for v in observed], "#1a7f37")],
+        [("observed", curves.mean_score, curves.observed, "#1a7f37")],
         "mean predicted score",
         "observed positive rate",
         True,
@@ -224,17 +304,11 @@ def _slice_section(check: CheckEvaluation) -> str:
     return f"<h3>{esc(title)}</h3>{chart}{table}"
 
 
-def _drift_section(check: Check, inputs: GateInputs) -> str:
+def _drift_section(check: Check, charts: ReportCharts) -> str:
     spec = check.drift
-    if spec is None or inputs.training is None or inputs.evaluation is None:
+    if spec is None or check.name not in charts.drift:
         return ""
-    try:
-        # The same bins PSI and Jensen-Shannon use, whatever the statistic.
-        reference, current = drift_stats.proportions(
-            inputs.training, inputs.evaluation, spec.column, spec.bins
-        )
-    except (TableError, Undefined):
-        return ""
+    reference, current = charts.drift[check.name]
     bars: list[Bar] = []
     for index, (ref, cur) in enumerate(zip(reference, current, strict=True)):
         bars.append(Bar(f"bin {index + 1} training", float(ref), "#8c959f"))
@@ -243,8 +317,8 @@ def _drift_section(check: Check, inputs: GateInputs) -> str:
     return f"<h3>{esc(title)}</h3>{bar_chart(title, bars)}"
 
 
-def _importance_section(inputs: GateInputs) -> str:
-    importance = (inputs.metadata or {}).get("importance") or []
+def _importance_section(charts: ReportCharts) -> str:
+    importance = charts.importance
     if not importance:
         return ""
     ranked = sorted(importance, key=lambda item: -float(item["mean"]))
@@ -290,7 +364,7 @@ th{background:#f6f8fa} tr.failed td{background:#ffebe9} tr.inconclusive td{backg
 def render_html(
     evaluation: GateEvaluation,
     checks: Sequence[Check],
-    inputs: GateInputs,
+    charts: ReportCharts,
     title: str,
     subtitle: str = "",
 ) -> str:
@@ -298,16 +372,16 @@ def render_html(
     counts = evaluation.counts()
     color = COLORS[evaluation.outcome]
     by_name = {c.name: c for c in checks}
-    sections = [_curves(inputs)]
+    sections = [_curves(charts.curves)]
     slice_parts = [_slice_section(c) for c in evaluation.checks if c.slices]
     if any(slice_parts):
         sections.append("<h2>Slices and groups</h2>" + "".join(slice_parts))
     drift_parts = [
-        _drift_section(by_name[c.name], inputs) for c in evaluation.checks if c.kind == "drift"
+        _drift_section(by_name[c.name], charts) for c in evaluation.checks if c.kind == "drift"
     ]
     if any(drift_parts):
         sections.append("<h2>Drift</h2>" + "".join(drift_parts))
-    sections.append(_importance_section(inputs))
+    sections.append(_importance_section(charts))
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
