@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +22,7 @@ from kubernetes import client
 from modelgate.handlers import webhook_server
 from modelgate.settings import OperatorSettings
 from tests.integration.test_operator import _documents, release_document
-from tests.support.cluster import api_client, create, wait_for
+from tests.support.cluster import api_client, create, operator_command, wait_for
 from tests.support.emulator import running_emulator
 from tests.support.s3server import free_port
 
@@ -51,14 +50,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, cli
         }
         with log_path.open("w") as log:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "modelgate",
-                    "operator",
-                    "--standalone",
-                    f"--liveness=http://127.0.0.1:{free_port()}/healthz",
-                ],
+                operator_command(),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import sys
 import threading
 import time
 import warnings
@@ -31,7 +32,7 @@ from modelgate.backends.s3 import S3Settings, make_client
 from modelgate.trainer.train import ContractError, train
 from tests.support.emulator import RunningEmulator
 from tests.support.faulty_proxy import FaultyProxy
-from tests.support.s3server import CREDENTIALS, S3Server
+from tests.support.s3server import CREDENTIALS, S3Server, free_port
 
 GROUP, VERSION = "modelgate.dev", "v1alpha1"
 PLURALS = {
@@ -265,6 +266,12 @@ def running_operator() -> Iterator[OperatorThread]:
     finally:
         operator.stop()
         collect_quietly()
+
+
+def operator_command(*extra: str) -> list[str]:
+    """``python -m modelgate operator`` as a process, on a free liveness port."""
+    liveness = f"--liveness=http://127.0.0.1:{free_port()}/healthz"
+    return [sys.executable, "-m", "modelgate", "operator", "--standalone", liveness, *extra]
 
 
 def collect_quietly() -> None:

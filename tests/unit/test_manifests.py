@@ -7,8 +7,9 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from pydantic import ValidationError
 
-from modelgate.api.modelrelease import ArtifactRecord
+from modelgate.api.modelrelease import ArtifactRecord, Evaluation
 from modelgate.backends import manifests
 from modelgate.promotion import Deploy, StartTraining, StartVerification
 from modelgate.settings import OperatorSettings
@@ -275,3 +276,34 @@ def test_a_rollout_is_complete_only_when_no_old_pod_serves() -> None:
     assert manifests.rollout_pending(starting) == "Deployment m: 0 of 1 replicas available"
     done = _deployment(2, observedGeneration=2, replicas=1, updatedReplicas=1, availableReplicas=1)
     assert manifests.rollout_pending(done) is None
+
+
+def test_the_evaluation_job_is_sized_and_timed_by_spec_evaluation() -> None:
+    settings = OperatorSettings(server_image="modelgate:1")
+    sized = Evaluation.model_validate(
+        {"resources": {"requests": {"cpu": "2", "memory": "8Gi"}}, "deadline": "3h"}
+    )
+    job = manifests.build_evaluation_job(release(), "m-1-eval-0", "{}", settings, sized)
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"}}
+    assert job["spec"]["activeDeadlineSeconds"] == 3 * 3600
+    default = manifests.build_evaluation_job(release(), "m-1-eval-0", "{}", settings)
+    [container] = default["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"memory": "4Gi"},
+    }
+    assert default["spec"]["activeDeadlineSeconds"] == 3600
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "field"),
+    [
+        ({"deadline": "soon"}, "deadline"),
+        ({"resources": {"limits": "4Gi"}}, "limits"),
+        ({"parallelism": 4}, "parallelism"),  # not offered: refused, not ignored
+    ],
+)
+def test_a_bad_spec_evaluation_names_the_field(evaluation: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        Evaluation.model_validate(evaluation)

@@ -17,6 +17,7 @@ from modelgate.api.modelrelease import (
     GateStatus,
     Phase,
 )
+from modelgate.backends.evaluation import record_failed_evaluation
 from modelgate.promotion import (
     Deploy,
     DeploymentObservation,
@@ -693,3 +694,28 @@ def test_verification_failure_without_auto_rollback_fails_in_place() -> None:
     assert world.rollbacks == []
     assert release.status.environments[1].phase == "Failed"
     assert condition(release, "Verified")[0] == "False"
+
+
+def test_a_failed_evaluation_runs_again_only_when_spec_evaluation_changes() -> None:
+    world = World()
+    release, _ = drive(make_release(), world)
+    gate = make_gate(checks=[{"name": "auc", "metric": {"name": "roc_auc", "min": 0.95}}])
+    [evaluate] = reconcile(release, gate, make_envs(), world.observed(), NOW).actions
+    assert isinstance(evaluate, EvaluateGate)
+    assert release.status is not None
+    release.status.gate = record_failed_evaluation(
+        release.model_copy(deep=True), evaluate, "Job m-1-eval-x: OOMKilled", NOW
+    )
+    again = reconcile(release, gate, make_envs(), world.observed(), NOW)
+    assert again.actions == []  # the same evaluation would fail the same way
+    assert "raise resources.limits.memory" in condition(release_of(release, again), "GatePassed")[2]
+    bigger = release.model_copy(deep=True)
+    bigger.spec.evaluation.resources.limits["memory"] = "16Gi"
+    [retry] = reconcile(bigger, gate, make_envs(), world.observed(), NOW).actions
+    assert isinstance(retry, EvaluateGate)
+    assert retry.evaluation.resources.limits["memory"] == "16Gi"
+    assert retry.inputs_hash == evaluate.inputs_hash
+
+
+def release_of(release: ModelRelease, plan: Plan) -> ModelRelease:
+    return release.model_copy(update={"status": plan.status})

@@ -78,6 +78,28 @@ class Training(ApiModel):
     seed: int = Field(default=0, ge=0, description="Random seed passed to the trainer.")
 
 
+def _evaluation_resources() -> Resources:
+    return Resources(requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "4Gi"})
+
+
+class Evaluation(ApiModel):
+    """How the gate evaluation Job runs (the operator itself never opens the data).
+
+    Sharding one evaluation over several pods (an Indexed Job and a merge
+    step) is not offered yet: the engine merges shards, the Job does not.
+    """
+
+    resources: Resources = Field(
+        default_factory=_evaluation_resources,
+        description="Resources of each evaluator pod. Default: requests cpu 500m, memory 1Gi; "
+        "limits memory 4Gi. The evaluator streams its inputs: memory grows with slices, "
+        "classes and categories, not with rows.",
+    )
+    deadline: Duration = Field(
+        default="1h", description="Longest the evaluation may run (activeDeadlineSeconds)."
+    )
+
+
 class GateReference(ApiModel):
     """Which checks the candidate must pass: a QualityGate and/or inline checks."""
 
@@ -252,6 +274,11 @@ class ModelReleaseSpec(ApiModel):
     training: Training = Field(description="How the model is trained.")
     gate: GateReference = Field(description="Quality gate the candidate must pass.")
     promotion: PromotionSpec = Field(description="Environments and their overrides.")
+    evaluation: Evaluation = Field(
+        default_factory=Evaluation,
+        description="Resources and deadline of the gate evaluation Job. Changing it "
+        "after an evaluation failed (out of memory, past its deadline) evaluates again.",
+    )
 
     @model_validator(mode="after")
     def _image_for_serving(self) -> ModelReleaseSpec:
@@ -343,6 +370,11 @@ class GateStatus(ApiModel):
     failed: int = Field(default=0, description="Checks failed.")
     inconclusive: int = Field(default=0, description="Checks inconclusive.")
     checks: list[CheckResult] = Field(default_factory=list, description="Per-check results.")
+    failed_evaluation: str | None = Field(
+        default=None,
+        description="Set when the evaluation itself failed (the checks are Inconclusive): the "
+        "hash of spec.evaluation it ran with; a changed spec.evaluation evaluates again.",
+    )
 
 
 class EnvironmentPhase(StrEnum):

@@ -44,6 +44,11 @@ class ArtifactStore(Protocol):
 
     def put_file(self, path: Path, name: str) -> ArtifactRecord: ...
 
+    def put_uri(self, uri: str, name: str) -> ArtifactRecord:
+        """Store the object at ``uri`` (in the same store), streamed: never
+        the whole object in memory."""
+        ...
+
     def get_bytes(self, record: ArtifactRecord) -> bytes:
         """The content, verified against ``record.sha256``."""
         ...

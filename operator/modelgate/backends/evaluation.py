@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from modelgate.api.common import format_time
-from modelgate.api.modelrelease import ArtifactRecord, CheckResult, GateStatus, ModelRelease
+from modelgate.api.modelrelease import (
+    ArtifactRecord,
+    CheckResult,
+    Evaluation,
+    GateStatus,
+    ModelRelease,
+)
 from modelgate.api.qualitygate import Check, Task
 from modelgate.backends.base import (
     ArtifactError,
@@ -31,6 +37,7 @@ from modelgate.gates.report import ReportCharts, render_html
 from modelgate.gates.source import Source, source_of
 from modelgate.gates.streaming import StreamInputs, evaluate_stream
 from modelgate.promotion import EvaluateGate
+from modelgate.promotion.keys import evaluation_key
 
 ARTIFACT_ERRORS = (ArtifactIntegrityError, ArtifactNotFoundError, TableError, OSError)
 
@@ -207,6 +214,7 @@ def evaluation_payload(action: EvaluateGate) -> dict[str, Any]:
         "evaluationData": action.evaluation_data,
         "idColumn": action.id_column,
         "baselines": {k: (v.wire() if v else None) for k, v in sorted(action.baselines.items())},
+        "evaluation": action.evaluation.wire(),
     }
 
 
@@ -232,6 +240,7 @@ def evaluation_from_payload(payload: Mapping[str, Any]) -> EvaluateGate:
                 str(k): ArtifactRecord.model_validate(v) if v else None
                 for k, v in (payload.get("baselines") or {}).items()
             },
+            evaluation=Evaluation.model_validate(payload.get("evaluation") or {}),
         )
     except KeyError as error:
         raise ValueError(f"the evaluation has no {error.args[0]!r}") from error
@@ -304,7 +313,12 @@ def record_failed_evaluation(
 ) -> GateStatus:
     """An evaluation that could not run (failed, OOM-killed, past its
     deadline, unreadable output): every check Inconclusive with the reason."""
-    summary = gate_status(action, _unmeasurable(action, f"evaluation failed: {reason}"), now)
+    fix = (
+        "; change spec.evaluation (e.g. raise resources.limits.memory or deadline) "
+        "to evaluate again"
+    )
+    summary = gate_status(action, _unmeasurable(action, f"evaluation failed: {reason}{fix}"), now)
+    summary.failed_evaluation = evaluation_key(action.evaluation)
     _record(release, summary, [])
     return summary
 

@@ -30,7 +30,7 @@ from modelgate.backends.evaluation import (
     record_evaluation_outputs,
     record_failed_evaluation,
 )
-from modelgate.backends.s3 import read_uri, read_uri_bounded
+from modelgate.backends.s3 import read_uri_bounded
 from modelgate.promotion import (
     Deploy,
     DeploymentObservation,
@@ -177,7 +177,9 @@ class KubeRunner:
                 record_failed_evaluation(release, action, reason, now)
                 return True
             payload = json.dumps(evaluation_payload(action), sort_keys=True)
-            job = manifests.build_evaluation_job(release, name, payload, self.settings)
+            job = manifests.build_evaluation_job(
+                release, name, payload, self.settings, action.evaluation
+            )
             try:
                 self.clients.batch.create_namespaced_job(release.namespace, job)
             except ApiException as error:
@@ -238,10 +240,11 @@ class KubeRunner:
         artifacts: list[ArtifactRecord] = []
         for name, file in contract.OUTPUTS.items():
             try:
-                data = read_uri(self.s3, f"{output}/{file}")
+                # Streamed and copied inside the store: the operator's memory
+                # does not grow with the size of the predictions.
+                artifacts.append(self.store.put_uri(f"{output}/{file}", name))
             except ArtifactNotFoundError:
                 continue  # the core fails closed if predictions are missing
-            artifacts.append(self.store.put_bytes(data, name))
         return TrainingObservation(
             job_name, "Succeeded", started, finished, None, tuple(artifacts), failed_pods
         )

@@ -18,7 +18,12 @@ from typing import Any
 
 from modelgate.api.common import format_time
 from modelgate.api.modelrelease import ArtifactRecord
-from modelgate.backends.base import ArtifactIntegrityError, ArtifactNotFoundError, verify_file
+from modelgate.backends.base import (
+    HASH_CHUNK,
+    ArtifactIntegrityError,
+    ArtifactNotFoundError,
+    verify_file,
+)
 from modelgate.backends.manifests import verification_env
 from modelgate.promotion import (
     Deploy,
@@ -73,6 +78,30 @@ class LocalArtifactStore:
 
     def put_file(self, path: Path, name: str) -> ArtifactRecord:
         return self.put_bytes(path.read_bytes(), name)
+
+    def put_uri(self, uri: str, name: str) -> ArtifactRecord:
+        """A local file (``file://`` or a path), copied in chunks."""
+        source = Path(uri.removeprefix("file://"))
+        if not source.is_file():
+            raise ArtifactNotFoundError(f"{uri} does not exist")
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.root)
+        digest, size = hashlib.sha256(), 0
+        with os.fdopen(handle, "wb") as out, source.open("rb") as data:
+            while chunk := data.read(HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        path = self._path(digest.hexdigest())
+        if path.exists():
+            os.unlink(temporary)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(temporary, 0o444)
+            os.replace(temporary, path)
+        return ArtifactRecord(
+            name=name, uri=path.resolve().as_uri(), sha256=digest.hexdigest(), size=size
+        )
 
     def get_path(self, record: ArtifactRecord, scratch: Path) -> Path:
         """The stored file itself (read-only, content-addressed), verified."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from modelgate import API_VERSION, __version__
 from modelgate.api.common import format_time, parse_duration
-from modelgate.api.modelrelease import ArtifactRecord, ModelRelease
+from modelgate.api.modelrelease import ArtifactRecord, Evaluation, ModelRelease
 from modelgate.promotion import Deploy, StartTraining, StartVerification
 from modelgate.settings import OperatorSettings
 from modelgate.trainer import contract
@@ -207,12 +207,6 @@ def _job(
 
 
 EVALUATION_COMMAND = ("python", "-m", "modelgate.evaluate")
-# The evaluator's pod: sized for the data, not for the operator.
-EVALUATION_RESOURCES = {
-    "requests": {"cpu": "500m", "memory": "1Gi"},
-    "limits": {"memory": "4Gi"},
-}
-EVALUATION_DEADLINE_SECONDS = 3600
 
 
 def evaluation_output_uri(settings: OperatorSettings, namespace: str, job_name: str) -> str:
@@ -221,10 +215,16 @@ def evaluation_output_uri(settings: OperatorSettings, namespace: str, job_name: 
 
 
 def build_evaluation_job(
-    release: ModelRelease, job_name: str, payload: str, settings: OperatorSettings
+    release: ModelRelease,
+    job_name: str,
+    payload: str,
+    settings: OperatorSettings,
+    evaluation: Evaluation | None = None,
 ) -> dict[str, Any]:
     """The Job that evaluates the gate of ``release`` (``payload``: the
-    evaluation as JSON), with the operator's image."""
+    evaluation as JSON), with the operator's image, sized by ``evaluation``
+    (spec.evaluation)."""
+    evaluation = evaluation or release.spec.evaluation
     labels = {
         **common_labels("evaluation", release.name),
         RELEASE_LABEL: release.name,
@@ -245,7 +245,14 @@ def build_evaluation_job(
     container = _container(
         "evaluator", settings.server_image or "", env, EVALUATION_COMMAND, (), volumes
     )
-    container["resources"] = EVALUATION_RESOURCES
+    container["resources"] = {
+        key: dict(value)
+        for key, value in (
+            ("requests", evaluation.resources.requests),
+            ("limits", evaluation.resources.limits),
+        )
+        if value
+    }
     return _job(
         metadata={
             "name": job_name,
@@ -256,7 +263,7 @@ def build_evaluation_job(
         container=container,
         volumes=volumes,
         backoff_limit=0,  # deterministic: a second try fails the same way
-        deadline_seconds=EVALUATION_DEADLINE_SECONDS,
+        deadline_seconds=int(parse_duration(evaluation.deadline).total_seconds()),
         settings=settings,
     )
 

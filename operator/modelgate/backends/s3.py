@@ -168,6 +168,37 @@ class S3ArtifactStore:
                 raise classify(error, self.uri(key)) from error
         return ArtifactRecord(name=name, uri=self.uri(key), sha256=digest, size=len(data))
 
+    def put_uri(self, uri: str, name: str) -> ArtifactRecord:
+        """Store the object at ``uri`` under its content address without
+        holding it in memory: hash it as it streams, then copy it server-side
+        (only if unchanged since: ``CopySourceIfMatch`` on its ETag)."""
+        bucket, key = parse_s3_uri(uri)
+        digest, size = hashlib.sha256(), 0
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            etag = response["ETag"]
+            for chunk in response["Body"].iter_chunks(HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        except (ClientError, BotoCoreError) as error:
+            raise classify(error, uri) from error
+        target = self.key(digest.hexdigest())
+        if not self._exists(target):
+            try:
+                self.client.copy(
+                    {"Bucket": bucket, "Key": key},
+                    self.settings.bucket,
+                    target,
+                    ExtraArgs={
+                        "CopySourceIfMatch": etag,
+                        "Metadata": {"sha256": digest.hexdigest(), "artifact": name},
+                        "MetadataDirective": "REPLACE",
+                    },
+                )
+            except (ClientError, BotoCoreError) as error:
+                raise classify(error, uri) from error
+        return ArtifactRecord(name=name, uri=self.uri(target), sha256=digest.hexdigest(), size=size)
+
     def put_file(self, path: Path, name: str) -> ArtifactRecord:
         return self.put_bytes(path.read_bytes(), name)
 

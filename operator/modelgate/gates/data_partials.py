@@ -19,7 +19,7 @@ from modelgate.gates.drift import jensen_shannon, psi
 from modelgate.gates.engine import UNKNOWN_VALUES_KEPT, DataFacts, is_numeric_type
 from modelgate.gates.hashing import U64, DistinctCounter, column_hashes, mix, row_hashes
 from modelgate.gates.metrics import Undefined
-from modelgate.gates.sketch import ValueSketch, binned, ecdf_gap, quantiles
+from modelgate.gates.sketch import ValueSketch, binned, ks_statistic, quantiles
 from modelgate.gates.table import Table, TableError
 
 FloatArray = npt.NDArray[np.float64]
@@ -147,21 +147,29 @@ class DataProfile:
 REFERENCE, CURRENT = 0, 1
 
 
+def _one_sided() -> list[ValueSketch]:
+    return [ValueSketch.with_defaults(1), ValueSketch.with_defaults(1)]
+
+
 @dataclass
 class DriftStats:
-    """One column's distribution on both sides: a joint (reference, current)
-    sketch when both sides are numeric, category counts otherwise."""
+    """One column's distribution on both sides: a sketch per side when both
+    are numeric, category counts otherwise."""
 
     column: str
     numeric: bool
-    sketch: ValueSketch = field(default_factory=lambda: ValueSketch.with_defaults(2))
+    sides: list[ValueSketch] = field(default_factory=_one_sided)
     categories: dict[str, list[int]] = field(default_factory=dict)
     missing_from: list[str] = field(default_factory=list)
+    _proportions: dict[int, tuple[FloatArray, FloatArray, float]] = field(
+        default_factory=dict, repr=False
+    )
 
     def add(self, side: int, table: Table) -> None:
+        self._proportions.clear()
         if self.numeric:
             values = table.numeric(self.column)
-            self.sketch.add_column(values[np.isfinite(values)], side)
+            self.sides[side].add(values[np.isfinite(values)])
             return
         labels = table.labels(self.column)[~table.null_mask(self.column)]
         names, counts = np.unique(labels, return_counts=True)
@@ -169,30 +177,44 @@ class DriftStats:
             self.categories.setdefault(str(name), [0, 0])[side] += int(count)
 
     def merge(self, other: DriftStats) -> None:
-        self.sketch.merge(other.sketch)
+        self._proportions.clear()
+        for mine, theirs in zip(self.sides, other.sides, strict=True):
+            mine.merge(theirs)
         for name, counts in other.categories.items():
-            mine = self.categories.setdefault(name, [0, 0])
-            mine[0] += counts[0]
-            mine[1] += counts[1]
+            mine_counts = self.categories.setdefault(name, [0, 0])
+            mine_counts[0] += counts[0]
+            mine_counts[1] += counts[1]
+
+    def _non_empty(self) -> None:
+        if self.missing_from:
+            raise TableError(self.missing_from[0])
+        if self.numeric:
+            empty = any(int(side.totals()[0]) == 0 for side in self.sides)
+        else:
+            empty = not all(
+                any(c[side] for c in self.categories.values()) for side in (REFERENCE, CURRENT)
+            )
+        if empty:
+            raise Undefined(f"column {self.column!r} has no values on one side")
 
     def proportions(self, bins: int) -> tuple[FloatArray, FloatArray, float]:
         """Both sides' bin shares (the in-memory engine's bins) and the largest
         rank error of a quantile edge (0 when exact)."""
-        if self.missing_from:
-            raise TableError(self.missing_from[0])
+        if bins not in self._proportions:
+            self._proportions[bins] = self._compute_proportions(bins)
+        return self._proportions[bins]
+
+    def _compute_proportions(self, bins: int) -> tuple[FloatArray, FloatArray, float]:
+        self._non_empty()
         if self.numeric:
-            ref_n, cur_n = self.sketch.totals()
-            if ref_n == 0 or cur_n == 0:
-                raise Undefined(f"column {self.column!r} has no values on one side")
-            edges, error = quantiles(self.sketch, REFERENCE, np.linspace(0, 1, bins + 1)[1:-1])
-            counts = binned(self.sketch, np.unique(edges))
+            reference, current = self.sides
+            edges, error = quantiles(reference, np.linspace(0, 1, bins + 1)[1:-1])
+            inner = np.unique(edges)
+            ref, cur = binned(reference, inner), binned(current, inner)
         else:
             names = sorted(self.categories)
             counts = np.array([self.categories[n] for n in names], np.int64).reshape(-1, 2)
-            error = 0.0
-            if counts[:, 0].sum() == 0 or counts[:, 1].sum() == 0:
-                raise Undefined(f"column {self.column!r} has no values on one side")
-        ref, cur = counts[:, 0], counts[:, 1]
+            ref, cur, error = counts[:, 0], counts[:, 1], 0.0
         return ref / ref.sum(), cur / cur.sum(), error
 
     def statistic(self, spec: DriftCheck) -> tuple[float, float]:
@@ -204,21 +226,25 @@ class DriftStats:
                 raise Undefined(
                     f"ks needs a numeric column; {self.column!r} is categorical (use psi)"
                 )
-            ref_n, cur_n = self.sketch.totals()
-            if ref_n == 0 or cur_n == 0:
-                raise Undefined(f"column {self.column!r} has no values on one side")
-            return ecdf_gap(self.sketch)
+            self._non_empty()
+            return ks_statistic(*self.sides)
         ref_p, cur_p, error = self.proportions(spec.bins)
-        value = (
-            psi(ref_p, cur_p) if spec.method == DriftMethod.PSI else jensen_shannon(ref_p, cur_p)
-        )
-        return value, error
+        if spec.method == DriftMethod.PSI:
+            return psi(ref_p, cur_p), error
+        return jensen_shannon(ref_p, cur_p), error
 
     def wire(self, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self.sketch.to_arrays(prefix), {"categories": self.categories}
+        arrays = {
+            **self.sides[REFERENCE].to_arrays(f"{prefix}.reference"),
+            **self.sides[CURRENT].to_arrays(f"{prefix}.current"),
+        }
+        return arrays, {"categories": self.categories}
 
     def load(self, arrays: dict[str, Any], meta: dict[str, Any], prefix: str) -> None:
-        self.sketch = ValueSketch.from_arrays(arrays, prefix, 2)
+        self.sides = [
+            ValueSketch.from_arrays(arrays, f"{prefix}.reference", 1),
+            ValueSketch.from_arrays(arrays, f"{prefix}.current", 1),
+        ]
         self.categories = {str(k): [int(v[0]), int(v[1])] for k, v in meta["categories"].items()}
 
 

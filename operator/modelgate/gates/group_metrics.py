@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modelgate.api.qualitygate import Average, MetricName, Task
-from modelgate.gates.metrics import GroupValues, Undefined, _divide, _zero_divide
+from modelgate.gates.metrics import GroupValues, Undefined, _divide, from_class_counts
 from modelgate.gates.partials import FloatArray, PredictionStats
 from modelgate.gates.sketch import average_precision, roc_auc
 
@@ -137,23 +137,7 @@ def _multiclass(
         r.where(a["off"] > 0, "class probabilities of a row do not sum to 1")
         loss: FloatArray = a["loss"] / n
         return loss
-    tp, true, pred = a["class_tp"], a["class_true"], a["class_pred"]
-    if metric == MetricName.BALANCED_ACCURACY:
-        recall = _zero_divide(tp, true)
-        present = true > 0
-        return _divide((recall * present).sum(axis=1), present.sum(axis=1).astype(np.float64))
-    if metric == MetricName.PRECISION:
-        per_class = _zero_divide(tp, pred)
-    elif metric == MetricName.RECALL:
-        per_class = _zero_divide(tp, true)
-    elif metric == MetricName.F1:
-        per_class = _zero_divide(2 * tp, true + pred)
-    else:
-        raise Undefined(f"{metric} is not defined for multiclass tasks")
-    if average == Average.WEIGHTED:
-        return _divide((per_class * true).sum(axis=1), true.sum(axis=1))
-    present = (true + pred) > 0
-    return _divide((per_class * present).sum(axis=1), present.sum(axis=1).astype(np.float64))
+    return from_class_counts(metric, a["class_tp"], a["class_true"], a["class_pred"], average)
 
 
 def _regression(metric: MetricName, stats: PredictionStats, r: _Reasons) -> FloatArray:

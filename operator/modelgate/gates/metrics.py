@@ -428,6 +428,14 @@ def _multiclass(metric: MetricName, e: Encoded, g: _Groups, average: Average) ->
     if metric == MetricName.LOG_LOSS:
         return _multiclass_log_loss(e, g)
     tp, true, pred = _class_counts(e, g)
+    return from_class_counts(metric, tp, true, pred, average)
+
+
+def from_class_counts(
+    metric: MetricName, tp: FloatArray, true: FloatArray, pred: FloatArray, average: Average
+) -> FloatArray:
+    """A multiclass count metric per group from ``(groups, classes)`` counts:
+    true positives, true labels and predicted labels (either engine)."""
     if metric == MetricName.BALANCED_ACCURACY:
         recall = _zero_divide(tp, true)
         present = true > 0

@@ -204,7 +204,7 @@ class PredictionStats:
         self, codes: IntArray | None, score: FloatArray, truth: BoolArray, bad: BoolArray
     ) -> None:
         keep = ~bad
-        weights = np.column_stack([truth, ~truth]).astype(np.int64)
+        weights = (~truth).astype(np.int8)  # column 0: positives, 1: negatives
         if codes is None:
             self.sketches[0].add(score[keep], weights[keep])
             return

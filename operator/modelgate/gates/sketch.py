@@ -57,7 +57,8 @@ def _coalesce(
 
 @dataclass
 class ValueSketch:
-    """Values with ``width`` integer weights each; see the module docstring."""
+    """Values counted in ``width`` columns (e.g. positives and negatives);
+    see the module docstring."""
 
     width: int
     exact_rows: int = DEFAULT_EXACT_ROWS
@@ -65,45 +66,71 @@ class ValueSketch:
     lo: FloatArray = field(default_factory=lambda: np.zeros(0))
     hi: FloatArray = field(default_factory=lambda: np.zeros(0))
     counts: IntArray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    # Rows not folded yet: values and the column each counts in (one byte).
     _values: list[FloatArray] = field(default_factory=list, repr=False)
-    _weights: list[IntArray] = field(default_factory=list, repr=False)
+    _columns: list[npt.NDArray[np.int8]] = field(default_factory=list, repr=False)
     _buffered: int = 0
+    _buffer_counts: IntArray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     def __post_init__(self) -> None:
         if self.counts.shape[1:] != (self.width,):
             self.counts = np.zeros((0, self.width), np.int64)
+        self._buffer_counts = np.zeros(self.width, np.int64)
 
     @classmethod
     def with_defaults(cls, width: int) -> ValueSketch:
         exact, capacity = default_limits()
         return cls(width, exact, capacity)
 
-    def add(self, values: FloatArray, weights: IntArray) -> None:
-        """Finite ``values`` with an ``(n, width)`` weight row each."""
+    def add(self, values: FloatArray, columns: npt.ArrayLike = 0) -> None:
+        """Finite ``values``, each counted once in its column (or all in one)."""
         if len(values) == 0:
             return
         self._values.append(np.asarray(values, dtype=np.float64))
-        self._weights.append(np.asarray(weights, dtype=np.int64).reshape(len(values), self.width))
+        self._columns.append(np.broadcast_to(np.asarray(columns, np.int8), len(values)))
         self._buffered += len(values)
+        if self.width == 1:
+            self._buffer_counts[0] += len(values)
+        else:
+            self._buffer_counts += np.bincount(self._columns[-1], minlength=self.width)[
+                : self.width
+            ]
         if self._buffered >= self.exact_rows:
             self._fold(compact=True)
 
-    def add_column(self, values: FloatArray, column: int) -> None:
-        """Each value with weight 1 in ``column`` and 0 elsewhere."""
-        weights = np.zeros((len(values), self.width), np.int64)
-        weights[:, column] = 1
-        self.add(values, weights)
+    def raw(self, column: int = 0) -> FloatArray | None:
+        """The values of ``column`` as they came, while nothing is folded
+        (what the in-memory engine would see), else None."""
+        if len(self.lo):
+            return None
+        if not self._values:
+            return np.zeros(0)
+        if len(self._values) > 1:  # one array from now on: later calls are free
+            self._values = [np.concatenate(self._values)]
+            self._columns = [np.concatenate(self._columns)]
+        values = self._values[0]
+        if self.width == 1:
+            return values
+        result: FloatArray = values[self._columns[0] == column]
+        return result
 
     def _fold(self, compact: bool) -> None:
         if self._values:
             values = np.concatenate(self._values)
-            weights = np.concatenate(self._weights)
-            self._values, self._weights, self._buffered = [], [], 0
-            order = np.argsort(values, kind="stable")
-            values, weights = values[order], weights[order]
+            columns = np.concatenate(self._columns)
+            self._values, self._columns, self._buffered = [], [], 0
+            self._buffer_counts = np.zeros(self.width, np.int64)
+            order = np.argsort(values)  # ties in any order: their counts are summed
+            values, columns = values[order], columns[order]
             starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
             points = values[starts]
-            summed = np.asarray(np.add.reduceat(weights, starts, axis=0), np.int64)
+            summed = np.empty((len(points), self.width), np.int64)
+            for column in range(self.width):
+                summed[:, column] = (
+                    np.add.reduceat((columns == column).astype(np.int64), starts)
+                    if len(points)
+                    else 0
+                )
             if len(self.lo):
                 self.lo, self.hi, self.counts = _coalesce(
                     np.r_[self.lo, points], np.r_[self.hi, points], np.r_[self.counts, summed]
@@ -142,12 +169,11 @@ class ValueSketch:
 
     @property
     def exact(self) -> bool:
-        self._fold(compact=False)
         return bool(np.all(self.lo == self.hi))
 
     def totals(self) -> IntArray:
-        lo, _, counts = self.entries()
-        result: IntArray = counts.sum(axis=0) if len(lo) else np.zeros(self.width, np.int64)
+        """Rows counted in each column (without folding the buffer)."""
+        result: IntArray = self.counts.sum(axis=0).astype(np.int64) + self._buffer_counts
         return result
 
     # -- shards ------------------------------------------------------------------
@@ -231,20 +257,37 @@ def average_precision(sketch: ValueSketch) -> tuple[float, float]:
     return value, float(np.sum(step * spread))
 
 
-def ecdf_gap(sketch: ValueSketch) -> tuple[float, float]:
-    """Two-sample KS statistic from (reference, current) weights: the largest
-    gap between the two ECDFs at the entries' ends, and its bound (inside a
-    range either ECDF may move by that range's share)."""
+def _ecdf(sketch: ValueSketch, grid: FloatArray) -> FloatArray:
+    """Share of the values <= each grid point, counting a range once past it."""
+    _, hi, counts = sketch.entries()
+    cumulative = np.cumsum(counts[:, 0])
+    index = np.searchsorted(hi, grid, side="right") - 1
+    result: FloatArray = np.where(index >= 0, cumulative[np.maximum(index, 0)], 0) / max(
+        int(cumulative[-1]) if len(cumulative) else 0, 1
+    )
+    return result
+
+
+def _largest_range_share(sketch: ValueSketch) -> float:
     lo, hi, counts = sketch.entries()
-    first, second = counts[:, 0], counts[:, 1]
-    n_first, n_second = int(first.sum()), int(second.sum())
-    gap = np.abs(np.cumsum(first) / n_first - np.cumsum(second) / n_second)
-    value = float(np.max(gap)) if len(gap) else 0.0
     ranged = lo < hi
-    if not ranged.any():
-        return value, 0.0
-    share = np.maximum(first[ranged] / n_first, second[ranged] / n_second)
-    return value, float(np.max(share))
+    total = int(counts[:, 0].sum())
+    return float(counts[ranged, 0].max() / total) if ranged.any() and total else 0.0
+
+
+def ks_statistic(reference: ValueSketch, current: ValueSketch) -> tuple[float, float]:
+    """Two-sample KS statistic (largest gap between the ECDFs) and its bound:
+    inside a range an ECDF may move by that range's share."""
+    ref_raw, cur_raw = reference.raw(), current.raw()
+    if ref_raw is not None and cur_raw is not None:
+        ref, cur = np.sort(ref_raw), np.sort(cur_raw)
+        grid = np.concatenate([ref, cur])
+        ref_cdf = np.searchsorted(ref, grid, side="right") / ref.size
+        cur_cdf = np.searchsorted(cur, grid, side="right") / cur.size
+        return float(np.max(np.abs(ref_cdf - cur_cdf))), 0.0
+    grid = np.union1d(reference.entries()[1], current.entries()[1])
+    gap = float(np.max(np.abs(_ecdf(reference, grid) - _ecdf(current, grid))))
+    return gap, _largest_range_share(reference) + _largest_range_share(current)
 
 
 def _lerp(a: FloatArray, b: FloatArray, t: FloatArray) -> FloatArray:
@@ -254,13 +297,15 @@ def _lerp(a: FloatArray, b: FloatArray, t: FloatArray) -> FloatArray:
     return result
 
 
-def quantiles(sketch: ValueSketch, column: int, q: FloatArray) -> tuple[FloatArray, float]:
-    """``numpy.quantile`` (linear) of the values weighted by ``column``, and
-    the largest share of that column inside one range (the rank error)."""
+def quantiles(sketch: ValueSketch, q: FloatArray) -> tuple[FloatArray, float]:
+    """``numpy.quantile`` (linear) of the values, and the largest share of
+    them inside one range (the rank error of an edge; 0 when exact)."""
+    raw = sketch.raw()
+    if raw is not None:
+        exact: FloatArray = np.quantile(raw, q)
+        return exact, 0.0
     lo, hi, counts = sketch.entries()
-    weight = counts[:, column]
-    keep = weight > 0
-    lo, hi, weight = lo[keep], hi[keep], weight[keep]
+    weight = counts[:, 0]
     total = int(weight.sum())
     cumulative = np.cumsum(weight)
 
@@ -277,16 +322,22 @@ def quantiles(sketch: ValueSketch, column: int, q: FloatArray) -> tuple[FloatArr
     below = np.floor(virtual).astype(np.int64)
     above = np.minimum(below + 1, total - 1)
     edges = _lerp(at(below), at(above), virtual - below)
-    ranged = lo < hi
-    error = float(weight[ranged].max() / total) if ranged.any() else 0.0
-    return edges, error
+    return edges, _largest_range_share(sketch)
 
 
 def binned(sketch: ValueSketch, inner: FloatArray) -> IntArray:
-    """Weights per bin of ``inner`` edges (bin = searchsorted right); a range
+    """Values per bin of ``inner`` edges (bin = searchsorted right); a range
     counts in the bin of its middle."""
+    raw = sketch.raw()
+    if raw is not None:
+        # searchsorted(right) counts, from one comparison pass per edge: a
+        # value is past edge k when value >= edge k (few edges, many rows).
+        past = np.array([np.count_nonzero(raw >= edge) for edge in inner], np.int64)
+        exact: IntArray = -np.diff(np.r_[len(raw), past, 0])
+        return exact
     lo, hi, counts = sketch.entries()
     bins = np.searchsorted(inner, (lo + hi) / 2, side="right")
-    result = np.zeros((len(inner) + 1, sketch.width), np.int64)
-    np.add.at(result, bins, counts)
+    result: IntArray = np.bincount(bins, weights=counts[:, 0], minlength=len(inner) + 1).astype(
+        np.int64
+    )
     return result

@@ -95,6 +95,8 @@ class Partial:
     baselines: dict[str, BaselinePart]
     calibration: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((10, 3)))
     errors: dict[str, str] = field(default_factory=dict)
+    # Rows read of "training" and "evaluation".
+    dataset_rows: dict[str, int] = field(default_factory=lambda: {"training": 0, "evaluation": 0})
 
 
 def _groupings(checks: list[Check], task: Task, has_score: bool) -> dict[tuple[str, ...], bool]:
@@ -204,7 +206,9 @@ def accumulate(checks: list[Check], inputs: StreamInputs, shard: Shard = WHOLE) 
             profiles: list[DataProfile] = profiles,
             drifts: list[DriftStats] = drifts,
             side: int = side,
+            name: str = name,
         ) -> None:
+            partial.dataset_rows[name] += table.num_rows
             for profile in profiles:
                 profile.add(table)
             for stats in drifts:
@@ -260,6 +264,8 @@ def merge(into: Partial, other: Partial) -> None:
     for key, stats in other.stats.items():
         into.stats[key].merge(stats, class_map)
     into.calibration += other.calibration
+    for name, rows in other.dataset_rows.items():
+        into.dataset_rows[name] += rows
     if into.fingerprint is not None and other.fingerprint is not None:
         into.fingerprint.merge(other.fingerprint)
     for data_key, profile in other.data.items():
@@ -461,11 +467,7 @@ class _Finisher:
             bound.append(error)
             return statistic
 
-        current_rows = next(
-            (p.rows for k, p in self.partial.data.items() if k.endswith(":evaluation")), None
-        )
-        rows = int(stats.sketch.totals()[CURRENT]) if current_rows is None else current_rows
-        finish_drift(spec, value, rows, result)
+        finish_drift(spec, value, self.partial.dataset_rows["evaluation"], result)
         if bound and bound[0] > 0:
             result.message += f" (quantile edges within {bound[0]:.2g} of their exact rank)"
 

@@ -11,7 +11,7 @@ from modelgate.api.modelrelease import (
 from modelgate.api.qualitygate import QualityGate, Task
 from modelgate.promotion import conditions as cond
 from modelgate.promotion.context import Context, progressing, stalled
-from modelgate.promotion.keys import effective_checks, gate_inputs_hash
+from modelgate.promotion.keys import effective_checks, evaluation_key, gate_inputs_hash
 from modelgate.promotion.plan import EvaluateGate, Observed
 
 
@@ -25,7 +25,12 @@ def evaluate(ctx: Context, gate: QualityGate | None, observed: Observed) -> bool
     predictions = next(a for a in ctx.status.artifacts if a.name == "predictions")
     inputs = gate_inputs_hash(Task(task), positive, checks, predictions)
     result = ctx.status.gate
-    if result is None or result.inputs_hash != inputs:
+    retry = (
+        result is not None
+        and result.failed_evaluation is not None
+        and result.failed_evaluation != evaluation_key(release.spec.evaluation)
+    )
+    if result is None or result.inputs_hash != inputs or retry:
         ctx.status.gate = None
         ctx.status.phase = Phase.EVALUATING
         ctx.condition(cond.GATE_PASSED, None, "Evaluating", "evaluating the quality gate")
@@ -48,6 +53,7 @@ def evaluate(ctx: Context, gate: QualityGate | None, observed: Observed) -> bool
                 evaluation_data=release.spec.training.data.evaluation,
                 id_column=release.spec.training.data.id_column,
                 baselines=baselines,
+                evaluation=release.spec.evaluation,
             )
         )
         return False

@@ -9,6 +9,7 @@ from typing import Any
 
 from modelgate.api.modelrelease import (
     ArtifactRecord,
+    Evaluation,
     ModelRelease,
     Serving,
 )
@@ -78,6 +79,11 @@ def gate_inputs_hash(
             "predictions": predictions.sha256,
         }
     )[:16]
+
+
+def evaluation_key(evaluation: Evaluation) -> str:
+    """Hash of how the evaluation Job runs (resources, deadline, parallelism)."""
+    return canonical_hash(evaluation.wire())[:12]
 
 
 def release_key(release: ModelRelease) -> str:

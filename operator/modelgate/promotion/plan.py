@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from modelgate.api.modelrelease import (
     ArtifactRecord,
+    Evaluation,
     ModelReleaseStatus,
 )
 from modelgate.api.qualitygate import Check, Task
@@ -89,6 +90,8 @@ class EvaluateGate:
     id_column: str | None
     # Environment -> predictions of the release live there (None: nothing live).
     baselines: dict[str, ArtifactRecord | None]
+    # How the evaluation Job runs (spec.evaluation); local mode runs one process.
+    evaluation: Evaluation = field(default_factory=Evaluation)
 
 
 @dataclass(frozen=True)
