@@ -216,6 +216,12 @@ class PredictionStats:
         ends = np.r_[starts[1:], len(sorted_codes)]
         for start, end in zip(starts, ends, strict=True):
             self.sketches[int(sorted_codes[start])].add(values[start:end], rows[start:end])
+        # The groups share one budget of unfolded rows, so memory does not
+        # grow with the number of slices times the exact limit.
+        limit = self.sketches[0].exact_rows if self.sketches else 0
+        if sum(s.buffered for s in self.sketches) >= limit:
+            for sketch in self.sketches:
+                sketch.flush()
 
     def _add_regression(
         self, batch: PredictionBatch, codes: IntArray | None, groups: int, size: FloatArray

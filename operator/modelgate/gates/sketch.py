@@ -98,6 +98,14 @@ class ValueSketch:
         if self._buffered >= self.exact_rows:
             self._fold(compact=True)
 
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    def flush(self) -> None:
+        """Fold the buffered rows now (compacting if over capacity)."""
+        self._fold(compact=True)
+
     def raw(self, column: int = 0) -> FloatArray | None:
         """The values of ``column`` as they came, while nothing is folded
         (what the in-memory engine would see), else None."""
