@@ -113,7 +113,8 @@ class DataProfile:
         )
 
     def wire(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        arrays: dict[str, Any] = {}
+        schema = pa.schema([pa.field(n, t) for n, t in self.types.items()])
+        arrays: dict[str, Any] = {"schema": np.frombuffer(schema.serialize(), np.uint8)}
         if self.duplicates is not None:
             arrays["hashes"] = self.duplicates.hashes()
         meta = {
@@ -131,6 +132,8 @@ class DataProfile:
 
     def load(self, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
         """Fill an empty profile from a shard's wire form."""
+        schema = pa.ipc.read_schema(pa.py_buffer(np.asarray(arrays["schema"]).tobytes()))
+        self.types = {f.name: f.type for f in schema}
         self.rows, self.missing, self.values = (
             int(meta["rows"]),
             int(meta["missing"]),
@@ -238,7 +241,12 @@ class DriftStats:
             **self.sides[REFERENCE].to_arrays(f"{prefix}.reference"),
             **self.sides[CURRENT].to_arrays(f"{prefix}.current"),
         }
-        return arrays, {"categories": self.categories}
+        meta = {
+            "categories": self.categories,
+            "numeric": self.numeric,
+            "missingFrom": self.missing_from,
+        }
+        return arrays, meta
 
     def load(self, arrays: dict[str, Any], meta: dict[str, Any], prefix: str) -> None:
         self.sides = [

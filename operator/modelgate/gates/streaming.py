@@ -16,6 +16,9 @@ counters; not the number of rows.
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +53,7 @@ from modelgate.gates.engine import (
     is_numeric_type,
 )
 from modelgate.gates.group_metrics import RANK_METRICS, StatsContext, grouped_stats
-from modelgate.gates.groups import Grouping, Position
+from modelgate.gates.groups import ColumnNames, Grouping, Position
 from modelgate.gates.metrics import GroupValues, Undefined
 from modelgate.gates.partials import PredictionEncoder, PredictionStats
 from modelgate.gates.report import Curves, ReportCharts, calibration_bins, curves_from_counts
@@ -135,6 +138,7 @@ def empty_partial(checks: list[Check], inputs: StreamInputs) -> Partial:
     types: dict[str, dict[str, Any]] = {}
     for name, source in sources.items():
         if source is None:
+            errors.setdefault(name, "not given")
             continue
         try:
             types[name] = {f.name: f.type for f in source.schema()}
@@ -403,9 +407,7 @@ class _Finisher:
         result.metric = str(metric.name)
         result.sample_size = self.rows
         env = spec.environment
-        reason = self.inputs.errors.get(f"baseline:{env}") or self.partial.errors.get(
-            f"baseline:{env}"
-        )
+        reason = self.partial.errors.get(f"baseline:{env}")
         if reason is not None:
             result.message = f"baseline from {env} is unreadable: {reason}"
             return
@@ -452,8 +454,8 @@ class _Finisher:
         spec = check.drift
         assert spec is not None
         for name in ("training", "evaluation"):
-            if name in self.partial.errors or getattr(self.inputs, name) is None:
-                why = self.partial.errors.get(name, "not given")
+            if name in self.partial.errors:
+                why = self.partial.errors[name]
                 result.message = (
                     "drift needs both the reference (training) and the evaluated data: "
                     f"the {name} data is not available ({why})"
@@ -518,3 +520,142 @@ def evaluate_stream(
 ) -> tuple[GateEvaluation, ReportCharts]:
     """Everything in this process: one shard of all rows."""
     return finish(checks, inputs, accumulate(checks, inputs))
+
+
+# -- the wire form of a partial (a shard's result, read by the merge step) ----------
+
+WIRE_VERSION = 1
+
+
+def _encoder_wire(encoder: PredictionEncoder) -> dict[str, Any]:
+    return {
+        "classes": encoder.classes.wire(),
+        "missingLabels": encoder.missing_labels,
+        "hasScore": encoder.has_score,
+        "scoreColumns": encoder.score_columns,
+    }
+
+
+def _encoder_load(encoder: PredictionEncoder, data: dict[str, Any]) -> None:
+    encoder.classes = ColumnNames.from_wire(data["classes"])
+    encoder.missing_labels = {str(k): int(v) for k, v in data["missingLabels"].items()}
+    encoder.has_score = bool(data["hasScore"])
+    encoder.score_columns = [str(c) for c in data["scoreColumns"]]
+
+
+def partial_to_bytes(partial: Partial) -> bytes:
+    """A partial as one ``.npz`` (arrays, and its JSON under ``meta``; no pickles)."""
+    arrays: dict[str, Any] = {"calibration": partial.calibration}
+    meta: dict[str, Any] = {
+        "version": WIRE_VERSION,
+        "task": str(partial.task),
+        "encoder": _encoder_wire(partial.encoder),
+        "errors": partial.errors,
+        "datasetRows": partial.dataset_rows,
+        "stats": {},
+        "data": {},
+        "drift": {},
+        "baselines": {},
+    }
+    for index, (key, stats) in enumerate(partial.stats.items()):
+        part_arrays, part_meta = stats.to_wire(f"stats{index}")
+        arrays.update(part_arrays)
+        meta["stats"][str(index)] = {"key": list(key), **part_meta}
+    if partial.fingerprint is not None:
+        part_arrays, meta["fingerprint"] = partial.fingerprint.wire()
+        arrays.update({f"fingerprint.{k}": v for k, v in part_arrays.items()})
+    for index, (data_key, profile) in enumerate(partial.data.items()):
+        part_arrays, part_meta = profile.wire()
+        arrays.update({f"data{index}.{k}": v for k, v in part_arrays.items()})
+        meta["data"][data_key] = {"index": index, **part_meta}
+    for index, (column, drift) in enumerate(partial.drift.items()):
+        part_arrays, part_meta = drift.wire(f"drift{index}")
+        arrays.update(part_arrays)
+        meta["drift"][column] = {"index": index, **part_meta}
+    for index, (env, part) in enumerate(partial.baselines.items()):
+        stats_arrays, stats_meta = part.stats.to_wire(f"baseline{index}")
+        print_arrays, print_meta = part.fingerprint.wire()
+        arrays.update(stats_arrays)
+        arrays.update({f"baseline{index}.fingerprint.{k}": v for k, v in print_arrays.items()})
+        meta["baselines"][env] = {
+            "index": index,
+            "encoder": _encoder_wire(part.encoder),
+            "stats": stats_meta,
+            "fingerprint": print_meta,
+        }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _prefixed(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def partial_from_bytes(checks: list[Check], inputs: StreamInputs, data: bytes) -> Partial:
+    """A shard's partial, shaped by the same checks; ValueError when it is not one."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
+            arrays = {name: loaded[name] for name in loaded.files}
+        meta = json.loads(arrays.pop("meta").tobytes())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise ValueError(f"not a partial: {error}") from error
+    if meta.get("version") != WIRE_VERSION or meta.get("task") != str(inputs.task):
+        raise ValueError("a partial of another version or task")
+    partial = empty_partial(checks, StreamInputs(task=inputs.task, predictions=None))
+    partial.errors = {str(k): str(v) for k, v in meta["errors"].items()}
+    partial.dataset_rows = {str(k): int(v) for k, v in meta["datasetRows"].items()}
+    partial.calibration = np.asarray(arrays["calibration"], dtype=np.float64)
+    _encoder_load(partial.encoder, meta["encoder"])
+    partial.stats = {}
+    for index, stats_meta in meta["stats"].items():
+        key = tuple(str(c) for c in stats_meta["key"])
+        partial.stats[key] = PredictionStats.from_wire(
+            inputs.task, arrays, stats_meta, f"stats{index}"
+        )
+    if "fingerprint" in meta:
+        partial.fingerprint = Fingerprint(inputs.id_column)
+        partial.fingerprint.load(
+            {
+                k.removeprefix("fingerprint."): v
+                for k, v in arrays.items()
+                if k.startswith("fingerprint.")
+            },
+            meta["fingerprint"],
+        )
+    partial.data = {}
+    by_key = {
+        _data_key(i, str(dataset)): check.data
+        for i, check in enumerate(checks)
+        if check.data is not None
+        for dataset in check.data.datasets
+    }
+    for key, profile_meta in meta["data"].items():
+        spec = by_key.get(key)
+        if spec is None:
+            raise ValueError(f"a partial of other checks (data check {key})")
+        prefix = f"data{profile_meta['index']}."
+        profile = DataProfile(spec, {})
+        profile.load(_prefixed(arrays, prefix), profile_meta)
+        partial.data[key] = profile
+    partial.drift = {}
+    for column, drift_meta in meta["drift"].items():
+        drift = DriftStats(
+            str(column), bool(drift_meta["numeric"]), missing_from=list(drift_meta["missingFrom"])
+        )
+        drift.load(arrays, drift_meta, f"drift{drift_meta['index']}")
+        partial.drift[str(column)] = drift
+    partial.baselines = {}
+    for env, part_meta in meta["baselines"].items():
+        index = part_meta["index"]
+        encoder = PredictionEncoder(inputs.task, inputs.positive_label)
+        _encoder_load(encoder, part_meta["encoder"])
+        fingerprint = Fingerprint(inputs.id_column)
+        prefix = f"baseline{index}.fingerprint."
+        fingerprint.load(_prefixed(arrays, prefix), part_meta["fingerprint"])
+        stats = PredictionStats.from_wire(
+            inputs.task, arrays, part_meta["stats"], f"baseline{index}"
+        )
+        partial.baselines[str(env)] = BaselinePart(encoder, stats, fingerprint)
+    return partial
