@@ -260,26 +260,57 @@ class LocalRun:
             evaluate.OUTPUT_URI: str(output),
             evaluate.STORE_DIR: str(self.store.root),
         }
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "modelgate.evaluate"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=EVALUATION_TIMEOUT.total_seconds(),
-                check=False,
+        shards = action.evaluation.parallelism
+        if shards > 1:
+            # As the Indexed Job: every shard at once, then the merge step.
+            failure = self._run_evaluators(
+                [
+                    {**env, evaluate.SHARDS: str(shards), evaluate.COMPLETION_INDEX: str(i)}
+                    for i in range(shards)
+                ]
             )
-        except subprocess.TimeoutExpired:
-            reason = f"the evaluator did not finish within {EVALUATION_TIMEOUT}"
-            return record_failed_evaluation(release, action, reason, now)
-        if done.returncode != 0:
-            said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-            return record_failed_evaluation(release, action, said, now)
+            if failure is not None:
+                return record_failed_evaluation(release, action, failure, now)
+            env[evaluate.MERGE] = str(shards)
+        failure = self._run_evaluators([env])
+        if failure is not None:
+            return record_failed_evaluation(release, action, failure, now)
         try:
             records = parse_outputs((output / evaluate.OUTPUTS_FILE).read_bytes())
             return record_evaluation_outputs(release, action, records, self.store)
         except (OSError, ValueError, ArtifactError) as error:
             return record_failed_evaluation(release, action, f"unreadable output: {error}", now)
+
+    @staticmethod
+    def _run_evaluators(envs: list[dict[str, str]]) -> str | None:
+        """Run one evaluator process per environment, all at once; the first
+        failure's reason (the shard's, when sharded), or None."""
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "modelgate.evaluate"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for env in envs
+        ]
+        failures: list[str] = []
+        deadline = time.monotonic() + EVALUATION_TIMEOUT.total_seconds()
+        for env, process in zip(envs, processes, strict=True):
+            shard = env.get(evaluate.COMPLETION_INDEX)
+            where = f"shard {shard}: " if shard is not None else ""
+            try:
+                _, stderr = process.communicate(timeout=max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                failures.append(f"{where}the evaluator did not finish within {EVALUATION_TIMEOUT}")
+                continue
+            if process.returncode != 0:
+                said = (stderr.strip().splitlines() or [f"exit {process.returncode}"])[-1]
+                failures.append(f"{where}{said}")
+        return failures[0] if failures else None
 
     # -- the loop -------------------------------------------------------------
 

@@ -425,3 +425,32 @@ def test_a_served_model_that_differs_from_the_gated_one_is_rolled_back(
     assert "served answers differ from the gated predictions" in staging["message"]
     assert all(e["phase"] != "Deployed" for e in status["environments"])
     assert items(listing, "Environment")["staging"]["status"].get("liveRelease") is None
+
+
+def test_a_sharded_evaluation_gives_the_one_process_gate(
+    released_state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """spec.evaluation.parallelism: 3 runs three shard processes and a merge,
+    as the operator runs an Indexed Job and a merge Job: the same gate."""
+    document = yaml.safe_load(RELEASE.read_text())
+    data = document["spec"]["training"]["data"]
+    for key in ("train", "evaluation"):
+        data[key] = str(SAMPLE / data[key])
+    document["spec"]["evaluation"] = {"parallelism": 3}
+    sharded = tmp_path / "release.yaml"
+    sharded.write_text(yaml.safe_dump(document))
+    code, listing = run_json(capsys, GATE, ENVS, sharded, "--state-dir", tmp_path / "state")
+    assert code == 0
+    gate = items(listing, "ModelRelease")["credit-risk-1-4-0"]["status"]["gate"]
+    stored = json.loads(
+        (
+            released_state / "objects" / "ModelRelease" / "default" / "credit-risk-1-4-0.json"
+        ).read_text()
+    )
+    one = stored["status"]["gate"]
+    for summary in (gate, one):
+        summary.pop("evaluatedAt")
+    assert gate["outcome"] == "Passed"
+    assert gate == one
+    partials = list((tmp_path / "state" / "evaluations").glob("*/partials/*.json"))
+    assert sorted(p.name for p in partials) == ["0.json", "1.json", "2.json"]

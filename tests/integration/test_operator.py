@@ -178,3 +178,49 @@ def test_an_evaluation_job_that_fails_fails_closed_with_its_reason(
         for d in deployments
         if (d.metadata.annotations or {}).get("modelgate.dev/release") == f"{NAMESPACE}/{name}"
     ]
+
+
+def test_a_sharded_evaluation_runs_its_shards_then_merges_them(
+    cluster: tuple[RunningEmulator, client.ApiClient, Controllers],
+) -> None:
+    """spec.evaluation.parallelism: 2 is an Indexed Job of two shards, then a
+    merge Job; the gate is evaluated on every row. A shard that fails makes
+    every check Inconclusive naming the shards' Job."""
+    _, api, controllers = cluster
+    sharded, broken = "credit-risk-sharded", "credit-risk-broken-shard"
+    controllers.fail_evaluations[broken] = ("BackoffLimitExceeded", "Job has reached the limit")
+    for name in (sharded, broken):
+        document = release_document(**{"metadata.name": name})
+        document["spec"]["evaluation"] = {"parallelism": 2}
+        create(api, document, NAMESPACE)
+
+    def gate(name: str) -> dict[str, Any]:
+        status = get(api, "ModelRelease", NAMESPACE, name).get("status") or {}
+        return dict(status.get("gate") or {})
+
+    for name in (sharded, broken):
+        wait_for(lambda name=name: gate(name).get("outcome"), 120, f"{name} evaluated", gate)
+    assert gate(sharded)["outcome"] == "Passed", gate(sharded)
+    rows = len((SAMPLE / "data" / "eval.csv").read_text().splitlines()) - 1
+    assert {c["sampleSize"] for c in gate(sharded)["checks"] if c["kind"] == "metric"} >= {rows}
+    jobs = {
+        j.metadata.name: j
+        for j in client.BatchV1Api(api).list_namespaced_job(NAMESPACE).items
+        if j.metadata.labels.get("modelgate.dev/release") == sharded
+        and j.metadata.labels.get("app.kubernetes.io/component") == "evaluation"
+    }
+    [shards] = [j for n, j in jobs.items() if n.startswith(f"{sharded}-evs-")]
+    [merge] = [j for n, j in jobs.items() if n.startswith(f"{sharded}-eval-")]
+    assert (shards.spec.completion_mode, shards.spec.completions) == ("Indexed", 2)
+    [container] = merge.spec.template.spec.containers
+    assert {e.name: e.value for e in container.env}["MODELGATE_MERGE"] == "2"
+    # The merge ran after the shards, once.
+    ran = [n for n in controllers.jobs_run if n in jobs]
+    assert ran == [shards.metadata.name, merge.metadata.name]
+    failed = gate(broken)
+    assert failed["outcome"] == "Inconclusive"
+    assert all(
+        c["outcome"] == "Inconclusive" and f"Job {broken}-evs-" in c["message"]
+        for c in failed["checks"]
+    ), failed
+    assert failed["failedEvaluation"]

@@ -119,11 +119,18 @@ class Controllers:
             if failed is not None:
                 self._finish_job(job, failed)
                 return
+            spec = job["spec"]
+            # An Indexed Job: one run per index, as its pods would (in turn here).
+            indexes = range(int(spec.get("completions") or 1))
+            indexed = spec.get("completionMode") == "Indexed"
             with patched_environ(self.s3_env):
-                try:
-                    evaluate.run(env)
-                except evaluate.EvaluatorError as error:
-                    failed = ("BackoffLimitExceeded", f"evaluator exited 2: {error}")
+                for index in indexes:
+                    extra = {evaluate.COMPLETION_INDEX: str(index)} if indexed else {}
+                    try:
+                        evaluate.run({**env, **extra})
+                    except evaluate.EvaluatorError as error:
+                        failed = ("BackoffLimitExceeded", f"evaluator exited 2: {error}")
+                        break
             self._finish_job(job, failed)
             return
         env["MODELGATE_OUTPUT_DIR"] = ""  # the pod's emptyDir: a temp dir here

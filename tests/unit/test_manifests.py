@@ -296,12 +296,41 @@ def test_the_evaluation_job_is_sized_and_timed_by_spec_evaluation() -> None:
     assert default["spec"]["activeDeadlineSeconds"] == 3600
 
 
+def test_a_sharded_evaluation_is_an_indexed_job_and_a_merge_job_sharing_one_output() -> None:
+    settings = OperatorSettings(server_image="modelgate:1", s3_bucket="b")
+    sharded = Evaluation(parallelism=3)
+    shards = manifests.build_evaluation_job(
+        release(), "m-1-evs-0", "{}", settings, sharded, shards=3, output_job="m-1-eval-0"
+    )
+    merge = manifests.build_evaluation_job(
+        release(), "m-1-eval-0", "{}", settings, sharded, merge=3
+    )
+    for job in (shards, merge):
+        for version in VERSIONS:
+            kubernetes_validate.validate(job, version, strict=True)
+    spec = shards["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    assert "completionMode" not in merge["spec"]
+
+    def env(job: dict[str, Any]) -> dict[str, str]:
+        [container] = job["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+    assert env(shards)["MODELGATE_SHARDS"] == "3"
+    assert "MODELGATE_MERGE" not in env(shards)
+    assert env(merge)["MODELGATE_MERGE"] == "3"
+    assert env(shards)["MODELGATE_OUTPUT_URI"] == env(merge)["MODELGATE_OUTPUT_URI"]
+    assert env(merge)["MODELGATE_OUTPUT_URI"].endswith("/evaluations/team/m-1-eval-0")
+
+
 @pytest.mark.parametrize(
     ("evaluation", "field"),
     [
         ({"deadline": "soon"}, "deadline"),
         ({"resources": {"limits": "4Gi"}}, "limits"),
-        ({"parallelism": 4}, "parallelism"),  # not offered: refused, not ignored
+        ({"parallelism": 0}, "parallelism"),
+        ({"parallelism": 65}, "parallelism"),
+        ({"shards": 4}, "shards"),  # unknown: refused, not ignored
     ],
 )
 def test_a_bad_spec_evaluation_names_the_field(evaluation: dict[str, Any], field: str) -> None:

@@ -83,11 +83,7 @@ def _evaluation_resources() -> Resources:
 
 
 class Evaluation(ApiModel):
-    """How the gate evaluation Job runs (the operator itself never opens the data).
-
-    Sharding one evaluation over several pods (an Indexed Job and a merge
-    step) is not offered yet: the engine merges shards, the Job does not.
-    """
+    """How the gate evaluation Job runs (the operator itself never opens the data)."""
 
     resources: Resources = Field(
         default_factory=_evaluation_resources,
@@ -96,7 +92,18 @@ class Evaluation(ApiModel):
         "classes and categories, not with rows.",
     )
     deadline: Duration = Field(
-        default="1h", description="Longest the evaluation may run (activeDeadlineSeconds)."
+        default="1h",
+        description="Longest the evaluation may run (activeDeadlineSeconds), "
+        "of each Job when it is sharded.",
+    )
+    parallelism: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Pods that evaluate the data at once. Above 1, an Indexed Job's pods each "
+        "read a shard (Parquet row groups, CSV files, dealt out by index) into mergeable "
+        "partial statistics, then one merge Job computes the gate: the result is the "
+        "single pod's. Each pod gets resources; a shard with no rows adds nothing.",
     )
 
 

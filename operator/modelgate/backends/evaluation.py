@@ -34,8 +34,16 @@ from modelgate.backends.base import (
 from modelgate.gates import TableError
 from modelgate.gates.engine import INCONCLUSIVE, CheckEvaluation, GateEvaluation, gate_outcome
 from modelgate.gates.report import ReportCharts, render_html
-from modelgate.gates.source import Source, source_of
-from modelgate.gates.streaming import StreamInputs, evaluate_stream
+from modelgate.gates.source import Shard, Source, source_of
+from modelgate.gates.streaming import (
+    StreamInputs,
+    accumulate,
+    evaluate_stream,
+    finish,
+    merge,
+    partial_from_bytes,
+    partial_to_bytes,
+)
 from modelgate.promotion import EvaluateGate
 from modelgate.promotion.keys import evaluation_key
 
@@ -90,13 +98,6 @@ def stream_inputs(
             baselines[environment] = source_of(path, f"{environment} baseline")
         except (*ARTIFACT_ERRORS, ArtifactError) as error:
             errors[f"baseline:{environment}"] = str(error)
-    metadata: dict[str, Any] | None = None
-    if action.metadata is not None:
-        try:
-            loaded = json.loads(store.get_bytes(action.metadata))
-            metadata = loaded if isinstance(loaded, dict) else None
-        except (*ARTIFACT_ERRORS, ArtifactError, ValueError):
-            metadata = None  # checks that need it report Inconclusive
     return StreamInputs(
         task=action.task,
         predictions=predictions,
@@ -106,8 +107,20 @@ def stream_inputs(
         baselines=baselines,
         errors=errors,
         id_column=action.id_column,
-        metadata=metadata,
+        metadata=load_metadata(action, store),
     )
+
+
+def load_metadata(action: EvaluateGate, store: ArtifactStore) -> dict[str, Any] | None:
+    """The training metadata (feature importance), None when unreadable: the
+    checks that need it report Inconclusive."""
+    if action.metadata is None:
+        return None
+    try:
+        loaded = json.loads(store.get_bytes(action.metadata))
+    except (*ARTIFACT_ERRORS, ArtifactError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def evaluate_action(
@@ -121,6 +134,52 @@ def evaluate_action(
         reason = f"predictions unreadable: {inputs.errors['predictions']}"
         return EvaluationRun(_unmeasurable(action, reason), ReportCharts())
     evaluation, charts = evaluate_stream(list(action.checks), inputs)
+    return EvaluationRun(evaluation, charts)
+
+
+# A shard's error that makes every check Inconclusive (its reason the value).
+UNMEASURABLE = "gate"
+
+
+def shard_partial(
+    action: EvaluateGate,
+    store: ArtifactStore,
+    fetch_data: DataFetcher,
+    scratch: Path,
+    shard: Shard,
+) -> bytes:
+    """One shard's mergeable statistics, in their wire form: what a pod of a
+    sharded evaluation stores for the merge step. Inputs that cannot be
+    fetched travel in it as errors, so the merge names them per check."""
+    inputs = stream_inputs(action, store, fetch_data, scratch)
+    partial = accumulate(list(action.checks), inputs, shard)
+    if inputs.predictions is None:  # as in one pod: nothing is measured
+        partial.errors[UNMEASURABLE] = f"predictions unreadable: {inputs.errors['predictions']}"
+    return partial_to_bytes(partial)
+
+
+def merge_partials(
+    action: EvaluateGate, store: ArtifactStore, partials: list[bytes]
+) -> EvaluationRun:
+    """The gate from every shard's partial (ValueError when one is not a
+    partial of these checks); equals one pod's evaluation of all the data."""
+    checks = list(action.checks)
+    inputs = StreamInputs(
+        task=action.task,
+        predictions=None,
+        positive_label=action.positive_label,
+        id_column=action.id_column,
+        metadata=load_metadata(action, store),
+    )
+    if not partials:
+        raise ValueError("no shard's partial to merge")
+    loaded = [partial_from_bytes(checks, inputs, data) for data in partials]
+    merged = loaded[0]
+    for other in loaded[1:]:
+        merge(merged, other)
+    if UNMEASURABLE in merged.errors:
+        return EvaluationRun(_unmeasurable(action, merged.errors[UNMEASURABLE]), ReportCharts())
+    evaluation, charts = finish(checks, inputs, merged)
     return EvaluationRun(evaluation, charts)
 
 
@@ -246,13 +305,15 @@ def evaluation_from_payload(payload: Mapping[str, Any]) -> EvaluateGate:
         raise ValueError(f"the evaluation has no {error.args[0]!r}") from error
 
 
-def evaluation_job_name(release_name: str, action: EvaluateGate) -> str:
+def evaluation_job_name(release_name: str, action: EvaluateGate, shards: bool = False) -> str:
     """Deterministic per release and evaluation inputs (a changed gate, new
-    predictions or another baseline: a new evaluation)."""
+    predictions or another baseline: a new evaluation). A sharded
+    evaluation's Indexed Job is ``-evs-``; its merge Job, like a single
+    pod's, ``-eval-`` (the Job whose outputs the operator reads)."""
     digest = hashlib.sha256(
         json.dumps(evaluation_payload(action), sort_keys=True).encode()
     ).hexdigest()[:10]
-    suffix = f"-eval-{digest}"
+    suffix = f"-{'evs' if shards else 'eval'}-{digest}"
     return release_name[: 63 - len(suffix)].rstrip("-") + suffix
 
 
@@ -266,7 +327,15 @@ def evaluate_and_store(
 ) -> list[ArtifactRecord]:
     """What the evaluator does: evaluate, store the reports and the summary
     (content-addressed), return their records."""
-    run = evaluate_action(action, store, fetch_data, scratch)
+    return store_results(
+        release, action, evaluate_action(action, store, fetch_data, scratch), store, now
+    )
+
+
+def store_results(
+    release: str, action: EvaluateGate, run: EvaluationRun, store: ArtifactStore, now: datetime
+) -> list[ArtifactRecord]:
+    """Store an evaluation's reports and summary (content-addressed)."""
     summary = gate_status(action, run.evaluation, now)
     return [
         store.put_bytes(report_json(release, action, run.evaluation, now), "gate-report"),

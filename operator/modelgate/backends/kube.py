@@ -176,15 +176,12 @@ class KubeRunner:
                 )
                 record_failed_evaluation(release, action, reason, now)
                 return True
-            payload = json.dumps(evaluation_payload(action), sort_keys=True)
-            job = manifests.build_evaluation_job(
-                release, name, payload, self.settings, action.evaluation
-            )
-            try:
-                self.clients.batch.create_namespaced_job(release.namespace, job)
-            except ApiException as error:
-                if error.status != 409:  # 409: created before (the name is deterministic)
-                    raise classify_api_error(error, f"creating Job {name}") from error
+            shards = action.evaluation.parallelism
+            if shards > 1:
+                state = self._shards(release, action, name, now)
+                if state != "Succeeded":
+                    return state == "Failed"  # a failed shard's result is recorded
+            self._create_evaluation_job(release, action, name, merge=shards if shards > 1 else 0)
             return False
         if run.state == "Running":
             return False
@@ -205,6 +202,41 @@ class KubeRunner:
                 release, action, f"Job {name}: unreadable output: {error}", now
             )
         return True
+
+    def _create_evaluation_job(
+        self, release: ModelRelease, action: EvaluateGate, name: str, **step: Any
+    ) -> None:
+        payload = json.dumps(evaluation_payload(action), sort_keys=True)
+        job = manifests.build_evaluation_job(
+            release, name, payload, self.settings, action.evaluation, **step
+        )
+        try:
+            self.clients.batch.create_namespaced_job(release.namespace, job)
+        except ApiException as error:
+            if error.status != 409:  # 409: created before (the name is deterministic)
+                raise classify_api_error(error, f"creating Job {name}") from error
+
+    def _shards(
+        self, release: ModelRelease, action: EvaluateGate, merge_name: str, now: datetime
+    ) -> str:
+        """Run the Indexed Job of a sharded evaluation: "Running", "Succeeded"
+        once every shard has stored its partial (the merge Job may start), or
+        "Failed" when a shard failed (the evaluation is recorded as failed,
+        with its reason)."""
+        name = evaluation_job_name(release.name, action, shards=True)
+        run = self.observe(release.namespace, name, ingest=False)
+        if run is None:
+            self._create_evaluation_job(
+                release,
+                action,
+                name,
+                shards=action.evaluation.parallelism,
+                output_job=merge_name,
+            )
+            return "Running"
+        if run.state == "Failed":
+            record_failed_evaluation(release, action, f"Job {name}: {run.message}", now)
+        return run.state
 
     def observe(
         self, namespace: str, job_name: str, ingest: bool = True
@@ -266,6 +298,11 @@ class KubeRunner:
                     reason = terminated.get("reason") or "Error"
                     code = terminated.get("exitCode")
                     found = f"container {container.get('name')}: {reason} (exit {code})"
+                    index = (pod.get("metadata", {}).get("annotations") or {}).get(
+                        "batch.kubernetes.io/job-completion-index"
+                    )
+                    if index is not None:  # an Indexed Job's pod: a sharded evaluation's
+                        found = f"shard {index}: {found}"
                     # The last line of its termination message (its log's
                     # tail, FallbackToLogsOnError): what the run said.
                     said = (terminated.get("message") or "").strip().splitlines()

@@ -220,11 +220,19 @@ def build_evaluation_job(
     payload: str,
     settings: OperatorSettings,
     evaluation: Evaluation | None = None,
+    *,
+    shards: int = 0,
+    merge: int = 0,
+    output_job: str | None = None,
 ) -> dict[str, Any]:
     """The Job that evaluates the gate of ``release`` (``payload``: the
     evaluation as JSON), with the operator's image, sized by ``evaluation``
-    (spec.evaluation)."""
+    (spec.evaluation). ``shards``: an Indexed Job of that many pods, one
+    shard each; ``merge``: the Job that merges that many shards' partials.
+    Both steps of a sharded evaluation share the output folder of
+    ``output_job`` (the merge Job's name)."""
     evaluation = evaluation or release.spec.evaluation
+    output_uri = evaluation_output_uri(settings, release.namespace, output_job or job_name)
     labels = {
         **common_labels("evaluation", release.name),
         RELEASE_LABEL: release.name,
@@ -233,14 +241,15 @@ def build_evaluation_job(
     env = [
         {"name": "MODELGATE_EVALUATION", "value": payload},
         {"name": "MODELGATE_RELEASE", "value": f"{release.namespace}/{release.name}"},
-        {
-            "name": "MODELGATE_OUTPUT_URI",
-            "value": evaluation_output_uri(settings, release.namespace, job_name),
-        },
+        {"name": "MODELGATE_OUTPUT_URI", "value": output_uri},
         {"name": "MODELGATE_S3_BUCKET", "value": settings.s3_bucket},
         {"name": "MODELGATE_S3_PREFIX", "value": settings.s3_prefix},
         *_s3_env(settings),
     ]
+    if shards:
+        env.append({"name": "MODELGATE_SHARDS", "value": str(shards)})
+    if merge:
+        env.append({"name": "MODELGATE_MERGE", "value": str(merge)})
     volumes = ["tmp"]
     container = _container(
         "evaluator", settings.server_image or "", env, EVALUATION_COMMAND, (), volumes
@@ -253,7 +262,7 @@ def build_evaluation_job(
         )
         if value
     }
-    return _job(
+    job = _job(
         metadata={
             "name": job_name,
             "namespace": release.namespace,
@@ -266,6 +275,10 @@ def build_evaluation_job(
         deadline_seconds=int(parse_duration(evaluation.deadline).total_seconds()),
         settings=settings,
     )
+    if shards:
+        # Each index is one shard; Kubernetes gives its pod JOB_COMPLETION_INDEX.
+        job["spec"].update(completionMode="Indexed", completions=shards, parallelism=shards)
+    return job
 
 
 def verification_env(action: StartVerification, url: str) -> dict[str, str]:
