@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -33,6 +33,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # server does with it), which a running operator would overwrite: they run
 # before any test starts one, in whatever order the rest runs.
 BEFORE_ANY_OPERATOR = ("tests/realcluster/test_crds_on_apiserver.py",)
+
+
+# The real control plane and its operators are one session's world: every
+# test on it runs in one xdist worker; the rest is dealt out a file at a time
+# (a module's fixtures are built once).
+CONTROL_PLANE_TESTS = "tests/realcluster/"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scope scheduling, with the control plane's tests as one scope."""
+    from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415  (only under xdist)
+
+    class ControlPlaneTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "control-plane" if path.startswith(CONTROL_PLANE_TESTS) else path
+
+    return ControlPlaneTogether(config, log)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-randomly has shuffled

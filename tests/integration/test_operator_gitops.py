@@ -148,7 +148,7 @@ def test_promotion_is_a_commit_and_a_failed_verification_reverts_it(
     create(api, good, NAMESPACE)
     wait_for(
         lambda: _phase(api, "credit-risk-good") == "Released",
-        120,
+        300,
         "Released through GitOps",
         lambda: get(api, "ModelRelease", NAMESPACE, "credit-risk-good").get("status"),
     )
@@ -186,7 +186,7 @@ def test_promotion_is_a_commit_and_a_failed_verification_reverts_it(
     create(api, bad, NAMESPACE)
     wait_for(
         lambda: _phase(api, "credit-risk-bad") == "RolledBack",
-        120,
+        300,
         "RolledBack",
         lambda: get(api, "ModelRelease", NAMESPACE, "credit-risk-bad").get("status"),
     )
@@ -232,7 +232,7 @@ def test_argo_cd_sync_and_health_decide_when_production_is_live(
     # Committed and applied, but Argo CD reports the app still Progressing.
     wait_for(
         lambda: "is Synced/Progressing" in (production().get("message") or ""),
-        120,
+        300,
         "production waiting on Argo CD health",
         production,
     )
@@ -248,7 +248,7 @@ def test_argo_cd_sync_and_health_decide_when_production_is_live(
             (get(api, "ModelRelease", ARGO_NAMESPACE, name).get("status") or {}).get("phase")
             == "Released"
         ),
-        60,
+        180,
         "Released once Argo CD reports Healthy",
         production,
     )

@@ -172,7 +172,7 @@ def test_the_operator_memory_is_flat_in_data_size(tmp_path: Path) -> None:
             for rows in (SMALL, LARGE):
                 name = f"memory-{rows}"
                 create(api, release(name, rows), NAMESPACE)
-                wait_for(lambda name=name: evaluated(name), 240, f"{name} evaluated", operator_log)
+                wait_for(lambda name=name: evaluated(name), 600, f"{name} evaluated", operator_log)
                 time.sleep(2)  # a few resyncs after the result, as in steady state
                 peaks[rows] = peak_rss_mb(operator.pid)
                 gate = get(api, "ModelRelease", NAMESPACE, name)["status"]["gate"]

@@ -129,6 +129,41 @@ def test_release_trains_is_gated_and_reaches_production_verified(
         assert CREDENTIALS[canary] not in text
 
 
+def test_a_sharded_evaluation_is_an_indexed_job_then_a_merge(team: Team) -> None:
+    """spec.evaluation.parallelism: 2: the real Job controller runs an Indexed
+    Job whose pods (given JOB_COMPLETION_INDEX by it) each store a shard's
+    partial, then the merge Job computes the gate on every row."""
+    document = team.release_document()
+    document["spec"]["evaluation"] = {"parallelism": 2}
+    created = team.create(document)
+    wait_for(
+        lambda: (
+            conditions(team.get("ModelRelease", "credit-risk-1-4-0")).get("GatePassed") or {}
+        ).get("status"),
+        240,
+        "the gate evaluated",
+        lambda: team.get("ModelRelease", "credit-risk-1-4-0").get("status"),
+    )
+    release = team.get("ModelRelease", "credit-risk-1-4-0")
+    gate = release["status"]["gate"]
+    assert gate["outcome"] == "Passed", gate
+    auc = next(c for c in gate["checks"] if c["name"] == "auc")
+    assert auc["sampleSize"] == 2000  # the sample's evaluation rows, all of them
+    evaluations = {
+        j.metadata.name: j
+        for j in _jobs(team, team.namespace)
+        if j.metadata.labels["app.kubernetes.io/component"] == "evaluation"
+    }
+    [shards] = [j for n, j in evaluations.items() if "-evs-" in n]
+    [merge] = [j for n, j in evaluations.items() if "-eval-" in n]
+    assert shards.spec.completion_mode == "Indexed"
+    assert (_job_state(shards), shards.status.succeeded) == ("Complete", 2)
+    assert shards.status.completed_indexes == "0,1"
+    assert _job_state(merge) == "Complete"
+    for job in (shards, merge):
+        assert job.metadata.owner_references[0].uid == created["metadata"]["uid"]
+
+
 def test_the_backtest_leak_is_stopped_before_production(team: Team) -> None:
     team.create(team.release_document("release-backtest-leak.yaml"))
     name = documents("release-backtest-leak.yaml")[0]["metadata"]["name"]
