@@ -22,9 +22,9 @@ from modelgate import evaluate
 from modelgate.api.modelrelease import ArtifactRecord, Evaluation
 from modelgate.api.qualitygate import Check, Task
 from modelgate.backends.base import ArtifactIntegrityError
-from modelgate.backends.evaluation import evaluation_payload
 from modelgate.backends.local import LocalArtifactStore
 from modelgate.promotion import EvaluateGate
+from tests.unit.test_evaluator import env as evaluator_env
 
 NOW = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
 ROWS = 6_000
@@ -94,15 +94,6 @@ def world(tmp_path: Path) -> tuple[LocalArtifactStore, EvaluateGate]:
     return store, action
 
 
-def _env(store: LocalArtifactStore, action: EvaluateGate, output: Path) -> dict[str, str]:
-    return {
-        evaluate.EVALUATION: json.dumps(evaluation_payload(action)),
-        evaluate.RELEASE: "team/m-1",
-        evaluate.OUTPUT_URI: str(output),
-        evaluate.STORE_DIR: str(store.root),
-    }
-
-
 def _summary(store: LocalArtifactStore, manifest: dict[str, Any]) -> dict[str, Any]:
     [record] = [a for a in manifest["artifacts"] if a["name"] == "gate-summary"]
     summary: dict[str, Any] = json.loads(store.get_bytes(ArtifactRecord.model_validate(record)))
@@ -123,7 +114,7 @@ def _rounded(value: Any) -> Any:
 def _sharded(
     store: LocalArtifactStore, action: EvaluateGate, output: Path, shards: int
 ) -> dict[str, Any]:
-    env = _env(store, action, output)
+    env = evaluator_env(store, action, output)
     for index in range(shards):
         shard = {**env, evaluate.SHARDS: str(shards), evaluate.COMPLETION_INDEX: str(index)}
         written = evaluate.run(shard, NOW)
@@ -137,7 +128,7 @@ def test_n_shards_give_the_one_pod_gate(
     world: tuple[LocalArtifactStore, EvaluateGate], tmp_path: Path, shards: int
 ) -> None:
     store, action = world
-    single = _summary(store, evaluate.run(_env(store, action, tmp_path / "single"), NOW))
+    single = _summary(store, evaluate.run(evaluator_env(store, action, tmp_path / "single"), NOW))
     sharded = _summary(store, _sharded(store, action, tmp_path / "sharded", shards))
     assert single["outcome"] == "Passed", single
     sizes = {c["name"]: c["sampleSize"] for c in single["checks"]}
@@ -153,7 +144,7 @@ def test_a_shard_of_no_rows_adds_nothing(
 ) -> None:
     store, action = world
     # 15 row groups per file and 20 shards: five shards read nothing.
-    single = _summary(store, evaluate.run(_env(store, action, tmp_path / "single"), NOW))
+    single = _summary(store, evaluate.run(evaluator_env(store, action, tmp_path / "single"), NOW))
     sharded = _summary(store, _sharded(store, action, tmp_path / "sharded", 20))
     assert _rounded(sharded) == _rounded(single)
 
@@ -163,7 +154,7 @@ def test_the_merge_names_a_shard_that_wrote_no_partial(
 ) -> None:
     store, action = world
     output = tmp_path / "out"
-    env = _env(store, action, output)
+    env = evaluator_env(store, action, output)
     evaluate.run({**env, evaluate.SHARDS: "2", evaluate.COMPLETION_INDEX: "0"}, NOW)
     with pytest.raises(evaluate.EvaluatorError, match=r"cannot read .*partials/1\.json"):
         evaluate.run({**env, evaluate.MERGE: "2"}, NOW)
@@ -175,7 +166,7 @@ def test_a_tampered_partial_is_refused_by_its_hash(
 ) -> None:
     store, action = world
     output = tmp_path / "out"
-    env = _env(store, action, output)
+    env = evaluator_env(store, action, output)
     written = evaluate.run({**env, evaluate.SHARDS: "1", evaluate.COMPLETION_INDEX: "0"}, NOW)
     path = Path(written["artifacts"][0]["uri"].removeprefix("file://"))
     path.chmod(0o644)
@@ -194,12 +185,12 @@ def test_a_record_that_names_no_partial_is_refused(
     manifest = {"artifacts": [report.wire()]}
     (output / "partials" / "0.json").write_text(json.dumps(manifest))
     with pytest.raises(evaluate.EvaluatorError, match="shard 0's record is a gate-report"):
-        evaluate.run({**_env(store, action, output), evaluate.MERGE: "1"}, NOW)
+        evaluate.run({**evaluator_env(store, action, output), evaluate.MERGE: "1"}, NOW)
     # A stored artifact that is not a partial, named as one, is refused too.
     garbage = store.put_bytes(b"garbage", evaluate.PARTIAL_NAME)
     (output / "partials" / "0.json").write_text(json.dumps({"artifacts": [garbage.wire()]}))
     with pytest.raises(evaluate.EvaluatorError, match="cannot merge the shards: not a partial"):
-        evaluate.run({**_env(store, action, output), evaluate.MERGE: "1"}, NOW)
+        evaluate.run({**evaluator_env(store, action, output), evaluate.MERGE: "1"}, NOW)
 
 
 @pytest.mark.parametrize(
@@ -221,7 +212,7 @@ def test_a_misconfigured_shard_exits_2_saying_what_is_wrong(
     store, action = world
     done = subprocess.run(
         [sys.executable, "-m", "modelgate.evaluate"],
-        env={"PATH": "/usr/bin:/bin", **_env(store, action, tmp_path / "out"), **settings},
+        env={"PATH": "/usr/bin:/bin", **evaluator_env(store, action, tmp_path / "out"), **settings},
         capture_output=True,
         text=True,
         check=False,
