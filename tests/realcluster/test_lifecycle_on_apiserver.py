@@ -136,14 +136,11 @@ def test_a_sharded_evaluation_is_an_indexed_job_then_a_merge(team: Team) -> None
     document = team.release_document()
     document["spec"]["evaluation"] = {"parallelism": 2}
     created = team.create(document)
-    wait_for(
-        lambda: (
-            conditions(team.get("ModelRelease", "credit-risk-1-4-0")).get("GatePassed") or {}
-        ).get("status"),
-        240,
-        "the gate evaluated",
-        lambda: team.get("ModelRelease", "credit-risk-1-4-0").get("status"),
-    )
+
+    def status() -> dict[str, Any]:
+        return dict(team.get("ModelRelease", "credit-risk-1-4-0").get("status") or {})
+
+    wait_for(lambda: (status().get("gate") or {}).get("outcome"), 300, "the gate", status)
     release = team.get("ModelRelease", "credit-risk-1-4-0")
     gate = release["status"]["gate"]
     assert gate["outcome"] == "Passed", gate
