@@ -172,13 +172,16 @@ class _Output:
     target: str
     client: Any
 
+    def _s3(self) -> Any:
+        if self.client is None:
+            raise EvaluatorError(f"{OUTPUT_URI} is s3:// and no S3 store is configured")
+        return self.client
+
     def write(self, name: str, data: bytes) -> None:
         uri = f"{self.target}/{name}"
         try:
             if self.target.startswith("s3://"):
-                if self.client is None:
-                    raise EvaluatorError(f"{OUTPUT_URI} is s3:// and no S3 store is configured")
-                write_uri(self.client, uri, data)
+                write_uri(self._s3(), uri, data)
             else:
                 path = Path(uri)
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,9 +193,7 @@ class _Output:
         uri = f"{self.target}/{name}"
         try:
             if self.target.startswith("s3://"):
-                if self.client is None:
-                    raise EvaluatorError(f"{OUTPUT_URI} is s3:// and no S3 store is configured")
-                return read_uri_bounded(self.client, uri, RECORD_LIMIT)
+                return read_uri_bounded(self._s3(), uri, RECORD_LIMIT)
             path = Path(uri)
             if path.stat().st_size > RECORD_LIMIT:
                 raise EvaluatorError(f"{uri} is over {RECORD_LIMIT} bytes")
