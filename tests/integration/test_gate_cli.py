@@ -14,6 +14,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from modelgate.cli import main
+from modelgate.trainer import contract
 from modelgate.trainer.train import train
 from tests.conftest import EXAMPLES
 from tests.unit.test_trainer import contract_env
@@ -81,7 +82,7 @@ def full_args(trained: Path) -> list[str | Path]:
         "--gate",
         GATE,
         "--predictions",
-        trained / "predictions.csv",
+        trained / contract.PREDICTIONS_FILE,
         "--reference",
         TRAIN,
         "--metadata",
@@ -127,7 +128,12 @@ def test_every_check_kind_passes_through_the_cli(
 
 def test_baseline_file_is_compared(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = evaluate(
-        capsys, *full_args(trained), "--baseline", trained / "predictions.csv", "--output", "json"
+        capsys,
+        *full_args(trained),
+        "--baseline",
+        trained / contract.PREDICTIONS_FILE,
+        "--output",
+        "json",
     )
     assert code == 0
     check = next(c for c in json.loads(out)["checks"] if c["name"] == "no-regression")
@@ -147,7 +153,7 @@ def write_gate(tmp_path: Path, checks: str) -> Path:
 def test_exit_1_on_failure_and_3_on_inconclusive(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    predictions = trained / "predictions.csv"
+    predictions = trained / contract.PREDICTIONS_FILE
     strict = write_gate(tmp_path, "  - {name: auc, metric: {name: roc_auc, min: 0.99}}\n")
     code, out, _ = evaluate(capsys, "--gate", strict, "--predictions", predictions)
     assert code == 1
@@ -181,7 +187,7 @@ def test_exit_1_on_failure_and_3_on_inconclusive(
 def test_input_errors_exit_2_naming_the_file(
     setup: str, message: str, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gate, predictions = GATE, trained / "predictions.csv"
+    gate, predictions = GATE, trained / contract.PREDICTIONS_FILE
     extra: list[str | Path] = []
     if setup == "missing-gate":
         gate = tmp_path / "nope.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelgate.cli import main
+from modelgate.trainer import contract
 from tests.conftest import EXAMPLES, ROOT
 from tests.support.gitops_agent import bare_repository, git
 from tests.support.model_server import call
@@ -454,3 +456,47 @@ def test_a_sharded_evaluation_gives_the_one_process_gate(
     assert gate == one
     partials = list((tmp_path / "state" / "evaluations").glob("*/partials/*.json"))
     assert sorted(p.name for p in partials) == ["0.json", "1.json", "2.json"]
+
+
+CSV_TRAINER = """
+import os
+from pathlib import Path
+import pandas as pd
+from modelgate.trainer import contract
+from modelgate.trainer.train import train
+
+# A trainer of another image: its predictions are one CSV file.
+train(dict(os.environ))
+output = Path(os.environ[contract.OUTPUT_DIR])
+parquet = output / contract.PREDICTIONS_FILE
+pd.read_parquet(parquet).to_csv(output / contract.PREDICTIONS_CSV_FILE, index=False)
+parquet.unlink()
+"""
+
+
+def test_predictions_written_as_csv_by_another_trainer_are_gated_alike(
+    released_state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trainer = tmp_path / "csv_trainer.py"
+    trainer.write_text(CSV_TRAINER)
+    document = yaml.safe_load(RELEASE.read_text())
+    document["spec"]["training"]["command"] = ["python", str(trainer)]
+    data = document["spec"]["training"]["data"]
+    for key in ("train", "evaluation"):
+        data[key] = str(SAMPLE / data[key])
+    release = tmp_path / "release.yaml"
+    release.write_text(yaml.safe_dump(document))
+    code, listing = run_json(capsys, GATE, ENVS, release, "--state-dir", tmp_path / "state")
+    assert code == 0
+    status = items(listing, "ModelRelease")["credit-risk-1-4-0"]["status"]
+    [predictions] = [a for a in status["artifacts"] if a["name"] == "predictions"]
+    run = tmp_path / "state" / "runs"
+    [written] = list(run.glob(f"*/output/{contract.PREDICTIONS_CSV_FILE}"))
+    assert predictions["sha256"] == hashlib.sha256(written.read_bytes()).hexdigest()
+    stored = json.loads(
+        (
+            released_state / "objects" / "ModelRelease" / "default" / "credit-risk-1-4-0.json"
+        ).read_text()
+    )
+    assert status["gate"]["outcome"] == "Passed"
+    assert status["gate"]["checks"] == stored["status"]["gate"]["checks"]

@@ -55,7 +55,7 @@ def rows(frame: pd.DataFrame, features: list[str]) -> list[dict[str, object]]:
 
 
 def test_served_answers_match_the_offline_predictions(server: ModelServer, trained: Path) -> None:
-    offline = pd.read_csv(trained / contract.PREDICTIONS_FILE)
+    offline = pd.read_parquet(trained / contract.PREDICTIONS_FILE)
     status_code, body = server.get("/v1/metadata")
     assert status_code == 200
     features = [f["name"] for f in json.loads(body)["features"]]
@@ -74,7 +74,7 @@ def test_served_answers_match_the_offline_predictions(server: ModelServer, train
 
 
 def test_the_columnar_form_answers_the_same(server: ModelServer, trained: Path) -> None:
-    offline = pd.read_csv(trained / contract.PREDICTIONS_FILE).head(5)
+    offline = pd.read_parquet(trained / contract.PREDICTIONS_FILE).head(5)
     features = ["age", "income", "debt_ratio", "credit_lines", "late_payments", "region"]
     by_rows = server.post("/v1/predict", {"instances": rows(offline, features)})
     by_columns = server.post(
@@ -85,7 +85,7 @@ def test_the_columnar_form_answers_the_same(server: ModelServer, trained: Path) 
 
 
 def test_malformed_requests_get_422_naming_the_column(server: ModelServer, trained: Path) -> None:
-    good = rows(pd.read_csv(trained / contract.PREDICTIONS_FILE).head(1), ["age", "income",
+    good = rows(pd.read_parquet(trained / contract.PREDICTIONS_FILE).head(1), ["age", "income",
         "debt_ratio", "credit_lines", "late_payments", "region"])[0]  # fmt: skip
     cases = {
         "age": {**good, "age": -3},

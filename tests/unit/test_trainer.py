@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import skops.io as sio
 
+from modelgate.gates.source import Shard, source_of
 from modelgate.trainer import contract
-from modelgate.trainer.train import ContractError, train
+from modelgate.trainer.train import ContractError, train, write_predictions
 from tests.conftest import EXAMPLES, ROOT
 
 DATA = EXAMPLES / "credit-risk" / "data"
@@ -45,7 +47,7 @@ def contract_env(output: Path, **extra: str) -> dict[str, str]:
 def test_outputs_follow_the_contract(tmp_path: Path) -> None:
     metadata = train(contract_env(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(contract.OUTPUTS.values())
-    predictions = pd.read_csv(tmp_path / contract.PREDICTIONS_FILE)
+    predictions = pd.read_parquet(tmp_path / contract.PREDICTIONS_FILE)
     evaluation = pd.read_csv(DATA / "eval.csv")
     assert len(predictions) == len(evaluation)
     assert {"y_true", "y_pred", "y_score", *evaluation.columns} <= set(predictions.columns)
@@ -94,6 +96,34 @@ def test_model_file_is_not_a_pickle(tmp_path: Path) -> None:
     assert (tmp_path / contract.MODEL_FILE).read_bytes()[:2] == b"PK"  # a zip, not a pickle
 
 
+def test_predictions_are_row_groups_that_shards_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each shard of a sharded evaluation reads its own row groups of the
+    predictions: together every row once, in the file's order."""
+    monkeypatch.setattr(contract, "PREDICTIONS_ROW_GROUP", 300)
+    train(contract_env(tmp_path))
+    path = tmp_path / contract.PREDICTIONS_FILE
+    evaluation = pd.read_csv(DATA / "eval.csv")
+    assert pq.ParquetFile(path).num_row_groups == -(-len(evaluation) // 300)
+    source = source_of(path, "predictions")
+    rows: dict[int, list[int]] = {}
+    for index in range(4):
+        for _, first, batch in source.positioned_batches(Shard(index, 4)):
+            rows.setdefault(index, []).extend(range(first, first + batch.num_rows))
+    assert all(len(mine) >= 300 for mine in rows.values())  # no shard is left idle
+    assert sorted(r for mine in rows.values() for r in mine) == list(range(len(evaluation)))
+    assert pq.read_table(path).column("id").to_pylist() == evaluation["id"].tolist()
+
+
+def test_a_column_of_mixed_python_types_is_written_as_text(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"code": [1, "A7", None], "score": [0.5, 0.25, 1.0]})
+    write_predictions(frame, tmp_path / "p.parquet")
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.column("code").to_pylist() == ["1", "A7", None]
+    assert table.column("score").to_pylist() == [0.5, 0.25, 1.0]
+
+
 def test_regression_task(tmp_path: Path) -> None:
     env = contract_env(
         tmp_path,
@@ -104,7 +134,7 @@ def test_regression_task(tmp_path: Path) -> None:
         },
     )
     train(env)
-    predictions = pd.read_csv(tmp_path / contract.PREDICTIONS_FILE)
+    predictions = pd.read_parquet(tmp_path / contract.PREDICTIONS_FILE)
     assert "y_score" not in predictions.columns
     assert predictions["y_pred"].dtype.kind == "f"
 

@@ -19,9 +19,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelgate.api.environment import Environment
-from modelgate.api.modelrelease import ArtifactRecord, ModelRelease
+from modelgate.api.modelrelease import ModelRelease
 from modelgate.backends import manifests
-from modelgate.backends.base import ArtifactError, ArtifactNotFoundError, ArtifactStore
+from modelgate.backends.base import ArtifactError, ArtifactStore
 from modelgate.backends.evaluation import (
     OUTPUTS_LIMIT,
     evaluation_job_name,
@@ -30,6 +30,7 @@ from modelgate.backends.evaluation import (
     record_evaluation_outputs,
     record_failed_evaluation,
 )
+from modelgate.backends.outputs import ingest_outputs
 from modelgate.backends.s3 import read_uri_bounded
 from modelgate.promotion import (
     Deploy,
@@ -42,7 +43,6 @@ from modelgate.promotion import (
 )
 from modelgate.promotion.plan import parse_rollout
 from modelgate.settings import OperatorSettings
-from modelgate.trainer import contract
 
 GROUP, VERSION = "modelgate.dev", "v1alpha1"
 
@@ -269,16 +269,9 @@ class KubeRunner:
         if not ingest:
             return TrainingObservation(job_name, "Succeeded", started, finished)
         output = manifests.training_output_uri(self.settings, namespace, job_name)
-        artifacts: list[ArtifactRecord] = []
-        for name, file in contract.OUTPUTS.items():
-            try:
-                # Streamed and copied inside the store: the operator's memory
-                # does not grow with the size of the predictions.
-                artifacts.append(self.store.put_uri(f"{output}/{file}", name))
-            except ArtifactNotFoundError:
-                continue  # the core fails closed if predictions are missing
+        artifacts = ingest_outputs(self.store, output)
         return TrainingObservation(
-            job_name, "Succeeded", started, finished, None, tuple(artifacts), failed_pods
+            job_name, "Succeeded", started, finished, None, artifacts, failed_pods
         )
 
     def _pod_failure(self, namespace: str, job_name: str) -> str:

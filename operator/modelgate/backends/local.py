@@ -25,6 +25,7 @@ from modelgate.backends.base import (
     verify_file,
 )
 from modelgate.backends.manifests import verification_env
+from modelgate.backends.outputs import ingest_outputs
 from modelgate.promotion import (
     Deploy,
     DeploymentObservation,
@@ -195,11 +196,7 @@ class LocalProcessRunner:
         env = {**action.env, contract.OUTPUT_DIR: str(output)}
         result = self._run_process(action.job_name, [*command, *action.args], env)
         if result["state"] == "Succeeded":
-            result["artifacts"] = [
-                self.store.put_file(output / file, name).wire()
-                for name, file in contract.OUTPUTS.items()
-                if (output / file).exists()
-            ]
+            result["artifacts"] = [a.wire() for a in ingest_outputs(self.store, str(output))]
         _write_json(self._result_path(action.job_name), result)
 
     def start_verification(self, action: StartVerification, endpoint: str) -> None:

@@ -32,13 +32,27 @@ BEHAVIOR_TESTS: Final = "MODELGATE_BEHAVIOR_TESTS"
 
 # Outputs (file names in OUTPUT_DIR).
 MODEL_FILE: Final = "model.skops"  # the fitted model, skops format (never pickle)
-PREDICTIONS_FILE: Final = "predictions.csv"  # evaluation columns + y_true, y_pred, y_score
+# Evaluation columns + y_true, y_pred, y_score. Parquet in row groups of
+# PREDICTIONS_ROW_GROUP rows: the unit a sharded evaluation splits.
+PREDICTIONS_FILE: Final = "predictions.parquet"
+PREDICTIONS_ROW_GROUP: Final = 65_536
+# Also taken from trainers of other images: a CSV file is one piece, read
+# whole by one shard.
+PREDICTIONS_CSV_FILE: Final = "predictions.csv"
 METADATA_FILE: Final = "metadata.json"  # params, versions, data SHA-256s, schema
 
+# What the reference trainer writes.
 OUTPUTS: Final = {
     "model": MODEL_FILE,
     "predictions": PREDICTIONS_FILE,
     "metadata": METADATA_FILE,
+}
+
+# What is taken from any training run, per output: the first file present.
+ACCEPTED_OUTPUTS: Final[dict[str, tuple[str, ...]]] = {
+    "model": (MODEL_FILE,),
+    "predictions": (PREDICTIONS_FILE, PREDICTIONS_CSV_FILE),
+    "metadata": (METADATA_FILE,),
 }
 
 # What the reference model server reads (flags or environment): a run's

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import sklearn
 import skops.io as sio
 from sklearn.compose import ColumnTransformer
@@ -57,6 +59,24 @@ def read_table(path: Path) -> pd.DataFrame:
     if path.suffix in {".parquet", ".pq"}:
         return pd.read_parquet(path)
     return pd.read_csv(path)
+
+
+def write_predictions(predictions: pd.DataFrame, path: Path) -> None:
+    """The predictions as Parquet in row groups, the pieces a sharded
+    evaluation splits. A column of mixed Python types (pandas reads some CSV
+    columns so) is written as text, as a CSV file would have held it."""
+    columns: dict[str, pa.Array] = {}
+    for name in predictions.columns:
+        values = predictions[name]
+        try:
+            column = pa.array(values, from_pandas=True)
+            if pa.types.is_dictionary(column.type):  # pandas categoricals: their values
+                column = column.dictionary_decode()
+            columns[str(name)] = column
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            text = values.map(lambda v: None if pd.isna(v) else str(v))
+            columns[str(name)] = pa.array(text, type=pa.string(), from_pandas=True)
+    pq.write_table(pa.table(columns), path, row_group_size=contract.PREDICTIONS_ROW_GROUP)
 
 
 def load_estimator_class(dotted: str) -> type[Any]:
@@ -261,7 +281,7 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
         else:
             for index, label in enumerate(classes):
                 predictions[f"y_score_{label}"] = probabilities[:, index]
-    predictions.to_csv(output / contract.PREDICTIONS_FILE, index=False)
+    write_predictions(predictions, output / contract.PREDICTIONS_FILE)
 
     repeats = int(params.get("importance_repeats", 3))
     importance: list[dict[str, Any]] = []
