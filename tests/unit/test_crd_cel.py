@@ -12,9 +12,11 @@ from typing import Any
 import celpy
 import pytest
 
+from modelgate.api.analysis import COUNT_OR_DURATION
 from modelgate.api.crdgen import build_crd
 from modelgate.api.environment import VERIFICATION_ONE_KIND
 from modelgate.api.modelrelease import IMAGE_FOR_SERVING
+from modelgate.api.qualitygate import MIN_NOT_ABOVE_MAX
 from tests.unit.test_crds import EXAMPLE_DOCUMENTS
 
 CEL = celpy.Environment()
@@ -151,6 +153,25 @@ def test_environment_rule_range() -> None:
     assert violations(schema_of("Environment"), document) == [
         "min is greater than max: no value can pass; swap them or widen the range"
     ]
+
+
+@pytest.mark.parametrize(
+    ("metric", "message"),
+    [
+        ({}, "a metric needs min, max or both: the success condition is min <= value <= max"),
+        ({"min": 0.5, "max": 0.1}, MIN_NOT_ABOVE_MAX[1]),
+        ({"max": 1, "count": 3, "duration": "10m"}, COUNT_OR_DURATION[1]),
+    ],
+)
+def test_a_bad_analysis_metric_is_refused_server_side(metric: dict[str, Any], message: str) -> None:
+    environment = next(d for _, d in EXAMPLE_DOCUMENTS if d["kind"] == "Environment")
+    document = copy.deepcopy(environment)
+    document["spec"].setdefault("policy", {})["analysis"] = {
+        "metrics": [{"name": "rate", "query": "up", **metric}]
+    }
+    assert violations(schema_of("Environment"), document) == [message]
+    document["spec"]["policy"]["analysis"]["metrics"][0] = {"name": "rate", "query": "up", "min": 0}
+    assert violations(schema_of("Environment"), document) == []
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from modelgate.api.analysis import Analysis
 from modelgate.api.common import (
     CONFIG_KEY_PATTERN,
     DNS_LABEL_PATTERN,
@@ -301,6 +302,12 @@ class Policy(ApiModel):
         default=None,
         description="Minimum time a release must have been live here before it is "
         "promoted to the next environment.",
+    )
+    analysis: Analysis | None = Field(
+        default=None,
+        description="Prometheus metrics the live model must satisfy while it soaks here, "
+        "before promotion to the next environment; a failure rolls back like a failed "
+        "verification.",
     )
     freeze_windows: list[FreezeWindow] = Field(
         default_factory=list,

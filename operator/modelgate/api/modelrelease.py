@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from modelgate.api.analysis import AnalysisProgress
 from modelgate.api.common import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
@@ -390,6 +391,7 @@ class EnvironmentPhase(StrEnum):
     BLOCKED = "Blocked"
     DEPLOYING = "Deploying"
     VERIFYING = "Verifying"
+    ANALYZING = "Analyzing"
     DEPLOYED = "Deployed"
     SUPERSEDED = "Superseded"
     ROLLED_BACK = "RolledBack"
@@ -401,8 +403,8 @@ class EnvironmentProgress(ApiModel):
 
     name: str = Field(description="Environment name.")
     phase: EnvironmentPhase = Field(
-        description="Pending, Waiting, Blocked, Deploying, Verifying, Deployed, Superseded "
-        "or RolledBack."
+        description="Pending, Waiting, Blocked, Deploying, Verifying, Analyzing, Deployed, "
+        "Superseded, RolledBack or Failed."
     )
     image: str | None = Field(default=None, description="Image deployed.")
     config_hash: str | None = Field(default=None, description="SHA-256 of the merged config.")
@@ -411,6 +413,9 @@ class EnvironmentProgress(ApiModel):
     approved_at: str | None = Field(default=None, description="When it was approved.")
     verified_at: str | None = Field(default=None, description="When verification passed.")
     verification_job: str | None = Field(default=None, description="Verification Job.")
+    analysis: AnalysisProgress | None = Field(
+        default=None, description="The analysis of the live model here (policy.analysis)."
+    )
     revision: str | None = Field(
         default=None, description="GitOps: the commit that promoted the release here."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from modelgate.api.analysis import AnalysisPhase
 from modelgate.api.common import format_time, parse_duration, parse_time
 from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import (
@@ -18,6 +19,8 @@ from modelgate.api.modelrelease import (
 )
 from modelgate.envconfig import Violation, config_hash, merge_config, validate_config
 from modelgate.promotion import conditions as cond
+from modelgate.promotion.analysis import analyze, analyzed_condition
+from modelgate.promotion.analysis import start as start_analysis
 from modelgate.promotion.context import Context, min_delay, progressing, stalled
 from modelgate.promotion.evaluation import gate_record
 from modelgate.promotion.keys import (
@@ -26,7 +29,7 @@ from modelgate.promotion.keys import (
     serves_artifact,
     verification_job_name,
 )
-from modelgate.promotion.plan import Deploy, DeploymentObservation, Event, Observed
+from modelgate.promotion.plan import Deploy, DeploymentObservation, Event, Observed, Rollback
 from modelgate.promotion.verification import failed_verification, verified_condition, verify
 from modelgate.trainer import contract
 
@@ -87,20 +90,28 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
             entry.message = f"replaced by {live.release if live else 'nothing'} since"
         elif live is not None and mine and live.image == ctx.image and live.config_hash == digest:
             entry = _realized(ctx, env, live, digest, earlier)
-            if (
-                earlier is not None
-                and earlier.phase == EnvironmentPhase.DEPLOYED
-                and earlier.config_hash == digest
-            ):
-                # Done before (verified where configured): final for this config.
+            same = earlier is not None and earlier.config_hash == digest
+            if same and earlier is not None and _failed_analysis(earlier):
+                # Its analysis failed; the rollback is not live yet (GitOps): ask again.
+                entry, failure = _still_failed(ctx, env, earlier)
+                blocker = blocker or failure
+            elif same and earlier is not None and earlier.phase in _VERIFIED:
+                # Verified before (where configured): final for this config, once
+                # its analysis (where configured) has passed.
                 entry.phase = EnvironmentPhase.DEPLOYED
                 entry.verification_job = earlier.verification_job
                 entry.verified_at = earlier.verified_at
+                entry.analysis = earlier.analysis
+                entry, verdict = analyze(ctx, env, entry, observed)
+                blocker = blocker or verdict
             elif not live.ready:
                 entry.phase = EnvironmentPhase.DEPLOYING
                 entry.message = live.message or "waiting for the rollout to become ready"
             else:
                 entry, verdict = verify(ctx, env, digest, observed, entry, earlier)
+                if verdict is None and entry.phase == EnvironmentPhase.DEPLOYED:
+                    start_analysis(ctx, env, entry)
+                    entry, verdict = analyze(ctx, env, entry, observed)
                 blocker = blocker or verdict
         elif live is not None and mine:
             may_deploy = blocker is None and reached_before
@@ -132,6 +143,7 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
     ]
     ctx.status.live_in = live_here[-1] if live_here else None
     verified_condition(ctx, progress, environments)
+    analyzed_condition(ctx, progress)
     if any(p.phase == EnvironmentPhase.ROLLED_BACK for p in progress):
         reason, message, _ = blocker or ("RolledBack", "rolled back", True)
         ctx.status.phase = Phase.ROLLED_BACK
@@ -157,6 +169,34 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
 
 # reason, message, stalled (True: nothing changes until the spec does)
 Blocker = tuple[str, str, bool]
+
+
+_VERIFIED = (EnvironmentPhase.DEPLOYED, EnvironmentPhase.ANALYZING)
+
+
+def _failed_analysis(earlier: EnvironmentProgress) -> bool:
+    return (
+        earlier.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED)
+        and earlier.analysis is not None
+        and earlier.analysis.phase == AnalysisPhase.FAILED
+    )
+
+
+def _still_failed(
+    ctx: Context, env: Environment, earlier: EnvironmentProgress
+) -> tuple[EnvironmentProgress, Blocker]:
+    entry = earlier.model_copy()
+    if entry.phase == EnvironmentPhase.ROLLED_BACK:
+        ctx.plan.actions.append(
+            Rollback(
+                environment=env.name,
+                namespace=env.spec.namespace,
+                release=release_key(ctx.release),
+                model=ctx.release.spec.model.name,
+                config_hash=entry.previous_config_hash,
+            )
+        )
+    return entry, ("AnalysisFailed", f"{env.name}: {entry.message}", True)
 
 
 def _deployed_message(progress: list[EnvironmentProgress]) -> str:

@@ -56,11 +56,25 @@ def parse_rollout(value: object) -> int | None:
 
 
 @dataclass(frozen=True)
+class MeasurementObservation:
+    """The answer to one analysis query."""
+
+    at: str  # when it was asked (RFC 3339)
+    value: float | None = None  # None: no sample (empty result)
+    # Why there is no answer: Prometheus unreachable or failing (asked again),
+    # or, with ``invalid``, a query it refuses (an Inconclusive measurement).
+    error: str | None = None
+    invalid: bool = False
+
+
+@dataclass(frozen=True)
 class Observed:
     training: TrainingObservation | None = None
     deployments: dict[str, DeploymentObservation] = field(default_factory=dict)
     # Verification Job name -> its run (same shape as a training run).
     verifications: dict[str, TrainingObservation] = field(default_factory=dict)
+    # (environment, analysis metric) -> the measurement just taken.
+    measurements: dict[tuple[str, str], MeasurementObservation] = field(default_factory=dict)
 
 
 # -- actions ------------------------------------------------------------------

@@ -88,13 +88,19 @@ def gating_conditions(
     """The conditions that must all be True, for this generation, for Ready=True.
     Verified gates where an environment of the path verifies and something was
     verified or is being verified (a verification added to an Environment
-    after this release went live there does not re-judge it)."""
+    after this release went live there does not re-judge it); Analyzed
+    likewise for analyses."""
     kinds = [cond.TRAINED, cond.GATE_PASSED, cond.CONFIG_VALID, cond.DEPLOYED]
     path = release.spec.promotion.environments
     if cond.find(status.conditions, cond.VERIFIED) is not None and any(
         name in environments and environments[name].spec.verification is not None for name in path
     ):
         kinds.append(cond.VERIFIED)
+    if cond.find(status.conditions, cond.ANALYZED) is not None and any(
+        name in environments and environments[name].spec.policy.analysis is not None
+        for name in path
+    ):
+        kinds.append(cond.ANALYZED)
     return kinds
 
 
