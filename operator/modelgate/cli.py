@@ -34,6 +34,7 @@ from modelgate.gates.streaming import StreamInputs, evaluate_stream
 from modelgate.localmode import LocalRun
 from modelgate.promotion.conditions import READY, find
 from modelgate.promotion.paths import graph_problems, path_problems
+from modelgate.settings import PrometheusSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 GATE_EXIT = {"Passed": EXIT_OK, "Failed": EXIT_FAILED, "Inconclusive": EXIT_INCONCLUSIVE}
@@ -83,6 +84,9 @@ def command_run(args: argparse.Namespace) -> int:
             resources=load_paths(args.paths),
             log=log,
             max_wait=args.max_wait,
+            prometheus=(
+                PrometheusSettings(url=args.prometheus_url) if args.prometheus_url else None
+            ),
         )
     except ManifestError as error:
         print(f"error: {error.source}:", file=sys.stderr)
@@ -433,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         default=timedelta(seconds=60),
         help="longest soak wait to sit through (e.g. 30s); longer waits stop the run",
+    )
+    run.add_argument(
+        "--prometheus-url",
+        help="Prometheus the environments' analysis queries go to, e.g. http://localhost:9090",
     )
     run.add_argument(
         "--metrics-textfile",

@@ -52,6 +52,7 @@ from modelgate.backends.local import (
     LocalStatusStore,
     local_server_image,
 )
+from modelgate.backends.prometheus import PrometheusClient
 from modelgate.metrics import Metrics
 from modelgate.promotion import (
     Deploy,
@@ -65,6 +66,7 @@ from modelgate.promotion import (
     reconcile,
 )
 from modelgate.promotion import conditions as cond
+from modelgate.promotion.analysis import due_queries
 from modelgate.promotion.conditions import READY, set_condition
 from modelgate.promotion.environment_status import environment_verdicts
 from modelgate.promotion.keys import (
@@ -73,7 +75,7 @@ from modelgate.promotion.keys import (
     training_job_name,
     training_key,
 )
-from modelgate.settings import OperatorSettings
+from modelgate.settings import OperatorSettings, PrometheusSettings
 
 MAX_STEPS = 50
 # Longest a local evaluator process may run.
@@ -103,6 +105,8 @@ class LocalRun:
     log: Callable[[str], None] = print
     max_wait: timedelta = timedelta(seconds=60)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Where analysis queries go; None: an analysis says so and the run stops there.
+    prometheus: PrometheusSettings | None = None
     outcomes: list[ReleaseOutcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -119,6 +123,7 @@ class LocalRun:
             lambda environment, model, image: RolloutState(True),
         )
         self.objects = LocalStatusStore(self.state_dir)
+        self.analysis = PrometheusClient(self.prometheus)
         self.metrics = Metrics()
         self.base_dirs: dict[str, Path] = {}
         self.gates: dict[tuple[str, str], QualityGate] = {}
@@ -344,10 +349,15 @@ class LocalRun:
             steps += 1
             now = self.clock()
             job = training_job_name(release, training_key(release, gate))
+            measurements = {
+                (q.environment, q.metric): self.analysis.measure(q, now)
+                for q in due_queries(release, environments, now)
+            }
             observed = Observed(
                 training=self.runner.observe(job),
                 deployments=self._deployments(release, environments),
                 verifications=self._verifications(release),
+                measurements=measurements,
             )
             before = release.status.model_copy(deep=True) if release.status else None
             plan = reconcile(
@@ -364,6 +374,18 @@ class LocalRun:
             self._save(release)
             if plan.actions:
                 continue
+            unanswered = sorted(
+                {
+                    f"{env} {metric}: {m.error}"
+                    for (env, metric), m in measurements.items()
+                    if m.error
+                }
+            )
+            for line in unanswered:
+                self.log(f"[{name}] ! analysis {line}")
+            if unanswered and self.prometheus is None:
+                self.log(f"[{name}] analysis waits for Prometheus; run again with --prometheus-url")
+                break
             if plan.requeue_after is not None and plan.status.phase == Phase.PROMOTING:
                 if plan.requeue_after > self.max_wait:
                     self.log(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -21,6 +22,41 @@ def _number(name: str, default: float) -> float:
         return float(value)
     except ValueError as error:
         raise ValueError(f"{name}={value!r} is not a number") from error
+
+
+@dataclass(frozen=True)
+class PrometheusSettings:
+    """Where Prometheus answers and how to authenticate (the chart's
+    ``prometheus`` values): a bearer token file (e.g. a mounted Secret) or a
+    user name with a password file."""
+
+    url: str
+    bearer_token_file: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = None
+    timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PrometheusSettings | None:
+        url = env.get("MODELGATE_PROMETHEUS_URL", "").strip()
+        if not url:
+            return None
+        timeout = env.get("MODELGATE_PROMETHEUS_TIMEOUT", "10")
+        try:
+            seconds = float(timeout)
+        except ValueError as error:
+            raise ValueError(
+                f"MODELGATE_PROMETHEUS_TIMEOUT={timeout!r} is not a number of seconds"
+            ) from error
+        return cls(
+            url=url,
+            bearer_token_file=env.get("MODELGATE_PROMETHEUS_BEARER_TOKEN_FILE") or None,
+            username=env.get("MODELGATE_PROMETHEUS_USERNAME") or None,
+            password_file=env.get("MODELGATE_PROMETHEUS_PASSWORD_FILE") or None,
+            ca_file=env.get("MODELGATE_PROMETHEUS_CA_FILE") or None,
+            timeout_seconds=seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +109,8 @@ class OperatorSettings:
     # Seconds a replica's peering record stays valid without a keep-alive:
     # the bound on how long a killed replica blocks the others.
     peering_lifetime: int = 60
+    # Where analysis queries go (None: an analysis says there is no Prometheus).
+    prometheus: PrometheusSettings | None = None
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -110,6 +148,7 @@ class OperatorSettings:
                 else None
             ),
             peering_lifetime=int(_number("MODELGATE_PEERING_LIFETIME", cls.peering_lifetime)),
+            prometheus=PrometheusSettings.from_env(os.environ),
         )
 
 

@@ -39,7 +39,11 @@ class Prometheus:
 
 
 @contextmanager
-def running_prometheus(targets: list[str], workdir: Path) -> Iterator[Prometheus]:
+def running_prometheus(
+    targets: list[str], workdir: Path, target_files: list[Path] | None = None
+) -> Iterator[Prometheus]:
+    """Prometheus scraping ``targets`` every second, and the targets listed
+    in ``target_files`` (file-based discovery, re-read as they change)."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus is not installed: run `make tools` (Debian package)")
@@ -49,7 +53,22 @@ def running_prometheus(targets: list[str], workdir: Path) -> Iterator[Prometheus
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "scrape_configs": [
-                    {"job_name": "modelgate", "static_configs": [{"targets": targets}]}
+                    {"job_name": "modelgate", "static_configs": [{"targets": targets}]},
+                    *(
+                        [
+                            {
+                                "job_name": "discovered",
+                                "file_sd_configs": [
+                                    {
+                                        "files": [str(f) for f in target_files],
+                                        "refresh_interval": "1s",
+                                    }
+                                ],
+                            }
+                        ]
+                        if target_files
+                        else []
+                    ),
                 ],
             }
         )

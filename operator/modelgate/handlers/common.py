@@ -34,6 +34,7 @@ from modelgate.backends.kube import (
     TimedApiClient,
     classify_api_error,
 )
+from modelgate.backends.prometheus import PrometheusClient
 from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client
 from modelgate.metrics import Metrics
 from modelgate.promotion.conditions import READY, set_condition
@@ -85,6 +86,7 @@ class Runtime:
     delivery: KubeDelivery
     metrics: Metrics = field(default_factory=Metrics)
     metrics_server: Any = None
+    prometheus: PrometheusClient = field(default_factory=lambda: PrometheusClient(None))
     locks: defaultdict[str, threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock)
     )
@@ -120,6 +122,7 @@ class Runtime:
             store=store,
             runner=KubeRunner(clients, settings, store, s3),
             delivery=KubeDelivery(clients, settings),
+            prometheus=PrometheusClient(settings.prometheus),
         )
 
 

@@ -48,6 +48,7 @@ from modelgate.promotion import (
     TrainingObservation,
     reconcile,
 )
+from modelgate.promotion.analysis import due_queries
 from modelgate.promotion.conditions import READY, STALLED, set_condition
 from modelgate.promotion.keys import release_key, training_job_name, training_key
 
@@ -212,6 +213,10 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                         release.namespace, wanted, release.spec.model.name, release_key(release)
                     ),
                     verifications=_verifications(rt, release, wanted),
+                    measurements={
+                        (q.environment, q.metric): rt.prometheus.measure(q, now)
+                        for q in due_queries(release, wanted, now)
+                    },
                 )
                 plan = reconcile(
                     release,
