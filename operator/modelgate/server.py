@@ -35,6 +35,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from modelgate.serving.live import DEFAULT_WINDOW
+from modelgate.serving.live_metrics import LiveMetrics
 from modelgate.serving.model import LoadedModel
 from modelgate.serving.schema import RANGE_TOLERANCE, InvalidInput
 from modelgate.trainer import contract
@@ -47,6 +49,8 @@ MODEL_SHA256 = contract.SERVER_MODEL_SHA256
 METADATA_URI = contract.SERVER_METADATA_URI
 METADATA_SHA256 = contract.SERVER_METADATA_SHA256
 PORT = "MODELGATE_SERVER_PORT"
+ENVIRONMENT = "MODELGATE_ENVIRONMENT"
+DRIFT_WINDOW = "MODELGATE_DRIFT_WINDOW"
 EXIT_LOAD_FAILED = 2
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -76,6 +80,7 @@ class ServerMetrics:
             "modelgate_server_model_info", "The model being served (1 once loaded).",
             ["model", "version", "sha256"], registry=r,
         )  # fmt: skip
+        self.live = LiveMetrics(r)
 
 
 @dataclass
@@ -142,6 +147,7 @@ def build_app(state: ServerState) -> web.Application:
             columns = model.schema.columns(body)
         except InvalidInput as refused:
             metrics.errors.labels("invalid_input").inc()
+            metrics.live.refused(refused)
             return _json(422, refused.body())
         try:
             answer = model.predict(columns)
@@ -154,6 +160,7 @@ def build_app(state: ServerState) -> web.Application:
         for score in answer.get("scores", []):
             if isinstance(score, float):
                 metrics.scores.observe(score)
+        metrics.live.scored(columns, answer)
         answer["model"] = {"name": model.name, "version": model.version, "sha256": model.sha256}
         return _json(200, answer)
 
@@ -181,6 +188,9 @@ class ServerSettings:
     port: int = 8080
     check_ranges: bool = True
     range_tolerance: float = RANGE_TOLERANCE
+    # Labels of the live metrics: where the model serves.
+    environment: str = ""
+    drift_window: int = DEFAULT_WINDOW
 
 
 async def serve(settings: ServerSettings, state: ServerState | None = None) -> int:
@@ -208,6 +218,15 @@ async def serve(settings: ServerSettings, state: ServerState | None = None) -> i
         )
         model = state.model
         state.metrics.model.labels(model.name, model.version, model.sha256).set(1)
+        state.metrics.live.start(
+            model.name,
+            model.version,
+            settings.environment,
+            model.schema,
+            model.metadata,
+            model.positive_label if model.task == "binary" else None,
+            settings.drift_window,
+        )
         logger.info("serving %s %s (sha256 %s)", model.name, model.version, model.sha256)
         await stop.wait()
     except Exception as error:
@@ -244,7 +263,21 @@ def parse_args(argv: list[str]) -> ServerSettings:
         help="how far past the training range numbers are still accepted, as a share of "
         f"its width (default {RANGE_TOLERANCE}; never below 0 if training had no negatives)",
     )
+    parser.add_argument(
+        "--environment",
+        default=env(ENVIRONMENT) or "",
+        help=f"the environment label of the live metrics ({ENVIRONMENT})",
+    )
+    parser.add_argument(
+        "--drift-window",
+        type=int,
+        default=int(env(DRIFT_WINDOW) or DEFAULT_WINDOW),
+        help=f"rows the live drift (PSI) is computed over ({DRIFT_WINDOW}, "
+        f"default {DEFAULT_WINDOW})",
+    )
     args = parser.parse_args(argv)
+    if args.drift_window < 1:
+        parser.error(f"--drift-window must be at least 1, got {args.drift_window}")
     missing = [
         flag
         for flag, value in (
@@ -269,6 +302,8 @@ def parse_args(argv: list[str]) -> ServerSettings:
         port=args.port,
         check_ranges=not args.allow_out_of_range,
         range_tolerance=args.range_tolerance,
+        environment=args.environment,
+        drift_window=args.drift_window,
     )
 
 

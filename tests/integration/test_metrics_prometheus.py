@@ -148,13 +148,15 @@ def test_every_dashboard_query_runs_on_the_scraped_data(
     """After the release story: each panel's PromQL is valid, and the panels
     that describe it show data."""
     _, _, prometheus, _ = released
-    # Rates and increases need two samples of a series.
+    # Rates and increases need two samples of a series; the live release is
+    # recorded as the release finishes, so a scrape may not have it yet.
     wait_for(
         lambda: (
             (prometheus.value("count_over_time(modelgate_gate_evaluations_total[1m])") or 0) >= 2
+            and bool(prometheus.query(f'modelgate_live_release_info{{namespace="{NAMESPACE}"}}'))
         ),
         30,
-        "two scrapes of the gate counter",
+        "two scrapes of the gate counter and one of the live release",
     )
     dashboard = json.loads((ROOT / "charts/modelgate/files/dashboard.json").read_text())
     answers: dict[str, list[dict[str, object]]] = {}

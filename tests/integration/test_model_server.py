@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -29,7 +30,7 @@ from tests.support.model_server import (
     start_args,
 )
 from tests.support.s3server import CREDENTIALS, free_port, running_s3
-from tests.unit.test_trainer import contract_env
+from tests.unit.test_trainer import DATA, contract_env
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +252,73 @@ def test_verification_that_cannot_run_says_why(
     env["MODELGATE_PREDICTIONS_SHA256"] = "0" * 64
     assert verify_main(env) == 2
     assert "refusing to load it" in capsys.readouterr().err
+
+
+def _samples(metrics: str, name: str) -> dict[str, float]:
+    """``labels -> value`` of one metric family in an exposition."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == name:
+                found[",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def test_live_metrics_show_what_the_model_is_asked_and_answers(
+    trained: Path, tmp_path: Path
+) -> None:
+    """Rows, positive rate, scores, values outside training and the drift of
+    each feature and of the scores, labelled by model, version and
+    environment: evaluation rows drift little, the riskiest rows much."""
+    args = start_args(
+        trained / contract.MODEL_FILE,
+        trained / contract.METADATA_FILE,
+        "--environment",
+        "staging",
+        "--drift-window",
+        "400",
+    )
+    features = ["age", "income", "debt_ratio", "credit_lines", "late_payments", "region"]
+    offline = pd.read_parquet(trained / contract.PREDICTIONS_FILE)
+    with running_model_server(args, tmp_path / "server.log") as server:
+        status, _ = server.post("/v1/predict", {"instances": rows(offline.head(400), features)})
+        assert status == 200
+        _, metrics = server.get("/metrics")
+        who = "environment=staging,model=credit-risk,version=1.0.0"
+        assert _samples(metrics, "modelgate_live_rows_total") == {who: 400.0}
+        positives = int((offline.head(400)["y_pred"].astype(str) == "1").sum())
+        assert _samples(metrics, "modelgate_live_positive_total") == {who: float(positives)}
+        calm = _samples(metrics, "modelgate_live_score_psi")[who]
+        feature_psi = _samples(metrics, "modelgate_live_feature_psi")
+        assert set(feature_psi) == {f"column={c},{who}" for c in features}
+        assert max(feature_psi.values()) < 0.1  # evaluation rows look like training
+        assert _samples(metrics, "modelgate_live_window_rows") == {who: 400.0}
+        # Shifted traffic: only the riskiest rows, and ages just past training's oldest.
+        risky = offline.sort_values("y_score").tail(100)
+        shifted = rows(risky, features)
+        oldest = float(pd.read_csv(DATA / "train.csv")["age"].max())
+        for row in shifted[:10]:
+            row["age"] = oldest + 1  # outside the range, inside the tolerance: scored
+        for _ in range(4):
+            assert server.post("/v1/predict", {"instances": shifted})[0] == 200
+        refused = {**shifted[0], "region": "mars"}
+        assert server.post("/v1/predict", {"instances": [refused]})[0] == 422
+        _, metrics = server.get("/metrics")
+        assert _samples(metrics, "modelgate_live_score_psi")[who] > max(1.0, 10 * calm)
+        outside = _samples(metrics, "modelgate_live_outside_training_total")
+        training = pd.read_csv(DATA / "train.csv")
+        sent = pd.DataFrame(shifted)
+        expected = {
+            f"column={c},environment=staging,kind=range,model=credit-risk,version=1.0.0": 4.0 * n
+            for c in ("age", "income", "debt_ratio", "credit_lines", "late_payments")
+            if (n := int((~sent[c].between(training[c].min(), training[c].max())).sum()))
+        }
+        expected[
+            "column=region,environment=staging,kind=category,model=credit-risk,version=1.0.0"
+        ] = 1.0
+        assert outside == expected
+        assert (
+            expected["column=age,environment=staging,kind=range,model=credit-risk,version=1.0.0"]
+            == 40.0
+        )
+        assert _samples(metrics, "modelgate_live_window_rows") == {who: 400.0}

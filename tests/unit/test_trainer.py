@@ -61,17 +61,26 @@ def test_outputs_follow_the_contract(tmp_path: Path) -> None:
     assert metadata["data"]["evaluation"]["rows"] == len(evaluation)
     assert metadata["versions"]["scikit-learn"]
     assert "gender" not in [f["name"] for f in metadata["features"]]
-    assert {
+    train_frame = pd.read_csv(DATA / "train.csv")
+    [region] = [f for f in metadata["features"] if f["name"] == "region"]
+    shares = train_frame["region"].value_counts(normalize=True)
+    assert region == {
         "name": "region",
         "type": "string",
         "nullable": False,
         "categories": ["east", "north", "south", "west"],
         "categoriesComplete": True,
-    } in metadata["features"]
+        # What the model server's live drift compares with: training shares,
+        # most frequent first, and none left for "other".
+        "reference": {
+            "categories": list(shares.index),
+            "shares": [*shares.to_list(), pytest.approx(0.0, abs=1e-12)],
+        },
+    }
     # Numeric ranges as seen in training: the model server refuses values
-    # outside them (a negative age).
-    train_frame = pd.read_csv(DATA / "train.csv")
+    # outside them (a negative age); deciles for the live drift.
     [age] = [f for f in metadata["features"] if f["name"] == "age"]
+    reference = age.pop("reference")
     assert age == {
         "name": "age",
         "type": "number",
@@ -79,6 +88,12 @@ def test_outputs_follow_the_contract(tmp_path: Path) -> None:
         "min": float(train_frame["age"].min()),
         "max": float(train_frame["age"].max()),
     }
+    assert reference["edges"] == sorted(set(reference["edges"]))
+    assert len(reference["shares"]) == len(reference["edges"]) + 1
+    assert sum(reference["shares"]) == pytest.approx(1.0)
+    assert max(reference["shares"]) < 0.2  # deciles, roughly a tenth each
+    score = metadata["scoreReference"]
+    assert len(score["shares"]) == len(score["edges"]) + 1
 
 
 def test_model_loads_with_skops_and_an_explicit_trust_list(tmp_path: Path) -> None:

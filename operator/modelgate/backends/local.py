@@ -274,6 +274,26 @@ class LocalServers:
     def _record_path(self, namespace: str, environment: str) -> Path:
         return self.root / namespace / f"{environment}.json"
 
+    @property
+    def targets_file(self) -> Path:
+        """The running servers as Prometheus file-based discovery reads them
+        (``file_sd_configs``): point a Prometheus at it to scrape local mode."""
+        return self.root.parent / "prometheus" / "targets.json"
+
+    def _write_targets(self) -> None:
+        groups = []
+        for path in sorted(self.root.glob("*/*.json")) if self.root.exists() else []:
+            record = _read_json(path)
+            if record is not None and record.get("state") == "ready":
+                groups.append(
+                    {
+                        "targets": [f"127.0.0.1:{record['port']}"],
+                        "labels": {"namespace": path.parent.name, "environment": path.stem},
+                    }
+                )
+        self.targets_file.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(self.targets_file, groups)
+
     def record(self, namespace: str, environment: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = _read_json(self._record_path(namespace, environment))
         return found
@@ -310,6 +330,7 @@ class LocalServers:
             "--metadata", config[contract.SERVER_METADATA_URI],
             "--metadata-sha256", config[contract.SERVER_METADATA_SHA256],
             "--host", "127.0.0.1", "--port", str(port),
+            "--environment", environment,
         ]  # fmt: skip
         # Spawned, not Popen'd: the server outlives this process by design,
         # in a session of its own, and nothing here waits for it.
@@ -353,6 +374,7 @@ class LocalServers:
         else:
             record.update(state="failed", message=f"not ready within {timeout:g} s; see {log}")
         _write_json(path, record)
+        self._write_targets()
         return record
 
     def stop(self, namespace: str, environment: str) -> None:
@@ -369,6 +391,7 @@ class LocalServers:
                 os.kill(pid, signal.SIGKILL)
         _exited(pid)  # reap it if this process started it
         self._record_path(namespace, environment).unlink(missing_ok=True)
+        self._write_targets()
 
     def stop_all(self) -> int:
         stopped = 0
@@ -423,6 +446,26 @@ class LocalDeployer:
 
     def _record_path(self, namespace: str, environment: str) -> Path:
         return self.root / namespace / f"{environment}.json"
+
+    @property
+    def targets_file(self) -> Path:
+        """The running servers as Prometheus file-based discovery reads them
+        (``file_sd_configs``): point a Prometheus at it to scrape local mode."""
+        return self.root.parent / "prometheus" / "targets.json"
+
+    def _write_targets(self) -> None:
+        groups = []
+        for path in sorted(self.root.glob("*/*.json")) if self.root.exists() else []:
+            record = _read_json(path)
+            if record is not None and record.get("state") == "ready":
+                groups.append(
+                    {
+                        "targets": [f"127.0.0.1:{record['port']}"],
+                        "labels": {"namespace": path.parent.name, "environment": path.stem},
+                    }
+                )
+        self.targets_file.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(self.targets_file, groups)
 
     def deploy(self, action: Deploy, now: datetime) -> None:
         namespace = action.release.split("/")[0]

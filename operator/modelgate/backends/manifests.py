@@ -387,6 +387,7 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
         container["command"] = list(action.command)
         container["env"] = [
             {"name": "MODELGATE_SERVER_PORT", "value": str(settings.model_port)},
+            {"name": "MODELGATE_ENVIRONMENT", "value": action.environment},
             *_s3_env(settings, optional_secret=True),
         ]
         container["livenessProbe"] = {

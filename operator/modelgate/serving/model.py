@@ -10,16 +10,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import skops.io as sio
+from sklearn.pipeline import Pipeline
 
 from modelgate.backends.s3 import S3Settings, make_client, read_uri
 from modelgate.serving.schema import RANGE_TOLERANCE, InputSchema
 from modelgate.trainer.contract import label_strings
+
+try:  # where scikit-learn keeps the forests' shared predict()
+    from sklearn.ensemble._forest import ForestClassifier
+except ImportError:  # moved: every model takes the two-pass path
+    ForestClassifier = None
 
 # What a reference-trainer model may contain besides scikit-learn's own
 # estimators and transformers.
@@ -68,6 +75,9 @@ class LoadedModel:
     name: str
     version: str
     sha256: str
+    # metadata.json as recorded (the live metrics' training references).
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    _transforms: Any = field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -91,7 +101,18 @@ class LoadedModel:
             name=str(model.get("name") or ""),
             version=str(model.get("version") or ""),
             sha256=model_sha256.lower(),
+            metadata=metadata,
         )
+
+    def _final_step(self, frame: pd.DataFrame) -> tuple[Any, Any]:
+        """The last estimator and its inputs: a pipeline's transforms run
+        once for both predict and predict_proba, exactly as each would run
+        them."""
+        if isinstance(self.estimator, Pipeline) and len(self.estimator.steps) > 1:
+            if self._transforms is None:
+                self._transforms = self.estimator[:-1]
+            return self.estimator.steps[-1][1], self._transforms.transform(frame)
+        return self.estimator, frame
 
     def predict(self, columns: Mapping[str, list[Any]]) -> dict[str, Any]:
         """Predictions and scores for validated columns, as the offline
@@ -100,13 +121,22 @@ class LoadedModel:
         for feature in self.schema.features:
             if feature.numeric:
                 frame[feature.name] = pd.to_numeric(frame[feature.name], errors="coerce")
-        predicted = self.estimator.predict(frame)
+        final, inputs = self._final_step(frame)
+        probabilities = (
+            final.predict_proba(inputs)
+            if self.task != "regression" and hasattr(final, "predict_proba")
+            else None
+        )
+        if probabilities is not None and _predicts_by_argmax(final):
+            # What its predict() computes from these same probabilities.
+            predicted = final.classes_.take(np.argmax(probabilities, axis=1), axis=0)
+        else:
+            predicted = final.predict(inputs)
         if self.task == "regression":
             return {"predictions": [float(v) for v in predicted]}
         answer: dict[str, Any] = {"predictions": label_strings(predicted)}
-        if hasattr(self.estimator, "predict_proba"):
-            probabilities = self.estimator.predict_proba(frame)
-            classes = label_strings(self.estimator.classes_)
+        if probabilities is not None:
+            classes = label_strings(final.classes_)
             if self.task == "binary" and self.positive_label in classes:
                 column = classes.index(self.positive_label)
                 answer["scores"] = [float(p) for p in probabilities[:, column]]
@@ -116,3 +146,14 @@ class LoadedModel:
                     for row in probabilities
                 ]
         return answer
+
+
+def _predicts_by_argmax(estimator: Any) -> bool:
+    """A single-output forest whose predict() is scikit-learn's own: it is
+    the class of the largest predict_proba, so one pass gives both."""
+    return (
+        ForestClassifier is not None
+        and isinstance(estimator, ForestClassifier)
+        and type(estimator).predict is ForestClassifier.predict
+        and getattr(estimator, "n_outputs_", 1) == 1
+    )

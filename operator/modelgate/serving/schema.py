@@ -21,10 +21,18 @@ MAX_ROWS = 10_000
 class InvalidInput(ValueError):
     """The request does not fit the training schema; ``column`` says where."""
 
-    def __init__(self, message: str, column: str | None = None, row: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        column: str | None = None,
+        row: int | None = None,
+        outside: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.column = column
         self.row = row
+        # "range" or "category": the value lies outside what training saw.
+        self.outside = outside
 
     def body(self) -> dict[str, Any]:
         found: dict[str, Any] = {"error": str(self)}
@@ -204,6 +212,7 @@ class InputSchema:
                     f"{accepted[0]:g} to {accepted[1]:g})",
                     name,
                     row,
+                    outside="range",
                 )
             return value
         if not isinstance(value, str):
@@ -211,7 +220,10 @@ class InputSchema:
         if feature.categories is not None and value not in feature.categories:
             known = ", ".join(sorted(feature.categories)[:20])
             raise InvalidInput(
-                f"{name!r} = {value!r} is not a category seen in training ({known})", name, row
+                f"{name!r} = {value!r} is not a category seen in training ({known})",
+                name,
+                row,
+                outside="category",
             )
         return value
 

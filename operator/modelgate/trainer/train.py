@@ -116,6 +116,9 @@ def build_pipeline(frame: pd.DataFrame, features: list[str], estimator: Any) -> 
 
 
 MAX_CATEGORIES = 1000
+# Live drift references (metadata.json): bins per numeric feature, categories kept.
+REFERENCE_BINS = 10
+REFERENCE_CATEGORIES = 50
 
 
 def _schema(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
@@ -138,8 +141,36 @@ def _schema(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
             categories = sorted({str(v) for v in present.unique()})
             entry["categories"] = categories[:MAX_CATEGORIES]
             entry["categoriesComplete"] = len(categories) <= MAX_CATEGORIES
+        if len(present):
+            entry["reference"] = (
+                binned_reference(present.to_numpy(dtype=float))
+                if numeric
+                else category_reference(present.astype(str))
+            )
         schema.append(entry)
     return schema
+
+
+def binned_reference(values: np.ndarray[Any, Any], bins: int = REFERENCE_BINS) -> dict[str, Any]:
+    """Training shares over quantile bins, the edges as the gate's PSI draws
+    them (bins between edges, a value on an edge in the bin above): what the
+    model server's live drift compares with."""
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=edges.size + 1)
+    return {
+        "edges": [float(e) for e in edges],
+        "shares": [float(c) for c in counts / counts.sum()],
+    }
+
+
+def category_reference(values: pd.Series, top: int = REFERENCE_CATEGORIES) -> dict[str, Any]:
+    """Training shares of the most frequent categories, and of all the others."""
+    shares = values.value_counts(normalize=True, sort=True)
+    kept = shares.iloc[:top]
+    return {
+        "categories": [str(c) for c in kept.index],
+        "shares": [*(float(v) for v in kept.to_numpy()), float(max(0.0, 1.0 - kept.sum()))],
+    }
 
 
 def _score_function(pipeline: Any, task: str, positive_label: str) -> Any:
@@ -320,6 +351,13 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
         "params": params,
         "seed": seed,
         "features": _schema(train_frame, features),
+        # What the served scores (binary) or predictions (regression) are
+        # compared with live: the gated predictions' distribution.
+        "scoreReference": (
+            binned_reference(predictions[scored].to_numpy(dtype=float))
+            if (scored := "y_pred" if task == "regression" else "y_score") in predictions.columns
+            else None
+        ),
         "importance": importance,
         "importanceScoring": "r2" if task == "regression" else "accuracy",
         "behavior": behavior,
