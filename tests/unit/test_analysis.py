@@ -196,7 +196,7 @@ def test_prometheus_down_is_asked_again_and_shown_not_counted() -> None:
     assert analysis.phase == "Running"
     assert analysis.metrics[0].taken == 0
     assert "connection refused" in (release.status.environments[0].message or "")
-    assert "Prometheus did not answer" in condition(release, "Ready")[2]
+    assert "not measured, asking again" in condition(release, "Ready")[2]
     assert all(p.requeue_after is not None for p in plans[-3:])
     # Back up: measured from where it stood.
     release, _, _ = soak(release, world, envs, value(0.2), start=NOW + timedelta(minutes=6))

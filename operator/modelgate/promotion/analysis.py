@@ -199,7 +199,7 @@ def _judge(running: AnalysisProgress) -> tuple[AnalysisPhase, str]:
     unanswered = [f"{m.name}: {m.error}" for m in waiting if m.error]
     message = "analysis running: " + ", ".join(f"{m.name} {m.taken}/{m.wanted}" for m in waiting)
     if unanswered:
-        message += "; Prometheus did not answer, asking again (" + "; ".join(unanswered) + ")"
+        message += "; not measured, asking again (" + "; ".join(unanswered) + ")"
     return AnalysisPhase.RUNNING, message
 
 
