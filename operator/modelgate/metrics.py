@@ -210,7 +210,7 @@ class Metrics:
         )
         self.rollbacks = Counter(
             "modelgate_rollbacks",
-            "Rollbacks after a failed verification (change failures).",
+            "Rollbacks after a failed verification or analysis (change failures).",
             ["namespace", "environment", "model"],
             registry=r,
         )
@@ -218,6 +218,24 @@ class Metrics:
             "modelgate_verification_failures",
             "Post-deployment verifications that failed.",
             ["namespace", "environment", "model"],
+            registry=r,
+        )
+        self.analysis_runs = Counter(
+            "modelgate_analysis_runs",
+            "Analyses of a live model judged, by outcome (Passed, Failed, Inconclusive).",
+            ["namespace", "environment", "model", "outcome"],
+            registry=r,
+        )
+        self.analysis_measurements = Counter(
+            "modelgate_analysis_measurements",
+            "Analysis measurements taken, by metric and outcome.",
+            ["namespace", "environment", "model", "metric", "outcome"],
+            registry=r,
+        )
+        self.analysis_value = Gauge(
+            "modelgate_analysis_value",
+            "The latest value an analysis metric measured.",
+            ["namespace", "environment", "model", "metric"],
             registry=r,
         )
         self.restore_seconds = Histogram(
@@ -272,6 +290,7 @@ class Metrics:
             self._gate(namespace, model, new.gate)
         before = {e.name: e for e in old.environments} if old is not None else {}
         for entry in new.environments:
+            self._analysis(release, entry, before.get(entry.name))
             self._environment(release, entry, before.get(entry.name), now)
 
     def _training(
@@ -310,6 +329,30 @@ class Metrics:
                 if value is not None:
                     self.check_threshold.labels(namespace, model, check.name, bound).set(value)
 
+    def _analysis(
+        self, release: ModelRelease, entry: EnvironmentProgress, before: EnvironmentProgress | None
+    ) -> None:
+        analysis = entry.analysis
+        if analysis is None:
+            return
+        namespace, model, name = release.namespace, release.spec.model.name, entry.name
+        earlier = before.analysis if before is not None else None
+        same = earlier is not None and earlier.started_at == analysis.started_at
+        taken = {m.name: m.taken for m in earlier.metrics} if earlier is not None and same else {}
+        for metric in analysis.metrics:
+            new = metric.taken - taken.get(metric.name, 0)
+            for measurement in metric.measurements[-new:] if new > 0 else []:
+                self.analysis_measurements.labels(
+                    namespace, name, model, metric.name, str(measurement.outcome)
+                ).inc()
+                if measurement.value is not None:
+                    self.analysis_value.labels(namespace, name, model, metric.name).set(
+                        measurement.value
+                    )
+        verdict = str(analysis.phase)
+        if verdict != "Running" and not (same and earlier is not None and earlier.phase == verdict):
+            self.analysis_runs.labels(namespace, name, model, verdict).inc()
+
     def _environment(
         self,
         release: ModelRelease,
@@ -335,8 +378,12 @@ class Metrics:
             self.set_live(namespace, name, model, release.name, release.spec.model.version)
         elif entry.phase == EnvironmentPhase.BLOCKED and entry.previous_config_hash is not None:
             self.config_changes.labels(namespace, name, model, "Refused").inc()
+        elif entry.phase == EnvironmentPhase.ANALYZING:
+            self.set_live(namespace, name, model, release.name, release.spec.model.version)
         elif entry.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED):
-            self.verification_failures.labels(namespace, name, model).inc()
+            analysis = entry.analysis
+            if analysis is None or str(analysis.phase) != "Failed":
+                self.verification_failures.labels(namespace, name, model).inc()
             if entry.phase == EnvironmentPhase.ROLLED_BACK:
                 self.rollbacks.labels(namespace, name, model).inc()
                 if entry.previous_config_hash is not None:

@@ -265,3 +265,51 @@ def test_pinned_image_and_static_keys() -> None:
     assert pod["priorityClassName"] == "system-cluster-critical"
     default = operator_pod(render(None))["containers"][0]
     assert default["image"] == "ghcr.io/modelgate/modelgate:0.1.0"
+
+
+@pytest.mark.parametrize("auth", ["bearer", "basic"])
+def test_prometheus_url_and_credentials_reach_the_operator_as_files(auth: str) -> None:
+    pod = operator_pod(
+        render(
+            None,
+            "--set",
+            "prometheus.url=https://prometheus.monitoring:9090",
+            "--set",
+            "prometheus.authSecret=prometheus-reader",
+            "--set",
+            f"prometheus.authType={auth}",
+            "--set",
+            "prometheus.caConfigMap=monitoring-ca",
+        )
+    )
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MODELGATE_PROMETHEUS_URL"]["value"] == "https://prometheus.monitoring:9090"
+    assert env["MODELGATE_PROMETHEUS_CA_FILE"]["value"] == "/etc/modelgate/prometheus-ca/ca.crt"
+    if auth == "bearer":
+        assert env["MODELGATE_PROMETHEUS_BEARER_TOKEN_FILE"]["value"] == (
+            "/etc/modelgate/prometheus/token"
+        )
+        assert "MODELGATE_PROMETHEUS_USERNAME" not in env
+    else:
+        assert env["MODELGATE_PROMETHEUS_USERNAME"]["valueFrom"]["secretKeyRef"] == {
+            "name": "prometheus-reader",
+            "key": "username",
+        }
+        assert env["MODELGATE_PROMETHEUS_PASSWORD_FILE"]["value"] == (
+            "/etc/modelgate/prometheus/password"
+        )
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["prometheus-auth"] == "/etc/modelgate/prometheus"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["prometheus-auth"]["secret"]["secretName"] == "prometheus-reader"
+    assert volumes["prometheus-ca"]["configMap"]["name"] == "monitoring-ca"
+    # No url: nothing about Prometheus in the pod (analyses say there is none).
+    default = operator_pod(render(None))["containers"][0]
+    assert not [e for e in default["env"] if e["name"].startswith("MODELGATE_PROMETHEUS")]
+
+
+def test_a_prometheus_url_that_is_not_http_is_refused() -> None:
+    done = helm("lint", "--strict", str(CHART), "--set", "prometheus.url=prometheus:9090")
+    assert done.returncode != 0
+    assert "prometheus.url" in done.stdout + done.stderr

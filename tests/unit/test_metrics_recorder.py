@@ -224,3 +224,69 @@ def test_forgetting_a_deleted_release() -> None:
     _release_story(metrics, 3, models=1)
     metrics.forget("team", "model-0-release-1")
     assert sample(metrics, "modelgate_releases", namespace="team", phase="Released") == 2
+
+
+def _analysing(phase: str, entry: str, values: list[float], outcomes: list[str]) -> dict[str, Any]:
+    return {
+        "name": "staging",
+        "phase": entry,
+        "deployedAt": "2026-11-22T11:00:00Z",
+        "analysis": {
+            "phase": phase,
+            "specHash": "s",
+            "startedAt": "2026-11-22T11:00:00Z",
+            "metrics": [
+                {
+                    "name": "score-psi",
+                    "query": "q",
+                    "phase": phase,
+                    "max": 0.25,
+                    "taken": len(values),
+                    "wanted": 3,
+                    "failed": outcomes.count("Failed"),
+                    "measurements": [
+                        {"at": f"2026-11-22T11:0{i}:00Z", "value": v, "outcome": o}
+                        for i, (v, o) in enumerate(zip(values, outcomes, strict=True))
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def test_analysis_measurements_values_and_verdicts_are_counted_once() -> None:
+    metrics = Metrics()
+    where = {"namespace": "team", "environment": "staging", "model": "credit-risk"}
+    one = status(environments=[_analysing("Running", "Analyzing", [0.1], ["Passed"])])
+    two = status(
+        environments=[_analysing("Running", "Analyzing", [0.1, 0.4], ["Passed", "Failed"])]
+    )
+    failed = status(
+        environments=[
+            _analysing("Failed", "RolledBack", [0.1, 0.4, 0.5], ["Passed", "Failed", "Failed"])
+        ]
+    )
+    metrics.release_changed(release(), None, one, CREATED)
+    metrics.release_changed(release(), one, two, CREATED)
+    metrics.release_changed(release(), two, two, CREATED)  # a resync: nothing new
+    metrics.release_changed(release(), two, failed, CREATED)
+    metrics.release_changed(release(), failed, failed, CREATED)
+    measured = "modelgate_analysis_measurements_total"
+    assert sample(metrics, measured, **where, metric="score-psi", outcome="Passed") == 1
+    assert sample(metrics, measured, **where, metric="score-psi", outcome="Failed") == 2
+    assert sample(metrics, "modelgate_analysis_value", **where, metric="score-psi") == 0.5
+    assert sample(metrics, "modelgate_analysis_runs_total", **where, outcome="Failed") == 1
+    assert sample(metrics, "modelgate_rollbacks_total", **where) == 1
+    # A failed analysis is not a failed verification.
+    assert sample(metrics, "modelgate_verification_failures_total", **where) is None
+    # Live while it soaks.
+    assert (
+        sample(
+            metrics,
+            "modelgate_live_release_info",
+            **where,
+            release="credit-risk-1-4-0",
+            version="1.4.0",
+        )
+        == 1
+    )
