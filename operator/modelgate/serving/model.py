@@ -7,11 +7,9 @@ the server runs the gated model or nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +17,7 @@ import pandas as pd
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
-from modelgate.backends.s3 import S3Settings, make_client, read_uri
+from modelgate.serving.artifacts import ModelLoadError, read_artifact, verified
 from modelgate.serving.schema import RANGE_TOLERANCE, InputSchema
 from modelgate.trainer.contract import label_strings
 
@@ -32,26 +30,6 @@ except ImportError:  # moved: every model takes the two-pass path
 # estimators and transformers.
 TRUSTED_TYPES = frozenset({"numpy.dtype", "numpy.ndarray", "numpy.random.mtrand.RandomState"})
 TRUSTED_PREFIXES = ("sklearn.",)
-
-
-class ModelLoadError(RuntimeError):
-    """The artifact is not the recorded one, or holds types nobody trusted."""
-
-
-def read_artifact(uri: str) -> bytes:
-    """Bytes from a local path, file:// or s3:// (endpoint and keys from MODELGATE_S3_*/AWS_*)."""
-    if uri.startswith("s3://"):
-        return read_uri(make_client(S3Settings.from_env(bucket="unused")), uri)
-    return Path(uri.removeprefix("file://")).read_bytes()
-
-
-def verified(data: bytes, expected: str, what: str) -> bytes:
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected.lower():
-        raise ModelLoadError(
-            f"{what} has SHA-256 {actual}, the release recorded {expected}: refusing to load it"
-        )
-    return data
 
 
 def trusted_loads(data: bytes) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from modelgate.serving.model import read_artifact, verified
+from modelgate.serving.artifacts import read_artifact, verified
 from modelgate.trainer.contract import label_string
 
 
