@@ -127,6 +127,8 @@ def test_live_scores_that_shift_fail_the_analysis_in_staging_and_roll_it_back(
     )
     assert score["measurements"][0]["value"] > 0.25
     assert score["max"] == 0.25
+    verified = conditions(release)["Verified"]
+    assert (verified["status"], verified["message"]) == ("True", "verified in staging")
     analyzed = conditions(release)["Analyzed"]
     assert (analyzed["status"], analyzed["reason"]) == ("False", "AnalysisFailed")
     assert "metric score-psi Failed" in analyzed["message"]

@@ -148,6 +148,10 @@ def test_a_failed_measurement_beyond_the_limit_rolls_back_naming_query_values_th
     assert 'model="m",version="1.0.0"' in message
     assert "2 failed, 0 inconclusive of 3 measurements" in message
     assert condition(release, "Stalled")[0] == "True"
+    _, reason, ready = condition(release, "Ready")
+    assert reason == "RolledBack"
+    assert "analysis failed (metric positive-rate Failed" in ready
+    assert "the previous release was put back" in ready
     reasons = [e.reason for p in plans for e in p.events]
     assert reasons.count("AnalysisFailed") == 1
     assert "RolledBack" in reasons

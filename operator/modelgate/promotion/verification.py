@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from modelgate.api.analysis import AnalysisPhase
 from modelgate.api.common import format_time, parse_duration
 from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import (
@@ -131,7 +132,11 @@ def verified_condition(
     ctx: Context, progress: list[EnvironmentProgress], environments: dict[str, Environment]
 ) -> None:
     failed = [
-        p for p in progress if p.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED)
+        p
+        for p in progress
+        if p.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED)
+        # Verified, then rolled back by its analysis: Analyzed says so.
+        and not (p.analysis is not None and p.analysis.phase == AnalysisPhase.FAILED)
     ]
     verifying = [p.name for p in progress if p.phase == EnvironmentPhase.VERIFYING]
     checked = [
