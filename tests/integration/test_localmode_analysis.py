@@ -4,95 +4,61 @@ servers, with live traffic sent to them while the release soaks."""
 from __future__ import annotations
 
 import json
-import threading
-import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import pandas as pd
 import pytest
 
 from modelgate.cli import main
 from tests.integration.test_localmode import GATE, RELEASE, SAMPLE, conditions, items, run_json
-from tests.support.prometheus import running_prometheus
+from tests.support.prometheus import Prometheus, running_prometheus
+from tests.support.traffic import Traffic, feature_rows, riskiest
 
 ANALYSED = SAMPLE / "analysis" / "environments.yaml"
-FEATURES = ["age", "income", "debt_ratio", "credit_lines", "late_payments", "region"]
 
 
-class Traffic:
-    """Sends batches of ``rows`` to every model server local mode has
-    running, until stopped: the live traffic of the soak."""
+def local_servers(state: Path) -> Callable[[], dict[str, str]]:
+    """The model servers local mode has running: environment -> URL."""
 
-    def __init__(self, state: Path, rows: list[dict[str, Any]]) -> None:
-        self.servers = state / "servers"
-        self.body = json.dumps({"instances": rows}).encode()
-        self.stopped = threading.Event()
-        self.sent: dict[str, int] = {}
-        self.thread = threading.Thread(target=self._send, daemon=True)
+    def ready() -> dict[str, str]:
+        found = {}
+        for path in sorted((state / "servers").glob("*/*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being written
+            if record.get("state") == "ready":
+                found[path.stem] = str(record["url"])
+        return found
 
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=30)
-
-    def _send(self) -> None:
-        while not self.stopped.wait(0.1):
-            for path in sorted(self.servers.glob("*/*.json")):
-                try:
-                    record = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    continue  # being written
-                if record.get("state") != "ready":
-                    continue
-                request = urllib.request.Request(
-                    f"{record['url']}/v1/predict",
-                    data=self.body,
-                    headers={"Content-Type": "application/json"},
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=10) as answer:
-                        answer.read()
-                except OSError:
-                    continue  # a server being replaced
-                self.sent[path.stem] = self.sent.get(path.stem, 0) + 1
+    return ready
 
 
-def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-        for row in frame[FEATURES].to_dict("records")
-    ]
+@pytest.fixture
+def scraped(tmp_path: Path) -> Iterator[tuple[Path, Prometheus]]:
+    """A state directory whose model servers a real Prometheus scrapes."""
+    state = tmp_path / "state"
+    targets = state / "prometheus" / "targets.json"
+    targets.parent.mkdir(parents=True)
+    targets.write_text("[]")
+    (tmp_path / "prometheus").mkdir()
+    with running_prometheus([], tmp_path / "prometheus", target_files=[targets]) as prometheus:
+        yield state, prometheus
 
 
 def test_live_scores_that_shift_fail_the_analysis_in_staging_and_roll_it_back(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    scraped: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The release passes its gate and staging's verification; then staging
     gets traffic of the riskiest applicants only. Prometheus scrapes the
     server's live score PSI and positive rate, the analysis fails on them,
     and the release is rolled back with the query, the values and the
     threshold in its status. Production is never reached."""
-    state = tmp_path / "state"
-    targets = state / "prometheus" / "targets.json"
-    targets.parent.mkdir(parents=True)
-    targets.write_text("[]")
-    (tmp_path / "prometheus").mkdir()
+    state, prometheus = scraped
     evaluation = pd.read_csv(SAMPLE / "data" / "eval.csv")
-    riskiest = evaluation.sort_values(["late_payments", "debt_ratio"]).tail(100)
-    with (
-        running_prometheus([], tmp_path / "prometheus", target_files=[targets]) as prometheus,
-        Traffic(state, _rows(riskiest)) as traffic,
-    ):
+    rows = feature_rows(riskiest(evaluation))
+    with Traffic(local_servers(state), rows) as traffic:
         code, listing = run_json(
             capsys,
             GATE,
@@ -140,18 +106,11 @@ def test_live_scores_that_shift_fail_the_analysis_in_staging_and_roll_it_back(
 
 
 def test_traffic_like_the_evaluation_data_passes_the_analysis_and_production_follows(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    scraped: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = tmp_path / "state"
-    targets = state / "prometheus" / "targets.json"
-    targets.parent.mkdir(parents=True)
-    targets.write_text("[]")
-    (tmp_path / "prometheus").mkdir()
+    state, prometheus = scraped
     evaluation = pd.read_csv(SAMPLE / "data" / "eval.csv")
-    with (
-        running_prometheus([], tmp_path / "prometheus", target_files=[targets]) as prometheus,
-        Traffic(state, _rows(evaluation.sample(200, random_state=3))),
-    ):
+    with Traffic(local_servers(state), feature_rows(evaluation.sample(200, random_state=3))):
         code, listing = run_json(
             capsys,
             GATE,

@@ -35,6 +35,7 @@ from tests.support.installation import (
     used_permissions,
 )
 from tests.support.node import TestNode, running_node
+from tests.support.prometheus import Prometheus, running_prometheus
 from tests.support.s3server import S3Server, running_s3
 
 SAMPLE = EXAMPLES / "credit-risk"
@@ -76,14 +77,34 @@ UNUSED_GRANTS = {
 RBAC_SCENARIOS = ("test_lifecycle_on_apiserver.py", "test_resilience_on_apiserver.py")
 
 
+@dataclass
+class PrometheusWorld:
+    """The session's Prometheus, scraping what the test lists in ``targets``
+    (file discovery): the operator's analyses ask it."""
+
+    server: Prometheus
+    targets: Path
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusWorld]:
+    directory = tmp_path_factory.mktemp("prometheus-real")
+    targets = directory / "targets.json"
+    targets.write_text("[]")
+    with running_prometheus([], directory, target_files=[targets]) as server:
+        yield PrometheusWorld(server, targets)
+
+
 @pytest.fixture(scope="session")
 def installation(
     request: pytest.FixtureRequest,
     control_plane: ControlPlane,
     s3: S3Server,
+    prometheus: PrometheusWorld,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Installation]:
-    installed = install(control_plane, chart_values(s3, BUCKET), tmp_path_factory.mktemp("chart"))
+    values = chart_values(s3, BUCKET, prometheus={"url": prometheus.server.url})
+    installed = install(control_plane, values, tmp_path_factory.mktemp("chart"))
     yield installed
     installed.stop()
     # Least privilege, once every scenario ran: each grant of the chart was

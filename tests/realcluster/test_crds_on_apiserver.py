@@ -400,6 +400,21 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
             "spec.configRules[0]",
             "min is greater than max",
         ),
+        *(
+            (
+                f"Environment analysis metric: {message}",
+                _environment(
+                    policy={"analysis": {"metrics": [{"name": "m", "query": "up", **metric}]}}
+                ),
+                "spec.policy.analysis.metrics[0]",
+                message,
+            )
+            for metric, message in (
+                ({}, "a metric needs min, max or both"),
+                ({"min": 2, "max": 1}, "min is greater than max"),
+                ({"max": 1, "count": 2, "duration": "5m"}, "set count (measurements) or duration"),
+            )
+        ),
         (
             "Environment two kinds of verification",
             _environment(verification={"image": "verify:1", "servedPredictions": {}}),

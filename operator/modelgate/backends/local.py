@@ -447,26 +447,6 @@ class LocalDeployer:
     def _record_path(self, namespace: str, environment: str) -> Path:
         return self.root / namespace / f"{environment}.json"
 
-    @property
-    def targets_file(self) -> Path:
-        """The running servers as Prometheus file-based discovery reads them
-        (``file_sd_configs``): point a Prometheus at it to scrape local mode."""
-        return self.root.parent / "prometheus" / "targets.json"
-
-    def _write_targets(self) -> None:
-        groups = []
-        for path in sorted(self.root.glob("*/*.json")) if self.root.exists() else []:
-            record = _read_json(path)
-            if record is not None and record.get("state") == "ready":
-                groups.append(
-                    {
-                        "targets": [f"127.0.0.1:{record['port']}"],
-                        "labels": {"namespace": path.parent.name, "environment": path.stem},
-                    }
-                )
-        self.targets_file.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(self.targets_file, groups)
-
     def deploy(self, action: Deploy, now: datetime) -> None:
         namespace = action.release.split("/")[0]
         path = self._record_path(namespace, action.environment)

@@ -29,8 +29,8 @@ from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import EnvironmentPhase, EnvironmentProgress, ModelRelease
 from modelgate.promotion import conditions as cond
 from modelgate.promotion.context import Context, min_delay
-from modelgate.promotion.keys import release_key
-from modelgate.promotion.plan import Event, MeasurementObservation, Observed, Rollback
+from modelgate.promotion.plan import Event, MeasurementObservation, Observed
+from modelgate.promotion.verification import put_back, rollback_of
 
 KEPT_MEASUREMENTS = 10
 
@@ -260,21 +260,8 @@ def analyze(
         return entry, ("AnalysisInconclusive", f"{name}: {entry.message}", True)
     if env.spec.policy.auto_rollback:
         entry.phase = EnvironmentPhase.ROLLED_BACK
-        put_back = (
-            f"this release's config {entry.previous_config_hash[:12]}"
-            if entry.previous_config_hash
-            else "the previous release"
-        )
-        entry.message = f"analysis failed ({message}); {put_back} was put back"
-        ctx.plan.actions.append(
-            Rollback(
-                environment=name,
-                namespace=env.spec.namespace,
-                release=release_key(ctx.release),
-                model=ctx.release.spec.model.name,
-                config_hash=entry.previous_config_hash,
-            )
-        )
+        entry.message = f"analysis failed ({message}); {put_back(entry)} was put back"
+        ctx.plan.actions.append(rollback_of(ctx, env, entry))
         if was != running.phase:
             ctx.plan.events.append(Event("Warning", "RolledBack", f"{name}: {entry.message}"))
     else:

@@ -29,8 +29,13 @@ from modelgate.promotion.keys import (
     serves_artifact,
     verification_job_name,
 )
-from modelgate.promotion.plan import Deploy, DeploymentObservation, Event, Observed, Rollback
-from modelgate.promotion.verification import failed_verification, verified_condition, verify
+from modelgate.promotion.plan import Deploy, DeploymentObservation, Event, Observed
+from modelgate.promotion.verification import (
+    failed_verification,
+    rollback_of,
+    verified_condition,
+    verify,
+)
 from modelgate.trainer import contract
 
 
@@ -187,15 +192,7 @@ def _still_failed(
 ) -> tuple[EnvironmentProgress, Blocker]:
     entry = earlier.model_copy()
     if entry.phase == EnvironmentPhase.ROLLED_BACK:
-        ctx.plan.actions.append(
-            Rollback(
-                environment=env.name,
-                namespace=env.spec.namespace,
-                release=release_key(ctx.release),
-                model=ctx.release.spec.model.name,
-                config_hash=entry.previous_config_hash,
-            )
-        )
+        ctx.plan.actions.append(rollback_of(ctx, env, entry))
     return entry, ("AnalysisFailed", f"{env.name}: {entry.message}", True)
 
 

@@ -81,15 +81,7 @@ def verify(
         return entry, None
     entry = _failed(env, entry, run)
     if entry.phase == EnvironmentPhase.ROLLED_BACK:
-        ctx.plan.actions.append(
-            Rollback(
-                environment=name,
-                namespace=env.spec.namespace,
-                release=release_key(release),
-                model=release.spec.model.name,
-                config_hash=entry.previous_config_hash,
-            )
-        )
+        ctx.plan.actions.append(rollback_of(ctx, env, entry))
         ctx.plan.events.append(Event("Warning", "RolledBack", f"{name}: {entry.message}"))
     else:
         ctx.plan.events.append(Event("Warning", "VerificationFailed", f"{name}: {entry.message}"))
@@ -104,16 +96,30 @@ def _failed(
     reason = run.message or "the verification Job failed"
     if env.spec.policy.auto_rollback:
         entry.phase = EnvironmentPhase.ROLLED_BACK
-        put_back = (
-            f"this release's config {entry.previous_config_hash[:12]}"
-            if entry.previous_config_hash
-            else "the previous release"
-        )
-        entry.message = f"verification failed ({reason}); {put_back} was put back"
+        entry.message = f"verification failed ({reason}); {put_back(entry)} was put back"
     else:
         entry.phase = EnvironmentPhase.FAILED
         entry.message = f"verification failed ({reason}); autoRollback is off"
     return entry
+
+
+def put_back(entry: EnvironmentProgress) -> str:
+    """What a rollback of ``entry`` restores, for its message."""
+    if entry.previous_config_hash:
+        return f"this release's config {entry.previous_config_hash[:12]}"
+    return "the previous release"
+
+
+def rollback_of(ctx: Context, env: Environment, entry: EnvironmentProgress) -> Rollback:
+    """Put back what ``entry`` replaced in ``env``: the previous release, or
+    this release's previous config when a config change failed."""
+    return Rollback(
+        environment=env.name,
+        namespace=env.spec.namespace,
+        release=release_key(ctx.release),
+        model=ctx.release.spec.model.name,
+        config_hash=entry.previous_config_hash,
+    )
 
 
 def failed_verification(
