@@ -479,6 +479,7 @@ class LocalRun:
                         config_hash=h["configHash"],
                         deployed_at=h["deployedAt"],
                         rolled_back=bool(h.get("rolledBack")),
+                        reason=h.get("reason") if h.get("rolledBack") else None,
                         rollout=h.get("rollout"),
                     )
                     for h in history

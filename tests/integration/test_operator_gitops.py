@@ -194,6 +194,8 @@ def test_promotion_is_a_commit_and_a_failed_verification_reverts_it(
     assert f"Modelgate-Release: {NAMESPACE}/credit-risk-bad" in bad_message
     assert revert_message.splitlines()[0] == "Roll back credit-risk in production"
     assert f"This reverts commit {bad_commit}." in revert_message
+    # Why, in the commit and in the environment's history.
+    assert f"Release {NAMESPACE}/credit-risk-bad: verification failed (" in revert_message
     # Git matches what runs: the revert restored the good release's files...
     assert git(remote, "diff", "--stat", promoted, reverted).strip() == ""
     # ...and the agent put the good image back in the cluster.
@@ -205,6 +207,7 @@ def test_promotion_is_a_commit_and_a_failed_verification_reverts_it(
     assert history[0]["rolledBack"] is True
     assert history[0]["revision"] == reverted
     assert history[0]["release"] == "credit-risk-good"
+    assert history[0]["reason"].startswith("verification failed (")
     # The good release is live again in production, by Git's record.
     wait_for(
         lambda: (

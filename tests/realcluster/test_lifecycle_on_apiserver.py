@@ -275,7 +275,9 @@ def test_a_failed_verification_rolls_production_back(new_team: Callable[..., Tea
         "the rolled-back Deployment to be available",
     )
     history = team.environment("production")["status"]["history"]
-    assert any(entry.get("rolledBack") for entry in history)
+    [rollback] = [entry for entry in history if entry.get("rolledBack")]
+    assert rollback["reason"].startswith("verification failed (")
+    assert "latency" in rollback["reason"]
     assert team.environment("production")["status"]["liveRelease"] == "credit-risk-1-4-0"
 
 

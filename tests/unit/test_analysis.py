@@ -137,6 +137,10 @@ def test_a_failed_measurement_beyond_the_limit_rolls_back_naming_query_values_th
     assert release.status is not None
     assert release.status.phase == "RolledBack"
     assert [r.environment for r in world.rollbacks] == ["staging"]
+    # The environment's history keeps why: the query, the values, the bounds.
+    reason = world.rollbacks[0].reason or ""
+    assert reason.startswith("analysis failed (metric positive-rate Failed")
+    assert "values 0.12, 0.61, 0.7" in reason
     assert "staging" not in world.deployments  # nothing was live there before
     assert "production" not in world.deployments
     staging = release.status.environments[0]

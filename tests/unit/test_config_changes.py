@@ -243,6 +243,8 @@ def test_rollback_of_a_first_deployment_still_puts_the_previous_release_back() -
             release="team/m-2",
             model="m",
             config_hash=None,
+            reason="verification failed (3 of 200 answers differ); the previous release was "
+            "put back",
         )
     ]
 

@@ -648,6 +648,7 @@ def test_failed_verification_rolls_production_back() -> None:
     assert release.status is not None
     assert release.status.phase == "RolledBack"
     assert [r.environment for r in world.rollbacks] == ["production"]
+    assert "3 of 200 answers differ" in (world.rollbacks[0].reason or "")
     assert world.deployments["production"].release == "team/m-1"
     production = release.status.environments[1]
     assert production.phase == "RolledBack"

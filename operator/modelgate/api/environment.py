@@ -507,6 +507,12 @@ class Promotion(ApiModel):
     rolled_back: bool = Field(
         default=False, description="True for an entry that put a previous release back."
     )
+    reason: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Why a rollback put it back: the failed verification, or the failed "
+        "analysis with its queries, values and thresholds.",
+    )
     revision: str | None = Field(
         default=None, description="GitOps: the commit of this promotion or rollback."
     )

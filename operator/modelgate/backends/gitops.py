@@ -549,7 +549,9 @@ class GitOpsDelivery:
                     [
                         f"Roll back {action.model} in {action.environment}",
                         "",
-                        f"Release {action.release} failed post-deployment verification.",
+                        f"Release {action.release}: {action.reason}"
+                        if action.reason
+                        else f"Release {action.release} failed post-deployment verification.",
                         f"This reverts commit {live.sha}.",
                         "",
                         f"{TRAILER}Reverts: {live.get('Promotion')}",

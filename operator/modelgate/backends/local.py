@@ -512,7 +512,12 @@ class LocalDeployer:
             _write_json(path, record)
             self.servers.stop(namespace, action.environment)
             return None
-        restored = {**before, "deployedAt": format_time(now), "rolledBack": True}
+        restored = {
+            **before,
+            "deployedAt": format_time(now),
+            "rolledBack": True,
+            "reason": action.reason,
+        }
         record["live"] = restored
         record["history"] = [restored, *record["history"]][:50]
         _write_json(path, record)

@@ -131,6 +131,7 @@ def _act(
                     config_hash=live.config_hash,
                     deployed_at=format_time(now),
                     rolled_back=True,
+                    reason=action.reason,
                     revision=revision,
                 )
                 _record_live(rt, environments[action.environment], entry)

@@ -160,6 +160,8 @@ class Rollback:
     # A failed config change: put back this release's config with this hash.
     # None: put back the release that was live before this one.
     config_hash: str | None = None
+    # Why (the failed verification or analysis), for the environment's history.
+    reason: str | None = None
 
 
 Action = StartTraining | EvaluateGate | Deploy | StartVerification | Rollback

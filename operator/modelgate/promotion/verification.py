@@ -103,6 +103,9 @@ def _failed(
     return entry
 
 
+MAX_REASON = 2000
+
+
 def put_back(entry: EnvironmentProgress) -> str:
     """What a rollback of ``entry`` restores, for its message."""
     if entry.previous_config_hash:
@@ -119,6 +122,7 @@ def rollback_of(ctx: Context, env: Environment, entry: EnvironmentProgress) -> R
         release=release_key(ctx.release),
         model=ctx.release.spec.model.name,
         config_hash=entry.previous_config_hash,
+        reason=(entry.message or "")[:MAX_REASON] or None,
     )
 
 
