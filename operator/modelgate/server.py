@@ -90,6 +90,16 @@ class ServerState:
     failure: str | None = None
 
 
+class NonFiniteNumber(ValueError):
+    """NaN or Infinity in a body: not JSON numbers, and not a missing value."""
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise NonFiniteNumber(
+        f"{constant} is not a JSON number: send null for a missing value, and only finite numbers"
+    )
+
+
 def _json(status: int, body: dict[str, Any]) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
@@ -139,7 +149,19 @@ def build_app(state: ServerState) -> web.Application:
             metrics.errors.labels("not_ready").inc()
             return _json(503, {"error": "the model is not loaded yet; see /readyz"})
         try:
-            body = json.loads(await request.read())
+            body = json.loads(await request.read(), parse_constant=_refuse_constant)
+        except NonFiniteNumber as error:
+            metrics.errors.labels("invalid_json").inc()
+            return _json(400, {"error": str(error)})
+        except RecursionError:
+            metrics.errors.labels("invalid_json").inc()
+            return _json(
+                400,
+                {
+                    "error": "the body nests arrays or objects too deeply to read; send "
+                    '{"instances": [{column: value}, ...]} or {"inputs": {column: [...]}}'
+                },
+            )
         except ValueError as error:
             metrics.errors.labels("invalid_json").inc()
             return _json(400, {"error": f"the body is not JSON: {error}"})

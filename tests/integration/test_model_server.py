@@ -322,3 +322,23 @@ def test_live_metrics_show_what_the_model_is_asked_and_answers(
             == 40.0
         )
         assert _samples(metrics, "modelgate_live_window_rows") == {who: 400.0}
+
+
+def test_hostile_bodies_get_400_naming_the_problem(server: ModelServer, trained: Path) -> None:
+    """A body nested past what a JSON parser can read, and NaN or Infinity
+    (not JSON numbers; a missing value is null), are refused as such; the
+    server keeps serving."""
+    deep = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, answer = call(f"{server.url}/v1/predict", deep)
+    assert status == 400
+    assert "nests arrays or objects too deeply" in answer["error"]
+    good = rows(pd.read_parquet(trained / contract.PREDICTIONS_FILE).head(1), ["age", "income",
+        "debt_ratio", "credit_lines", "late_payments", "region"])[0]  # fmt: skip
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        text = json.dumps({"instances": [good]}).replace(str(good["age"]), constant, 1)
+        status, answer = call(f"{server.url}/v1/predict", text.encode())
+        assert status == 400, answer
+        assert answer["error"].startswith(f"{constant} is not a JSON number")
+        assert "send null for a missing value" in answer["error"]
+    status, _ = server.post("/v1/predict", {"instances": [good]})
+    assert status == 200
