@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from modelgate.serving import oip
 from modelgate.serving.live import DEFAULT_WINDOW
 from modelgate.serving.live_metrics import LiveMetrics
 from modelgate.serving.model import LoadedModel
@@ -100,6 +102,13 @@ def _refuse_constant(constant: str) -> Any:
     )
 
 
+def _server_version() -> str:
+    try:
+        return importlib.metadata.version("modelgate")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _json(status: int, body: dict[str, Any]) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
@@ -143,48 +152,136 @@ def build_app(state: ServerState) -> web.Application:
             },
         )
 
-    async def predict(request: web.Request) -> web.Response:
-        model = state.model
-        if model is None:
-            metrics.errors.labels("not_ready").inc()
-            return _json(503, {"error": "the model is not loaded yet; see /readyz"})
+    async def read_body(request: web.Request) -> tuple[Any, web.Response | None]:
+        """The JSON body, or the 400 that says why there is none."""
         try:
-            body = json.loads(await request.read(), parse_constant=_refuse_constant)
+            return json.loads(await request.read(), parse_constant=_refuse_constant), None
         except NonFiniteNumber as error:
-            metrics.errors.labels("invalid_json").inc()
-            return _json(400, {"error": str(error)})
+            problem = str(error)
         except RecursionError:
-            metrics.errors.labels("invalid_json").inc()
-            return _json(
-                400,
-                {
-                    "error": "the body nests arrays or objects too deeply to read; send "
-                    '{"instances": [{column: value}, ...]} or {"inputs": {column: [...]}}'
-                },
+            problem = (
+                "the body nests arrays or objects too deeply to read; send "
+                '{"instances": [{column: value}, ...]} or {"inputs": {column: [...]}}'
             )
         except ValueError as error:
-            metrics.errors.labels("invalid_json").inc()
-            return _json(400, {"error": f"the body is not JSON: {error}"})
-        try:
-            columns = model.schema.columns(body)
-        except InvalidInput as refused:
-            metrics.errors.labels("invalid_input").inc()
-            metrics.live.refused(refused)
-            return _json(422, refused.body())
+            problem = f"the body is not JSON: {error}"
+        metrics.errors.labels("invalid_json").inc()
+        return None, _json(400, {"error": problem})
+
+    def answer_columns(
+        model: LoadedModel, columns: dict[str, list[Any]]
+    ) -> tuple[dict[str, Any] | None, web.Response | None]:
+        """The model's answer to validated columns, counted in the metrics."""
         try:
             answer = model.predict(columns)
         except Exception as error:  # the model's own failure: say so, keep serving
             logger.exception("prediction failed")
             metrics.errors.labels("internal").inc()
-            return _json(500, {"error": f"the model failed: {type(error).__name__}: {error}"})
-        rows = len(answer["predictions"])
-        metrics.rows.inc(rows)
+            return None, _json(500, {"error": f"the model failed: {type(error).__name__}: {error}"})
+        metrics.rows.inc(len(answer["predictions"]))
         for score in answer.get("scores", []):
             if isinstance(score, float):
                 metrics.scores.observe(score)
         metrics.live.scored(columns, answer)
+        return answer, None
+
+    def validated(
+        model: LoadedModel, body: Any
+    ) -> tuple[dict[str, list[Any]] | None, web.Response | None]:
+        try:
+            return model.schema.columns(body), None
+        except InvalidInput as refused:
+            metrics.errors.labels("invalid_input").inc()
+            metrics.live.refused(refused)
+            return None, _json(422, refused.body())
+
+    async def predict(request: web.Request) -> web.Response:
+        model = state.model
+        if model is None:
+            metrics.errors.labels("not_ready").inc()
+            return _json(503, {"error": "the model is not loaded yet; see /readyz"})
+        body, refused = await read_body(request)
+        if refused is not None:
+            return refused
+        columns, refused = validated(model, body)
+        if refused is not None or columns is None:
+            return refused or _json(422, {"error": "no columns"})
+        answer, failed = answer_columns(model, columns)
+        if failed is not None or answer is None:
+            return failed or _json(500, {"error": "no answer"})
         answer["model"] = {"name": model.name, "version": model.version, "sha256": model.sha256}
         return _json(200, answer)
+
+    # -- Open Inference Protocol (v2 REST) ---------------------------------------
+
+    def served(request: web.Request) -> tuple[LoadedModel | None, web.Response | None]:
+        """The model a /v2/models/<name>[/versions/<version>] path names."""
+        model = state.model
+        if model is None:
+            return None, _json(503, {"error": "the model is not loaded yet"})
+        name, version = request.match_info["name"], request.match_info.get("version")
+        if name != model.name or (version is not None and version != model.version):
+            asked = name + (f" version {version}" if version else "")
+            return None, _json(
+                404,
+                {
+                    "error": f"model {asked} is not served here; this server serves "
+                    f"{model.name} version {model.version}"
+                },
+            )
+        return model, None
+
+    async def v2_live(_: web.Request) -> web.Response:
+        return _json(200, {"live": True})
+
+    async def v2_ready(_: web.Request) -> web.Response:
+        return _json(200 if state.model is not None else 503, {"ready": state.model is not None})
+
+    async def v2_server(_: web.Request) -> web.Response:
+        return _json(200, {"name": "modelgate", "version": _server_version(), "extensions": []})
+
+    async def v2_model_ready(request: web.Request) -> web.Response:
+        model, missing = served(request)
+        return missing if model is None and missing is not None else _json(200, {"ready": True})
+
+    async def v2_metadata(request: web.Request) -> web.Response:
+        model, missing = served(request)
+        if model is None:
+            return missing or _json(404, {"error": "no model"})
+        return _json(
+            200,
+            oip.metadata(
+                model.name, model.version, model.schema.describe(), model.task, model.classes
+            ),
+        )
+
+    async def v2_infer(request: web.Request) -> web.Response:
+        model, missing = served(request)
+        if model is None:
+            metrics.errors.labels("not_ready").inc()
+            return missing or _json(404, {"error": "no model"})
+        body, refused = await read_body(request)
+        if refused is not None:
+            return refused
+        try:
+            inputs, outputs = oip.request_columns(body)
+        except oip.ProtocolError as error:
+            metrics.errors.labels("invalid_input").inc()
+            return _json(400, {"error": str(error)})
+        columns, refused = validated(model, {"inputs": inputs})
+        if refused is not None or columns is None:
+            return refused or _json(422, {"error": "no columns"})
+        answer, failed = answer_columns(model, columns)
+        if failed is not None or answer is None:
+            return failed or _json(500, {"error": "no answer"})
+        positive = model.positive_label if model.task == "binary" else None
+        return _json(
+            200,
+            oip.response(
+                answer, outputs, model.name, model.version, model.classes, positive,
+                body.get("id") if isinstance(body, dict) else None,
+            ),
+        )  # fmt: skip
 
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(
@@ -197,6 +294,13 @@ def build_app(state: ServerState) -> web.Application:
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/v1/metadata", measured("metadata", metadata))
     app.router.add_post("/v1/predict", measured("predict", predict))
+    app.router.add_get("/v2/health/live", v2_live)
+    app.router.add_get("/v2/health/ready", v2_ready)
+    app.router.add_get("/v2", v2_server)
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.router.add_get(prefix, measured("metadata", v2_metadata))
+        app.router.add_get(f"{prefix}/ready", v2_model_ready)
+        app.router.add_post(f"{prefix}/infer", measured("infer", v2_infer))
     return app
 
 

@@ -342,3 +342,96 @@ def test_hostile_bodies_get_400_naming_the_problem(server: ModelServer, trained:
         assert "send null for a missing value" in answer["error"]
     status, _ = server.post("/v1/predict", {"instances": [good]})
     assert status == 200
+
+
+def _tensors(frame: pd.DataFrame, features: list[str]) -> list[dict[str, object]]:
+    """One Open Inference Protocol input per column, as MLServer's pandas codec sends them."""
+    tensors: list[dict[str, object]] = []
+    for column in features:
+        values = [v.item() if hasattr(v, "item") else v for v in frame[column]]
+        text = frame[column].dtype == object
+        tensors.append(
+            {
+                "name": column,
+                "shape": [len(values), 1],
+                "datatype": "BYTES" if text else "FP64",
+                "data": values,
+            }
+        )
+    return tensors
+
+
+FEATURES = ["age", "income", "debt_ratio", "credit_lines", "late_payments", "region"]
+
+
+def test_the_open_inference_protocol_answers_as_v1_does(server: ModelServer, trained: Path) -> None:
+    assert server.get("/v2/health/live")[0] == 200
+    assert server.get("/v2/health/ready")[0] == 200
+    status, body = server.get("/v2")
+    assert status == 200
+    assert json.loads(body)["name"] == "modelgate"
+    status, body = server.get("/v2/models/credit-risk")
+    assert status == 200
+    described = json.loads(body)
+    assert described["versions"] == ["1.0.0"]
+    assert [(i["name"], i["datatype"]) for i in described["inputs"]] == [
+        ("age", "FP64"), ("income", "FP64"), ("debt_ratio", "FP64"), ("credit_lines", "FP64"),
+        ("late_payments", "FP64"), ("region", "BYTES"),
+    ]  # fmt: skip
+    assert [o["name"] for o in described["outputs"]] == ["predict", "predict_proba"]
+    assert server.get("/v2/models/credit-risk/ready")[0] == 200
+    offline = pd.read_parquet(trained / contract.PREDICTIONS_FILE).head(7)
+    status, answer = server.post(
+        "/v2/models/credit-risk/versions/1.0.0/infer",
+        {"id": "r-1", "inputs": _tensors(offline, FEATURES)},
+    )
+    assert status == 200, answer
+    assert (answer["model_name"], answer["model_version"], answer["id"]) == (
+        "credit-risk",
+        "1.0.0",
+        "r-1",
+    )
+    predict, proba = answer["outputs"]
+    assert predict["name"] == "predict"
+    assert predict["shape"] == [7]
+    assert predict["data"] == offline["y_pred"].astype(str).tolist()
+    assert proba["shape"] == [7, 2]
+    classes = proba["parameters"]["classes"]
+    positive = [proba["data"][2 * row + classes.index("1")] for row in range(7)]
+    assert positive == pytest.approx(offline["y_score"].tolist(), abs=1e-12)
+    status, answer = server.post(
+        "/v2/models/credit-risk/infer",
+        {"inputs": _tensors(offline, FEATURES), "outputs": [{"name": "predict"}]},
+    )
+    assert status == 200
+    assert [o["name"] for o in answer["outputs"]] == ["predict"]
+
+
+def test_open_inference_protocol_requests_that_do_not_fit_say_why(
+    server: ModelServer, trained: Path
+) -> None:
+    offline = pd.read_parquet(trained / contract.PREDICTIONS_FILE).head(3)
+    good = _tensors(offline, FEATURES)
+    status, answer = server.post("/v2/models/other/infer", {"inputs": good})
+    assert status == 404
+    assert "this server serves credit-risk version 1.0.0" in answer["error"]
+    status, answer = server.post("/v2/models/credit-risk/versions/9/infer", {"inputs": good})
+    assert status == 404
+    short = [{**good[0], "shape": [4, 1]}, *good[1:]]
+    wide = [{**good[0], "shape": [1, 3]}, *good[1:]]
+    typed = [{**good[0], "datatype": "FLOAT"}, *good[1:]]
+    cases = {
+        "shape [4, 1] holds 4 values, data has 3": {"inputs": short},
+        "a column is [N] or [N, 1]": {"inputs": wide},
+        "datatype 'FLOAT' is not one of": {"inputs": typed},
+        "output 'explain' is not one of": {"inputs": good, "outputs": [{"name": "explain"}]},
+        '"inputs" must be a non-empty array': {"inputs": []},
+    }
+    for message, body in cases.items():
+        status, answer = server.post("/v2/models/credit-risk/infer", body)
+        assert status == 400, (message, answer)
+        assert message in answer["error"]
+    unknown = [*good, {**good[0], "name": "zip"}]
+    status, answer = server.post("/v2/models/credit-risk/infer", {"inputs": unknown})
+    assert status == 422
+    assert answer["column"] == "zip"

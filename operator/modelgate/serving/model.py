@@ -82,6 +82,13 @@ class LoadedModel:
             metadata=metadata,
         )
 
+    @property
+    def classes(self) -> list[str]:
+        """The class labels, in predict_proba's order (none for a regression)."""
+        if self.task == "regression" or not hasattr(self.estimator, "classes_"):
+            return []
+        return label_strings(self.estimator.classes_)
+
     def _final_step(self, frame: pd.DataFrame) -> tuple[Any, Any]:
         """The last estimator and its inputs: a pipeline's transforms run
         once for both predict and predict_proba, exactly as each would run
