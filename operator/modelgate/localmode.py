@@ -78,6 +78,8 @@ from modelgate.promotion.keys import (
 from modelgate.settings import OperatorSettings, PrometheusSettings
 
 MAX_STEPS = 50
+# Rounds of analysis queries Prometheus leaves unanswered before a run stops waiting.
+UNREACHABLE_ROUNDS = 3
 # Longest a local evaluator process may run.
 EVALUATION_TIMEOUT = timedelta(hours=1)
 
@@ -345,6 +347,7 @@ class LocalRun:
         environments = self.environments.get(release.namespace, {})
         name = release.name
         steps = 0
+        unreachable = 0  # analysis rounds in a row that Prometheus did not answer
         while steps < MAX_STEPS:
             steps += 1
             now = self.clock()
@@ -385,6 +388,15 @@ class LocalRun:
                 self.log(f"[{name}] ! analysis {line}")
             if unanswered and self.prometheus is None:
                 self.log(f"[{name}] analysis waits for Prometheus; run again with --prometheus-url")
+                break
+            if measurements:
+                down = all(m.error and not m.invalid for m in measurements.values())
+                unreachable = unreachable + 1 if down else 0
+            if unreachable >= UNREACHABLE_ROUNDS and self.prometheus is not None:
+                self.log(
+                    f"[{name}] Prometheus at {self.prometheus.url} did not answer "
+                    f"{unreachable} times in a row; the analysis waits: run again when it answers"
+                )
                 break
             if plan.requeue_after is not None and plan.status.phase == Phase.PROMOTING:
                 if plan.requeue_after > self.max_wait:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from modelgate.cli import main
 from tests.integration.test_localmode import GATE, RELEASE, SAMPLE, conditions, items, run_json
 from tests.support.prometheus import Prometheus, running_prometheus
+from tests.support.s3server import free_port
 from tests.support.traffic import Traffic, feature_rows, riskiest
 
 ANALYSED = SAMPLE / "analysis" / "environments.yaml"
@@ -151,3 +153,59 @@ def test_an_analysis_without_prometheus_says_so_and_waits(
     assert "analysis staging score-psi: analysis is configured and there is no Prometheus" in out
     assert "run again with --prometheus-url" in out
     assert "staging: analysis running: score-psi 0/3" in out
+
+
+def _environments_querying(tmp_path: Path, query: str) -> Path:
+    """The sample environments with staging's analysis asking one query."""
+    documents = [d for d in yaml.safe_load_all(ANALYSED.read_text()) if d]
+    staging = next(d for d in documents if d["metadata"]["name"] == "staging")
+    staging["spec"]["policy"]["analysis"]["metrics"] = [
+        {"name": "missing", "query": query, "initialDelay": "1s", "interval": "1s", "max": 1}
+    ]
+    path = tmp_path / "environments.yaml"
+    path.write_text(yaml.safe_dump_all(documents))
+    return path
+
+
+def test_no_data_from_a_real_prometheus_is_inconclusive_and_blocks(
+    scraped: tuple[Path, Prometheus], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, prometheus = scraped
+    environments = _environments_querying(
+        tmp_path, 'max(modelgate_no_such_metric{environment="{{environment}}"})'
+    )
+    code, listing = run_json(
+        capsys, GATE, environments, RELEASE, "--state-dir", state, "--prometheus-url",
+        prometheus.url,
+    )  # fmt: skip
+    assert code == 1
+    release = items(listing, "ModelRelease")["credit-risk-1-4-0"]
+    assert release["status"]["phase"] == "Blocked"
+    [staging, production] = release["status"]["environments"]
+    assert staging["phase"] == "Analyzing"  # live, and promotion blocked
+    [measured] = staging["analysis"]["metrics"][0]["measurements"]
+    assert "value" not in measured  # no sample: no value, and Inconclusive
+    assert measured["outcome"] == "Inconclusive"
+    analyzed = conditions(release)["Analyzed"]
+    assert (analyzed["status"], analyzed["reason"]) == ("False", "AnalysisInconclusive")
+    assert "values no data" in analyzed["message"]
+    assert "edit the Environment's analysis" in conditions(release)["Ready"]["message"]
+    assert production["phase"] != "Deployed"
+    assert items(listing, "Environment")["staging"]["status"]["liveRelease"] == (
+        "credit-risk-1-4-0"
+    )
+
+
+def test_a_prometheus_that_is_down_is_asked_again_and_the_run_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    code = main(
+        ["run", str(GATE), str(ANALYSED), str(RELEASE), "--state-dir", str(tmp_path / "s"),
+         "--prometheus-url", down]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.count(f"analysis staging score-psi: Prometheus at {down} did not answer") == 3
+    assert f"Prometheus at {down} did not answer 3 times in a row" in out
+    assert "not measured, asking again" in out  # the table's message
