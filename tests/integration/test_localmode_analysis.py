@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -49,6 +50,20 @@ def scraped(tmp_path: Path) -> Iterator[tuple[Path, Prometheus]]:
         yield state, prometheus
 
 
+def run_analysed(
+    capsys: pytest.CaptureFixture[str],
+    state: Path,
+    prometheus: Prometheus,
+    environments: Path = ANALYSED,
+) -> tuple[int, dict[str, Any]]:
+    """``modelgate run`` of the sample release through ``environments``,
+    its analyses asking ``prometheus``."""
+    return run_json(
+        capsys, GATE, environments, RELEASE, "--state-dir", state,
+        "--prometheus-url", prometheus.url,
+    )  # fmt: skip
+
+
 def test_live_scores_that_shift_fail_the_analysis_in_staging_and_roll_it_back(
     scraped: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -61,16 +76,7 @@ def test_live_scores_that_shift_fail_the_analysis_in_staging_and_roll_it_back(
     evaluation = pd.read_csv(SAMPLE / "data" / "eval.csv")
     rows = feature_rows(riskiest(evaluation))
     with Traffic(local_servers(state), rows) as traffic:
-        code, listing = run_json(
-            capsys,
-            GATE,
-            ANALYSED,
-            RELEASE,
-            "--state-dir",
-            state,
-            "--prometheus-url",
-            prometheus.url,
-        )
+        code, listing = run_analysed(capsys, state, prometheus)
         psi = prometheus.value(
             'max(modelgate_live_score_psi{environment="staging",model="credit-risk"})'
         )
@@ -113,16 +119,7 @@ def test_traffic_like_the_evaluation_data_passes_the_analysis_and_production_fol
     state, prometheus = scraped
     evaluation = pd.read_csv(SAMPLE / "data" / "eval.csv")
     with Traffic(local_servers(state), feature_rows(evaluation.sample(200, random_state=3))):
-        code, listing = run_json(
-            capsys,
-            GATE,
-            ANALYSED,
-            RELEASE,
-            "--state-dir",
-            state,
-            "--prometheus-url",
-            prometheus.url,
-        )
+        code, listing = run_analysed(capsys, state, prometheus)
     assert code == 0
     release = items(listing, "ModelRelease")["credit-risk-1-4-0"]
     assert release["status"]["phase"] == "Released"
@@ -174,10 +171,7 @@ def test_no_data_from_a_real_prometheus_is_inconclusive_and_blocks(
     environments = _environments_querying(
         tmp_path, 'max(modelgate_no_such_metric{environment="{{environment}}"})'
     )
-    code, listing = run_json(
-        capsys, GATE, environments, RELEASE, "--state-dir", state, "--prometheus-url",
-        prometheus.url,
-    )  # fmt: skip
+    code, listing = run_analysed(capsys, state, prometheus, environments)
     assert code == 1
     release = items(listing, "ModelRelease")["credit-risk-1-4-0"]
     assert release["status"]["phase"] == "Blocked"
