@@ -77,8 +77,10 @@ def test_live_scores_that_shift_fail_the_analysis_in_staging_and_roll_it_back(
     rows = feature_rows(riskiest(evaluation))
     with Traffic(local_servers(state), rows) as traffic:
         code, listing = run_analysed(capsys, state, prometheus)
+        # The rolled-back server is gone (its series stale): what it exported.
         psi = prometheus.value(
-            'max(modelgate_live_score_psi{environment="staging",model="credit-risk"})'
+            'max(max_over_time(modelgate_live_score_psi{environment="staging",'
+            'model="credit-risk"}[10m]))'
         )
     assert code == 1
     assert traffic.sent.get("staging", 0) > 0

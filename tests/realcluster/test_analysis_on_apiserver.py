@@ -64,9 +64,10 @@ def test_a_shifted_live_score_fails_the_analysis_and_the_operator_rolls_staging_
         release = team.wait_phase("credit-risk-1-4-0", "RolledBack", timeout=300)
         # What the operator measured is what Prometheus holds, labelled by the
         # server (model, version, environment) and by the scrape (namespace).
+        # The rolled-back pod is gone (its series stale): what it exported.
         psi = prometheus.server.value(
-            f'max(modelgate_live_score_psi{{namespace="{staging}",model="credit-risk",'
-            'version="1.4.0",environment="staging"})'
+            f'max(max_over_time(modelgate_live_score_psi{{namespace="{staging}",'
+            'model="credit-risk",version="1.4.0",environment="staging"}[10m]))'
         )
     prometheus.targets.write_text("[]")
     assert traffic.sent.get("staging", 0) > 0
