@@ -113,15 +113,34 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
+class Answered(Exception):
+    """A request answered before its handler's end (an error response)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
 def build_app(state: ServerState) -> web.Application:
     """The HTTP surface over a (possibly still loading) model."""
     metrics = state.metrics
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+    def answering(handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except Answered as early:
+                return early.response
+
+        return wrapped
+
     def measured(endpoint: str, handler: Handler) -> Handler:
+        answered = answering(handler)
+
         async def wrapped(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
-            response = await handler(request)
+            response = await answered(request)
             metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
             metrics.requests.labels(endpoint, str(response.status)).inc()
             return response
@@ -152,10 +171,10 @@ def build_app(state: ServerState) -> web.Application:
             },
         )
 
-    async def read_body(request: web.Request) -> tuple[Any, web.Response | None]:
-        """The JSON body, or the 400 that says why there is none."""
+    async def read_body(request: web.Request) -> Any:
+        """The JSON body; a 400 that says why when there is none."""
         try:
-            return json.loads(await request.read(), parse_constant=_refuse_constant), None
+            return json.loads(await request.read(), parse_constant=_refuse_constant)
         except NonFiniteNumber as error:
             problem = str(error)
         except RecursionError:
@@ -166,70 +185,59 @@ def build_app(state: ServerState) -> web.Application:
         except ValueError as error:
             problem = f"the body is not JSON: {error}"
         metrics.errors.labels("invalid_json").inc()
-        return None, _json(400, {"error": problem})
+        raise Answered(_json(400, {"error": problem}))
 
-    def answer_columns(
-        model: LoadedModel, columns: dict[str, list[Any]]
-    ) -> tuple[dict[str, Any] | None, web.Response | None]:
+    def validated(model: LoadedModel, body: Any) -> dict[str, list[Any]]:
+        """The body's columns as the model's schema accepts them; a 422 naming
+        each refused column otherwise."""
+        try:
+            return model.schema.columns(body)
+        except InvalidInput as refused:
+            metrics.errors.labels("invalid_input").inc()
+            metrics.live.refused(refused)
+            raise Answered(_json(422, refused.body())) from refused
+
+    def answer_columns(model: LoadedModel, columns: dict[str, list[Any]]) -> dict[str, Any]:
         """The model's answer to validated columns, counted in the metrics."""
         try:
             answer = model.predict(columns)
         except Exception as error:  # the model's own failure: say so, keep serving
             logger.exception("prediction failed")
             metrics.errors.labels("internal").inc()
-            return None, _json(500, {"error": f"the model failed: {type(error).__name__}: {error}"})
+            failed = _json(500, {"error": f"the model failed: {type(error).__name__}: {error}"})
+            raise Answered(failed) from error
         metrics.rows.inc(len(answer["predictions"]))
         for score in answer.get("scores", []):
             if isinstance(score, float):
                 metrics.scores.observe(score)
         metrics.live.scored(columns, answer)
-        return answer, None
-
-    def validated(
-        model: LoadedModel, body: Any
-    ) -> tuple[dict[str, list[Any]] | None, web.Response | None]:
-        try:
-            return model.schema.columns(body), None
-        except InvalidInput as refused:
-            metrics.errors.labels("invalid_input").inc()
-            metrics.live.refused(refused)
-            return None, _json(422, refused.body())
+        return answer
 
     async def predict(request: web.Request) -> web.Response:
         model = state.model
         if model is None:
             metrics.errors.labels("not_ready").inc()
             return _json(503, {"error": "the model is not loaded yet; see /readyz"})
-        body, refused = await read_body(request)
-        if refused is not None:
-            return refused
-        columns, refused = validated(model, body)
-        if refused is not None or columns is None:
-            return refused or _json(422, {"error": "no columns"})
-        answer, failed = answer_columns(model, columns)
-        if failed is not None or answer is None:
-            return failed or _json(500, {"error": "no answer"})
+        answer = answer_columns(model, validated(model, await read_body(request)))
         answer["model"] = {"name": model.name, "version": model.version, "sha256": model.sha256}
         return _json(200, answer)
 
     # -- Open Inference Protocol (v2 REST) ---------------------------------------
 
-    def served(request: web.Request) -> tuple[LoadedModel | None, web.Response | None]:
+    def served(request: web.Request) -> LoadedModel:
         """The model a /v2/models/<name>[/versions/<version>] path names."""
         model = state.model
         if model is None:
-            return None, _json(503, {"error": "the model is not loaded yet"})
+            raise Answered(_json(503, {"error": "the model is not loaded yet"}))
         name, version = request.match_info["name"], request.match_info.get("version")
         if name != model.name or (version is not None and version != model.version):
             asked = name + (f" version {version}" if version else "")
-            return None, _json(
-                404,
-                {
-                    "error": f"model {asked} is not served here; this server serves "
-                    f"{model.name} version {model.version}"
-                },
+            missing = (
+                f"model {asked} is not served here; this server serves "
+                f"{model.name} version {model.version}"
             )
-        return model, None
+            raise Answered(_json(404, {"error": missing}))
+        return model
 
     async def v2_live(_: web.Request) -> web.Response:
         return _json(200, {"live": True})
@@ -241,13 +249,11 @@ def build_app(state: ServerState) -> web.Application:
         return _json(200, {"name": "modelgate", "version": _server_version(), "extensions": []})
 
     async def v2_model_ready(request: web.Request) -> web.Response:
-        model, missing = served(request)
-        return missing if model is None and missing is not None else _json(200, {"ready": True})
+        served(request)
+        return _json(200, {"ready": True})
 
     async def v2_metadata(request: web.Request) -> web.Response:
-        model, missing = served(request)
-        if model is None:
-            return missing or _json(404, {"error": "no model"})
+        model = served(request)
         return _json(
             200,
             oip.metadata(
@@ -256,24 +262,16 @@ def build_app(state: ServerState) -> web.Application:
         )
 
     async def v2_infer(request: web.Request) -> web.Response:
-        model, missing = served(request)
-        if model is None:
+        if state.model is None:
             metrics.errors.labels("not_ready").inc()
-            return missing or _json(404, {"error": "no model"})
-        body, refused = await read_body(request)
-        if refused is not None:
-            return refused
+        model = served(request)
+        body = await read_body(request)
         try:
             inputs, outputs = oip.request_columns(body)
         except oip.ProtocolError as error:
             metrics.errors.labels("invalid_input").inc()
             return _json(400, {"error": str(error)})
-        columns, refused = validated(model, {"inputs": inputs})
-        if refused is not None or columns is None:
-            return refused or _json(422, {"error": "no columns"})
-        answer, failed = answer_columns(model, columns)
-        if failed is not None or answer is None:
-            return failed or _json(500, {"error": "no answer"})
+        answer = answer_columns(model, validated(model, {"inputs": inputs}))
         positive = model.positive_label if model.task == "binary" else None
         return _json(
             200,
@@ -299,7 +297,7 @@ def build_app(state: ServerState) -> web.Application:
     app.router.add_get("/v2", v2_server)
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.router.add_get(prefix, measured("metadata", v2_metadata))
-        app.router.add_get(f"{prefix}/ready", v2_model_ready)
+        app.router.add_get(f"{prefix}/ready", answering(v2_model_ready))
         app.router.add_post(f"{prefix}/infer", measured("infer", v2_infer))
     return app
 

@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from modelgate.serving.live import DEFAULT_WINDOW, BinnedReference, SlidingPSI, score_reference
-from modelgate.serving.schema import InputSchema, InvalidInput
+from modelgate.serving.schema import Feature, InputSchema, InvalidInput
 
 MAX_COLUMNS = 100
 MAX_CLASSES = 20
@@ -64,7 +64,9 @@ class LiveMetrics:
             IDENTITY, registry=r,
         )  # fmt: skip
         self.identity: tuple[str, str, str] = ("", "", "")
-        self.schema: InputSchema | None = None
+        # The columns followed (at most MAX_COLUMNS: bounded cardinality).
+        self.tracked: tuple[Feature, ...] = ()
+        self.tracked_names: frozenset[str] = frozenset()
         self.features: dict[str, SlidingPSI] = {}
         self.score: SlidingPSI | None = None
         self.positive_label: str | None = None
@@ -82,12 +84,13 @@ class LiveMetrics:
     ) -> None:
         """The model is loaded: its identity and its training references."""
         self.identity = (name, version, environment)
-        self.schema = schema
+        self.tracked = schema.features[:MAX_COLUMNS]
+        self.tracked_names = frozenset(f.name for f in self.tracked)
         self.positive_label = positive_label
         entries = {
             str(e.get("name")): e for e in metadata.get("features") or [] if isinstance(e, Mapping)
         }
-        for feature in schema.features[:MAX_COLUMNS]:
+        for feature in self.tracked:
             reference = BinnedReference.from_metadata(entries.get(feature.name, {}))
             if reference is not None:
                 self.features[feature.name] = SlidingPSI(reference, window)
@@ -98,22 +101,16 @@ class LiveMetrics:
         if (
             problem.outside is not None
             and problem.column is not None
-            and self._tracked(problem.column)
+            and problem.column in self.tracked_names
         ):
             self.outside.labels(*self.identity, problem.column, problem.outside).inc()
-
-    def _tracked(self, column: str) -> bool:
-        return self.schema is not None and column in {
-            f.name for f in self.schema.features[:MAX_COLUMNS]
-        }
 
     def scored(self, columns: Mapping[str, list[Any]], answer: Mapping[str, Any]) -> None:
         """One answered request: its inputs and what the model said."""
         identity = self.identity
         predictions = answer.get("predictions") or []
         self.rows.labels(*identity).inc(len(predictions))
-        assert self.schema is not None
-        for feature in self.schema.features[:MAX_COLUMNS]:
+        for feature in self.tracked:
             values = columns.get(feature.name) or []
             window = self.features.get(feature.name)
             if feature.numeric and feature.minimum is not None and feature.maximum is not None:

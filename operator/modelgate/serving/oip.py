@@ -95,8 +95,6 @@ def request_columns(body: Any) -> tuple[dict[str, list[Any]], list[str]]:
                 f"input {name!r}: shape {shape} holds {math.prod(shape)} values, data has "
                 f"{len(values)}"
             )
-        if datatype == "BOOL":
-            values = [bool(v) if isinstance(v, bool) else v for v in values]
         columns[name] = values
     wanted = body.get("outputs")
     names = list(OUTPUTS)
