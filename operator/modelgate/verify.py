@@ -20,8 +20,10 @@ from modelgate.serving.verify import VerifySettings, verify
 
 EXIT_VERIFIED, EXIT_SKEW, EXIT_ERROR = 0, 1, 2
 
-# Variables of the built-in verification (next to MODELGATE_VERIFY_URL and
-# MODELGATE_PREDICTIONS_URI/_SHA256, which every verification gets).
+# Variables of the built-in verification (next to MODELGATE_VERIFY_URL,
+# MODELGATE_MODEL_NAME, MODELGATE_PREDICTIONS_URI/_SHA256 and
+# MODELGATE_METADATA_URI/_SHA256, which every verification gets).
+SERVED_NAME = "MODELGATE_VERIFY_MODEL_NAME"
 SAMPLE = "MODELGATE_VERIFY_SAMPLE"
 MAX_MISMATCH_RATE = "MODELGATE_VERIFY_MAX_MISMATCH_RATE"
 SCORE_TOLERANCE = "MODELGATE_VERIFY_SCORE_TOLERANCE"
@@ -36,9 +38,14 @@ def settings_from(env: Mapping[str, str]) -> VerifySettings:
             "MODELGATE_VERIFY_URL",
             "MODELGATE_PREDICTIONS_URI",
             "MODELGATE_PREDICTIONS_SHA256",
+            "MODELGATE_METADATA_URI",
+            "MODELGATE_METADATA_SHA256",
         )
         if not env.get(name)
     ]
+    model_name = env.get(SERVED_NAME) or env.get("MODELGATE_MODEL_NAME")
+    if not model_name:
+        missing.append("MODELGATE_MODEL_NAME")
     if missing:
         raise ValueError(f"missing environment variables: {', '.join(missing)}")
     latency = env.get(MAX_LATENCY)
@@ -47,6 +54,9 @@ def settings_from(env: Mapping[str, str]) -> VerifySettings:
         url=env["MODELGATE_VERIFY_URL"],
         predictions_uri=env["MODELGATE_PREDICTIONS_URI"],
         predictions_sha256=env["MODELGATE_PREDICTIONS_SHA256"],
+        metadata_uri=env["MODELGATE_METADATA_URI"],
+        metadata_sha256=env["MODELGATE_METADATA_SHA256"],
+        model_name=str(model_name),
         sample_size=int(env.get(SAMPLE) or 200),
         max_mismatch_rate=float(env.get(MAX_MISMATCH_RATE) or 0.0),
         score_tolerance=float(env.get(SCORE_TOLERANCE) or 1e-6),

@@ -191,10 +191,14 @@ def test_missing_hashes_are_refused_at_the_command_line(tmp_path: Path) -> None:
 
 def verify_env(url: str, trained: Path, **extra: str) -> dict[str, str]:
     predictions = trained / contract.PREDICTIONS_FILE
+    metadata = trained / contract.METADATA_FILE
     return {
         "MODELGATE_VERIFY_URL": url,
+        "MODELGATE_MODEL_NAME": "credit-risk",
         "MODELGATE_PREDICTIONS_URI": str(predictions),
         "MODELGATE_PREDICTIONS_SHA256": sha256(predictions),
+        "MODELGATE_METADATA_URI": str(metadata),
+        "MODELGATE_METADATA_SHA256": sha256(metadata),
         "MODELGATE_VERIFY_SAMPLE": "50",
         **extra,
     }

@@ -335,7 +335,19 @@ class Policy(ApiModel):
 
 class ServedPredictions(ApiModel):
     """The built-in verification: the deployed model must answer like the one
-    that passed the gate (train/serve skew) and fast enough."""
+    that passed the gate (train/serve skew) and fast enough. It asks through
+    the Open Inference Protocol (v2 REST), so any server that speaks it is
+    verified the same way."""
+
+    model_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        alias="modelName",
+        description="The name the server serves the model under (its "
+        "/v2/models/<name>); omit for the release's model name, as the reference "
+        "server serves it.",
+    )
 
     sample_size: int = Field(
         default=200,
@@ -370,6 +382,8 @@ class ServedPredictions(ApiModel):
             "MODELGATE_VERIFY_MAX_MISMATCH_RATE": repr(self.max_mismatch_rate),
             "MODELGATE_VERIFY_SCORE_TOLERANCE": repr(self.score_tolerance),
         }
+        if self.model_name is not None:
+            found["MODELGATE_VERIFY_MODEL_NAME"] = self.model_name
         if self.max_latency is not None:
             found["MODELGATE_VERIFY_MAX_LATENCY"] = self.max_latency
         return found
@@ -385,10 +399,11 @@ class Verification(ApiModel):
     """A post-deployment test run as a Job against the freshly deployed model.
 
     Either your own container (``image``): it gets MODELGATE_VERIFY_URL (the
-    model's Service), MODELGATE_ENVIRONMENT, MODELGATE_RELEASE and
-    MODELGATE_PREDICTIONS_URI/_SHA256, and exit code 0 means verified; or
+    model's Service), MODELGATE_ENVIRONMENT, MODELGATE_RELEASE,
+    MODELGATE_MODEL_NAME, MODELGATE_PREDICTIONS_URI/_SHA256 and
+    MODELGATE_METADATA_URI/_SHA256, and exit code 0 means verified; or
     ``servedPredictions``: the operator's own check compares the served
-    answers with the gated predictions.
+    answers (Open Inference Protocol) with the gated predictions.
     """
 
     model_config = cel(VERIFICATION_ONE_KIND)

@@ -287,10 +287,12 @@ def verification_env(action: StartVerification, url: str) -> dict[str, str]:
         "MODELGATE_VERIFY_URL": url,
         "MODELGATE_ENVIRONMENT": action.environment,
         "MODELGATE_RELEASE": action.release,
+        "MODELGATE_MODEL_NAME": action.model,
     }
-    if action.predictions is not None:
-        env["MODELGATE_PREDICTIONS_URI"] = action.predictions.uri
-        env["MODELGATE_PREDICTIONS_SHA256"] = action.predictions.sha256
+    for name, record in (("PREDICTIONS", action.predictions), ("METADATA", action.metadata)):
+        if record is not None:
+            env[f"MODELGATE_{name}_URI"] = record.uri
+            env[f"MODELGATE_{name}_SHA256"] = record.sha256
     env.update(dict(action.env))  # the built-in check's settings
     return env
 

@@ -145,6 +145,8 @@ class StartVerification:
     args: tuple[str, ...]
     timeout: timedelta
     predictions: ArtifactRecord | None
+    # metadata.json of the release: what the model takes and answers.
+    metadata: ArtifactRecord | None = None
     # Settings of the built-in check (MODELGATE_VERIFY_*), empty for an image's own test.
     env: tuple[tuple[str, str], ...] = ()
 

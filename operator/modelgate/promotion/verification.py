@@ -51,6 +51,7 @@ def verify(
                 )
                 entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
                 return entry, ("VerificationUnavailable", message, True)
+            artifacts = {a.name: a for a in ctx.status.artifacts}
             ctx.plan.actions.append(
                 StartVerification(
                     job_name=job,
@@ -62,9 +63,8 @@ def verify(
                     command=VERIFY_COMMAND if builtin is not None else tuple(spec.command),
                     args=tuple(spec.args),
                     timeout=parse_duration(spec.timeout),
-                    predictions=next(
-                        (a for a in ctx.status.artifacts if a.name == "predictions"), None
-                    ),
+                    predictions=artifacts.get("predictions"),
+                    metadata=artifacts.get("metadata"),
                     env=tuple(sorted(builtin.env().items())) if builtin is not None else (),
                 )
             )

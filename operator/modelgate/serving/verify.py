@@ -1,12 +1,16 @@
 """Post-deployment truth: do the served answers match the gated predictions?
 
 Sends a sample of the evaluation rows (from the predictions file recorded
-at training time, hash-checked) to the deployed model one row per request,
-and compares each answer with the offline prediction: labels equal, scores
-within a tolerance. A mismatch rate above the limit is train/serve skew
-(a different model, a different preprocessing, a different library); a p99
-latency above ``max_latency`` fails too. A row the server refuses (422)
-counts as a mismatch: the model was gated on rows it now rejects.
+at training time, hash-checked) to the deployed model one row per request
+through the Open Inference Protocol (v2 REST), so any server that speaks it
+(the reference server, MLServer, Triton, a KServe runtime) is verified the
+same way, and compares each answer with the offline prediction: labels
+equal, scores within a tolerance. What the model takes and answers (its
+features, task, positive label and class order) comes from the release's
+own metadata.json, not from the server. A mismatch rate above the limit is
+train/serve skew (a different model, a different preprocessing, a different
+library); a p99 latency above ``max_latency`` fails too. A row the server
+refuses counts as a mismatch: the model was gated on rows it now rejects.
 """
 
 from __future__ import annotations
@@ -15,13 +19,12 @@ import io
 import json
 import math
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from modelgate.serving import oip_client
 from modelgate.serving.artifacts import read_artifact, verified
 from modelgate.trainer.contract import label_string
 
@@ -31,6 +34,10 @@ class VerifySettings:
     url: str
     predictions_uri: str
     predictions_sha256: str
+    metadata_uri: str
+    metadata_sha256: str
+    # The name the server serves the model under: /v2/models/<model_name>.
+    model_name: str
     sample_size: int = 200
     max_mismatch_rate: float = 0.0
     score_tolerance: float = 1e-6
@@ -105,62 +112,61 @@ def sample_indices(total: int, size: int) -> list[int]:
     return [int(i * step) for i in range(size)]
 
 
-def compare(expected: pd.Series, answer: dict[str, Any], task: str, tolerance: float) -> str | None:
+@dataclass(frozen=True)
+class Served:
+    """What the release's metadata.json says the model takes and answers."""
+
+    features: list[str]
+    task: str
+    positive_label: str
+    classes: list[str]
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> Served:
+        features = [str(f["name"]) for f in metadata.get("features") or [] if "name" in f]
+        if not features:
+            raise RuntimeError("the release's metadata.json lists no features")
+        return cls(
+            features=features,
+            task=str(metadata.get("task", "binary")),
+            positive_label=str(metadata.get("positiveLabel", "1")),
+            classes=[str(c) for c in metadata.get("classes") or []],
+        )
+
+
+def compare(
+    expected: pd.Series,
+    prediction: Any,
+    probabilities: dict[str, float] | None,
+    served: Served,
+    tolerance: float,
+) -> str | None:
     """Why one served answer differs from its offline row, or None."""
-    [served] = answer["predictions"]
-    if task == "regression":
-        if not math.isclose(float(served), float(expected["y_pred"]), rel_tol=0, abs_tol=tolerance):
-            return f"predicted {served}, gated {expected['y_pred']}"
+    if served.task == "regression":
+        try:
+            number = float(prediction)
+        except (TypeError, ValueError):
+            return f"predicted {prediction!r}, not a number"
+        if not math.isclose(number, float(expected["y_pred"]), rel_tol=0, abs_tol=tolerance):
+            return f"predicted {prediction}, gated {expected['y_pred']}"
         return None
-    if str(served) != label_string(expected["y_pred"]):
-        return f"label {served!r}, gated {label_string(expected['y_pred'])!r}"
-    scores = answer.get("scores")
-    if not scores:
+    if label_string(prediction) != label_string(expected["y_pred"]):
+        return f"label {label_string(prediction)!r}, gated {label_string(expected['y_pred'])!r}"
+    if probabilities is None:
         return None
-    score = scores[0]
     pairs = (
-        [(score, expected.get("y_score"), "score")]
-        if isinstance(score, float)
-        else [(v, expected.get(f"y_score_{k}"), f"score of {k}") for k, v in score.items()]
+        [(probabilities.get(served.positive_label), expected.get("y_score"), "score")]
+        if served.task == "binary"
+        else [(v, expected.get(f"y_score_{k}"), f"score of {k}") for k, v in probabilities.items()]
     )
     for served_score, gated, what in pairs:
         if gated is None or (isinstance(gated, float) and math.isnan(gated)):
             continue
+        if served_score is None:
+            return f"no {what} in the answer (classes {sorted(probabilities)})"
         if not math.isclose(float(served_score), float(gated), rel_tol=0, abs_tol=tolerance):
             return f"{what} {served_score:.9g}, gated {float(gated):.9g}"
     return None
-
-
-def _request(url: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url,
-        data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST" if body else "GET",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        try:
-            return error.code, json.loads(error.read())
-        except ValueError:
-            return error.code, {"error": error.reason}
-
-
-def wait_ready(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            status, body = _request(f"{url}/readyz", timeout=5)
-            if status == 200:
-                return
-            last = f"{status} {body}"
-        except (OSError, ValueError) as error:
-            last = str(error)
-        time.sleep(0.5)
-    raise RuntimeError(f"the model at {url} was not ready within {timeout:g} s ({last})")
 
 
 def verify(settings: VerifySettings) -> VerifyResult:
@@ -170,31 +176,50 @@ def verify(settings: VerifySettings) -> VerifyResult:
             read_artifact(settings.predictions_uri), settings.predictions_sha256, "predictions"
         )
     )
-    wait_ready(url, settings.ready_timeout_seconds)
-    status, metadata = _request(f"{url}/v1/metadata")
-    if status != 200:
-        raise RuntimeError(f"GET {url}/v1/metadata answered {status}: {metadata}")
-    features = [f["name"] for f in metadata["features"]]
-    absent = [f for f in features if f not in predictions.columns]
+    served = Served.from_metadata(
+        json.loads(
+            verified(read_artifact(settings.metadata_uri), settings.metadata_sha256, "metadata")
+        )
+    )
+    absent = [f for f in served.features if f not in predictions.columns]
     if absent:
         raise RuntimeError(
-            f"the served model takes {absent}, which the gated predictions file lacks: "
-            "a different model is being served"
+            f"the model takes {absent}, which the gated predictions file lacks: "
+            "the predictions and the metadata are of different models"
         )
-    task = str(metadata.get("task", "binary"))
+    name = settings.model_name
+    oip_client.wait_ready(url, name, settings.ready_timeout_seconds)
+    status, metadata = oip_client.request(oip_client.model_path(url, name))
+    if status != 200:
+        raise RuntimeError(f"GET {oip_client.model_path(url, name)} answered {status}: {metadata}")
+    outputs = ["predict"] if served.task == "regression" else ["predict", "predict_proba"]
     indices = sample_indices(len(predictions), settings.sample_size)
-    result = VerifyResult(rows=len(indices), model=dict(metadata.get("model") or {}))
+    result = VerifyResult(
+        rows=len(indices),
+        model={
+            k: metadata[k]
+            for k in ("name", "versions", "platform")
+            if isinstance(metadata, dict) and k in metadata
+        },
+    )
+    infer = f"{oip_client.model_path(url, name)}/infer"
     for index in indices:
         row = predictions.iloc[index]
-        body = json.dumps({"instances": [{f: _plain(row[f]) for f in features}]}).encode()
+        body = oip_client.infer_body({f: [_plain(row[f])] for f in served.features}, outputs)
         started = time.perf_counter()
-        status, answer = _request(f"{url}/v1/predict", body)
+        status, answer = oip_client.request(infer, json.dumps(body).encode())
         result.latencies.append(time.perf_counter() - started)
         if status != 200:
             error = answer.get("error") if isinstance(answer, dict) else answer
             result.mismatches.append(Mismatch(index, f"the server answered {status}: {error}"))
             continue
-        why = compare(row, answer, task, settings.score_tolerance)
+        try:
+            answers = oip_client.read_answers(answer, 1, served.classes)
+        except oip_client.AnswerError as error:
+            result.mismatches.append(Mismatch(index, f"the server's answer: {error}"))
+            continue
+        probabilities = answers.probabilities[0] if answers.probabilities else None
+        why = compare(row, answers.predictions[0], probabilities, served, settings.score_tolerance)
         if why is not None:
             result.mismatches.append(Mismatch(index, why))
     return result

@@ -347,6 +347,11 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
         "target": target,
         "idColumn": id_column,
         "positiveLabel": positive_label,
+        # The order of predict_proba's columns (scikit-learn's classes_): how a
+        # server that does not name it (MLServer) answers scores.
+        "classes": (
+            contract.label_strings(pipeline.classes_) if hasattr(pipeline, "classes_") else []
+        ),
         "estimator": f"{estimator_class.__module__}.{estimator_class.__name__}",
         "params": params,
         "seed": seed,

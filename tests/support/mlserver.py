@@ -1,0 +1,101 @@
+"""A real MLServer (Seldon's Open Inference Protocol server) with its
+scikit-learn runtime, serving one model on loopback.
+
+Installed by ``make tools`` in a virtualenv of its own (.tools/mlserver).
+A model of the reference trainer (skops) is handed to it as MLServer's
+scikit-learn runtime takes models: a joblib file next to model-settings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+
+from modelgate.serving.model import trusted_loads
+from tests.support.s3server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MLSERVER = ROOT / ".tools" / "mlserver" / "bin" / "mlserver"
+
+
+@dataclass
+class MLServer:
+    url: str
+    model: str
+    log: Path
+
+
+def sklearn_model_dir(skops_model: Path, target: Path, name: str, version: str) -> Path:
+    """A model directory MLServer's scikit-learn runtime serves: the same
+    pipeline as the skops artifact, as joblib, under ``name``."""
+    target.mkdir(parents=True, exist_ok=True)
+    joblib.dump(trusted_loads(skops_model.read_bytes()), target / "model.joblib")
+    settings = {
+        "name": name,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": version},
+    }
+    (target / "model-settings.json").write_text(json.dumps(settings))
+    return target
+
+
+@contextmanager
+def running_mlserver(model_dir: Path, workdir: Path) -> Iterator[MLServer]:
+    """``mlserver start`` over one model directory, until its model is ready."""
+    if not MLSERVER.exists():
+        raise RuntimeError(f"{MLSERVER} is missing: run `make tools`")
+    name = json.loads((model_dir / "model-settings.json").read_text())["name"]
+    root = workdir / "mlserver"
+    root.mkdir(parents=True, exist_ok=True)
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": http,
+        "grpc_port": grpc,
+        "metrics_port": metrics,
+        # One process: the model is loaded in the server itself.
+        "parallel_workers": 0,
+        "load_models_at_startup": True,
+    }
+    (root / "settings.json").write_text(json.dumps(settings))
+    shutil.copytree(model_dir, root / name, dirs_exist_ok=True)
+    log = workdir / "mlserver.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(MLSERVER), "start", str(root)], stdout=out, stderr=subprocess.STDOUT, cwd=root
+        )
+    server = MLServer(url=f"http://127.0.0.1:{http}", model=name, log=log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"mlserver exited: {log.read_text()[-3000:]}")
+            try:
+                ready = f"{server.url}/v2/models/{name}/ready"
+                with urllib.request.urlopen(ready, timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlserver was not ready within 120 s: {log.read_text()[-3000:]}"
+                )
+            time.sleep(0.3)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
