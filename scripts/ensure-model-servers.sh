@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
-# The project's scikit-learn: a model pickled by the tests loads in MLServer.
+# The project's scikit-learn in both: a model the tests log to MLflow or
+# pickle for MLServer loads the same pipeline the reference trainer fitted.
 sklearn=$(.venv/bin/python -c 'import sklearn; print(sklearn.__version__)')
 
 ensure() {
@@ -25,4 +26,4 @@ ensure() {
 }
 
 ensure mlserver tests/servers/requirements-mlserver.txt "scikit-learn==$sklearn"
-ensure mlflow tests/servers/requirements-mlflow.txt ""
+ensure mlflow tests/servers/requirements-mlflow.txt "scikit-learn==$sklearn skops"

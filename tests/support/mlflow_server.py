@@ -1,0 +1,110 @@
+"""A real MLflow tracking server and model registry on loopback: SQLite
+backend store, artifacts served by the server itself (mlflow-artifacts:/),
+from .tools/mlflow (``make tools``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.s3server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MLFLOW_BIN = ROOT / ".tools" / "mlflow" / "bin"
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    log: Path
+
+    def register_sklearn(self, pipeline_skops: Path, name: str, workdir: Path) -> str:
+        """Log the pipeline of a skops artifact as an MLflow scikit-learn
+        model (as a team training elsewhere would) and register it as a new
+        version of ``name``; the version."""
+        script = textwrap.dedent(
+            f"""
+            import json, mlflow, mlflow.sklearn, skops.io as sio
+            data = open({str(pipeline_skops)!r}, "rb").read()
+            trusted = sio.get_untrusted_types(data=data)
+            pipeline = sio.loads(data, trusted=trusted)
+            mlflow.set_tracking_uri({self.url!r})
+            with mlflow.start_run():
+                info = mlflow.sklearn.log_model(
+                    pipeline, name="model", registered_model_name={name!r},
+                    skops_trusted_types=trusted,
+                )
+            print(json.dumps({{"version": str(info.registered_model_version)}}))
+            """
+        )
+        done = subprocess.run(
+            [str(MLFLOW_BIN / "python"), "-c", script],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=workdir,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"registering {name} failed: {done.stderr[-3000:]}")
+        version: str = json.loads(done.stdout.strip().splitlines()[-1])["version"]
+        return version
+
+
+@contextmanager
+def running_mlflow(workdir: Path) -> Iterator[MlflowServer]:
+    if not (MLFLOW_BIN / "mlflow").exists():
+        raise RuntimeError(f"{MLFLOW_BIN / 'mlflow'} is missing: run `make tools`")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = workdir / "mlflow.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(MLFLOW_BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{workdir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(workdir / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+    server = MlflowServer(url=f"http://127.0.0.1:{port}", log=log)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{server.url}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server not ready in 180 s: {log.read_text()[-3000:]}"
+                    ) from None
+                time.sleep(0.5)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
