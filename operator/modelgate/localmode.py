@@ -52,6 +52,7 @@ from modelgate.backends.local import (
     LocalStatusStore,
     local_server_image,
 )
+from modelgate.backends.mlflow import headers_from_environment, observe_registry
 from modelgate.backends.prometheus import PrometheusClient
 from modelgate.metrics import Metrics
 from modelgate.promotion import (
@@ -72,9 +73,8 @@ from modelgate.promotion.environment_status import environment_verdicts
 from modelgate.promotion.keys import (
     VERIFY_COMMAND,
     release_key,
-    training_job_name,
-    training_key,
 )
+from modelgate.promotion.training import registry_query, training_job
 from modelgate.settings import OperatorSettings, PrometheusSettings
 
 MAX_STEPS = 50
@@ -191,7 +191,8 @@ class LocalRun:
             env = dict(action.env)
             for variable in ("MODELGATE_TRAIN_DATA", "MODELGATE_EVAL_DATA"):
                 env[variable] = self._resolve(release, env[variable])
-            self.log(f"[{name}] training: running {action.job_name} as a local process")
+            what = "import" if release.spec.mlflow is not None else "training"
+            self.log(f"[{name}] {what}: running {action.job_name} as a local process")
             self.runner.start(replace(action, env=env))
         elif isinstance(action, EvaluateGate):
             self.log(f"[{name}] gate: evaluating {len(action.checks)} checks (evaluator process)")
@@ -351,7 +352,7 @@ class LocalRun:
         while steps < MAX_STEPS:
             steps += 1
             now = self.clock()
-            job = training_job_name(release, training_key(release, gate))
+            job = training_job(release, gate)
             measurements = {
                 (q.environment, q.metric): self.analysis.measure(q, now)
                 for q in due_queries(release, environments, now)
@@ -361,6 +362,9 @@ class LocalRun:
                 deployments=self._deployments(release, environments),
                 verifications=self._verifications(release),
                 measurements=measurements,
+                registered=observe_registry(
+                    registry_query(release), headers_from_environment(os.environ)
+                ),
             )
             before = release.status.model_copy(deep=True) if release.status else None
             plan = reconcile(

@@ -143,6 +143,26 @@ def test_rbac_is_least_privilege(values: Path) -> None:
         }
 
 
+def test_named_git_and_mlflow_secrets_are_readable_one_by_one() -> None:
+    documents = render(
+        None,
+        "--set", "rbac.gitSecrets[0].namespace=team-a",
+        "--set", "rbac.gitSecrets[0].names={deploy-repo}",
+        "--set", "rbac.mlflowSecrets[0].namespace=team-a",
+        "--set", "rbac.mlflowSecrets[0].names={mlflow}",
+    )  # fmt: skip
+    readable = {
+        (role["metadata"]["namespace"], name)
+        for role in of_kind(documents, "Role")
+        for rule in role["rules"]
+        if "secrets" in rule["resources"]
+        for name in rule["resourceNames"]
+    }
+    assert readable == {("team-a", "deploy-repo"), ("team-a", "mlflow")}
+    bound = {b["roleRef"]["name"] for b in of_kind(documents, "RoleBinding")}
+    assert {"modelgate-git-secrets", "modelgate-mlflow-secrets"} <= bound
+
+
 def test_namespaced_mode_has_no_cluster_wide_writes() -> None:
     documents = render(CHART / "ci" / "namespaced-values.yaml")
     [cluster] = of_kind(documents, "ClusterRole")

@@ -328,6 +328,14 @@ def _release(**spec: Any) -> dict[str, Any]:
     return document
 
 
+# A model registered in MLflow, as a release's source.
+_MLFLOW = {
+    "trackingUri": "http://mlflow.mlops.svc:5000",
+    "name": "credit-risk",
+    "alias": "candidate",
+    "data": {"train": "data/train.csv", "evaluation": "data/eval.csv", "target": "default"},
+}
+
 _MIN_OVER_MAX = {
     "metric": {"name": "f1", "min": 0.9, "max": 0.1},
     "fairness": {
@@ -427,6 +435,32 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
             "spec",
             "serving Image needs image",
         ),
+        ("ModelRelease two sources", _release(mlflow=_MLFLOW), "spec", "name exactly one source"),
+        ("ModelRelease no source", _release(training=_DELETE), "spec", "name exactly one source"),
+        (
+            "ModelRelease registered model served by an image",
+            _release(training=_DELETE, mlflow=_MLFLOW, serving="Image", image="r.example.com/m:1"),
+            "spec",
+            "a release of a registered MLflow model serves",
+        ),
+        (
+            "ModelRelease registered version and alias",
+            _release(training=_DELETE, mlflow={**_MLFLOW, "version": "3"}),
+            "spec.mlflow",
+            "name exactly one of version",
+        ),
+        (
+            "ModelRelease registry token and user",
+            _release(
+                training=_DELETE,
+                mlflow={
+                    **_MLFLOW,
+                    "credentialsSecret": {"name": "m", "tokenKey": "t", "usernameKey": "u"},
+                },
+            ),
+            "spec.mlflow.credentialsSecret",
+            "give either tokenKey",
+        ),
         ("ModelRelease empty gate", _release(gate={}), "spec.gate", "set name (a QualityGate)"),
         (
             "ModelRelease inline checks without task",
@@ -462,6 +496,7 @@ TRANSITION_CASES = [
         "spec.training is immutable",
     ),
     ("training seed", {"spec": {"training": {"seed": 7}}}, "spec.training is immutable"),
+    ("registered source added", {"spec": {"mlflow": _MLFLOW}}, "spec.mlflow is immutable"),
 ]
 
 

@@ -79,6 +79,90 @@ class Training(ApiModel):
     seed: int = Field(default=0, ge=0, description="Random seed passed to the trainer.")
 
 
+ONE_VERSION_OR_ALIAS = (
+    "has(self.version) != has(self.alias)",
+    "name exactly one of version (a version number) or alias (e.g. champion) of the "
+    "registered model",
+)
+TOKEN_OR_BASIC = (
+    "has(self.tokenKey) ? !has(self.usernameKey) && !has(self.passwordKey) : "
+    "has(self.usernameKey) && has(self.passwordKey)",
+    "give either tokenKey (a bearer token) or both usernameKey and passwordKey",
+)
+
+
+class MlflowCredentials(ApiModel):
+    """A Secret in the release's namespace holding the tracking server's
+    credentials: a bearer token, or a user name and password."""
+
+    model_config = cel(TOKEN_OR_BASIC)
+
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="Secret name.")
+    token_key: str | None = Field(
+        default=None, min_length=1, alias="tokenKey", description="Key of the bearer token."
+    )
+    username_key: str | None = Field(
+        default=None, min_length=1, alias="usernameKey", description="Key of the user name."
+    )
+    password_key: str | None = Field(
+        default=None, min_length=1, alias="passwordKey", description="Key of the password."
+    )
+
+    @model_validator(mode="after")
+    def _token_or_basic(self) -> MlflowCredentials:
+        token = self.token_key is not None
+        basic = (self.username_key, self.password_key)
+        if (token and basic != (None, None)) or (not token and None in basic):
+            raise ValueError(TOKEN_OR_BASIC[1])
+        return self
+
+
+class MlflowSource(ApiModel):
+    """A model registered in MLflow, trained elsewhere: resolved once to one
+    version (an alias is read when the release first sees it, never again),
+    imported (its files fetched, their digest recorded) and scored on the
+    evaluation data by the server that will serve it, for the gate."""
+
+    model_config = cel(ONE_VERSION_OR_ALIAS)
+
+    tracking_uri: str = Field(
+        pattern=r"^https?://[^\s]+$",
+        alias="trackingUri",
+        description="The MLflow tracking server, e.g. http://mlflow.mlops.svc:5000.",
+    )
+    name: str = Field(
+        min_length=1, max_length=256, description="Registered model name in the registry."
+    )
+    version: str | None = Field(
+        default=None, pattern=r"^[0-9]+$", description="The version to release, e.g. 7."
+    )
+    alias: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,255}$",
+        description="Or the alias naming it (e.g. candidate): resolved once, recorded in "
+        "status.source.",
+    )
+    credentials_secret: MlflowCredentials | None = Field(
+        default=None, alias="credentialsSecret", description="Credentials, when the server asks."
+    )
+    data: TrainingData = Field(
+        description="The model's data: evaluation (scored for the gate), train (the "
+        "reference for drift and data checks and for the served ranges) and the target."
+    )
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Alias given to the registered version while the release is live in an "
+        "environment, by environment name; an environment not listed gets its own name. A "
+        "rollback moves the alias back to the version put back.",
+    )
+
+    @model_validator(mode="after")
+    def _one_version_or_alias(self) -> MlflowSource:
+        if (self.version is None) == (self.alias is None):
+            raise ValueError(ONE_VERSION_OR_ALIAS[1])
+        return self
+
+
 def _evaluation_resources() -> Resources:
     return Resources(requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "4Gi"})
 
@@ -231,6 +315,17 @@ IMAGE_FOR_SERVING = (
 )
 
 
+ONE_SOURCE = (
+    "has(self.training) != has(self.mlflow)",
+    "name exactly one source of the model: training (trained here by a Job) or mlflow (a "
+    "model registered in MLflow)",
+)
+REGISTERED_IS_REFERENCE_SERVED = (
+    "!has(self.mlflow) || (has(self.serving) && self.serving == 'ReferenceServer')",
+    "a release of a registered MLflow model serves the model it imports: set serving: "
+    "ReferenceServer",
+)
+
 NEW_RELEASE_FIX = "create a new ModelRelease (a new name) for another model, image or training"
 
 # What defines the model a release carries, and so its evidence (training run,
@@ -253,17 +348,25 @@ IMMUTABLE_RULES = (
         f"{NEW_RELEASE_FIX}",
     ),
     (
-        "self.training == oldSelf.training",
+        "has(self.training) == has(oldSelf.training) && "
+        "(!has(self.training) || self.training == oldSelf.training)",
         f"spec.training is immutable: the trained artifact comes from it; {NEW_RELEASE_FIX}",
     ),
+    (
+        "has(self.mlflow) == has(oldSelf.mlflow) && "
+        "(!has(self.mlflow) || self.mlflow == oldSelf.mlflow)",
+        f"spec.mlflow is immutable: the imported artifact comes from it; {NEW_RELEASE_FIX}",
+    ),
 )
-IMMUTABLE_FIELDS = ("model", "serving", "image", "training")
+IMMUTABLE_FIELDS = ("model", "serving", "image", "training", "mlflow")
 
 
 class ModelReleaseSpec(ApiModel):
     """Desired state of a ModelRelease."""
 
-    model_config = cel(IMAGE_FOR_SERVING, *IMMUTABLE_RULES)
+    model_config = cel(
+        IMAGE_FOR_SERVING, ONE_SOURCE, REGISTERED_IS_REFERENCE_SERVED, *IMMUTABLE_RULES
+    )
 
     model: ModelIdentity = Field(description="Model name and version.")
     serving: Serving = Field(
@@ -279,7 +382,13 @@ class ModelReleaseSpec(ApiModel):
         "With serving ReferenceServer: optional, a reference server image of your own "
         "instead of the operator's.",
     )
-    training: Training = Field(description="How the model is trained.")
+    training: Training | None = Field(
+        default=None, description="How the model is trained here (one source of the model)."
+    )
+    mlflow: MlflowSource | None = Field(
+        default=None,
+        description="Or a model registered in MLflow, trained elsewhere (the other source).",
+    )
     gate: GateReference = Field(description="Quality gate the candidate must pass.")
     promotion: PromotionSpec = Field(description="Environments and their overrides.")
     evaluation: Evaluation = Field(
@@ -292,7 +401,18 @@ class ModelReleaseSpec(ApiModel):
     def _image_for_serving(self) -> ModelReleaseSpec:
         if self.serving == Serving.IMAGE and self.image is None:
             raise ValueError(IMAGE_FOR_SERVING[1])
+        if (self.training is None) == (self.mlflow is None):
+            raise ValueError(ONE_SOURCE[1])
+        if self.mlflow is not None and self.serving != Serving.REFERENCE_SERVER:
+            raise ValueError(REGISTERED_IS_REFERENCE_SERVED[1])
         return self
+
+    @property
+    def data(self) -> TrainingData:
+        """The model's datasets, whichever its source."""
+        source = self.training or self.mlflow
+        assert source is not None  # the validator above
+        return source.data
 
 
 def immutable_changes(old: ModelReleaseSpec, new: ModelReleaseSpec) -> list[str]:
@@ -434,6 +554,21 @@ class EnvironmentProgress(ApiModel):
     message: str | None = Field(default=None, description="What it waits for or what blocks it.")
 
 
+class MlflowResolution(ApiModel):
+    """The one MLflow version a release carries, as resolved."""
+
+    version: str = Field(description="Registered model version.")
+    run_id: str | None = Field(default=None, alias="runId", description="The run that logged it.")
+    alias: str | None = Field(default=None, description="The alias it was resolved from, if any.")
+    resolved_at: str = Field(alias="resolvedAt", description="When (RFC 3339).")
+
+
+class SourceStatus(ApiModel):
+    """Where the release's model came from, fixed once resolved."""
+
+    mlflow: MlflowResolution | None = Field(default=None, description="MLflow registry.")
+
+
 class ModelReleaseStatus(ApiModel):
     """Observed state of a ModelRelease."""
 
@@ -443,7 +578,12 @@ class ModelReleaseStatus(ApiModel):
         default_factory=list,
         description="Trained, GatePassed, ConfigValid, Deployed, Ready, Reconciling, Stalled.",
     )
-    training: TrainingStatus | None = Field(default=None, description="Training run.")
+    source: SourceStatus | None = Field(
+        default=None, description="The registered version the release resolved, once."
+    )
+    training: TrainingStatus | None = Field(
+        default=None, description="Training run (or the import run of a registered model)."
+    )
     artifacts: list[ArtifactRecord] = Field(default_factory=list, description="Artifacts.")
     gate: GateStatus | None = Field(default=None, description="Gate result.")
     environments: list[EnvironmentProgress] = Field(

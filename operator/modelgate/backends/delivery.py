@@ -78,22 +78,29 @@ class KubeDelivery:
         if target is None or target.secret_ref is None:
             return None
         name, namespace = target.secret_ref.name, environment.namespace
+        data = self.secret_data(namespace, name)
+        if data is None:
+            raise GitError(
+                f"Secret {namespace}/{name} named by delivery.git.secretRef does not exist; "
+                "create it with `token` (HTTPS) or `sshPrivateKey` (SSH)",
+                transient=False,
+            )
+        return GitCredentials.from_secret(data, f"{namespace}/{name}")
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's values, decoded; None when there is no such Secret."""
         try:
             secret = plain(self.clients.core.read_namespaced_secret(name, namespace))
         except ApiException as error:
             if error.status == 404:
-                raise GitError(
-                    f"Secret {namespace}/{name} named by delivery.git.secretRef does not exist; "
-                    "create it with `token` (HTTPS) or `sshPrivateKey` (SSH)",
-                    transient=False,
-                ) from error
+                return None
             raise classify_api_error(error, f"reading Secret {namespace}/{name}") from error
         data = {
             key: base64.b64decode(value).decode()
             for key, value in (secret.get("data") or {}).items()
         }
         data.update(secret.get("stringData") or {})
-        return GitCredentials.from_secret(data, f"{namespace}/{name}")
+        return data
 
     def rollout(self, environment: Environment, model: str, image: str) -> RolloutState:
         application = environment.spec.delivery.argo_cd

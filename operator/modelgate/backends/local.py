@@ -194,6 +194,8 @@ class LocalProcessRunner:
         output.mkdir(parents=True, exist_ok=True)
         command = [*action.command] if action.command else [self.python, "-m", "modelgate.trainer"]
         env = {**action.env, contract.OUTPUT_DIR: str(output)}
+        # A Secret's variables: in local mode, as this process's environment has them.
+        env.update({n: os.environ[n] for n, _, _ in action.secret_env if n in os.environ})
         result = self._run_process(action.job_name, [*command, *action.args], env)
         if result["state"] == "Succeeded":
             result["artifacts"] = [a.wire() for a in ingest_outputs(self.store, str(output))]

@@ -119,7 +119,11 @@ def build_training_job(
         MODEL_LABEL: release.spec.model.name,
         "modelgate.dev/training-key": action.key,
     }
-    env = [{"name": k, "value": v} for k, v in sorted(action.env.items())]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(action.env.items())]
+    env.extend(
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for name, secret, key in action.secret_env
+    )
     env.append({"name": contract.OUTPUT_DIR, "value": OUTPUT_DIR})
     env.append(
         {
@@ -130,7 +134,10 @@ def build_training_job(
     env.extend(_s3_env(settings))
     volumes = ["work", "tmp"]
     container = _container("trainer", action.image, env, action.command, action.args, volumes)
-    resources = {k: v for k, v in training.resources.wire().items() if v}
+    # The import run of a registered model scores the evaluation data: it is
+    # sized and bounded as the gate's evaluation is.
+    sized = training.resources if training is not None else release.spec.evaluation.resources
+    resources = {k: v for k, v in sized.wire().items() if v}
     if resources:
         container["resources"] = resources
     return _job(
@@ -143,8 +150,12 @@ def build_training_job(
         },
         container=container,
         volumes=volumes,
-        backoff_limit=training.backoff_limit,
-        deadline_seconds=int(parse_duration(training.deadline).total_seconds()),
+        backoff_limit=training.backoff_limit if training is not None else 1,
+        deadline_seconds=int(
+            parse_duration(
+                training.deadline if training is not None else release.spec.evaluation.deadline
+            ).total_seconds()
+        ),
         settings=settings,
     )
 

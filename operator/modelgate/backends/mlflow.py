@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelgate.promotion.plan import RegistryObservation, RegistryQuery
+
 HASH_CHUNK = 1 << 20
 MAX_ANSWER_BYTES = 4 << 20  # registry answers are small; a listing of many files too
 
@@ -298,3 +300,50 @@ def _copy_tree(source: Path, target: Path) -> FetchedModel:
     if not files:
         raise MlflowError(f"the registry's artifact directory {source} is empty", False)
     return FetchedModel(target, tuple(files))
+
+
+def observe_registry(
+    query: RegistryQuery | None, headers: Mapping[str, str] | None = None
+) -> RegistryObservation | None:
+    """The registry's answer to a release's query (None when none is due)."""
+    if query is None:
+        return None
+    try:
+        found = MlflowRegistry(query.tracking_uri, headers).resolve(
+            query.name, query.version, query.alias
+        )
+    except MlflowError as error:
+        return RegistryObservation(error=str(error), transient=error.transient)
+    return RegistryObservation(version=found.version, run_id=found.run_id or None)
+
+
+def headers_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Credentials in MLflow's own variables (local mode, the import run)."""
+    return MlflowRegistry.auth_headers(
+        token=environ.get("MLFLOW_TRACKING_TOKEN"),
+        username=environ.get("MLFLOW_TRACKING_USERNAME"),
+        password=environ.get("MLFLOW_TRACKING_PASSWORD"),
+    )
+
+
+def headers_from_secret(
+    data: Mapping[str, str] | None,
+    token_key: str | None,
+    username_key: str | None,
+    password_key: str | None,
+    where: str,
+) -> dict[str, str]:
+    """Credentials from the Secret a release names (the operator's lookup)."""
+    if data is None:
+        raise MlflowError(f"Secret {where} named by mlflow.credentialsSecret does not exist", False)
+    wanted = [k for k in (token_key, username_key, password_key) if k is not None]
+    absent = [k for k in wanted if k not in data]
+    if absent:
+        raise MlflowError(
+            f"Secret {where} has no key {absent[0]!r} (mlflow.credentialsSecret)", False
+        )
+    return MlflowRegistry.auth_headers(
+        token=data[token_key] if token_key else None,
+        username=data[username_key] if username_key else None,
+        password=data[password_key] if password_key else None,
+    )

@@ -18,6 +18,7 @@ from modelgate.backends.gitops import GitError
 from modelgate.backends.kube import (
     KubeTransientError,
 )
+from modelgate.backends.mlflow import MlflowError, headers_from_secret, observe_registry
 from modelgate.handlers.common import (
     AT_REST_FACTOR,
     AT_REST_PHASES,
@@ -50,7 +51,9 @@ from modelgate.promotion import (
 )
 from modelgate.promotion.analysis import due_queries
 from modelgate.promotion.conditions import READY, STALLED, set_condition
-from modelgate.promotion.keys import release_key, training_job_name, training_key
+from modelgate.promotion.keys import release_key
+from modelgate.promotion.plan import RegistryObservation
+from modelgate.promotion.training import registry_query, training_job
 
 
 def _record_live(rt: Runtime, environment: Environment, entry: Promotion) -> None:
@@ -198,7 +201,7 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
             }
             for _ in range(STEPS_PER_CALL):
                 now = now_utc()
-                job = training_job_name(release, training_key(release, gate))
+                job = training_job(release, gate)
                 recorded = release.status.training if release.status else None
                 finished = (
                     recorded is not None
@@ -218,6 +221,7 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                         (q.environment, q.metric): rt.prometheus.measure(q, now)
                         for q in due_queries(release, wanted, now)
                     },
+                    registered=_registered(rt, release),
                 )
                 plan = reconcile(
                     release,
@@ -262,6 +266,23 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                 rt.metrics.release_changed(
                     release, _parsed_status(old_status), release.status, now_utc()
                 )
+
+
+def _registered(rt: Runtime, release: ModelRelease) -> RegistryObservation | None:
+    """The registry's answer, when the release still has to resolve its version."""
+    query = registry_query(release)
+    secret = release.spec.mlflow.credentials_secret if release.spec.mlflow else None
+    if query is None or secret is None:
+        return observe_registry(query)
+    where = f"{release.namespace}/{secret.name}"
+    try:
+        headers = headers_from_secret(
+            rt.delivery.secret_data(release.namespace, secret.name),
+            secret.token_key, secret.username_key, secret.password_key, where,
+        )  # fmt: skip
+    except MlflowError as error:
+        return RegistryObservation(error=str(error), transient=error.transient)
+    return observe_registry(query, headers)
 
 
 def _parsed_status(raw: Mapping[str, Any]) -> ModelReleaseStatus | None:

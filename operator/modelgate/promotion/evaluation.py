@@ -49,9 +49,9 @@ def evaluate(ctx: Context, gate: QualityGate | None, observed: Observed) -> bool
                 checks=tuple(checks),
                 predictions=predictions,
                 metadata=next((a for a in ctx.status.artifacts if a.name == "metadata"), None),
-                train_data=release.spec.training.data.train,
-                evaluation_data=release.spec.training.data.evaluation,
-                id_column=release.spec.training.data.id_column,
+                train_data=release.spec.data.train,
+                evaluation_data=release.spec.data.evaluation,
+                id_column=release.spec.data.id_column,
                 baselines=baselines,
                 evaluation=release.spec.evaluation,
             )

@@ -45,11 +45,20 @@ def gate_training_inputs(release: ModelRelease, gate: QualityGate | None) -> dic
     return inputs
 
 
-def training_key(release: ModelRelease, gate: QualityGate | None) -> str:
-    """Changes exactly when the training inputs change (then it retrains)."""
+def training_key(
+    release: ModelRelease, gate: QualityGate | None, registered: str | None = None
+) -> str:
+    """Changes exactly when the training inputs change (then it retrains); for
+    a registered model, when what is imported changes (its resolved version)."""
+    source: dict[str, Any] = (
+        {"training": release.spec.training.wire()}
+        if release.spec.training is not None
+        else {"mlflow": release.spec.mlflow.wire() if release.spec.mlflow else None,
+              "version": registered}
+    )  # fmt: skip
     return canonical_hash(
         {
-            "training": release.spec.training.wire(),
+            **source,
             "model": release.spec.model.wire(),
             "gate": gate_training_inputs(release, gate),
         }
@@ -92,6 +101,7 @@ def release_key(release: ModelRelease) -> str:
 
 SERVER_COMMAND = ("python", "-m", "modelgate.server")
 VERIFY_COMMAND = ("python", "-m", "modelgate.verify")
+IMPORT_COMMAND = ("python", "-m", "modelgate.importer")
 
 
 def serves_artifact(config: Mapping[str, str]) -> bool:

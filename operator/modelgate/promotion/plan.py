@@ -68,8 +68,30 @@ class MeasurementObservation:
 
 
 @dataclass(frozen=True)
+class RegistryQuery:
+    """The registered version a release names, to resolve (once)."""
+
+    tracking_uri: str
+    name: str
+    version: str | None
+    alias: str | None
+
+
+@dataclass(frozen=True)
+class RegistryObservation:
+    """What the registry answered: the version, or why not."""
+
+    version: str | None = None
+    run_id: str | None = None
+    error: str | None = None
+    transient: bool = False
+
+
+@dataclass(frozen=True)
 class Observed:
     training: TrainingObservation | None = None
+    # The registry's answer to the release's RegistryQuery, when one was due.
+    registered: RegistryObservation | None = None
     deployments: dict[str, DeploymentObservation] = field(default_factory=dict)
     # Verification Job name -> its run (same shape as a training run).
     verifications: dict[str, TrainingObservation] = field(default_factory=dict)
@@ -88,6 +110,9 @@ class StartTraining:
     command: tuple[str, ...]
     args: tuple[str, ...]
     env: dict[str, str]
+    # Variables read from a Secret: (variable, Secret name, key). In a cluster
+    # a secretKeyRef; in local mode the variable as the run's own environment has it.
+    secret_env: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,27 +3,116 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from modelgate.api.common import format_time
 from modelgate.api.modelrelease import (
+    MlflowResolution,
     ModelRelease,
     Phase,
+    SourceStatus,
     TrainingStatus,
 )
 from modelgate.api.qualitygate import QualityGate
 from modelgate.promotion import conditions as cond
 from modelgate.promotion.context import WAIT_FOR_ROLLOUT, Context, progressing, stalled
-from modelgate.promotion.keys import release_key, training_job_name, training_key
-from modelgate.promotion.plan import Event, Observed, StartTraining
+from modelgate.promotion.keys import (
+    IMPORT_COMMAND,
+    release_key,
+    training_job_name,
+    training_key,
+)
+from modelgate.promotion.plan import Event, Observed, RegistryQuery, StartTraining
 from modelgate.trainer import contract
+
+# A registry that did not answer is asked again after this long.
+REGISTRY_RETRY = timedelta(seconds=30)
+
+
+def training_job(release: ModelRelease, gate: QualityGate | None) -> str:
+    """The name of the release's current training (or import) run."""
+    source = release.status.source if release.status is not None else None
+    resolved = source.mlflow.version if source is not None and source.mlflow else None
+    return training_job_name(release, training_key(release, gate, resolved))
+
+
+def registry_query(release: ModelRelease) -> RegistryQuery | None:
+    """The registry lookup a release of a registered model needs before its
+    import run: asked until answered, then never again (status.source)."""
+    spec = release.spec.mlflow
+    resolved = release.status.source if release.status is not None else None
+    if spec is None or (resolved is not None and resolved.mlflow is not None):
+        return None
+    return RegistryQuery(spec.tracking_uri, spec.name, spec.version, spec.alias)
+
+
+def _resolved_version(ctx: Context, observed: Observed) -> str | None:
+    """The registered version the release carries, resolved once; None while
+    the registry has not named it (the condition says why)."""
+    spec = ctx.release.spec.mlflow
+    assert spec is not None
+    if ctx.status.source is not None and ctx.status.source.mlflow is not None:
+        return ctx.status.source.mlflow.version
+    named = f"{spec.name}@{spec.alias}" if spec.alias else f"{spec.name} version {spec.version}"
+    answer = observed.registered
+    if answer is None or (answer.error is None and answer.version is None):
+        ctx.status.phase = Phase.TRAINING
+        message = f"asking the MLflow registry at {spec.tracking_uri} for {named}"
+        ctx.condition(cond.TRAINED, None, "ResolvingModel", message)
+        progressing(ctx, "ResolvingModel", message)
+        ctx.plan.requeue_after = WAIT_FOR_ROLLOUT
+        return None
+    if answer.error is not None:
+        if answer.transient:
+            ctx.status.phase = Phase.TRAINING
+            message = f"{named}: {answer.error}; asking again"
+            ctx.condition(cond.TRAINED, None, "RegistryUnavailable", message)
+            progressing(ctx, "RegistryUnavailable", message)
+            ctx.plan.requeue_after = REGISTRY_RETRY
+            return None
+        _training_failed(
+            ctx,
+            f"{named}: {answer.error} (fix the registry, or name another version in a new "
+            "release; it is asked again)",
+            "ModelUnresolved",
+        )
+        return None
+    version = str(answer.version)
+    ctx.status.source = SourceStatus(
+        mlflow=MlflowResolution(
+            version=version,
+            run_id=answer.run_id,
+            alias=spec.alias,
+            resolved_at=format_time(ctx.now),
+        )
+    )
+    ctx.plan.events.append(
+        Event("Normal", "ModelResolved", f"{named} is version {version}: importing it")
+    )
+    return version
 
 
 def train(
     ctx: Context, gate: QualityGate | None, observed: Observed, extra_env: dict[str, str]
 ) -> bool:
-    """True once training succeeded and its artifacts are recorded."""
+    """True once training (or the import of a registered model) succeeded and
+    its artifacts are recorded."""
     release = ctx.release
-    key = training_key(release, gate)
+    registered: str | None = None
+    if release.spec.mlflow is not None:
+        registered = _resolved_version(ctx, observed)
+        if registered is None:
+            return False
+        if not ctx.server_image:
+            message = (
+                "a registered model is imported and scored with the operator's server image, "
+                "and there is none: set MODELGATE_SERVER_IMAGE (the chart does)"
+            )
+            ctx.status.phase = Phase.FAILED
+            ctx.condition(cond.TRAINED, False, "ImporterUnavailable", message)
+            stalled(ctx, "ImporterUnavailable", message)
+            return False
+    key = training_key(release, gate, registered)
     job_name = training_job_name(release, key)
     run = (
         observed.training if observed.training and observed.training.job_name == job_name else None
@@ -55,7 +144,11 @@ def train(
         ctx.status.phase = Phase.TRAINING
         ctx.condition(cond.TRAINED, None, "TrainingStarted", f"training run {job_name} started")
         progressing(ctx, "Training", f"training run {job_name}")
-        ctx.plan.actions.append(_start_training(release, key, job_name, extra_env))
+        ctx.plan.actions.append(
+            _start_training(release, key, job_name, extra_env)
+            if registered is None
+            else _start_import(ctx, key, job_name, registered, extra_env)
+        )
         ctx.plan.events.append(Event("Normal", "TrainingStarted", f"started {job_name}"))
         return False
     ctx.status.training = TrainingStatus(
@@ -88,29 +181,74 @@ def train(
     return True
 
 
-def _training_failed(ctx: Context, message: str) -> None:
+def _training_failed(ctx: Context, message: str, reason: str = "TrainingFailed") -> None:
     ctx.status.phase = Phase.FAILED
-    ctx.condition(cond.TRAINED, False, "TrainingFailed", message)
-    stalled(ctx, "TrainingFailed", f"training failed: {message}")
+    ctx.condition(cond.TRAINED, False, reason, message)
+    what = "training" if ctx.release.spec.mlflow is None else "the import of the registered model"
+    stalled(ctx, reason, f"{what} failed: {message}")
+
+
+def _data_env(release: ModelRelease) -> dict[str, str]:
+    data = release.spec.data
+    env = {
+        contract.TRAIN_DATA: data.train,
+        contract.EVAL_DATA: data.evaluation,
+        contract.TARGET: data.target,
+        contract.RELEASE: release_key(release),
+        contract.MODEL_NAME: release.spec.model.name,
+        contract.MODEL_VERSION: release.spec.model.version,
+    }
+    if data.id_column:
+        env[contract.ID_COLUMN] = data.id_column
+    return env
+
+
+def _start_import(
+    ctx: Context, key: str, job_name: str, version: str, extra_env: dict[str, str]
+) -> StartTraining:
+    """The import run: fetch the registered version, score the evaluation
+    data with the server that will serve it, write the training contract's
+    outputs (the operator's server image; it never runs in the operator)."""
+    spec = ctx.release.spec.mlflow
+    assert spec is not None
+    env = {
+        **_data_env(ctx.release),
+        contract.MLFLOW_TRACKING_URI: spec.tracking_uri,
+        contract.MLFLOW_MODEL: spec.name,
+        contract.MLFLOW_VERSION: version,
+        **extra_env,
+    }
+    secret = spec.credentials_secret
+    secret_env: tuple[tuple[str, str, str], ...] = ()
+    if secret is not None and secret.token_key is not None:
+        secret_env = ((contract.MLFLOW_TOKEN, secret.name, secret.token_key),)
+    elif secret is not None and secret.username_key and secret.password_key:
+        secret_env = (
+            (contract.MLFLOW_USERNAME, secret.name, secret.username_key),
+            (contract.MLFLOW_PASSWORD, secret.name, secret.password_key),
+        )
+    return StartTraining(
+        job_name=job_name,
+        key=key,
+        image=ctx.server_image or "",
+        command=IMPORT_COMMAND,
+        args=(),
+        env=env,
+        secret_env=secret_env,
+    )
 
 
 def _start_training(
     release: ModelRelease, key: str, job_name: str, extra_env: dict[str, str]
 ) -> StartTraining:
     training = release.spec.training
+    assert training is not None
     env = {
-        contract.TRAIN_DATA: training.data.train,
-        contract.EVAL_DATA: training.data.evaluation,
-        contract.TARGET: training.data.target,
+        **_data_env(release),
         contract.PARAMS: json.dumps(training.params, sort_keys=True),
         contract.SEED: str(training.seed),
-        contract.RELEASE: release_key(release),
-        contract.MODEL_NAME: release.spec.model.name,
-        contract.MODEL_VERSION: release.spec.model.version,
+        **extra_env,
     }
-    if training.data.id_column:
-        env[contract.ID_COLUMN] = training.data.id_column
-    env.update(extra_env)
     return StartTraining(
         job_name=job_name,
         key=key,

@@ -30,6 +30,17 @@ MODEL_VERSION: Final = "MODELGATE_MODEL_VERSION"
 # JSON list of the gate's behaviour checks: [{name, column, add|set, expect, tolerance}]
 BEHAVIOR_TESTS: Final = "MODELGATE_BEHAVIOR_TESTS"
 
+# The import run of a registered MLflow model (``python -m modelgate.importer``):
+# the tracking server, the model and the version the release resolved;
+# credentials in MLflow's own variables (MLFLOW_TRACKING_TOKEN, or
+# MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
+MLFLOW_TRACKING_URI: Final = "MODELGATE_MLFLOW_TRACKING_URI"
+MLFLOW_MODEL: Final = "MODELGATE_MLFLOW_MODEL"
+MLFLOW_VERSION: Final = "MODELGATE_MLFLOW_VERSION"
+MLFLOW_TOKEN: Final = "MLFLOW_TRACKING_TOKEN"
+MLFLOW_USERNAME: Final = "MLFLOW_TRACKING_USERNAME"
+MLFLOW_PASSWORD: Final = "MLFLOW_TRACKING_PASSWORD"
+
 # Outputs (file names in OUTPUT_DIR).
 MODEL_FILE: Final = "model.skops"  # the fitted model, skops format (never pickle)
 # Evaluation columns + y_true, y_pred, y_score. Parquet in row groups of

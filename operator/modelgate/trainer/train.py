@@ -121,7 +121,7 @@ REFERENCE_BINS = 10
 REFERENCE_CATEGORIES = 50
 
 
-def _schema(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
+def feature_schema(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
     """The training schema the model server validates requests against:
     type, whether missing values were seen, the numeric range and the
     categories (all of them, when there are at most MAX_CATEGORIES)."""
@@ -183,6 +183,44 @@ def _score_function(pipeline: Any, task: str, positive_label: str) -> Any:
     if task == "regression":
         return lambda frame: np.asarray(pipeline.predict(frame), dtype=float)
     return lambda frame: np.asarray(contract.label_strings(pipeline.predict(frame)))
+
+
+def model_findings(
+    pipeline: Any,
+    eval_frame: pd.DataFrame,
+    features: list[str],
+    env: Mapping[str, str],
+    repeats: int = 3,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What only the model can tell, recorded for the gate: permutation
+    importance on the evaluation data, and the behaviour tests the gate asks
+    for (MODELGATE_BEHAVIOR_TESTS)."""
+    task = env.get(contract.TASK, "binary")
+    target = env[contract.TARGET]
+    importance: list[dict[str, Any]] = []
+    if repeats > 0:
+        y_eval = eval_frame[target]
+        if task != "regression":
+            y_eval = pd.Series(contract.label_strings(y_eval), index=eval_frame.index)
+        measured = permutation_importance(
+            pipeline, eval_frame[features], y_eval, n_repeats=repeats, random_state=seed
+        )
+        importance = [
+            {"feature": feature, "mean": float(mean), "std": float(std)}
+            for feature, mean, std in zip(
+                features, measured.importances_mean, measured.importances_std, strict=True
+            )
+        ]
+    try:
+        tests = json.loads(env.get(contract.BEHAVIOR_TESTS) or "[]")
+    except json.JSONDecodeError as error:
+        raise ContractError(f"{contract.BEHAVIOR_TESTS} is not valid JSON: {error}") from error
+    positive_label = env.get(contract.POSITIVE_LABEL, "1")
+    behavior = run_behavior_tests(
+        tests, _score_function(pipeline, task, positive_label), eval_frame[features], task
+    )
+    return importance, behavior
 
 
 def run_behavior_tests(
@@ -314,28 +352,10 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
                 predictions[f"y_score_{label}"] = probabilities[:, index]
     write_predictions(predictions, output / contract.PREDICTIONS_FILE)
 
-    repeats = int(params.get("importance_repeats", 3))
-    importance: list[dict[str, Any]] = []
-    if repeats > 0:
-        y_eval = eval_frame[target]
-        if task != "regression":
-            y_eval = pd.Series(contract.label_strings(y_eval), index=eval_frame.index)
-        measured = permutation_importance(
-            pipeline, eval_frame[features], y_eval, n_repeats=repeats, random_state=seed
-        )
-        importance = [
-            {"feature": feature, "mean": float(mean), "std": float(std)}
-            for feature, mean, std in zip(
-                features, measured.importances_mean, measured.importances_std, strict=True
-            )
-        ]
-    try:
-        tests = json.loads(env.get(contract.BEHAVIOR_TESTS) or "[]")
-    except json.JSONDecodeError as error:
-        raise ContractError(f"{contract.BEHAVIOR_TESTS} is not valid JSON: {error}") from error
-    behavior = run_behavior_tests(
-        tests, _score_function(pipeline, task, positive_label), eval_frame[features], task
-    )
+    importance, behavior = model_findings(
+        pipeline, eval_frame, features, env, repeats=int(params.get("importance_repeats", 3)),
+        seed=seed,
+    )  # fmt: skip
 
     sio.dump(pipeline, output / contract.MODEL_FILE)
 
@@ -355,7 +375,7 @@ def train(env: Mapping[str, str]) -> dict[str, Any]:
         "estimator": f"{estimator_class.__module__}.{estimator_class.__name__}",
         "params": params,
         "seed": seed,
-        "features": _schema(train_frame, features),
+        "features": feature_schema(train_frame, features),
         # What the served scores (binary) or predictions (regression) are
         # compared with live: the gated predictions' distribution.
         "scoreReference": (

@@ -1,0 +1,278 @@
+"""The import run of a registered MLflow model: ``python -m modelgate.importer``.
+
+A release whose model was trained elsewhere gets, in place of a training
+run, this run (a Job of the operator's server image, a process in local
+mode). It honours the training contract's outputs, so everything after it
+(the gate, serving, verification) is what a trained release gets:
+
+1. fetch the version the release resolved from the registry, every file
+   hashed, one digest over them all (recorded in metadata.json);
+2. take its scikit-learn model saved with skops (MLflow's format for
+   scikit-learn), loaded only through the trusted-types list, for its
+   features and classes;
+3. describe it (metadata.json: features with the training data's ranges,
+   categories and drift references, task, positive label, classes, where it
+   came from) and record what only the model can tell the gate (permutation
+   importance, the gate's behaviour tests), as the trainer does;
+4. start the reference server on it, as it will be served, and score the
+   evaluation data through the Open Inference Protocol into
+   predictions.parquet: the gate judges what the server answers.
+
+Exit 0 imported, 2 not (the last line says why: the release's condition).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import yaml
+
+from modelgate.backends.mlflow import (
+    FetchedModel,
+    MlflowError,
+    MlflowRegistry,
+    headers_from_environment,
+)
+from modelgate.serving.artifacts import ModelLoadError
+from modelgate.serving.model import trusted_loads
+from modelgate.serving.scoring import ScoreSettings, ScoringError, score
+from modelgate.serving.verify import Served
+from modelgate.trainer import contract
+from modelgate.trainer.train import (
+    TASKS,
+    ContractError,
+    binned_reference,
+    feature_schema,
+    fetch_input,
+    model_findings,
+    read_table,
+    sha256_file,
+    upload_outputs,
+)
+
+READY_TIMEOUT_SECONDS = 120.0
+
+
+def skops_model(fetched: FetchedModel) -> Path:
+    """The model file of an MLflow scikit-learn model saved with skops."""
+    mlmodel = fetched.root / "MLmodel"
+    if not mlmodel.exists():
+        raise ContractError("the registered version has no MLmodel file: not an MLflow model")
+    try:
+        description = yaml.safe_load(mlmodel.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ContractError(f"the MLmodel file is not YAML: {error}") from None
+    flavors = description.get("flavors") if isinstance(description, dict) else None
+    sklearn = flavors.get("sklearn") if isinstance(flavors, dict) else None
+    if not isinstance(sklearn, dict):
+        found = sorted(flavors) if isinstance(flavors, dict) else []
+        raise ContractError(
+            f"the registered model has no sklearn flavor (it has {found}): the reference "
+            "server serves scikit-learn models"
+        )
+    if sklearn.get("serialization_format") != "skops":
+        raise ContractError(
+            f"the model is saved as {sklearn.get('serialization_format')!r}; the reference server "
+            "loads only skops (never pickle): log it with mlflow.sklearn.log_model("
+            "..., serialization_format='skops')"
+        )
+    path = (fetched.root / str(sklearn.get("pickled_model") or "")).resolve()
+    if fetched.root.resolve() not in path.parents or not path.is_file():
+        raise ContractError(
+            f"the sklearn flavor names a model file {path.name!r} that is not there"
+        )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def reference_server(model: Path, metadata: Path, log: Path) -> Iterator[str]:
+    """The reference server on the model, on loopback, as it will serve it
+    (every row scored: the gate judges rows outside the training ranges too)."""
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "modelgate.server",
+        "--model", str(model), "--model-sha256", sha256_file(model),
+        "--metadata", str(metadata), "--metadata-sha256", sha256_file(metadata),
+        "--host", "127.0.0.1", "--port", str(port), "--allow-out-of-range",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def describe(
+    estimator: Any, train_frame: pd.DataFrame, env: Mapping[str, str], task: str
+) -> dict[str, Any]:
+    """metadata.json's description of the model (its source is added by the caller)."""
+    target = env[contract.TARGET]
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        raise ContractError(
+            "the model does not record the columns it was fitted on (feature_names_in_): fit "
+            "it on a pandas DataFrame with named columns"
+        )
+    features = [str(n) for n in names]
+    absent = [f for f in features if f not in train_frame.columns]
+    if absent:
+        raise ContractError(f"the training data lacks the model's feature columns {absent}")
+    classes = contract.label_strings(getattr(estimator, "classes_", []))
+    positive = env.get(contract.POSITIVE_LABEL, "1")
+    if task == "binary" and positive not in classes:
+        raise ContractError(
+            f"positive label {positive!r} is not among the model's classes {classes}"
+        )
+    return {
+        "contract": "modelgate.dev/training/v1",
+        "release": env.get(contract.RELEASE),
+        "model": {"name": env.get(contract.MODEL_NAME), "version": env.get(contract.MODEL_VERSION)},
+        "task": task,
+        "target": target,
+        "idColumn": env.get(contract.ID_COLUMN) or None,
+        "positiveLabel": positive,
+        "classes": [] if task == "regression" else classes,
+        "estimator": f"{type(estimator).__module__}.{type(estimator).__name__}",
+        "features": feature_schema(train_frame, features),
+    }
+
+
+def import_model(env: Mapping[str, str]) -> dict[str, Any]:
+    started = time.time()
+    task = env.get(contract.TASK, "binary")
+    if task not in TASKS:
+        raise ContractError(f"{contract.TASK} must be one of {TASKS}, not {task!r}")
+    missing = [
+        n
+        for n in (contract.MLFLOW_TRACKING_URI, contract.MLFLOW_MODEL, contract.MLFLOW_VERSION,
+                  contract.TRAIN_DATA, contract.EVAL_DATA, contract.TARGET)
+        if not env.get(n)
+    ]  # fmt: skip
+    if missing:
+        raise ContractError(f"missing environment variables: {', '.join(missing)}")
+    output = Path(env.get(contract.OUTPUT_DIR) or tempfile.mkdtemp(prefix="modelgate-import-"))
+    output.mkdir(parents=True, exist_ok=True)
+    work = output / ".import"
+    name, version = env[contract.MLFLOW_MODEL], env[contract.MLFLOW_VERSION]
+    registry = MlflowRegistry(env[contract.MLFLOW_TRACKING_URI], headers_from_environment(env))
+    try:
+        registered = registry.version(name, version)
+        fetched = registry.fetch(name, version, work / "model")
+    except MlflowError as error:
+        raise ContractError(f"{name} version {version}: {error}") from None
+    model_file = skops_model(fetched)
+    try:
+        estimator = trusted_loads(model_file.read_bytes())
+    except ModelLoadError as error:
+        raise ContractError(f"{name} version {version}: {error}") from None
+    shutil.copyfile(model_file, output / contract.MODEL_FILE)
+
+    train_path = fetch_input(env[contract.TRAIN_DATA], work / "inputs")
+    eval_path = fetch_input(env[contract.EVAL_DATA], work / "inputs")
+    train_frame = read_table(train_path)
+    metadata = describe(estimator, train_frame, env, task)
+    del train_frame
+    # What only the model can tell the gate, as the trainer records it.
+    importance, behavior = model_findings(
+        estimator, read_table(eval_path), [f["name"] for f in metadata["features"]], env
+    )
+    metadata["importance"] = importance
+    metadata["importanceScoring"] = "r2" if task == "regression" else "accuracy"
+    metadata["behavior"] = behavior
+    del estimator  # the scoring below holds a batch at a time
+    metadata["source"] = {
+        "mlflow": {
+            "trackingUri": env[contract.MLFLOW_TRACKING_URI],
+            "name": name,
+            "version": version,
+            "runId": registered.run_id or None,
+            "digest": fetched.digest,
+            "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in fetched.files],
+        }
+    }
+    metadata_path = output / contract.METADATA_FILE
+    metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+
+    predictions = output / contract.PREDICTIONS_FILE
+    served = Served.from_metadata(metadata)
+    with reference_server(output / contract.MODEL_FILE, metadata_path, work / "server.log") as url:
+        settings = ScoreSettings(
+            url=url,
+            model_name=str(env.get(contract.MODEL_NAME) or ""),
+            data=eval_path,
+            target=env[contract.TARGET],
+            output=predictions,
+            ready_timeout_seconds=READY_TIMEOUT_SECONDS,
+        )
+        try:
+            result = score(settings, served)
+        except (ScoringError, RuntimeError) as error:
+            log = (work / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise ContractError(f"scoring through the reference server: {error} {log}") from None
+
+    # What the served scores are compared with live (as the trainer records it).
+    column = "y_pred" if task == "regression" else "y_score"
+    metadata["scoreReference"] = (
+        binned_reference(pd.read_parquet(predictions, columns=[column])[column].to_numpy(float))
+        if column in pq.read_schema(predictions).names
+        else None
+    )
+    metadata["data"] = {
+        "train": {"path": str(train_path), "sha256": sha256_file(train_path)},
+        "evaluation": {
+            "path": str(eval_path),
+            "sha256": sha256_file(eval_path),
+            "rows": result.rows,
+        },
+    }
+    metadata["scoring"] = {"requests": result.requests, "seconds": round(result.seconds, 3)}
+    metadata["durationSeconds"] = round(time.time() - started, 3)
+    metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    shutil.rmtree(work / "model", ignore_errors=True)
+    if env.get(contract.OUTPUT_URI):
+        upload_outputs(output, env[contract.OUTPUT_URI])
+    return metadata
+
+
+def main() -> int:
+    try:
+        metadata = import_model(os.environ)
+    except ContractError as error:
+        print(f"modelgate-importer: {error}", file=sys.stderr)
+        return 2
+    source = metadata["source"]["mlflow"]
+    print(
+        f"modelgate-importer: imported {source['name']} version {source['version']} "
+        f"(digest {source['digest'][:12]}), scored {metadata['data']['evaluation']['rows']} rows"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

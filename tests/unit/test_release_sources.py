@@ -1,0 +1,106 @@
+"""A release names exactly one source of its model: training here, or a model
+registered in MLflow. The pydantic validators (local mode, the webhook) and
+the CRD's CEL rules (the API server) refuse the same documents."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from modelgate.api.modelrelease import (
+    ONE_SOURCE,
+    ONE_VERSION_OR_ALIAS,
+    REGISTERED_IS_REFERENCE_SERVED,
+    TOKEN_OR_BASIC,
+    ModelReleaseSpec,
+)
+from tests.unit.test_crd_cel import schema_of, violations
+
+DATA = {"train": "t.csv", "evaluation": "e.csv", "target": "y"}
+REGISTERED: dict[str, Any] = {
+    "model": {"name": "credit-risk", "version": "2.0.0"},
+    "serving": "ReferenceServer",
+    "mlflow": {
+        "trackingUri": "http://mlflow.mlops.svc:5000",
+        "name": "credit-risk",
+        "alias": "candidate",
+        "data": DATA,
+    },
+    "gate": {"name": "credit-gate"},
+    "promotion": {"environments": ["staging"]},
+}
+
+
+def refusals(spec: dict[str, Any]) -> tuple[list[str], str]:
+    """The CEL messages and the pydantic error for one spec."""
+    cel = violations(schema_of("ModelRelease"), {"spec": spec})
+    try:
+        ModelReleaseSpec.model_validate(spec)
+    except ValidationError as error:
+        return cel, str(error)
+    return cel, ""
+
+
+def test_a_registered_model_is_a_valid_source() -> None:
+    assert refusals(REGISTERED) == ([], "")
+    spec = ModelReleaseSpec.model_validate(REGISTERED)
+    assert spec.data.evaluation == "e.csv"
+    assert spec.training is None
+
+
+def with_change(change: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(REGISTERED)
+    change(spec)
+    return spec
+
+
+TRAINING = {"image": "trainer:1", "data": DATA}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.update(training=TRAINING), ONE_SOURCE[1]),
+        (lambda s: s.pop("mlflow"), ONE_SOURCE[1]),
+        (lambda s: s["mlflow"].update(version="3"), ONE_VERSION_OR_ALIAS[1]),
+        (lambda s: s["mlflow"].pop("alias"), ONE_VERSION_OR_ALIAS[1]),
+        (lambda s: s.update(serving="Image", image="registry.example.com/m:1"),
+         REGISTERED_IS_REFERENCE_SERVED[1]),
+        (lambda s: s["mlflow"].update(credentialsSecret={"name": "mlflow", "tokenKey": "token",
+                                                         "usernameKey": "user"}),
+         TOKEN_OR_BASIC[1]),
+        (lambda s: s["mlflow"].update(credentialsSecret={"name": "mlflow", "usernameKey": "user"}),
+         TOKEN_OR_BASIC[1]),
+    ],
+)  # fmt: skip
+def test_a_bad_source_is_refused_by_both(change: Any, message: str) -> None:
+    cel, error = refusals(with_change(change))
+    assert message in cel
+    assert message in error
+
+
+def test_credentials_by_token_or_by_user_and_password() -> None:
+    for secret in (
+        {"name": "mlflow", "tokenKey": "token"},
+        {"name": "mlflow", "usernameKey": "user", "passwordKey": "password"},
+    ):
+        assert refusals(
+            with_change(lambda s, c=secret: s["mlflow"].update(credentialsSecret=c))
+        ) == (
+            [],
+            "",
+        )
+
+
+def test_the_registered_source_cannot_change() -> None:
+    new = with_change(lambda s: s["mlflow"].update(alias="champion"))
+    found = violations(schema_of("ModelRelease"), {"spec": new}, {"spec": REGISTERED})
+    assert [v for v in found if v.startswith("spec.mlflow is immutable")], found
+    # From a registered model to training is another release too.
+    trained = with_change(lambda s: (s.pop("mlflow"), s.update(training=TRAINING)))
+    found = violations(schema_of("ModelRelease"), {"spec": trained}, {"spec": REGISTERED})
+    assert any(v.startswith("spec.mlflow is immutable") for v in found)
+    assert any(v.startswith("spec.training is immutable") for v in found)
