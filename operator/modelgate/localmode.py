@@ -52,7 +52,7 @@ from modelgate.backends.local import (
     LocalStatusStore,
     local_server_image,
 )
-from modelgate.backends.mlflow import headers_from_environment, observe_registry
+from modelgate.backends.mlflow import headers_from_environment, observe_registry, perform_sync
 from modelgate.backends.prometheus import PrometheusClient
 from modelgate.metrics import Metrics
 from modelgate.promotion import (
@@ -63,6 +63,7 @@ from modelgate.promotion import (
     Rollback,
     StartTraining,
     StartVerification,
+    SyncRegistry,
     TrainingObservation,
     reconcile,
 )
@@ -74,6 +75,7 @@ from modelgate.promotion.keys import (
     VERIFY_COMMAND,
     release_key,
 )
+from modelgate.promotion.registry_sync import record_sync, registered_version
 from modelgate.promotion.training import registry_query, training_job
 from modelgate.settings import OperatorSettings, PrometheusSettings
 
@@ -235,6 +237,14 @@ class LocalRun:
                 + (f" against {endpoint}" if endpoint else "")
             )
             self.runner.start_verification(action, endpoint=endpoint)
+        elif isinstance(action, SyncRegistry):
+            restored = self._restored_version(release, action) if action.rolled_back else None
+            ok, message, version = perform_sync(
+                action, headers_from_environment(os.environ), restored
+            )
+            if release.status is not None:
+                record_sync(release.status, action, ok, message, version, now)
+            self.log(f"[{name}] {'-' if ok else '!'} registry ({action.environment}): {message}")
         elif isinstance(action, Rollback):
             environment = self.environments[release.namespace][action.environment]
             if is_gitops(environment):
@@ -251,6 +261,22 @@ class LocalRun:
                 self.log(
                     f"[{name}] rollback: {action.environment} is back to {restored or 'nothing'}"
                 )
+
+    def _restored_version(self, release: ModelRelease, action: SyncRegistry) -> str | None:
+        """The registered version of the release live again where this one was rolled back."""
+        live = self.deployer.observe(release.namespace).get(action.environment)
+        if live is None or live.release == release_key(release):
+            return None
+        namespace, _, other = live.release.partition("/")
+        stored = self.objects.load("ModelRelease", namespace, other)
+        if stored is None:
+            return None
+        try:
+            spec = ModelReleaseSpec.model_validate(stored["spec"])
+            status = ModelReleaseStatus.model_validate(stored.get("status") or {})
+        except ValidationError:
+            return None
+        return registered_version(spec, status, action)
 
     def _evaluate(self, release: ModelRelease, action: EvaluateGate, now: datetime) -> GateStatus:
         """Run the evaluator as a process, as the operator runs it as a Job."""

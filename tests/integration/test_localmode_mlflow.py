@@ -122,3 +122,71 @@ def test_an_alias_the_registry_does_not_know_fails_naming_it(
     assert "credit-risk@nobody" in trained["message"]
     assert "alias nobody not found" in trained["message"]
     assert "training" not in found["status"]  # nothing was started
+
+
+STAGING_FAILING_B = """
+apiVersion: modelgate.dev/v1alpha1
+kind: Environment
+metadata: {name: staging}
+spec:
+  tier: preproduction
+  namespace: ml-staging
+  verification:
+    # A test of one's own that fails release b only.
+    image: verify:1
+    command:
+    - python
+    - -c
+    - "import os, sys; sys.exit(os.environ['MODELGATE_RELEASE'].endswith('-b'))"
+"""
+
+
+def test_the_environments_alias_names_the_live_version_only(
+    mlflow: MlflowServer, registered: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = MlflowRegistry(mlflow.url)
+    environments = tmp_path / "environments.yaml"
+    environments.write_text(STAGING_FAILING_B)
+    state = tmp_path / "state"
+    releases = {}
+    for suffix, version in (("a", registered[0]), ("b", registered[1])):
+        folder = tmp_path / suffix
+        folder.mkdir()
+        path = release_file(folder, mlflow, version=version)
+        document = yaml.safe_load(path.read_text())
+        document["metadata"]["name"] = f"credit-risk-{suffix}"
+        document["spec"]["model"]["version"] = f"2.0.{version}"
+        document["spec"]["mlflow"]["aliases"] = {"staging": "staging-live"}
+        path.write_text(yaml.safe_dump(document))
+        releases[suffix] = path
+
+    code, listing = run_json(capsys, GATE, environments, releases["a"], "--state-dir", state)
+    first = items(listing, "ModelRelease")["credit-risk-a"]["status"]
+    assert code == 0, first
+    [synced] = first["source"]["mlflow"]["synced"]
+    assert (synced["environment"], synced["alias"], synced["reason"], synced["state"]) == (
+        "staging", "staging-live", "Live", "Synced",
+    )  # fmt: skip
+    live = registry.by_alias("credit-risk", "staging-live")
+    assert live.version == registered[0]
+    assert live.tags["modelgate.dev/release"] == "default/credit-risk-a"
+    assert live.tags["modelgate.dev/gate"] == "Passed"
+    assert live.tags["modelgate.dev/staging.config-hash"]
+
+    code, listing = run_json(
+        capsys, GATE, environments, releases["a"], releases["b"], "--state-dir", state
+    )
+    second = items(listing, "ModelRelease")["credit-risk-b"]["status"]
+    assert code == 1
+    assert [(e["name"], e["phase"]) for e in second["environments"]] == [("staging", "RolledBack")]
+    [moved] = second["source"]["mlflow"]["synced"]
+    assert (moved["reason"], moved["state"], moved["version"]) == (
+        "RolledBack", "Synced", registered[0],
+    )  # fmt: skip
+    # b was never live there (its verification failed before): the alias still
+    # names a's version, and is left so.
+    assert moved["message"] == (
+        f"alias staging-live names version {registered[0]}, not this one: left so"
+    )
+    assert registry.by_alias("credit-risk", "staging-live").version == registered[0]
+    main(["stop", "--state-dir", str(state)])

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from modelgate.backends.mlflow import MlflowError, MlflowRegistry
+from modelgate.backends.mlflow import MlflowError, MlflowRegistry, perform_sync
+from modelgate.promotion.plan import SyncRegistry
 from modelgate.trainer import contract
 from modelgate.trainer.train import train
 from tests.support.mlflow_server import MlflowServer, running_mlflow
@@ -95,3 +97,40 @@ def test_what_does_not_exist_is_permanent_and_a_server_that_is_down_transient(
     with pytest.raises(MlflowError, match="did not answer") as unreachable:
         down.resolve(NAME, versions[0], None)
     assert unreachable.value.transient
+
+
+def sync(rolled_back: bool, version: str) -> SyncRegistry:
+    return SyncRegistry(
+        environment="production", tracking_uri="", name=NAME, alias="production",
+        version=version, rolled_back=rolled_back, tags=(("modelgate.dev/release", "team/r"),),
+    )  # fmt: skip
+
+
+def test_a_rollback_moves_the_alias_back_or_away_and_never_takes_anothers(
+    mlflow: MlflowServer, versions: list[str]
+) -> None:
+    registry = MlflowRegistry(mlflow.url)
+    live = replace(sync(False, versions[1]), tracking_uri=mlflow.url)
+    assert perform_sync(live, {}, None) == (
+        True, f"alias production names version {versions[1]}", versions[1],
+    )  # fmt: skip
+    assert registry.version(NAME, versions[1]).tags["modelgate.dev/release"] == "team/r"
+    back = replace(live, rolled_back=True, tags=())
+    assert perform_sync(back, {}, versions[0]) == (
+        True, f"alias production moved back to version {versions[0]}", versions[0],
+    )  # fmt: skip
+    assert registry.by_alias(NAME, "production").version == versions[0]
+    # The alias names another release's version now: a late rollback leaves it.
+    assert perform_sync(back, {}, None)[1] == (
+        f"alias production names version {versions[0]}, not this one: left so"
+    )
+    registry.set_alias(NAME, "production", versions[1])
+    assert perform_sync(back, {}, None) == (
+        True, "alias production removed (no registered version was put back)", None,
+    )  # fmt: skip
+    with pytest.raises(MlflowError, match="not found"):
+        registry.by_alias(NAME, "production")
+    down = replace(live, tracking_uri=f"http://127.0.0.1:{free_port()}")
+    ok, message, _ = perform_sync(down, {}, None)
+    assert not ok
+    assert message.startswith("credit-risk@production: MLflow at http://127.0.0.1:")

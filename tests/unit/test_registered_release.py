@@ -5,15 +5,18 @@ classified and said."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from modelgate.api.modelrelease import ModelRelease, Phase
+from modelgate.api.common import format_time
+from modelgate.api.modelrelease import EnvironmentPhase, ModelRelease, ModelReleaseStatus, Phase
 from modelgate.backends import manifests
-from modelgate.promotion import Observed, StartTraining, reconcile
+from modelgate.promotion import Observed, Plan, StartTraining, SyncRegistry, reconcile
 from modelgate.promotion.conditions import find
+from modelgate.promotion.context import Context
 from modelgate.promotion.keys import IMPORT_COMMAND
 from modelgate.promotion.plan import RegistryObservation
+from modelgate.promotion.registry_sync import record_sync, sync_registry
 from modelgate.promotion.training import registry_query, training_job
 from modelgate.trainer import contract
 from tests.unit.test_manifests import SETTINGS
@@ -133,3 +136,67 @@ def test_the_import_job_reads_the_credentials_from_the_secret() -> None:
         (contract.MLFLOW_USERNAME, "mlflow", "user"),
         (contract.MLFLOW_PASSWORD, "mlflow", "pw"),
     )
+
+
+def synced_context(phase: EnvironmentPhase, synced: list[dict[str, Any]]) -> Context:
+    release = registered_release(aliases={"staging": "staging-live"})
+    status = ModelReleaseStatus.model_validate(
+        {
+            "source": {
+                "mlflow": {"version": "7", "resolvedAt": format_time(NOW), "synced": synced}
+            },
+            "gate": {
+                "outcome": "Passed",
+                "evaluatedAt": format_time(NOW),
+                "checks": [],
+                "inputsHash": "h",
+            },
+            "environments": [{"name": "staging", "phase": phase, "configHash": "c" * 64}],
+        }
+    )
+    plan = Plan(status=status)
+    return Context(release, NOW, status, status, plan, {}, SERVER)
+
+
+def record(reason: str, state: str, at: datetime) -> dict[str, Any]:
+    return {"environment": "staging", "alias": "staging-live", "reason": reason, "state": state,
+            "at": format_time(at)}  # fmt: skip
+
+
+def test_a_live_environment_gives_its_alias_and_tags_once() -> None:
+    ctx = synced_context(EnvironmentPhase.DEPLOYED, [])
+    sync_registry(ctx)
+    [action] = ctx.plan.actions
+    assert isinstance(action, SyncRegistry)
+    assert (action.alias, action.version, action.rolled_back) == ("staging-live", "7", False)
+    assert dict(action.tags) == {
+        "modelgate.dev/release": "team/m-1",
+        "modelgate.dev/gate": "Passed",
+        "modelgate.dev/staging.config-hash": "c" * 64,
+    }
+    record_sync(ctx.status, action, True, "alias staging-live names version 7", "7", NOW)
+    done = synced_context(
+        EnvironmentPhase.DEPLOYED, [s.wire() for s in ctx.status.source.mlflow.synced]
+    )  # type: ignore[union-attr]
+    sync_registry(done)
+    assert done.plan.actions == []  # at rest: nothing asked of the registry
+
+
+def test_a_failed_update_is_tried_again_30_s_later_and_a_rollback_asks_for_its_own() -> None:
+    recent = synced_context(
+        EnvironmentPhase.DEPLOYED, [record("Live", "Failed", NOW - timedelta(seconds=10))]
+    )
+    sync_registry(recent)
+    assert recent.plan.actions == []
+    assert recent.plan.requeue_after == timedelta(seconds=20)
+    older = synced_context(
+        EnvironmentPhase.DEPLOYED, [record("Live", "Failed", NOW - timedelta(seconds=31))]
+    )
+    sync_registry(older)
+    assert len(older.plan.actions) == 1
+    rolled = synced_context(EnvironmentPhase.ROLLED_BACK, [record("Live", "Synced", NOW)])
+    sync_registry(rolled)
+    [action] = rolled.plan.actions
+    assert isinstance(action, SyncRegistry)
+    assert action.rolled_back
+    assert action.tags == ()

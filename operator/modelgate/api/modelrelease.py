@@ -554,6 +554,23 @@ class EnvironmentProgress(ApiModel):
     message: str | None = Field(default=None, description="What it waits for or what blocks it.")
 
 
+class RegistrySync(ApiModel):
+    """The registry kept in step with one environment: the alias there."""
+
+    environment: str = Field(description="Environment.")
+    alias: str = Field(description="The alias given while the release is live there.")
+    reason: Literal["Live", "RolledBack"] = Field(
+        description="Live: the alias names this version (with tags). RolledBack: the alias "
+        "was moved to the version put back, or removed."
+    )
+    state: Literal["Synced", "Failed"] = Field(description="Whether the registry took it.")
+    version: str | None = Field(
+        default=None, description="The version the alias names now (none: removed)."
+    )
+    message: str | None = Field(default=None, description="What was done, or why not.")
+    at: str = Field(description="When (RFC 3339); a failure is tried again 30 s later.")
+
+
 class MlflowResolution(ApiModel):
     """The one MLflow version a release carries, as resolved."""
 
@@ -561,6 +578,11 @@ class MlflowResolution(ApiModel):
     run_id: str | None = Field(default=None, alias="runId", description="The run that logged it.")
     alias: str | None = Field(default=None, description="The alias it was resolved from, if any.")
     resolved_at: str = Field(alias="resolvedAt", description="When (RFC 3339).")
+    synced: list[RegistrySync] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The registry kept in step, by environment (never blocks a release).",
+    )
 
 
 class SourceStatus(ApiModel):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelgate.promotion.plan import RegistryObservation, RegistryQuery
+from modelgate.promotion.plan import RegistryObservation, RegistryQuery, SyncRegistry
 
 HASH_CHUNK = 1 << 20
 MAX_ANSWER_BYTES = 4 << 20  # registry answers are small; a listing of many files too
@@ -347,3 +347,33 @@ def headers_from_secret(
         username=data[username_key] if username_key else None,
         password=data[password_key] if password_key else None,
     )
+
+
+def perform_sync(
+    action: SyncRegistry, headers: Mapping[str, str], restored: str | None
+) -> tuple[bool, str, str | None]:
+    """Do one registry update: (done, what was done or why not, the version
+    the alias names now). ``restored``: the registered version put back in
+    the environment by a rollback, if it is one of the same model."""
+    registry = MlflowRegistry(action.tracking_uri, headers)
+    name, alias = action.name, action.alias
+    try:
+        if not action.rolled_back:
+            registry.set_alias(name, alias, action.version)
+            registry.set_tags(name, action.version, dict(action.tags))
+            return True, f"alias {alias} names version {action.version}", action.version
+        try:
+            current: str | None = registry.by_alias(name, alias).version
+        except MlflowError as error:
+            if error.transient or "not found" not in str(error):
+                raise
+            current = None
+        if current is not None and current != action.version:
+            return True, f"alias {alias} names version {current}, not this one: left so", current
+        if restored is not None:
+            registry.set_alias(name, alias, restored)
+            return True, f"alias {alias} moved back to version {restored}", restored
+        registry.delete_alias(name, alias)
+        return True, f"alias {alias} removed (no registered version was put back)", None
+    except MlflowError as error:
+        return False, f"{name}@{alias}: {error}", None

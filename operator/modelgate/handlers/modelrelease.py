@@ -18,7 +18,12 @@ from modelgate.backends.gitops import GitError
 from modelgate.backends.kube import (
     KubeTransientError,
 )
-from modelgate.backends.mlflow import MlflowError, headers_from_secret, observe_registry
+from modelgate.backends.mlflow import (
+    MlflowError,
+    headers_from_secret,
+    observe_registry,
+    perform_sync,
+)
 from modelgate.handlers.common import (
     AT_REST_FACTOR,
     AT_REST_PHASES,
@@ -46,6 +51,7 @@ from modelgate.promotion import (
     Rollback,
     StartTraining,
     StartVerification,
+    SyncRegistry,
     TrainingObservation,
     reconcile,
 )
@@ -53,6 +59,7 @@ from modelgate.promotion.analysis import due_queries
 from modelgate.promotion.conditions import READY, STALLED, set_condition
 from modelgate.promotion.keys import release_key
 from modelgate.promotion.plan import RegistryObservation
+from modelgate.promotion.registry_sync import record_sync, registered_version
 from modelgate.promotion.training import registry_query, training_job
 
 
@@ -138,7 +145,56 @@ def _act(
                     revision=revision,
                 )
                 _record_live(rt, environments[action.environment], entry)
+        elif isinstance(action, SyncRegistry) and release.status is not None:
+            try:
+                headers = _registry_headers(rt, release)
+                restored = (
+                    _restored_version(rt, release, environments[action.environment], action)
+                    if action.rolled_back
+                    else None
+                )
+                ok, message, version = perform_sync(action, headers, restored)
+            except (MlflowError, KubeTransientError) as error:
+                ok, message, version = False, str(error), None
+            record_sync(release.status, action, ok, message, version, now)
+            # Shown in status.source.mlflow.synced (and logged); never an error.
+            (logger.info if ok else logger.warning)(
+                "registry %s of %s: %s", action.environment, release_key(release), message
+            )
     return waiting
+
+
+def _registry_headers(rt: Runtime, release: ModelRelease) -> dict[str, str]:
+    """The registry credentials the release names (none: no header)."""
+    secret = release.spec.mlflow.credentials_secret if release.spec.mlflow else None
+    if secret is None:
+        return {}
+    return headers_from_secret(
+        rt.delivery.secret_data(release.namespace, secret.name),
+        secret.token_key, secret.username_key, secret.password_key,
+        f"{release.namespace}/{secret.name}",
+    )  # fmt: skip
+
+
+def _restored_version(
+    rt: Runtime, release: ModelRelease, environment: Environment, action: SyncRegistry
+) -> str | None:
+    """The registered version of the release live again where this one was rolled back."""
+    live = rt.delivery.observe(
+        release.namespace, {environment.name: environment}, release.spec.model.name,
+        release_key(release),
+    ).get(environment.name)  # fmt: skip
+    if live is None or live.release == release_key(release):
+        return None
+    namespace, _, name = live.release.partition("/")
+    try:
+        other = rt.clients.custom.get_namespaced_custom_object(
+            RELEASES[0], RELEASES[1], namespace, RELEASES[2], name
+        )
+        found = ModelRelease.model_validate(other)
+    except (ApiException, ValidationError):
+        return None
+    return registered_version(found.spec, found.status, action)
 
 
 def log_action(release: ModelRelease, action: Action) -> None:
@@ -271,15 +327,10 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
 def _registered(rt: Runtime, release: ModelRelease) -> RegistryObservation | None:
     """The registry's answer, when the release still has to resolve its version."""
     query = registry_query(release)
-    secret = release.spec.mlflow.credentials_secret if release.spec.mlflow else None
-    if query is None or secret is None:
-        return observe_registry(query)
-    where = f"{release.namespace}/{secret.name}"
+    if query is None:
+        return None
     try:
-        headers = headers_from_secret(
-            rt.delivery.secret_data(release.namespace, secret.name),
-            secret.token_key, secret.username_key, secret.password_key, where,
-        )  # fmt: skip
+        headers = _registry_headers(rt, release)
     except MlflowError as error:
         return RegistryObservation(error=str(error), transient=error.transient)
     return observe_registry(query, headers)

@@ -11,6 +11,7 @@ from modelgate.promotion.plan import (
     Rollback,
     StartTraining,
     StartVerification,
+    SyncRegistry,
     TrainingObservation,
 )
 from modelgate.promotion.reconcile import reconcile
@@ -26,6 +27,7 @@ __all__ = [
     "Rollback",
     "StartTraining",
     "StartVerification",
+    "SyncRegistry",
     "TrainingObservation",
     "reconcile",
 ]

@@ -191,7 +191,24 @@ class Rollback:
     reason: str | None = None
 
 
-Action = StartTraining | EvaluateGate | Deploy | StartVerification | Rollback
+@dataclass(frozen=True)
+class SyncRegistry:
+    """Keep the MLflow registry in step with an environment: while the
+    release is live there its version carries the alias (and tags); once it
+    is rolled back the alias goes to the version put back, or away."""
+
+    environment: str
+    tracking_uri: str
+    name: str
+    alias: str
+    version: str
+    rolled_back: bool
+    tags: tuple[tuple[str, str], ...] = ()
+    # The Secret with the registry's credentials: (name, token, user, password keys).
+    credentials: tuple[str, str | None, str | None, str | None] | None = None
+
+
+Action = StartTraining | EvaluateGate | Deploy | StartVerification | Rollback | SyncRegistry
 
 
 @dataclass(frozen=True)

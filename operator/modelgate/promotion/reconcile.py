@@ -32,6 +32,7 @@ from modelgate.promotion.evaluation import evaluate
 from modelgate.promotion.keys import gate_training_inputs
 from modelgate.promotion.plan import Event, Observed, Plan
 from modelgate.promotion.references import references_missing
+from modelgate.promotion.registry_sync import sync_registry
 from modelgate.promotion.training import train
 
 
@@ -66,6 +67,7 @@ def reconcile(
     if not evaluate(ctx, gate, observed):
         return _finish(ctx)
     promote(ctx, environments, observed)
+    sync_registry(ctx)
     return _finish(ctx)
 
 
