@@ -204,6 +204,14 @@ def verify_env(url: str, trained: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def train_another_model(output: Path) -> Path:
+    """A model of the same features that answers differently (a shallow tree)."""
+    params = {"estimator": "sklearn.tree.DecisionTreeClassifier", "max_depth": 3,
+              "exclude": ["gender"]}  # fmt: skip
+    train(contract_env(output, **{contract.PARAMS: json.dumps(params)}))
+    return output
+
+
 def test_verification_passes_for_the_gated_model(
     server: ModelServer, trained: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -220,18 +228,7 @@ def test_verification_fails_on_a_swapped_model(
 ) -> None:
     """The gated predictions are from one model, the server runs another
     (trained with different parameters): skew, exit 1, the first mismatch named."""
-    other = tmp_path / "other"
-    train(
-        contract_env(
-            other,
-            **{
-                contract.PARAMS: json.dumps(
-                    {"estimator": "sklearn.tree.DecisionTreeClassifier", "max_depth": 3,
-                     "exclude": ["gender"]}
-                )
-            },
-        )
-    )  # fmt: skip
+    other = train_another_model(tmp_path / "other")
     args = start_args(other / contract.MODEL_FILE, other / contract.METADATA_FILE)
     with running_model_server(args, tmp_path / "server.log") as swapped:
         assert verify_main(verify_env(swapped.url, trained)) == 1

@@ -12,7 +12,7 @@ import pytest
 from modelgate.trainer import contract
 from modelgate.trainer.train import train
 from modelgate.verify import main as verify_main
-from tests.integration.test_model_server import verify_env
+from tests.integration.test_model_server import train_another_model, verify_env
 from tests.support.mlserver import running_mlserver, sklearn_model_dir
 from tests.unit.test_trainer import contract_env
 
@@ -42,18 +42,7 @@ def test_mlserver_serving_the_gated_model_is_verified(
 def test_mlserver_serving_another_model_is_skew(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other = tmp_path / "other"
-    train(
-        contract_env(
-            other,
-            **{
-                contract.PARAMS: json.dumps(
-                    {"estimator": "sklearn.tree.DecisionTreeClassifier", "max_depth": 3,
-                     "exclude": ["gender"]}
-                )
-            },
-        )
-    )  # fmt: skip
+    other = train_another_model(tmp_path / "other")
     model = sklearn_model_dir(other / contract.MODEL_FILE, tmp_path / "model", "credit-risk", "1")
     with running_mlserver(model, tmp_path) as mlserver:
         assert verify_main(verify_env(mlserver.url, trained)) == 1

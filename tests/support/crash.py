@@ -43,6 +43,7 @@ from tests.support.cluster import (
 )
 from tests.support.emulator import RunningEmulator, running_emulator
 from tests.support.gitops_agent import GitOpsAgent, bare_repository, git
+from tests.support.processes import stop
 from tests.support.s3server import CREDENTIALS, S3Server, free_port, running_s3
 
 SAMPLE = EXAMPLES / "credit-risk"
@@ -189,13 +190,7 @@ def _own_liveness() -> tuple[str, str]:
 
 
 def stop_operator(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    stop(process)
 
 
 def documents(namespace: str, path: str, remote: Path) -> list[dict[str, Any]]:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import answers, serving
 from tests.support.s3server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,47 +63,14 @@ def running_mlflow(workdir: Path) -> Iterator[MlflowServer]:
         raise RuntimeError(f"{MLFLOW_BIN / 'mlflow'} is missing: run `make tools`")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = workdir / "mlflow.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(MLFLOW_BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{workdir / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(workdir / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-        )
-    server = MlflowServer(url=f"http://127.0.0.1:{port}", log=log)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{server.url}/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mlflow server not ready in 180 s: {log.read_text()[-3000:]}"
-                    ) from None
-                time.sleep(0.5)
+    server = MlflowServer(url=f"http://127.0.0.1:{port}", log=workdir / "mlflow.log")
+    command = [
+        str(MLFLOW_BIN / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination", str(workdir / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with serving(
+        command, server.log, answers(f"{server.url}/health"), "mlflow server", 180, workdir
+    ):
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ from pathlib import Path
 import joblib
 
 from modelgate.serving.model import trusted_loads
+from tests.support.processes import answers, serving
 from tests.support.s3server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,34 +66,7 @@ def running_mlserver(model_dir: Path, workdir: Path) -> Iterator[MLServer]:
     }
     (root / "settings.json").write_text(json.dumps(settings))
     shutil.copytree(model_dir, root / name, dirs_exist_ok=True)
-    log = workdir / "mlserver.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(MLSERVER), "start", str(root)], stdout=out, stderr=subprocess.STDOUT, cwd=root
-        )
-    server = MLServer(url=f"http://127.0.0.1:{http}", model=name, log=log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlserver exited: {log.read_text()[-3000:]}")
-            try:
-                ready = f"{server.url}/v2/models/{name}/ready"
-                with urllib.request.urlopen(ready, timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlserver was not ready within 120 s: {log.read_text()[-3000:]}"
-                )
-            time.sleep(0.3)
+    server = MLServer(url=f"http://127.0.0.1:{http}", model=name, log=workdir / "mlserver.log")
+    ready = answers(f"{server.url}/v2/models/{name}/ready")
+    with serving([str(MLSERVER), "start", str(root)], server.log, ready, "mlserver", 120, root):
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)

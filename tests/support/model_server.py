@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import stop
 from tests.support.s3server import free_port
 
 
@@ -103,13 +104,7 @@ def running_model_server(
             raise RuntimeError(f"the model server did not answer {probe}: {log.read_text()}")
         yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(process, grace=10)
 
 
 def start_args(model: Path, metadata: Path, *extra: str) -> list[str]:

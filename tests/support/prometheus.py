@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from tests.support.processes import answers, serving
 from tests.support.s3server import free_port
 
 
@@ -74,36 +73,12 @@ def running_prometheus(
         )
     )
     port = free_port()
-    log = workdir / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Prometheus(url=f"http://127.0.0.1:{port}", log=log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("prometheus was not ready within 60 s") from None
-                time.sleep(0.2)
+    server = Prometheus(url=f"http://127.0.0.1:{port}", log=workdir / "prometheus.log")
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with serving(command, server.log, answers(f"{server.url}/-/ready"), "prometheus", 60):
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
