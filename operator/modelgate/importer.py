@@ -49,7 +49,7 @@ from modelgate.backends.mlflow import (
 from modelgate.serving.artifacts import ModelLoadError
 from modelgate.serving.model import trusted_loads
 from modelgate.serving.scoring import ScoreSettings, ScoringError, score
-from modelgate.serving.verify import Served
+from modelgate.serving.served import Served
 from modelgate.trainer import contract
 from modelgate.trainer.train import (
     TASKS,

@@ -22,7 +22,7 @@ from pathlib import Path
 from modelgate.api.common import parse_duration
 from modelgate.serving.artifacts import read_artifact, verified
 from modelgate.serving.scoring import DEFAULT_BATCH_ROWS, ScoreSettings, score
-from modelgate.serving.verify import Served
+from modelgate.serving.served import Served
 from modelgate.trainer.contract import PREDICTIONS_FILE
 
 EXIT_SCORED, EXIT_ERROR = 0, 2

@@ -15,7 +15,7 @@ import pytest
 
 from modelgate.score import main as score_main
 from modelgate.serving.scoring import ScoreSettings, ScoringError, score
-from modelgate.serving.verify import Served
+from modelgate.serving.served import Served
 from modelgate.trainer import contract
 from modelgate.trainer.train import train
 from tests.support.mlserver import MLServer, running_mlserver, sklearn_model_dir

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from modelgate.serving.oip_client import AnswerError, infer_body, read_answers
-from modelgate.serving.verify import Served, compare
+from modelgate.serving.served import Served
+from modelgate.serving.verify import compare
 
 
 def test_a_request_has_one_typed_tensor_per_column_and_asks_for_pandas() -> None:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from modelgate.gates.source import source_of
 from modelgate.serving import oip_client
-from modelgate.serving.verify import Served
+from modelgate.serving.served import Served
 from modelgate.trainer.contract import PREDICTIONS_ROW_GROUP, label_string
 
 DEFAULT_BATCH_ROWS = 1024

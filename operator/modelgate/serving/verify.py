@@ -26,6 +26,7 @@ import pandas as pd
 
 from modelgate.serving import oip_client
 from modelgate.serving.artifacts import read_artifact, verified
+from modelgate.serving.served import Served
 from modelgate.trainer.contract import label_string
 
 
@@ -110,28 +111,6 @@ def sample_indices(total: int, size: int) -> list[int]:
         return list(range(total))
     step = total / size
     return [int(i * step) for i in range(size)]
-
-
-@dataclass(frozen=True)
-class Served:
-    """What the release's metadata.json says the model takes and answers."""
-
-    features: list[str]
-    task: str
-    positive_label: str
-    classes: list[str]
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, Any]) -> Served:
-        features = [str(f["name"]) for f in metadata.get("features") or [] if "name" in f]
-        if not features:
-            raise RuntimeError("the release's metadata.json lists no features")
-        return cls(
-            features=features,
-            task=str(metadata.get("task", "binary")),
-            positive_label=str(metadata.get("positiveLabel", "1")),
-            classes=[str(c) for c in metadata.get("classes") or []],
-        )
 
 
 def compare(
