@@ -108,9 +108,7 @@ def train(
                 "a registered model is imported and scored with the operator's server image, "
                 "and there is none: set MODELGATE_SERVER_IMAGE (the chart does)"
             )
-            ctx.status.phase = Phase.FAILED
-            ctx.condition(cond.TRAINED, False, "ImporterUnavailable", message)
-            stalled(ctx, "ImporterUnavailable", message)
+            _training_failed(ctx, message, "ImporterUnavailable")
             return False
     key = training_key(release, gate, registered)
     job_name = training_job_name(release, key)
