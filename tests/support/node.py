@@ -8,6 +8,7 @@ ones. :class:`TestNode` registers a Ready Node, binds unscheduled Pods to it
 - Images: only the project's own (``ghcr.io/modelgate/modelgate`` or
   ``modelgate``, any tag or digest) run, and only its own commands
   (``python -m modelgate.trainer``, ``.evaluate``, ``.server``, ``.verify``,
+  ``.importer``,
   ``modelgate``);
   ``python`` is this test run's interpreter. Any other image stays Waiting
   with reason ``ErrImagePull`` and a message saying so; another command
@@ -78,6 +79,7 @@ PROJECT_MODULES = (
     "modelgate.evaluate",
     "modelgate.server",
     "modelgate.verify",
+    "modelgate.importer",
 )
 DEFAULT_COMMAND = ("python", "-m", "modelgate")  # the image's CMD (Dockerfile)
 NODE_NAME = "modelgate-test-node"
