@@ -56,19 +56,13 @@ def _resolved_version(ctx: Context, observed: Observed) -> str | None:
     named = f"{spec.name}@{spec.alias}" if spec.alias else f"{spec.name} version {spec.version}"
     answer = observed.registered
     if answer is None or (answer.error is None and answer.version is None):
-        ctx.status.phase = Phase.TRAINING
         message = f"asking the MLflow registry at {spec.tracking_uri} for {named}"
-        ctx.condition(cond.TRAINED, None, "ResolvingModel", message)
-        progressing(ctx, "ResolvingModel", message)
-        ctx.plan.requeue_after = WAIT_FOR_ROLLOUT
+        _waiting_for_registry(ctx, "ResolvingModel", message, WAIT_FOR_ROLLOUT)
         return None
     if answer.error is not None:
         if answer.transient:
-            ctx.status.phase = Phase.TRAINING
             message = f"{named}: {answer.error}; asking again"
-            ctx.condition(cond.TRAINED, None, "RegistryUnavailable", message)
-            progressing(ctx, "RegistryUnavailable", message)
-            ctx.plan.requeue_after = REGISTRY_RETRY
+            _waiting_for_registry(ctx, "RegistryUnavailable", message, REGISTRY_RETRY)
             return None
         _training_failed(
             ctx,
@@ -90,6 +84,13 @@ def _resolved_version(ctx: Context, observed: Observed) -> str | None:
         Event("Normal", "ModelResolved", f"{named} is version {version}: importing it")
     )
     return version
+
+
+def _waiting_for_registry(ctx: Context, reason: str, message: str, delay: timedelta) -> None:
+    ctx.status.phase = Phase.TRAINING
+    ctx.condition(cond.TRAINED, None, reason, message)
+    progressing(ctx, reason, message)
+    ctx.plan.requeue_after = delay
 
 
 def train(

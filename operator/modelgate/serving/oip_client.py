@@ -80,6 +80,15 @@ def wait_ready(url: str, model: str, timeout: float, version: str | None = None)
     )
 
 
+def _json_value(value: Any) -> Any:
+    """A value as a JSON tensor holds it: numpy scalars as Python, NaN as null."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 def _datatype(values: Sequence[Any]) -> str:
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, bool) for v in present):
@@ -96,16 +105,12 @@ def infer_body(columns: Mapping[str, Sequence[Any]], outputs: Sequence[str]) -> 
     rows = {len(v) for v in columns.values()}
     if len(rows) != 1:
         raise ValueError(f"columns of different lengths: {sorted(rows)}")
+    data = {name: [_json_value(v) for v in values] for name, values in columns.items()}
     return {
         "parameters": {"content_type": "pd"},
         "inputs": [
-            {
-                "name": name,
-                "shape": [len(values)],
-                "datatype": _datatype(values),
-                "data": list(values),
-            }
-            for name, values in columns.items()
+            {"name": name, "shape": [len(values)], "datatype": _datatype(values), "data": values}
+            for name, values in data.items()
         ],
         "outputs": [{"name": name} for name in outputs],
     }

@@ -15,7 +15,6 @@ is half-written under the final name.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,12 +53,6 @@ class ScoreResult:
     rows: int
     requests: int
     seconds: float
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def _answer_columns(answers: oip_client.Answers, served: Served) -> dict[str, pa.Array]:
@@ -113,7 +106,7 @@ def scored_batches(settings: ScoreSettings, served: Served) -> Iterator[tuple[pa
     infer = f"{oip_client.model_path(settings.url, settings.model_name)}/infer"
     outputs = ["predict"] if served.task == "regression" else ["predict", "predict_proba"]
     for first, batch in _requests(source.positioned_batches(), settings.batch_rows):
-        columns = {f: [_plain(v) for v in batch.column(f).to_pylist()] for f in served.features}
+        columns = {f: batch.column(f).to_pylist() for f in served.features}
         body = json.dumps(oip_client.infer_body(columns, outputs), allow_nan=False).encode()
         status, answer = oip_client.request(infer, body, settings.request_timeout_seconds)
         rows = f"rows {first}..{first + batch.num_rows - 1}"

@@ -97,14 +97,6 @@ def _table(data: bytes) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(data))
 
 
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def sample_indices(total: int, size: int) -> list[int]:
     """Evenly spread rows: deterministic, and covering the whole file."""
     if total <= size:
@@ -184,7 +176,7 @@ def verify(settings: VerifySettings) -> VerifyResult:
     infer = f"{oip_client.model_path(url, name)}/infer"
     for index in indices:
         row = predictions.iloc[index]
-        body = oip_client.infer_body({f: [_plain(row[f])] for f in served.features}, outputs)
+        body = oip_client.infer_body({f: [row[f]] for f in served.features}, outputs)
         started = time.perf_counter()
         status, answer = oip_client.request(infer, json.dumps(body).encode())
         result.latencies.append(time.perf_counter() - started)
