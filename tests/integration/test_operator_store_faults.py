@@ -9,6 +9,7 @@ bytes stop it (fail closed) with a condition that says why.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -77,15 +78,28 @@ def errors(reason: str) -> float:
     return value or 0.0
 
 
-def staging_deployments(world: World) -> list[str]:
-    return [
-        d["metadata"]["name"] for d in world.emulator.objects("deployments", "credit-risk-staging")
-    ]
+def rollouts(world: World, name: str) -> dict[str, object]:
+    """The Deployments (and their generations) in the release's own stage."""
+    return {
+        d["metadata"]["name"]: d["metadata"].get("generation")
+        for d in world.emulator.objects("deployments", f"ml-{name}")
+    }
 
 
 def start(world: World, name: str, version: str) -> None:
+    """The release, promoted to a stage of its own (a copy of staging): the
+    tests run in any order, and one test's release going live must not
+    replace another's while it is verified."""
+    stage = copy.deepcopy(
+        next(d for d in _documents("environments.yaml") if d["metadata"]["name"] == "staging")
+    )
+    stage["metadata"]["name"] = name
+    stage["spec"]["namespace"] = f"ml-{name}"
+    for item in stage["spec"]["config"]:  # its own hosts: no leakage from staging's
+        item["value"] = item["value"].replace("staging", name)
+    create(world.api, stage, NAMESPACE)
     document = release_document(**{"metadata.name": name, "spec.model.version": version})
-    document["spec"]["promotion"] = {"environments": ["staging"]}
+    document["spec"]["promotion"] = {"environments": [name]}
     create(world.api, document, NAMESPACE)
 
 
@@ -131,10 +145,7 @@ def test_corrupted_predictions_fail_closed(world: World) -> None:
     refuses it, every check is Inconclusive naming the evaluation Job, the
     gate blocks, nothing is deployed, and the reason is said once."""
     name = "credit-risk-corrupted"
-    rollouts_before = {
-        d["metadata"]["name"]: d["metadata"].get("generation")
-        for d in world.emulator.objects("deployments", "credit-risk-staging")
-    }
+    rollouts_before = rollouts(world, name)
     corrupted = world.proxy.corrupt("GET", "/sha256/", times=10_000)
     try:
         start(world, name, "8.0.0")
@@ -159,10 +170,7 @@ def test_corrupted_predictions_fail_closed(world: World) -> None:
     assert found["Stalled"]["status"] == "True"
     # Fail closed: nothing deployed, nothing rolled out again.
     assert release["status"].get("environments", []) == []
-    assert {
-        d["metadata"]["name"]: d["metadata"].get("generation")
-        for d in world.emulator.objects("deployments", "credit-risk-staging")
-    } == rollouts_before
+    assert rollouts(world, name) == rollouts_before == {}
 
 
 def test_training_outputs_the_operator_cannot_find_fail_the_release_closed(

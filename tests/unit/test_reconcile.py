@@ -720,3 +720,41 @@ def test_a_failed_evaluation_runs_again_only_when_spec_evaluation_changes() -> N
 
 def release_of(release: ModelRelease, plan: Plan) -> ModelRelease:
     return release.model_copy(update={"status": plan.status})
+
+
+def test_a_release_replaced_while_it_is_verified_goes_no_further() -> None:
+    """Another release goes live in staging while this one's verification
+    there still runs: staging never proved anything about it, so it is not
+    promoted to production; it settles, saying what replaced it."""
+    verification = {"image": "verify:1", "command": ["verify"]}
+    envs = make_envs(verification=verification)
+    envs["staging"] = make_env(
+        "staging",
+        config=[{"name": "URL", "value": "https://staging.example.com"}],
+        verification=verification,
+    )
+    world = VerifyingWorld(verification="Running")
+    release, _ = drive(make_release(), world, envs=envs)
+    assert release.status is not None
+    assert [e.phase for e in release.status.environments] == ["Verifying", "Pending"]
+    world.deployments["staging"] = DeploymentObservation(
+        environment="staging",
+        release="team/m-2",
+        image=DIGEST_IMAGE,
+        config_hash="f" * 64,
+        deployed_at=format_time(NOW),
+    )
+    deploys = len(world.deploys)
+    for _ in range(3):  # settled: the same answer every time, nothing done
+        plan = reconcile(release, make_gate(), envs, world.observed(), NOW)
+        release = world.act(release, plan, NOW)
+        assert plan.actions == []
+        assert len(world.deploys) == deploys
+        staging, production = plan.status.environments
+        assert (staging.phase, staging.unfinished) == ("Superseded", True)
+        assert "replaced by team/m-2 before its verification finished" in (staging.message or "")
+        assert production.phase == "Pending"
+        assert plan.status.phase == "Blocked"
+        assert condition(release, "Stalled")[:2] == ("True", "Superseded")
+        assert condition(release, "Ready")[0] == "False"
+        assert condition(release, "Verified")[:2] == ("False", "Superseded")

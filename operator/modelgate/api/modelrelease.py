@@ -551,6 +551,11 @@ class EnvironmentProgress(ApiModel):
         description="The config of this release that was live here before the change being "
         "rolled out (what a failed verification puts back).",
     )
+    unfinished: bool | None = Field(
+        default=None,
+        description="Superseded here by another release before this one was realized (its "
+        "rollout ready, verified, its analysis passed): this release is promoted no further.",
+    )
     message: str | None = Field(default=None, description="What it waits for or what blocks it.")
 
 

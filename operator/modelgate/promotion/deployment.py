@@ -90,9 +90,11 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
         elif not mine and _reached(earlier):
             # Live here before and replaced since: never deploy again.
             assert earlier is not None
-            entry = earlier.model_copy()
-            entry.phase = EnvironmentPhase.SUPERSEDED
-            entry.message = f"replaced by {live.release if live else 'nothing'} since"
+            entry = _superseded(earlier, live)
+            if entry.unfinished:
+                # Replaced before it was realized here: what this environment
+                # should have proven about it never was, so it goes no further.
+                blocker = blocker or ("Superseded", f"{name}: {entry.message}", True)
         elif live is not None and mine and live.image == ctx.image and live.config_hash == digest:
             entry = _realized(ctx, env, live, digest, earlier)
             same = earlier is not None and earlier.config_hash == digest
@@ -128,7 +130,9 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
             rollout = earlier.rollout if earlier is not None and earlier.rollout else 1
             entry, blocker = _try_deploy(ctx, env, merged, digest, soaked_until, entry, rollout)
 
-        if entry.phase not in (EnvironmentPhase.DEPLOYED, EnvironmentPhase.SUPERSEDED):
+        if entry.phase not in (EnvironmentPhase.DEPLOYED, EnvironmentPhase.SUPERSEDED) or (
+            entry.unfinished
+        ):
             reached_before = False
             if entry.phase == EnvironmentPhase.DEPLOYING and blocker is None:
                 blocker = ("Deploying", entry.message or f"deploying to {name}", False)
@@ -203,6 +207,37 @@ def _deployed_message(progress: list[EnvironmentProgress]) -> str:
     if replaced:
         message += f"; replaced since in {', '.join(replaced)} (config changes no longer go there)"
     return message
+
+
+# What a first rollout still lacked, by the phase it was replaced in.
+_UNFINISHED = {
+    EnvironmentPhase.DEPLOYING: "its rollout was ready",
+    EnvironmentPhase.VERIFYING: "its verification finished",
+    EnvironmentPhase.ANALYZING: "its analysis finished",
+}
+
+
+def _superseded(
+    earlier: EnvironmentProgress, live: DeploymentObservation | None
+) -> EnvironmentProgress:
+    """The entry of an environment where this release went live and another
+    one (or nothing) has replaced it since."""
+    entry = earlier.model_copy()
+    entry.phase = EnvironmentPhase.SUPERSEDED
+    by = live.release if live else "nothing"
+    if earlier.unfinished:
+        return entry  # its message names what replaced it, then
+    step = _UNFINISHED.get(earlier.phase)
+    if step is None or (earlier.rollout or 1) > 1:
+        # Realized here (a later config change may have been under way).
+        entry.message = f"replaced by {by} since"
+        return entry
+    entry.unfinished = True
+    entry.message = (
+        f"replaced by {by} before {step}: this release is promoted no further; "
+        "create a new release of this model to promote it again"
+    )
+    return entry
 
 
 def _reached(earlier: EnvironmentProgress | None) -> bool:

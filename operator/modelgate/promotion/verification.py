@@ -154,9 +154,13 @@ def verified_condition(
         for p in progress
         if p.verified_at and environments[p.name].spec.verification is not None
     ]
+    unfinished = [p for p in progress if p.unfinished]
     if failed:
         message = "; ".join(f"{p.name}: {p.message}" for p in failed if p.message)
         ctx.condition(cond.VERIFIED, False, "VerificationFailed", message)
+    elif unfinished:
+        message = "; ".join(f"{p.name}: {p.message}" for p in unfinished if p.message)
+        ctx.condition(cond.VERIFIED, False, "Superseded", message)
     elif verifying:
         ctx.condition(cond.VERIFIED, None, "Verifying", f"verifying in {', '.join(verifying)}")
     elif checked:
