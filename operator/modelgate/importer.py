@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
@@ -46,10 +46,18 @@ from modelgate.backends.mlflow import (
     MlflowRegistry,
     headers_from_environment,
 )
+from modelgate.serving import oip_client
 from modelgate.serving.artifacts import ModelLoadError
 from modelgate.serving.model import trusted_loads
-from modelgate.serving.scoring import ScoreSettings, ScoringError, score
+from modelgate.serving.runtime import (
+    ModelServerCommand,
+    ModelServerError,
+    free_port,
+    running_model_server,
+)
+from modelgate.serving.scoring import ScoreResult, ScoreSettings, ScoringError, score
 from modelgate.serving.served import Served
+from modelgate.serving.served_model import ServedModel
 from modelgate.trainer import contract
 from modelgate.trainer.train import (
     TASKS,
@@ -66,8 +74,8 @@ from modelgate.trainer.train import (
 READY_TIMEOUT_SECONDS = 120.0
 
 
-def skops_model(fetched: FetchedModel) -> Path:
-    """The model file of an MLflow scikit-learn model saved with skops."""
+def _sklearn_flavor(fetched: FetchedModel) -> dict[str, Any]:
+    """The MLmodel file's description, after checking it has the sklearn flavor."""
     mlmodel = fetched.root / "MLmodel"
     if not mlmodel.exists():
         raise ContractError("the registered version has no MLmodel file: not an MLflow model")
@@ -83,12 +91,12 @@ def skops_model(fetched: FetchedModel) -> Path:
             f"the registered model has no sklearn flavor (it has {found}): the reference "
             "server serves scikit-learn models"
         )
-    if sklearn.get("serialization_format") != "skops":
-        raise ContractError(
-            f"the model is saved as {sklearn.get('serialization_format')!r}; the reference server "
-            "loads only skops (never pickle): log it with mlflow.sklearn.log_model("
-            "..., serialization_format='skops')"
-        )
+    return dict(description)
+
+
+def flavor_model_file(fetched: FetchedModel, description: dict[str, Any]) -> Path:
+    """The model file the sklearn flavor names, whatever its format."""
+    sklearn = description["flavors"]["sklearn"]
     path = (fetched.root / str(sklearn.get("pickled_model") or "")).resolve()
     if fetched.root.resolve() not in path.parents or not path.is_file():
         raise ContractError(
@@ -97,18 +105,42 @@ def skops_model(fetched: FetchedModel) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def skops_model(fetched: FetchedModel) -> Path:
+    """The model file of an MLflow scikit-learn model saved with skops."""
+    description = _sklearn_flavor(fetched)
+    sklearn = description["flavors"]["sklearn"]
+    if sklearn.get("serialization_format") != "skops":
+        raise ContractError(
+            f"the model is saved as {sklearn.get('serialization_format')!r}; the reference server "
+            "loads only skops (never pickle): log it with mlflow.sklearn.log_model("
+            "..., serialization_format='skops'), or serve it with a model server of its own"
+        )
+    return flavor_model_file(fetched, description)
+
+
+def signature_features(description: dict[str, Any]) -> list[str]:
+    """The model's input columns, from the signature MLflow logged with it."""
+    signature = description.get("signature")
+    inputs = signature.get("inputs") if isinstance(signature, dict) else None
+    try:
+        columns = json.loads(inputs) if isinstance(inputs, str) else None
+    except json.JSONDecodeError:
+        columns = None
+    names = [c.get("name") for c in columns or [] if isinstance(c, dict)]
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ContractError(
+            "the registered model has no column-based signature, so the columns its server "
+            "takes are unknown: log it with a signature (mlflow.models.infer_signature, or an "
+            "input_example) of named columns"
+        )
+    return [str(n) for n in names]
 
 
 @contextmanager
 def reference_server(model: Path, metadata: Path, log: Path) -> Iterator[str]:
     """The reference server on the model, on loopback, as it will serve it
     (every row scored: the gate judges rows outside the training ranges too)."""
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "modelgate.server",
         "--model", str(model), "--model-sha256", sha256_file(model),
@@ -163,6 +195,57 @@ def describe(
     }
 
 
+def _served_by(env: Mapping[str, str]) -> ModelServerCommand | None:
+    text = env.get(contract.MODEL_SERVER)
+    if not text:
+        return None
+    try:
+        return ModelServerCommand.from_wire(text, contract.MODEL_SERVER)
+    except ValueError as error:
+        raise ContractError(str(error)) from None
+
+
+def _training_classes(frame: pd.DataFrame, target: str, task: str) -> list[str]:
+    """The classes in scikit-learn's order (``np.unique`` of the training
+    labels): the column order of a server's ``predict_proba`` that does not
+    name it."""
+    if task == "regression":
+        return []
+    return contract.label_strings(np.unique(frame[target].dropna().to_numpy()))
+
+
+def _findings(
+    metadata: dict[str, Any], estimator: Any, eval_path: Path, env: Mapping[str, str]
+) -> None:
+    """What only the model can tell the gate, as the trainer records it."""
+    importance, behavior = model_findings(
+        estimator, read_table(eval_path), [f["name"] for f in metadata["features"]], env
+    )
+    metadata["importance"] = importance
+    metadata["importanceScoring"] = "r2" if metadata["task"] == "regression" else "accuracy"
+    metadata["behavior"] = behavior
+
+
+def _score(
+    url: str, model_name: str, eval_path: Path, env: Mapping[str, str], output: Path,
+    metadata: dict[str, Any], server_log: Path,
+) -> ScoreResult:  # fmt: skip
+    """The evaluation data scored through the server into predictions.parquet."""
+    settings = ScoreSettings(
+        url=url,
+        model_name=model_name,
+        data=eval_path,
+        target=env[contract.TARGET],
+        output=output / contract.PREDICTIONS_FILE,
+        ready_timeout_seconds=READY_TIMEOUT_SECONDS,
+    )
+    try:
+        return score(settings, Served.from_metadata(metadata))
+    except (ScoringError, RuntimeError, oip_client.AnswerError) as error:
+        log = server_log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise ContractError(f"scoring through the model server: {error} {log}") from None
+
+
 def import_model(env: Mapping[str, str]) -> dict[str, Any]:
     started = time.time()
     task = env.get(contract.TASK, "binary")
@@ -176,6 +259,7 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
     ]  # fmt: skip
     if missing:
         raise ContractError(f"missing environment variables: {', '.join(missing)}")
+    served_by = _served_by(env)
     output = Path(env.get(contract.OUTPUT_DIR) or tempfile.mkdtemp(prefix="modelgate-import-"))
     output.mkdir(parents=True, exist_ok=True)
     work = output / ".import"
@@ -186,27 +270,9 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
         fetched = registry.fetch(name, version, work / "model")
     except MlflowError as error:
         raise ContractError(f"{name} version {version}: {error}") from None
-    model_file = skops_model(fetched)
-    try:
-        estimator = trusted_loads(model_file.read_bytes())
-    except ModelLoadError as error:
-        raise ContractError(f"{name} version {version}: {error}") from None
-    shutil.copyfile(model_file, output / contract.MODEL_FILE)
-
     train_path = fetch_input(env[contract.TRAIN_DATA], work / "inputs")
     eval_path = fetch_input(env[contract.EVAL_DATA], work / "inputs")
-    train_frame = read_table(train_path)
-    metadata = describe(estimator, train_frame, env, task)
-    del train_frame
-    # What only the model can tell the gate, as the trainer records it.
-    importance, behavior = model_findings(
-        estimator, read_table(eval_path), [f["name"] for f in metadata["features"]], env
-    )
-    metadata["importance"] = importance
-    metadata["importanceScoring"] = "r2" if task == "regression" else "accuracy"
-    metadata["behavior"] = behavior
-    del estimator  # the scoring below holds a batch at a time
-    metadata["source"] = {
+    source = {
         "mlflow": {
             "trackingUri": env[contract.MLFLOW_TRACKING_URI],
             "name": name,
@@ -217,25 +283,59 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
         }
     }
     metadata_path = output / contract.METADATA_FILE
-    metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    server_log = work / "server.log"
+    if served_by is None:
+        # The reference server's way: the model is read here (skops, trusted
+        # types only) for what it takes, then served as it will be.
+        model_file = skops_model(fetched)
+        try:
+            estimator = trusted_loads(model_file.read_bytes())
+        except ModelLoadError as error:
+            raise ContractError(f"{name} version {version}: {error}") from None
+        shutil.copyfile(model_file, output / contract.MODEL_FILE)
+        metadata = describe(estimator, read_table(train_path), env, task)
+        _findings(metadata, estimator, eval_path, env)
+        del estimator  # the scoring below holds a batch at a time
+        metadata["source"] = source
+        metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+        with reference_server(output / contract.MODEL_FILE, metadata_path, server_log) as url:
+            result = _score(url, str(env.get(contract.MODEL_NAME) or ""), eval_path, env,
+                            output, metadata, server_log)  # fmt: skip
+    else:
+        # A model server of the release's own loads the model, never this
+        # process: what it takes comes from the signature, what it does from
+        # its answers.
+        description = _sklearn_flavor(fetched)
+        model_file = flavor_model_file(fetched, description)
+        features = signature_features(description)
+        served_file = work / "served" / model_file.name
+        served_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_file, served_file)
+        shutil.copyfile(model_file, output / contract.SERVED_MODEL_FILE)
+        train_frame = read_table(train_path)
+        classes = _training_classes(train_frame, env[contract.TARGET], task)
+        try:
+            with running_model_server(served_by, served_file, server_log) as url:
+                model = ServedModel(url, served_by.model_name, features, task, classes)
+                metadata = describe(model, train_frame, env, task)
+                del train_frame
+                try:
+                    _findings(metadata, model, eval_path, env)
+                except oip_client.AnswerError as error:
+                    raise ContractError(f"asking the model server: {error}") from None
+                metadata["source"] = source
+                metadata["servedBy"] = {
+                    "modelName": served_by.model_name,
+                    "modelFile": model_file.name,
+                    "sha256": sha256_file(served_file),
+                }
+                metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+                result = _score(url, served_by.model_name, eval_path, env, output, metadata,
+                                server_log)  # fmt: skip
+        except ModelServerError as error:
+            raise ContractError(f"{name} version {version}: {error}") from None
 
     predictions = output / contract.PREDICTIONS_FILE
-    served = Served.from_metadata(metadata)
-    with reference_server(output / contract.MODEL_FILE, metadata_path, work / "server.log") as url:
-        settings = ScoreSettings(
-            url=url,
-            model_name=str(env.get(contract.MODEL_NAME) or ""),
-            data=eval_path,
-            target=env[contract.TARGET],
-            output=predictions,
-            ready_timeout_seconds=READY_TIMEOUT_SECONDS,
-        )
-        try:
-            result = score(settings, served)
-        except (ScoringError, RuntimeError) as error:
-            log = (work / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
-            raise ContractError(f"scoring through the reference server: {error} {log}") from None
-
     # What the served scores are compared with live (as the trainer records it).
     column = "y_pred" if task == "regression" else "y_score"
     metadata["scoreReference"] = (

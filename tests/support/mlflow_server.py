@@ -24,21 +24,41 @@ class MlflowServer:
     url: str
     log: Path
 
-    def register_sklearn(self, pipeline_skops: Path, name: str, workdir: Path) -> str:
+    def register_sklearn(
+        self,
+        pipeline_skops: Path,
+        name: str,
+        workdir: Path,
+        *,
+        pickled: bool = False,
+        signature_from: Path | None = None,
+    ) -> str:
         """Log the pipeline of a skops artifact as an MLflow scikit-learn
         model (as a team training elsewhere would) and register it as a new
-        version of ``name``; the version."""
+        version of ``name``; the version. ``pickled``: saved with cloudpickle
+        (what MLServer's scikit-learn runtime loads) instead of skops;
+        ``signature_from``: a CSV holding the pipeline's columns, for the
+        signature (inputs and output) logged with it."""
         script = textwrap.dedent(
             f"""
-            import json, mlflow, mlflow.sklearn, skops.io as sio
+            import json, mlflow, mlflow.sklearn, pandas as pd, skops.io as sio
+            from mlflow.models import infer_signature
             data = open({str(pipeline_skops)!r}, "rb").read()
             trusted = sio.get_untrusted_types(data=data)
             pipeline = sio.loads(data, trusted=trusted)
+            signature = None
+            if {str(signature_from or "")!r}:
+                frame = pd.read_csv({str(signature_from or "")!r})
+                features = list(pipeline.feature_names_in_)
+                signature = infer_signature(frame[features], pipeline.predict(frame[features]))
+            options = dict(serialization_format="cloudpickle") if {pickled!r} else dict(
+                skops_trusted_types=trusted
+            )
             mlflow.set_tracking_uri({self.url!r})
             with mlflow.start_run():
                 info = mlflow.sklearn.log_model(
                     pipeline, name="model", registered_model_name={name!r},
-                    skops_trusted_types=trusted,
+                    signature=signature, **options,
                 )
             print(json.dumps({{"version": str(info.registered_model_version)}}))
             """

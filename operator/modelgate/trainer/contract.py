@@ -43,6 +43,10 @@ MLFLOW_PASSWORD: Final = "MLFLOW_TRACKING_PASSWORD"
 
 # Outputs (file names in OUTPUT_DIR).
 MODEL_FILE: Final = "model.skops"  # the fitted model, skops format (never pickle)
+# Or a model that only its own server loads (any format, a pickle too): an
+# import run served by a model server of the release's (metadata.json's
+# servedBy names the file name the server is given).
+SERVED_MODEL_FILE: Final = "model.served"
 # Evaluation columns + y_true, y_pred, y_score. Parquet in row groups of
 # PREDICTIONS_ROW_GROUP rows: the unit a sharded evaluation splits.
 PREDICTIONS_FILE: Final = "predictions.parquet"
@@ -61,7 +65,7 @@ OUTPUTS: Final = {
 
 # What is taken from any training run, per output: the first file present.
 ACCEPTED_OUTPUTS: Final[dict[str, tuple[str, ...]]] = {
-    "model": (MODEL_FILE,),
+    "model": (MODEL_FILE, SERVED_MODEL_FILE),
     "predictions": (PREDICTIONS_FILE, PREDICTIONS_CSV_FILE),
     "metadata": (METADATA_FILE,),
 }
@@ -79,6 +83,11 @@ SERVER_INPUTS: Final = (
     SERVER_METADATA_URI,
     SERVER_METADATA_SHA256,
 )
+
+# The import run scores through a model server of the release's own, run as
+# a local process: JSON {command, modelName, env: [{name, value}]} (see
+# modelgate.serving.runtime for what the command is told).
+MODEL_SERVER: Final = "MODELGATE_MODEL_SERVER"
 
 # Keys of MODELGATE_PARAMS the reference trainer reserves; the rest go to the
 # estimator's constructor.

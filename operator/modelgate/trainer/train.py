@@ -433,7 +433,10 @@ def fetch_input(uri: str, folder: Path) -> Path:
 def upload_outputs(output: Path, uri: str) -> None:
     """Copy the contract's output files to ``uri`` (s3://bucket/prefix)."""
     client = _s3_client()
-    for file in contract.OUTPUTS.values():
+    for name, accepted in contract.ACCEPTED_OUTPUTS.items():
+        file = next((f for f in accepted if (output / f).exists()), None)
+        if file is None:
+            raise ContractError(f"no {name} output to write: none of {list(accepted)}")
         try:
             write_uri(client, f"{uri.rstrip('/')}/{file}", (output / file).read_bytes())
         except ArtifactError as error:
