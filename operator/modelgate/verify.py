@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 
 from modelgate.api.common import parse_duration
+from modelgate.api.environment import SERVED_MODEL_NAME
 from modelgate.serving.verify import VerifySettings, verify
 
 EXIT_VERIFIED, EXIT_SKEW, EXIT_ERROR = 0, 1, 2
@@ -23,7 +24,7 @@ EXIT_VERIFIED, EXIT_SKEW, EXIT_ERROR = 0, 1, 2
 # Variables of the built-in verification (next to MODELGATE_VERIFY_URL,
 # MODELGATE_MODEL_NAME, MODELGATE_PREDICTIONS_URI/_SHA256 and
 # MODELGATE_METADATA_URI/_SHA256, which every verification gets).
-SERVED_NAME = "MODELGATE_VERIFY_MODEL_NAME"
+SERVED_NAME = SERVED_MODEL_NAME
 SAMPLE = "MODELGATE_VERIFY_SAMPLE"
 MAX_MISMATCH_RATE = "MODELGATE_VERIFY_MAX_MISMATCH_RATE"
 SCORE_TOLERANCE = "MODELGATE_VERIFY_SCORE_TOLERANCE"

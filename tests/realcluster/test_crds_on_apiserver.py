@@ -444,6 +444,18 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
             "a release of a registered MLflow model serves",
         ),
         (
+            "ModelRelease serving ModelServer without server",
+            _release(training=_DELETE, mlflow=_MLFLOW, serving="ModelServer", image="m:1"),
+            "spec",
+            "serving ModelServer needs server",
+        ),
+        (
+            "ModelRelease a trained model served by a model server",
+            _release(serving="ModelServer", image="m:1", server={"modelName": "m"}),
+            "spec",
+            "serving ModelServer serves a registered model",
+        ),
+        (
             "ModelRelease registered version and alias",
             _release(training=_DELETE, mlflow={**_MLFLOW, "version": "3"}),
             "spec.mlflow",
@@ -497,6 +509,7 @@ TRANSITION_CASES = [
     ),
     ("training seed", {"spec": {"training": {"seed": 7}}}, "spec.training is immutable"),
     ("registered source added", {"spec": {"mlflow": _MLFLOW}}, "spec.mlflow is immutable"),
+    ("server added", {"spec": {"server": {"modelName": "m"}}}, "spec.server is immutable"),
 ]
 
 

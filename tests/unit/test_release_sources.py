@@ -11,9 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from modelgate.api.modelrelease import (
+    MODEL_SERVER_SERVES_REGISTERED,
     ONE_SOURCE,
     ONE_VERSION_OR_ALIAS,
     REGISTERED_IS_REFERENCE_SERVED,
+    SERVER_FOR_MODEL_SERVER,
     TOKEN_OR_BASIC,
     ModelReleaseSpec,
 )
@@ -51,6 +53,27 @@ def test_a_registered_model_is_a_valid_source() -> None:
     assert spec.training is None
 
 
+SERVER = {
+    "modelName": "credit-risk",
+    "env": [{"name": "MLSERVER_MODEL_URI", "value": "$(MODELGATE_MODEL_FILE)"}],
+    "local": {"command": ["mlserver", "start", "$(MODELGATE_MODEL_DIR)"]},
+}
+SERVED_BY_ITS_OWN: dict[str, Any] = {
+    **REGISTERED,
+    "serving": "ModelServer",
+    "image": "docker.io/seldonio/mlserver:1.7.1-sklearn",
+    "server": SERVER,
+}
+
+
+def test_a_registered_model_served_by_a_server_of_its_own_is_valid() -> None:
+    assert refusals(SERVED_BY_ITS_OWN) == ([], "")
+    spec = ModelReleaseSpec.model_validate(SERVED_BY_ITS_OWN)
+    assert spec.served_model_name == "credit-risk"
+    assert spec.server is not None
+    assert spec.server.local is not None
+
+
 def with_change(change: Any) -> dict[str, Any]:
     spec = copy.deepcopy(REGISTERED)
     change(spec)
@@ -69,6 +92,11 @@ TRAINING = {"image": "trainer:1", "data": DATA}
         (lambda s: s["mlflow"].pop("alias"), ONE_VERSION_OR_ALIAS[1]),
         (lambda s: s.update(serving="Image", image="registry.example.com/m:1"),
          REGISTERED_IS_REFERENCE_SERVED[1]),
+        (lambda s: s.update(serving="ModelServer", image="mlserver:1"), SERVER_FOR_MODEL_SERVER[1]),
+        (lambda s: s.update(server=SERVER), SERVER_FOR_MODEL_SERVER[1]),
+        (lambda s: (s.pop("mlflow"), s.update(training=TRAINING, serving="ModelServer",
+                                               image="mlserver:1", server=SERVER)),
+         MODEL_SERVER_SERVES_REGISTERED[1]),
         (lambda s: s["mlflow"].update(credentialsSecret={"name": "mlflow", "tokenKey": "token",
                                                          "usernameKey": "user"}),
          TOKEN_OR_BASIC[1]),
@@ -104,3 +132,8 @@ def test_the_registered_source_cannot_change() -> None:
     found = violations(schema_of("ModelRelease"), {"spec": trained}, {"spec": REGISTERED})
     assert any(v.startswith("spec.mlflow is immutable") for v in found)
     assert any(v.startswith("spec.training is immutable") for v in found)
+    # Nor does the server whose answers the gate judged.
+    other = copy.deepcopy(SERVED_BY_ITS_OWN)
+    other["server"] = {**SERVER, "modelName": "another"}
+    found = violations(schema_of("ModelRelease"), {"spec": other}, {"spec": SERVED_BY_ITS_OWN})
+    assert any(v.startswith("spec.server is immutable") for v in found), found

@@ -333,6 +333,10 @@ class Policy(ApiModel):
     )
 
 
+# The name the built-in verification asks the server for.
+SERVED_MODEL_NAME = "MODELGATE_VERIFY_MODEL_NAME"
+
+
 class ServedPredictions(ApiModel):
     """The built-in verification: the deployed model must answer like the one
     that passed the gate (train/serve skew) and fast enough. It asks through
@@ -383,7 +387,7 @@ class ServedPredictions(ApiModel):
             "MODELGATE_VERIFY_SCORE_TOLERANCE": repr(self.score_tolerance),
         }
         if self.model_name is not None:
-            found["MODELGATE_VERIFY_MODEL_NAME"] = self.model_name
+            found[SERVED_MODEL_NAME] = self.model_name
         if self.max_latency is not None:
             found["MODELGATE_VERIFY_MAX_LATENCY"] = self.max_latency
         return found

@@ -306,13 +306,67 @@ class PromotionSpec(ApiModel):
 class Serving(StrEnum):
     IMAGE = "Image"
     REFERENCE_SERVER = "ReferenceServer"
+    MODEL_SERVER = "ModelServer"
 
 
 IMAGE_FOR_SERVING = (
     "self.serving == 'ReferenceServer' || has(self.image)",
-    "serving Image needs image (the serving image to promote); or set serving: "
-    "ReferenceServer to serve the trained artifact",
+    "serving Image needs image (the serving image to promote), and so does ModelServer (the "
+    "model server's image); or set serving: ReferenceServer to serve the trained artifact",
 )
+SERVER_FOR_MODEL_SERVER = (
+    "(has(self.serving) && self.serving == 'ModelServer') == has(self.server)",
+    "serving ModelServer needs server (how the model server is told its model), and server "
+    "is for serving ModelServer only",
+)
+MODEL_SERVER_SERVES_REGISTERED = (
+    "!has(self.serving) || self.serving != 'ModelServer' || has(self.mlflow)",
+    "serving ModelServer serves a registered model (mlflow); a model trained here is served "
+    "by the reference server (serving: ReferenceServer)",
+)
+
+
+class LocalServer(ApiModel):
+    """How local mode runs the model server: no image runs on a laptop."""
+
+    command: list[str] = Field(
+        min_length=1,
+        description="The server's command on this machine, e.g. [mlserver, start, "
+        "$(MODELGATE_MODEL_DIR)]; $(VAR) names the serving contract's variables and the "
+        "server's env, as Kubernetes expands a container's command.",
+    )
+
+
+class ModelServer(ApiModel):
+    """A model server of your own that loads the release's model (MLServer,
+    Triton, a KServe runtime): Modelgate puts the model's files where it says,
+    tells it the ports, and judges its answers over the Open Inference Protocol
+    v2 (REST). The serving contract: the model file in $(MODELGATE_MODEL_FILE)
+    inside $(MODELGATE_MODEL_DIR); listen on $(MODELGATE_HTTP_PORT) (and
+    $(MODELGATE_GRPC_PORT), $(MODELGATE_METRICS_PORT) for listeners besides)."""
+
+    model_name: str | None = Field(
+        default=None,
+        alias="modelName",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="The name the server serves the model under (/v2/models/<name>); "
+        "default: spec.model.name. Scoring and verification ask for it.",
+    )
+    command: list[str] = Field(
+        default_factory=list,
+        description="The server container's command; empty uses the image's entrypoint.",
+    )
+    args: list[str] = Field(default_factory=list, description="The server container's arguments.")
+    env: list[NameValue] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The server's environment, after the serving contract's variables (a "
+        "value may name them or an earlier entry: $(MODELGATE_MODEL_FILE)), e.g. MLServer's "
+        "MLSERVER_MODEL_IMPLEMENTATION and MLSERVER_MODEL_URI.",
+    )
+    local: LocalServer | None = Field(
+        default=None, description="How local mode runs it (`modelgate run` needs it)."
+    )
 
 
 ONE_SOURCE = (
@@ -321,9 +375,10 @@ ONE_SOURCE = (
     "model registered in MLflow)",
 )
 REGISTERED_IS_REFERENCE_SERVED = (
-    "!has(self.mlflow) || (has(self.serving) && self.serving == 'ReferenceServer')",
+    "!has(self.mlflow) || (has(self.serving) && self.serving in ['ReferenceServer', "
+    "'ModelServer'])",
     "a release of a registered MLflow model serves the model it imports: set serving: "
-    "ReferenceServer",
+    "ReferenceServer, or ModelServer with a server of your own",
 )
 
 NEW_RELEASE_FIX = "create a new ModelRelease (a new name) for another model, image or training"
@@ -357,15 +412,25 @@ IMMUTABLE_RULES = (
         "(!has(self.mlflow) || self.mlflow == oldSelf.mlflow)",
         f"spec.mlflow is immutable: the imported artifact comes from it; {NEW_RELEASE_FIX}",
     ),
+    (
+        "has(self.server) == has(oldSelf.server) && "
+        "(!has(self.server) || self.server == oldSelf.server)",
+        f"spec.server is immutable: the gate judged what that server answers; {NEW_RELEASE_FIX}",
+    ),
 )
-IMMUTABLE_FIELDS = ("model", "serving", "image", "training", "mlflow")
+IMMUTABLE_FIELDS = ("model", "serving", "image", "training", "mlflow", "server")
 
 
 class ModelReleaseSpec(ApiModel):
     """Desired state of a ModelRelease."""
 
     model_config = cel(
-        IMAGE_FOR_SERVING, ONE_SOURCE, REGISTERED_IS_REFERENCE_SERVED, *IMMUTABLE_RULES
+        IMAGE_FOR_SERVING,
+        ONE_SOURCE,
+        REGISTERED_IS_REFERENCE_SERVED,
+        SERVER_FOR_MODEL_SERVER,
+        MODEL_SERVER_SERVES_REGISTERED,
+        *IMMUTABLE_RULES,
     )
 
     model: ModelIdentity = Field(description="Model name and version.")
@@ -373,7 +438,9 @@ class ModelReleaseSpec(ApiModel):
         default=Serving.IMAGE,
         description="Image: promote `image`, a model server you built. ReferenceServer: "
         "serve the trained artifact with Modelgate's reference server; what is promoted is "
-        "the server image together with the artifact's URI and SHA-256.",
+        "the server image together with the artifact's URI and SHA-256. ModelServer: "
+        "`image` is a model server of your own (MLServer, Triton, a KServe runtime) that "
+        "loads the registered model; `server` says how it is told.",
     )
     image: str | None = Field(
         default=None,
@@ -389,6 +456,9 @@ class ModelReleaseSpec(ApiModel):
         default=None,
         description="Or a model registered in MLflow, trained elsewhere (the other source).",
     )
+    server: ModelServer | None = Field(
+        default=None, description="With serving ModelServer: how the server gets its model."
+    )
     gate: GateReference = Field(description="Quality gate the candidate must pass.")
     promotion: PromotionSpec = Field(description="Environments and their overrides.")
     evaluation: Evaluation = Field(
@@ -403,9 +473,19 @@ class ModelReleaseSpec(ApiModel):
             raise ValueError(IMAGE_FOR_SERVING[1])
         if (self.training is None) == (self.mlflow is None):
             raise ValueError(ONE_SOURCE[1])
-        if self.mlflow is not None and self.serving != Serving.REFERENCE_SERVER:
+        if self.mlflow is not None and self.serving == Serving.IMAGE:
             raise ValueError(REGISTERED_IS_REFERENCE_SERVED[1])
+        if (self.serving == Serving.MODEL_SERVER) != (self.server is not None):
+            raise ValueError(SERVER_FOR_MODEL_SERVER[1])
+        if self.serving == Serving.MODEL_SERVER and self.mlflow is None:
+            raise ValueError(MODEL_SERVER_SERVES_REGISTERED[1])
         return self
+
+    @property
+    def served_model_name(self) -> str:
+        """The name the model is served under."""
+        named = self.server.model_name if self.server is not None else None
+        return named or self.model.name
 
     @property
     def data(self) -> TrainingData:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +20,7 @@ from modelgate.api.common import format_time
 from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.backends.base import (
     HASH_CHUNK,
+    ArtifactError,
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     verify_file,
@@ -36,11 +37,19 @@ from modelgate.promotion import (
 )
 from modelgate.promotion.keys import serves_artifact
 from modelgate.promotion.plan import parse_rollout
+from modelgate.serving import oip_client
+from modelgate.serving.artifacts import ModelLoadError, read_artifact, verified
+from modelgate.serving.runtime import (
+    INHERITED_ENV,
+    ModelServerCommand,
+    expand,
+    free_port,
+    server_environment,
+)
 from modelgate.trainer import contract
 
 # Environment variables a local training process inherits; everything else
 # (credentials, tokens) stays out of the child's environment.
-INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -253,13 +262,6 @@ def local_server_image() -> str:
     return f"local/modelgate-server@sha256:{digest.hexdigest()}"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class LocalServers:
     """Reference model servers as local processes, one per environment.
 
@@ -303,7 +305,7 @@ class LocalServers:
     def _serving(self, namespace: str, environment: str) -> dict[str, Any] | None:
         """The record of a server that got ready and still runs."""
         record = self.record(namespace, environment)
-        if record is None or record.get("state") != "ready" or not _is_our_server(record["pid"]):
+        if record is None or record.get("state") != "ready" or not _is_ours(record):
             return None
         return record
 
@@ -318,12 +320,38 @@ class LocalServers:
     def start(
         self, namespace: str, environment: str, config: dict[str, str], timeout: float = 60
     ) -> dict[str, Any]:
-        """Serve the artifact ``config`` names (MODELGATE_MODEL_URI, ...)."""
+        """Serve the artifact ``config`` names (MODELGATE_MODEL_URI, ...): with
+        the reference server, or with the release's own model server."""
         self.stop(namespace, environment)
         path = self._record_path(namespace, environment)
         path.parent.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
-        log = path.with_suffix(".log")
+        port = free_port()
+        record: dict[str, Any] = {
+            "port": port,
+            "url": f"http://127.0.0.1:{port}",
+            "log": str(path.with_suffix(".log")),
+            "modelSha256": config[contract.SERVER_MODEL_SHA256],
+            "state": "starting",
+        }
+        try:
+            if contract.MODEL_SERVER in config:
+                command, env, ready = self._own_server(path, config, port)
+            else:
+                command, env, ready = self._reference_server(environment, config, port)
+        except (ValueError, ModelLoadError, ArtifactError, OSError) as error:
+            record.update(pid=0, state="failed", message=f"the model server cannot start: {error}")
+            _write_json(path, record)
+            return record
+        record["marker"] = command[0]
+        record["pid"] = _spawn(command, env, Path(record["log"]))
+        _wait_until_ready(record, ready, timeout)
+        _write_json(path, record)
+        self._write_targets()
+        return record
+
+    def _reference_server(
+        self, environment: str, config: dict[str, str], port: int
+    ) -> tuple[list[str], dict[str, str], str]:
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
         command = [
             self.python, "-m", "modelgate.server",
@@ -334,64 +362,55 @@ class LocalServers:
             "--host", "127.0.0.1", "--port", str(port),
             "--environment", environment,
         ]  # fmt: skip
-        # Spawned, not Popen'd: the server outlives this process by design,
-        # in a session of its own, and nothing here waits for it.
-        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            pid = os.posix_spawn(
-                self.python,
-                command,
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, out, 1),
-                    (os.POSIX_SPAWN_DUP2, out, 2),
-                ],
-                setsid=True,
+        return command, env, f"http://127.0.0.1:{port}/readyz"
+
+    def _own_server(
+        self, path: Path, config: dict[str, str], port: int
+    ) -> tuple[list[str], dict[str, str], str]:
+        """The release's own model server on its model file, laid out as the
+        serving contract says (the file name the import recorded)."""
+        served_by = ModelServerCommand.from_wire(config[contract.MODEL_SERVER], "spec.server")
+        metadata = json.loads(
+            verified(
+                read_artifact(config[contract.SERVER_METADATA_URI]),
+                config[contract.SERVER_METADATA_SHA256],
+                "the metadata artifact",
             )
-        finally:
-            os.close(out)
+        )
+        name = Path(str((metadata.get("servedBy") or {}).get("modelFile") or "model")).name
+        model_file = path.with_suffix(".model") / name
+        model_file.parent.mkdir(parents=True, exist_ok=True)
+        model_file.write_bytes(
+            verified(
+                read_artifact(config[contract.SERVER_MODEL_URI]),
+                config[contract.SERVER_MODEL_SHA256],
+                "the model artifact",
+            )
+        )
+        env = server_environment(served_by, model_file, (port, free_port(), free_port()))
+        command = [expand(part, env) for part in served_by.command]
+        command[0] = shutil.which(command[0], path=env.get("PATH")) or command[0]
         url = f"http://127.0.0.1:{port}"
-        record: dict[str, Any] = {
-            "pid": pid,
-            "port": port,
-            "url": url,
-            "log": str(log),
-            "modelSha256": config[contract.SERVER_MODEL_SHA256],
-            "state": "starting",
-        }
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if _exited(pid):
-                tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
-                record.update(state="failed", message=f"the model server exited: {tail[0]}")
-                break
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
-                    if answer.status == 200:
-                        record["state"] = "ready"
-                        break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            record.update(state="failed", message=f"not ready within {timeout:g} s; see {log}")
-        _write_json(path, record)
-        self._write_targets()
-        return record
+        return command, env, f"{oip_client.model_path(url, served_by.model_name)}/ready"
 
     def stop(self, namespace: str, environment: str) -> None:
         record = self.record(namespace, environment)
         if record is None:
             return
         pid = int(record["pid"])
-        if _is_our_server(pid):
-            os.kill(pid, signal.SIGTERM)
+        if _is_ours(record):
+            # The whole session: a server may have forked workers.
+            os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + 10
-            while _is_our_server(pid) and time.monotonic() < deadline:
+            while _is_ours(record) and time.monotonic() < deadline:
+                _exited(pid, record.get("marker", "modelgate.server"))
                 time.sleep(0.05)
-            if _is_our_server(pid):
-                os.kill(pid, signal.SIGKILL)
-        _exited(pid)  # reap it if this process started it
+            if _is_ours(record):
+                os.killpg(pid, signal.SIGKILL)
+        if pid > 0:
+            _exited(pid, record.get("marker", "modelgate.server"))  # reap it if ours
+        shutil.rmtree(self._record_path(namespace, environment).with_suffix(".model"),
+                      ignore_errors=True)  # fmt: skip
         self._record_path(namespace, environment).unlink(missing_ok=True)
         self._write_targets()
 
@@ -403,22 +422,66 @@ class LocalServers:
         return stopped
 
 
-def _is_our_server(pid: int) -> bool:
-    """A model server, still running (a recycled pid is someone else's)."""
+def _spawn(command: list[str], env: dict[str, str], log: Path) -> int:
+    """Spawned, not Popen'd: the server outlives this process by design, in a
+    session of its own, and nothing here waits for it."""
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        return os.posix_spawn(
+            command[0],
+            command,
+            env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)],
+            setsid=True,
+        )
+    finally:
+        os.close(out)
+
+
+def _wait_until_ready(record: dict[str, Any], ready: str, timeout: float) -> None:
+    """Until ``ready`` answers 200 (``record`` says ready) or the server exits
+    or the time is up (``record`` says failed, and why)."""
+    pid, log = int(record["pid"]), Path(record["log"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _exited(pid, record["marker"]):
+            tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+            record.update(state="failed", message=f"the model server exited: {tail[0]}")
+            return
+        try:
+            with urllib.request.urlopen(ready, timeout=2) as answer:
+                if answer.status == 200:
+                    record["state"] = "ready"
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    record.update(state="failed", message=f"not ready within {timeout:g} s; see {log}")
+
+
+def _is_ours(record: dict[str, Any]) -> bool:
+    return _is_our_server(int(record["pid"]), record.get("marker", "modelgate.server"))
+
+
+def _is_our_server(pid: int, marker: str = "modelgate.server") -> bool:
+    """A model server, still running (a recycled pid is someone else's): its
+    command line holds ``marker`` (the module or the executable it runs)."""
+    if pid <= 0:
+        return False
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"modelgate.server" in command
+    return marker.encode() in command
 
 
-def _exited(pid: int) -> bool:
+def _exited(pid: int, marker: str = "modelgate.server") -> bool:
     """Whether a server this process spawned has ended (and reap it); one
     started by an earlier run is not our child: ask /proc instead."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return not _is_our_server(pid)
+        return not _is_our_server(pid, marker)
     return done == pid
 
 

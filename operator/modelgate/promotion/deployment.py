@@ -379,6 +379,7 @@ def _try_deploy(
         ctx.plan.events.append(Event("Warning", "ConfigRuleViolated", message))
         return entry, ("ConfigRuleViolated", f"promotion to {name} blocked: {message}", True)
     reference = release.spec.serving == Serving.REFERENCE_SERVER
+    own_server = release.spec.server if release.spec.serving == Serving.MODEL_SERVER else None
     serving = ctx.serving
     if reference and not ctx.image:
         message = (
@@ -387,9 +388,9 @@ def _try_deploy(
         )
         entry.phase, entry.message = EnvironmentPhase.BLOCKED, message
         return entry, ("ServerImageMissing", message, True)
-    if reference and not serves_artifact(serving):
+    if (reference or own_server) and not serves_artifact(serving):
         message = (
-            "serving ReferenceServer needs the training run's model and metadata artifacts "
+            f"serving {release.spec.serving} needs the run's model and metadata artifacts "
             f"and the run recorded {sorted(a.name for a in ctx.status.artifacts)}; "
             "see the training contract"
         )
@@ -447,7 +448,9 @@ def _try_deploy(
         entry.approved_at = approval.approved_at
     entry.phase, entry.image, entry.rollout = EnvironmentPhase.DEPLOYING, image, rollout
     entry.message = f"deploying {image}" + (
-        f" serving model sha256 {serving[contract.SERVER_MODEL_SHA256][:12]}" if reference else ""
+        f" serving model sha256 {serving[contract.SERVER_MODEL_SHA256][:12]}"
+        if reference or own_server
+        else ""
     )
     predictions = next((a for a in ctx.status.artifacts if a.name == "predictions"), None)
     ctx.plan.actions.append(
@@ -464,7 +467,11 @@ def _try_deploy(
             gate=gate_record(ctx.status.gate),
             approved_by=entry.approved_by,
             approved_at=entry.approved_at,
-            command=SERVER_COMMAND if reference else (),
+            command=SERVER_COMMAND
+            if reference
+            else tuple(own_server.command)
+            if own_server is not None
+            else (),
             rollout=rollout,
         )
     )

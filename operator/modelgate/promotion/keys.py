@@ -14,6 +14,7 @@ from modelgate.api.modelrelease import (
     Serving,
 )
 from modelgate.api.qualitygate import Check, QualityGate, Task
+from modelgate.serving.runtime import ModelServerCommand
 from modelgate.trainer import contract
 
 JOB_NAME_MAX = 63
@@ -109,9 +110,23 @@ def serves_artifact(config: Mapping[str, str]) -> bool:
     return all(key in config for key in contract.SERVER_INPUTS)
 
 
+def model_server_command(release: ModelRelease) -> ModelServerCommand | None:
+    """How a release served by a model server of its own runs it as a local
+    process (local mode: its local command; none named, an empty one)."""
+    server = release.spec.server
+    if release.spec.serving != Serving.MODEL_SERVER or server is None:
+        return None
+    return ModelServerCommand(
+        command=tuple(server.local.command) if server.local is not None else (),
+        model_name=release.spec.served_model_name,
+        env=tuple((item.name, item.value) for item in server.env),
+    )
+
+
 def serving_config(release: ModelRelease, artifacts: list[ArtifactRecord]) -> dict[str, str]:
-    """What the reference server is told to load (empty for serving Image)."""
-    if release.spec.serving != Serving.REFERENCE_SERVER:
+    """What the server is told to load: the reference server, or a model
+    server of the release's own (empty for serving Image)."""
+    if release.spec.serving == Serving.IMAGE:
         return {}
     found = {a.name: a for a in artifacts}
     config: dict[str, str] = {}
@@ -121,6 +136,9 @@ def serving_config(release: ModelRelease, artifacts: list[ArtifactRecord]) -> di
     ):
         if name in found:
             config[uri_key], config[sha_key] = found[name].uri, found[name].sha256
+    command = model_server_command(release)
+    if command is not None:
+        config[contract.MODEL_SERVER] = command.wire()
     return config
 
 

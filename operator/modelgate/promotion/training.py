@@ -18,6 +18,7 @@ from modelgate.promotion import conditions as cond
 from modelgate.promotion.context import WAIT_FOR_ROLLOUT, Context, progressing, stalled
 from modelgate.promotion.keys import (
     IMPORT_COMMAND,
+    model_server_command,
     release_key,
     training_job_name,
     training_key,
@@ -217,6 +218,9 @@ def _start_import(
         contract.MLFLOW_VERSION: version,
         **extra_env,
     }
+    served_by = model_server_command(ctx.release)
+    if served_by is not None:
+        env[contract.MODEL_SERVER] = served_by.wire()
     secret = spec.credentials_secret
     secret_env: tuple[tuple[str, str, str], ...] = ()
     if secret is not None and secret.token_key is not None:

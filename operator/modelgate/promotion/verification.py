@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from modelgate.api.analysis import AnalysisPhase
 from modelgate.api.common import format_time, parse_duration
-from modelgate.api.environment import Environment
+from modelgate.api.environment import SERVED_MODEL_NAME, Environment, ServedPredictions
 from modelgate.api.modelrelease import (
     EnvironmentPhase,
     EnvironmentProgress,
+    ModelRelease,
 )
 from modelgate.promotion import conditions as cond
 from modelgate.promotion.context import WAIT_FOR_ROLLOUT, Context, min_delay
@@ -65,7 +66,7 @@ def verify(
                     timeout=parse_duration(spec.timeout),
                     predictions=artifacts.get("predictions"),
                     metadata=artifacts.get("metadata"),
-                    env=tuple(sorted(builtin.env().items())) if builtin is not None else (),
+                    env=_builtin_env(release, builtin) if builtin is not None else (),
                 )
             )
             ctx.plan.events.append(Event("Normal", "VerificationStarted", f"{job} in {name}"))
@@ -86,6 +87,15 @@ def verify(
     else:
         ctx.plan.events.append(Event("Warning", "VerificationFailed", f"{name}: {entry.message}"))
     return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
+
+
+def _builtin_env(release: ModelRelease, builtin: ServedPredictions) -> tuple[tuple[str, str], ...]:
+    """The built-in verification's settings; the model's name as its own server
+    serves it, unless the Environment names one."""
+    env = builtin.env()
+    if release.spec.server is not None and builtin.model_name is None:
+        env[SERVED_MODEL_NAME] = release.spec.served_model_name
+    return tuple(sorted(env.items()))
 
 
 def _failed(

@@ -90,7 +90,10 @@ class ModelServerCommand:
             or not command
             or not all(isinstance(c, str) and c for c in command)
         ):
-            raise ValueError(f"{where}.command must be a non-empty list of strings")
+            raise ValueError(
+                f"{where}.command must be a non-empty list of strings: a release names it in "
+                "spec.server.local.command (how local mode runs its model server)"
+            )
         if not isinstance(name, str) or not name:
             raise ValueError(f"{where}.modelName must name the model the server serves")
         pairs: list[tuple[str, str]] = []

@@ -1,0 +1,198 @@
+"""Local mode releases credit-risk, registered in a real MLflow server by a
+team that serves it with MLServer: the release names MLServer as its model
+server (serving: ModelServer), the version is imported and scored by a real
+MLServer for the gate, each environment is served by an MLServer process on
+the hash-checked registered file, staging's built-in verification asks it
+over the Open Inference Protocol, and the registry's aliases follow what is
+live. Modelgate never unpickles the model."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelgate.backends.mlflow import MlflowRegistry
+from modelgate.cli import main
+from modelgate.trainer import contract
+from modelgate.trainer.train import train
+from tests.integration.test_localmode import GATE, SAMPLE, conditions, items, run_json
+from tests.support.mlflow_server import MlflowServer, running_mlflow
+from tests.support.mlserver import MLSERVER
+from tests.unit.test_trainer import DATA, contract_env
+
+# Pinned by digest, as production asks (local mode runs the local command).
+MLSERVER_IMAGE = "docker.io/seldonio/mlserver:1.7.1-sklearn@sha256:" + "5e" * 32
+
+ENVIRONMENTS = """
+apiVersion: modelgate.dev/v1alpha1
+kind: Environment
+metadata: {name: staging}
+spec:
+  tier: preproduction
+  namespace: ml-staging
+  verification:
+    servedPredictions: {sampleSize: 100}
+---
+apiVersion: modelgate.dev/v1alpha1
+kind: Environment
+metadata: {name: production}
+spec:
+  tier: production
+  promotesFrom: staging
+  namespace: ml-prod
+  verification:
+    # A test of one's own that fails release b only.
+    image: verify:1
+    command:
+    - python
+    - -c
+    - "import os, sys; sys.exit(os.environ['MODELGATE_RELEASE'].endswith('-b'))"
+"""
+
+
+@pytest.fixture(scope="module")
+def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    with running_mlflow(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """credit-risk trained elsewhere, logged twice with cloudpickle and a
+    signature, as a team serving it with MLServer's runtime would."""
+    trained = tmp_path_factory.mktemp("trained")
+    train(contract_env(trained))
+    work = tmp_path_factory.mktemp("register")
+    return [
+        mlflow.register_sklearn(
+            trained / contract.MODEL_FILE, "credit-risk", work, pickled=True,
+            signature_from=DATA / "eval.csv",
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+
+
+def release_document(mlflow: MlflowServer, suffix: str, version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelgate.dev/v1alpha1",
+        "kind": "ModelRelease",
+        "metadata": {"name": f"credit-risk-{suffix}"},
+        "spec": {
+            "model": {"name": "credit-risk", "version": f"3.0.{version}"},
+            "serving": "ModelServer",
+            "image": MLSERVER_IMAGE,
+            "server": {
+                "env": [
+                    {"name": "MLSERVER_HOST", "value": "127.0.0.1"},
+                    {"name": "MLSERVER_HTTP_PORT", "value": "$(MODELGATE_HTTP_PORT)"},
+                    {"name": "MLSERVER_GRPC_PORT", "value": "$(MODELGATE_GRPC_PORT)"},
+                    {"name": "MLSERVER_METRICS_PORT", "value": "$(MODELGATE_METRICS_PORT)"},
+                    {"name": "MLSERVER_PARALLEL_WORKERS", "value": "0"},
+                    {"name": "MLSERVER_MODEL_NAME", "value": "credit-risk"},
+                    {
+                        "name": "MLSERVER_MODEL_IMPLEMENTATION",
+                        "value": "mlserver_sklearn.SKLearnModel",
+                    },
+                    {"name": "MLSERVER_MODEL_URI", "value": "$(MODELGATE_MODEL_FILE)"},
+                ],
+                "local": {"command": [str(MLSERVER), "start", "$(MODELGATE_MODEL_DIR)"]},
+            },
+            "mlflow": {
+                "trackingUri": mlflow.url,
+                "name": "credit-risk",
+                "version": version,
+                "aliases": {"production": "champion"},
+                "data": {
+                    "train": str(SAMPLE / "data" / "train.csv"),
+                    "evaluation": str(SAMPLE / "data" / "eval.csv"),
+                    "target": "default",
+                    "idColumn": "id",
+                },
+            },
+            "gate": {"name": "credit-gate"},
+            "promotion": {"environments": ["staging", "production"]},
+        },
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_release_served_by_mlserver_is_gated_verified_and_kept_in_step(
+    mlflow: MlflowServer, registered: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = MlflowRegistry(mlflow.url)
+    environments = tmp_path / "environments.yaml"
+    environments.write_text(ENVIRONMENTS)
+    state = tmp_path / "state"
+    paths = {}
+    for suffix, version in (("a", registered[0]), ("b", registered[1])):
+        paths[suffix] = tmp_path / f"{suffix}.yaml"
+        paths[suffix].write_text(yaml.safe_dump(release_document(mlflow, suffix, version)))
+    try:
+        code, listing = run_json(capsys, GATE, environments, paths["a"], "--state-dir", state)
+        found = items(listing, "ModelRelease")["credit-risk-a"]
+        status = found["status"]
+        assert code == 0, conditions(found)["Ready"]
+        assert status["phase"] == "Released"
+        states = {c: v["status"] for c, v in conditions(found).items()}
+        assert states.items() >= {
+            "Trained": "True", "GatePassed": "True", "Verified": "True", "Ready": "True",
+        }.items()  # fmt: skip
+        assert status["gate"]["outcome"] == "Passed"
+
+        # The gate judged what MLServer answered for the registered file.
+        artifacts = {a["name"]: a for a in status["artifacts"]}
+        metadata = json.loads(
+            Path(artifacts["metadata"]["uri"].removeprefix("file://")).read_text()
+        )
+        files = {f["path"]: f["sha256"] for f in metadata["source"]["mlflow"]["files"]}
+        assert metadata["servedBy"]["modelFile"] == "model.pkl"
+        assert artifacts["model"]["sha256"] == files["model.pkl"]
+        assert metadata["scoring"]["requests"] >= 2
+
+        # Each environment is served by MLServer on that file, and staging's
+        # built-in verification asked it over the Open Inference Protocol.
+        for environment in ("staging", "production"):
+            record = json.loads((state / "servers" / "default" / f"{environment}.json").read_text())
+            assert record["state"] == "ready", record
+            assert record["marker"] == str(MLSERVER)
+            assert _alive(record["pid"])
+            served = Path(record["log"]).with_suffix(".model") / "model.pkl"
+            assert (
+                served.read_bytes()
+                == Path(artifacts["model"]["uri"].removeprefix("file://")).read_bytes()
+            )
+        staging = status["environments"][0]
+        verification = (state / "runs" / staging["verificationJob"] / "log.txt").read_text()
+        assert "verified: 0/100 served answers differ" in verification, verification
+        assert registry.by_alias("credit-risk", "champion").version == registered[0]
+
+        # b fails production's test: a is put back, and champion stays a's.
+        code, listing = run_json(
+            capsys, GATE, environments, paths["a"], paths["b"], "--state-dir", state
+        )
+        second = items(listing, "ModelRelease")["credit-risk-b"]["status"]
+        assert code == 1
+        assert [(e["name"], e["phase"]) for e in second["environments"]] == [
+            ("staging", "Deployed"),
+            ("production", "RolledBack"),
+        ]
+        assert registry.by_alias("credit-risk", "champion").version == registered[0]
+        assert registry.by_alias("credit-risk", "staging").version == registered[1]
+        record = json.loads((state / "servers" / "default" / "production.json").read_text())
+        assert record["state"] == "ready"
+        assert record["modelSha256"] == artifacts["model"]["sha256"]  # a's file, served again
+    finally:
+        main(["stop", "--state-dir", str(state)])
