@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
+from modelgate.backends.base import ArtifactError
 from modelgate.backends.mlflow import (
     FetchedModel,
     MlflowError,
@@ -47,7 +49,7 @@ from modelgate.backends.mlflow import (
     headers_from_environment,
 )
 from modelgate.serving import oip_client
-from modelgate.serving.artifacts import ModelLoadError
+from modelgate.serving.artifacts import ModelLoadError, read_artifact, verified
 from modelgate.serving.model import trusted_loads
 from modelgate.serving.runtime import (
     ModelServerCommand,
@@ -134,6 +136,82 @@ def signature_features(description: dict[str, Any]) -> list[str]:
             "input_example) of named columns"
         )
     return [str(n) for n in names]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The model to import, fetched and checked: its file, where it came from
+    (for metadata.json's ``source``) and, for a server of its own, its columns."""
+
+    model_file: Path
+    source: dict[str, Any]
+    features: list[str] | None
+
+
+def _registered(env: Mapping[str, str], work: Path, own_server: bool) -> Candidate:
+    name, version = env[contract.MLFLOW_MODEL], env[contract.MLFLOW_VERSION]
+    registry = MlflowRegistry(env[contract.MLFLOW_TRACKING_URI], headers_from_environment(env))
+    try:
+        registered = registry.version(name, version)
+        fetched = registry.fetch(name, version, work / "model")
+    except MlflowError as error:
+        raise ContractError(f"{name} version {version}: {error}") from None
+    source = {
+        "mlflow": {
+            "trackingUri": env[contract.MLFLOW_TRACKING_URI],
+            "name": name,
+            "version": version,
+            "runId": registered.run_id or None,
+            "digest": fetched.digest,
+            "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in fetched.files],
+        }
+    }
+    if not own_server:
+        return Candidate(skops_model(fetched), source, None)
+    description = _sklearn_flavor(fetched)
+    model_file = flavor_model_file(fetched, description)
+    return Candidate(model_file, source, signature_features(description))
+
+
+def _stored(env: Mapping[str, str], work: Path, own_server: bool) -> Candidate:
+    uri, sha256 = env[contract.ARTIFACT_URI], env[contract.ARTIFACT_SHA256]
+    form = env.get(contract.ARTIFACT_FORMAT, "Skops")
+    if form not in ("Skops", "Pickle"):
+        raise ContractError(f"{contract.ARTIFACT_FORMAT} must be Skops or Pickle, not {form!r}")
+    if form == "Pickle" and not own_server:
+        raise ContractError(
+            "a pickled artifact is loaded only by a model server of its own (serving: "
+            "ModelServer); the reference server loads skops only"
+        )
+    try:
+        data = verified(read_artifact(uri), sha256, f"the artifact {uri}")
+    except ModelLoadError as error:
+        raise ContractError(str(error)) from None
+    except (OSError, ArtifactError) as error:
+        raise ContractError(f"the artifact {uri} cannot be read: {error}") from None
+    model_file = work / "model" / ("model.pkl" if form == "Pickle" else contract.MODEL_FILE)
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    model_file.write_bytes(data)
+    features: list[str] | None = None
+    if env.get(contract.FEATURES):
+        try:
+            named = json.loads(env[contract.FEATURES])
+        except json.JSONDecodeError as error:
+            raise ContractError(f"{contract.FEATURES} is not JSON: {error}") from None
+        if (
+            not isinstance(named, list)
+            or not named
+            or not all(isinstance(n, str) and n for n in named)
+        ):
+            raise ContractError(f"{contract.FEATURES} must be a JSON list of column names")
+        features = [str(n) for n in named]
+    if own_server and features is None:
+        raise ContractError(
+            "a model served by a server of its own needs its columns named (artifact.features): "
+            "Modelgate does not load it to read them"
+        )
+    source = {"artifact": {"uri": uri, "sha256": sha256, "format": form, "size": len(data)}}
+    return Candidate(model_file, source, features)
 
 
 @contextmanager
@@ -251,10 +329,14 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
     task = env.get(contract.TASK, "binary")
     if task not in TASKS:
         raise ContractError(f"{contract.TASK} must be one of {TASKS}, not {task!r}")
+    registered = env.get(contract.MLFLOW_MODEL) is not None
+    source_vars = (
+        (contract.MLFLOW_TRACKING_URI, contract.MLFLOW_MODEL, contract.MLFLOW_VERSION)
+        if registered
+        else (contract.ARTIFACT_URI, contract.ARTIFACT_SHA256)
+    )
     missing = [
-        n
-        for n in (contract.MLFLOW_TRACKING_URI, contract.MLFLOW_MODEL, contract.MLFLOW_VERSION,
-                  contract.TRAIN_DATA, contract.EVAL_DATA, contract.TARGET)
+        n for n in (*source_vars, contract.TRAIN_DATA, contract.EVAL_DATA, contract.TARGET)
         if not env.get(n)
     ]  # fmt: skip
     if missing:
@@ -263,35 +345,25 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
     output = Path(env.get(contract.OUTPUT_DIR) or tempfile.mkdtemp(prefix="modelgate-import-"))
     output.mkdir(parents=True, exist_ok=True)
     work = output / ".import"
-    name, version = env[contract.MLFLOW_MODEL], env[contract.MLFLOW_VERSION]
-    registry = MlflowRegistry(env[contract.MLFLOW_TRACKING_URI], headers_from_environment(env))
-    try:
-        registered = registry.version(name, version)
-        fetched = registry.fetch(name, version, work / "model")
-    except MlflowError as error:
-        raise ContractError(f"{name} version {version}: {error}") from None
+    fetch = _registered if registered else _stored
+    candidate = fetch(env, work, own_server=served_by is not None)
+    model_file, source = candidate.model_file, candidate.source
+    what = (
+        f"{env[contract.MLFLOW_MODEL]} version {env[contract.MLFLOW_VERSION]}"
+        if registered
+        else f"the artifact {env[contract.ARTIFACT_URI]}"
+    )
     train_path = fetch_input(env[contract.TRAIN_DATA], work / "inputs")
     eval_path = fetch_input(env[contract.EVAL_DATA], work / "inputs")
-    source = {
-        "mlflow": {
-            "trackingUri": env[contract.MLFLOW_TRACKING_URI],
-            "name": name,
-            "version": version,
-            "runId": registered.run_id or None,
-            "digest": fetched.digest,
-            "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in fetched.files],
-        }
-    }
     metadata_path = output / contract.METADATA_FILE
     server_log = work / "server.log"
     if served_by is None:
         # The reference server's way: the model is read here (skops, trusted
         # types only) for what it takes, then served as it will be.
-        model_file = skops_model(fetched)
         try:
             estimator = trusted_loads(model_file.read_bytes())
         except ModelLoadError as error:
-            raise ContractError(f"{name} version {version}: {error}") from None
+            raise ContractError(f"{what}: {error}") from None
         shutil.copyfile(model_file, output / contract.MODEL_FILE)
         metadata = describe(estimator, read_table(train_path), env, task)
         _findings(metadata, estimator, eval_path, env)
@@ -305,9 +377,7 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
         # A model server of the release's own loads the model, never this
         # process: what it takes comes from the signature, what it does from
         # its answers.
-        description = _sklearn_flavor(fetched)
-        model_file = flavor_model_file(fetched, description)
-        features = signature_features(description)
+        features = candidate.features or []
         served_file = work / "served" / model_file.name
         served_file.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model_file, served_file)
@@ -333,7 +403,7 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
                 result = _score(url, served_by.model_name, eval_path, env, output, metadata,
                                 server_log)  # fmt: skip
         except ModelServerError as error:
-            raise ContractError(f"{name} version {version}: {error}") from None
+            raise ContractError(f"{what}: {error}") from None
 
     predictions = output / contract.PREDICTIONS_FILE
     # What the served scores are compared with live (as the trainer records it).
@@ -366,11 +436,15 @@ def main() -> int:
     except ContractError as error:
         print(f"modelgate-importer: {error}", file=sys.stderr)
         return 2
-    source = metadata["source"]["mlflow"]
-    print(
-        f"modelgate-importer: imported {source['name']} version {source['version']} "
-        f"(digest {source['digest'][:12]}), scored {metadata['data']['evaluation']['rows']} rows"
-    )
+    source = metadata["source"]
+    if "mlflow" in source:
+        registered = source["mlflow"]
+        what = f"{registered['name']} version {registered['version']}"
+        digest = registered["digest"]
+    else:
+        what, digest = source["artifact"]["uri"], source["artifact"]["sha256"]
+    rows = metadata["data"]["evaluation"]["rows"]
+    print(f"modelgate-importer: imported {what} (digest {digest[:12]}), scored {rows} rows")
     return 0
 
 

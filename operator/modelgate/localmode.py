@@ -191,9 +191,14 @@ class LocalRun:
         name = release.name
         if isinstance(action, StartTraining):
             env = dict(action.env)
-            for variable in ("MODELGATE_TRAIN_DATA", "MODELGATE_EVAL_DATA"):
-                env[variable] = self._resolve(release, env[variable])
-            what = "import" if release.spec.mlflow is not None else "training"
+            for variable in (
+                "MODELGATE_TRAIN_DATA",
+                "MODELGATE_EVAL_DATA",
+                "MODELGATE_ARTIFACT_URI",
+            ):
+                if variable in env:
+                    env[variable] = self._resolve(release, env[variable])
+            what = "import" if release.spec.training is None else "training"
             self.log(f"[{name}] {what}: running {action.job_name} as a local process")
             self.runner.start(replace(action, env=env))
         elif isinstance(action, EvaluateGate):

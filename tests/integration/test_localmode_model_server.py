@@ -8,17 +8,20 @@ live. Modelgate never unpickles the model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import joblib
 import pytest
 import yaml
 
 from modelgate.backends.mlflow import MlflowRegistry
 from modelgate.cli import main
+from modelgate.serving.model import trusted_loads
 from modelgate.trainer import contract
 from modelgate.trainer.train import train
 from tests.integration.test_localmode import GATE, SAMPLE, conditions, items, run_json
@@ -78,7 +81,24 @@ def registered(mlflow: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -
     ]  # fmt: skip
 
 
-def release_document(mlflow: MlflowServer, suffix: str, version: str) -> dict[str, Any]:
+def mlserver_block() -> dict[str, Any]:
+    """spec.server for MLServer's scikit-learn runtime, as a team writes it."""
+    return {
+        "env": [
+            {"name": "MLSERVER_HOST", "value": "127.0.0.1"},
+            {"name": "MLSERVER_HTTP_PORT", "value": "$(MODELGATE_HTTP_PORT)"},
+            {"name": "MLSERVER_GRPC_PORT", "value": "$(MODELGATE_GRPC_PORT)"},
+            {"name": "MLSERVER_METRICS_PORT", "value": "$(MODELGATE_METRICS_PORT)"},
+            {"name": "MLSERVER_PARALLEL_WORKERS", "value": "0"},
+            {"name": "MLSERVER_MODEL_NAME", "value": "credit-risk"},
+            {"name": "MLSERVER_MODEL_IMPLEMENTATION", "value": "mlserver_sklearn.SKLearnModel"},
+            {"name": "MLSERVER_MODEL_URI", "value": "$(MODELGATE_MODEL_FILE)"},
+        ],
+        "local": {"command": [str(MLSERVER), "start", "$(MODELGATE_MODEL_DIR)"]},
+    }
+
+
+def release_document(tracking_uri: str, suffix: str, version: str) -> dict[str, Any]:
     return {
         "apiVersion": "modelgate.dev/v1alpha1",
         "kind": "ModelRelease",
@@ -87,24 +107,9 @@ def release_document(mlflow: MlflowServer, suffix: str, version: str) -> dict[st
             "model": {"name": "credit-risk", "version": f"3.0.{version}"},
             "serving": "ModelServer",
             "image": MLSERVER_IMAGE,
-            "server": {
-                "env": [
-                    {"name": "MLSERVER_HOST", "value": "127.0.0.1"},
-                    {"name": "MLSERVER_HTTP_PORT", "value": "$(MODELGATE_HTTP_PORT)"},
-                    {"name": "MLSERVER_GRPC_PORT", "value": "$(MODELGATE_GRPC_PORT)"},
-                    {"name": "MLSERVER_METRICS_PORT", "value": "$(MODELGATE_METRICS_PORT)"},
-                    {"name": "MLSERVER_PARALLEL_WORKERS", "value": "0"},
-                    {"name": "MLSERVER_MODEL_NAME", "value": "credit-risk"},
-                    {
-                        "name": "MLSERVER_MODEL_IMPLEMENTATION",
-                        "value": "mlserver_sklearn.SKLearnModel",
-                    },
-                    {"name": "MLSERVER_MODEL_URI", "value": "$(MODELGATE_MODEL_FILE)"},
-                ],
-                "local": {"command": [str(MLSERVER), "start", "$(MODELGATE_MODEL_DIR)"]},
-            },
+            "server": mlserver_block(),
             "mlflow": {
-                "trackingUri": mlflow.url,
+                "trackingUri": tracking_uri,
                 "name": "credit-risk",
                 "version": version,
                 "aliases": {"production": "champion"},
@@ -139,7 +144,7 @@ def test_a_release_served_by_mlserver_is_gated_verified_and_kept_in_step(
     paths = {}
     for suffix, version in (("a", registered[0]), ("b", registered[1])):
         paths[suffix] = tmp_path / f"{suffix}.yaml"
-        paths[suffix].write_text(yaml.safe_dump(release_document(mlflow, suffix, version)))
+        paths[suffix].write_text(yaml.safe_dump(release_document(mlflow.url, suffix, version)))
     try:
         code, listing = run_json(capsys, GATE, environments, paths["a"], "--state-dir", state)
         found = items(listing, "ModelRelease")["credit-risk-a"]
@@ -194,5 +199,54 @@ def test_a_release_served_by_mlserver_is_gated_verified_and_kept_in_step(
         record = json.loads((state / "servers" / "default" / "production.json").read_text())
         assert record["state"] == "ready"
         assert record["modelSha256"] == artifacts["model"]["sha256"]  # a's file, served again
+    finally:
+        main(["stop", "--state-dir", str(state)])
+
+
+def test_a_stored_pickle_is_served_by_mlserver_and_never_unpickled_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The third source: a joblib file a team stored, its columns named in
+    the release; MLServer loads it, Modelgate only hashes and serves it."""
+    trained = tmp_path / "trained"
+    train(contract_env(trained))
+    pickled = tmp_path / "model.joblib"
+    joblib.dump(trusted_loads((trained / contract.MODEL_FILE).read_bytes()), pickled)
+    features = [
+        f["name"] for f in json.loads((trained / contract.METADATA_FILE).read_text())["features"]
+    ]
+    environments = tmp_path / "environments.yaml"
+    # Staging only, verified through MLServer.
+    environments.write_text(ENVIRONMENTS.split("---", maxsplit=1)[0])
+    document = release_document("http://unused.example.com", "stored", "1")
+    spec = document["spec"]
+    data = spec.pop("mlflow")["data"]
+    spec["artifact"] = {
+        "uri": str(pickled),
+        "sha256": hashlib.sha256(pickled.read_bytes()).hexdigest(),
+        "format": "Pickle",
+        "features": features,
+        "data": data,
+    }
+    spec["promotion"] = {"environments": ["staging"]}
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump(document))
+    state = tmp_path / "state"
+    try:
+        code, listing = run_json(capsys, GATE, environments, path, "--state-dir", state)
+        found = items(listing, "ModelRelease")["credit-risk-stored"]
+        assert code == 0, conditions(found)["Ready"]
+        status = found["status"]
+        assert status["gate"]["outcome"] == "Passed"
+        assert conditions(found)["Verified"]["status"] == "True"
+        artifacts = {a["name"]: a for a in status["artifacts"]}
+        assert artifacts["model"]["sha256"] == spec["artifact"]["sha256"]
+        metadata = json.loads(
+            Path(artifacts["metadata"]["uri"].removeprefix("file://")).read_text()
+        )
+        assert metadata["servedBy"]["modelFile"] == "model.pkl"
+        assert [f["name"] for f in metadata["features"]] == features
+        record = json.loads((state / "servers" / "default" / "staging.json").read_text())
+        assert (record["state"], record["marker"]) == ("ready", str(MLSERVER))
     finally:
         main(["stop", "--state-dir", str(state)])

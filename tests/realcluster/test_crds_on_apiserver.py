@@ -328,6 +328,13 @@ def _release(**spec: Any) -> dict[str, Any]:
     return document
 
 
+# A stored model file, as a release's source.
+_ARTIFACT = {
+    "uri": "s3://models/credit-risk/model.skops",
+    "sha256": "ab" * 32,
+    "data": {"train": "s3://d/train.csv", "evaluation": "s3://d/eval.csv", "target": "default"},
+}
+
 # A model registered in MLflow, as a release's source.
 _MLFLOW = {
     "trackingUri": "http://mlflow.mlops.svc:5000",
@@ -456,6 +463,30 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
             "serving ModelServer serves a registered model",
         ),
         (
+            "ModelRelease stored model served by an image",
+            _release(training=_DELETE, artifact=_ARTIFACT, serving="Image", image="m:1"),
+            "spec",
+            "a release of a stored model file serves that file",
+        ),
+        (
+            "ModelRelease pickled artifact on the reference server",
+            _release(training=_DELETE, artifact={**_ARTIFACT, "format": "Pickle"}),
+            "spec",
+            "a pickled artifact is loaded only by a model server of its own",
+        ),
+        (
+            "ModelRelease stored model on its own server without features",
+            _release(
+                training=_DELETE,
+                artifact=_ARTIFACT,
+                serving="ModelServer",
+                image="m:1",
+                server={"modelName": "m"},
+            ),
+            "spec",
+            "serving ModelServer with an artifact source needs artifact.features",
+        ),
+        (
             "ModelRelease registered version and alias",
             _release(training=_DELETE, mlflow={**_MLFLOW, "version": "3"}),
             "spec.mlflow",
@@ -510,6 +541,7 @@ TRANSITION_CASES = [
     ("training seed", {"spec": {"training": {"seed": 7}}}, "spec.training is immutable"),
     ("registered source added", {"spec": {"mlflow": _MLFLOW}}, "spec.mlflow is immutable"),
     ("server added", {"spec": {"server": {"modelName": "m"}}}, "spec.server is immutable"),
+    ("stored source added", {"spec": {"artifact": _ARTIFACT}}, "spec.artifact is immutable"),
 ]
 
 

@@ -11,9 +11,12 @@ import pytest
 from pydantic import ValidationError
 
 from modelgate.api.modelrelease import (
+    ARTIFACT_IS_SERVED_AS_IMPORTED,
+    FEATURES_FOR_ITS_OWN_SERVER,
     MODEL_SERVER_SERVES_REGISTERED,
     ONE_SOURCE,
     ONE_VERSION_OR_ALIAS,
+    PICKLE_NEEDS_ITS_OWN_SERVER,
     REGISTERED_IS_REFERENCE_SERVED,
     SERVER_FOR_MODEL_SERVER,
     TOKEN_OR_BASIC,
@@ -72,6 +75,54 @@ def test_a_registered_model_served_by_a_server_of_its_own_is_valid() -> None:
     assert spec.served_model_name == "credit-risk"
     assert spec.server is not None
     assert spec.server.local is not None
+
+
+STORED: dict[str, Any] = {
+    **{k: v for k, v in REGISTERED.items() if k != "mlflow"},
+    "artifact": {"uri": "s3://models/credit-risk/model.skops", "sha256": "ab" * 32, "data": DATA},
+}
+
+
+def test_a_stored_model_file_is_a_valid_source() -> None:
+    assert refusals(STORED) == ([], "")
+    spec = ModelReleaseSpec.model_validate(STORED)
+    assert spec.artifact is not None
+    assert (spec.artifact.format, spec.data.target) == ("Skops", "y")
+    pickled = {
+        **STORED,
+        "serving": "ModelServer",
+        "image": "mlserver:1",
+        "server": SERVER,
+        "artifact": {**STORED["artifact"], "format": "Pickle", "features": ["age", "income"]},
+    }
+    assert refusals(pickled) == ([], "")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.update(mlflow=REGISTERED["mlflow"]), ONE_SOURCE[1]),
+        (lambda s: s.update(serving="Image", image="registry.example.com/m:1"),
+         ARTIFACT_IS_SERVED_AS_IMPORTED[1]),
+        (lambda s: s["artifact"].update(format="Pickle"), PICKLE_NEEDS_ITS_OWN_SERVER[1]),
+        (lambda s: s.update(serving="ModelServer", image="mlserver:1", server=SERVER),
+         FEATURES_FOR_ITS_OWN_SERVER[1]),
+    ],
+)  # fmt: skip
+def test_a_bad_stored_source_is_refused_by_both(change: Any, message: str) -> None:
+    spec = copy.deepcopy(STORED)
+    change(spec)
+    cel, error = refusals(spec)
+    assert message in cel
+    assert message in error
+
+
+@pytest.mark.parametrize("sha256", ["AB" * 32, "ab" * 31, "sha256:" + "ab" * 32])
+def test_an_artifact_digest_is_64_lower_case_hex_digits(sha256: str) -> None:
+    spec = copy.deepcopy(STORED)
+    spec["artifact"]["sha256"] = sha256
+    with pytest.raises(ValidationError, match=r"artifact\.sha256"):
+        ModelReleaseSpec.model_validate(spec)
 
 
 def with_change(change: Any) -> dict[str, Any]:

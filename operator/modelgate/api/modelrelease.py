@@ -163,6 +163,45 @@ class MlflowSource(ApiModel):
         return self
 
 
+class ArtifactFormat(StrEnum):
+    SKOPS = "Skops"
+    PICKLE = "Pickle"
+
+
+class ArtifactSource(ApiModel):
+    """A model file already stored, trained elsewhere: taken as it is once its
+    SHA-256 matches, then described and scored for the gate by the server
+    that will serve it, as a registered model is."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file://.+|[^:]+)$",
+        description="Where the model file is: s3://bucket/key in the artifact store, or a "
+        "path (local mode; relative to the manifest).",
+    )
+    sha256: str = Field(
+        pattern=r"^[a-f0-9]{64}$",
+        description="The file's SHA-256 (lower-case hex): anything else is refused.",
+    )
+    format: ArtifactFormat = Field(
+        default=ArtifactFormat.SKOPS,
+        description="Skops: a scikit-learn model saved with skops, loaded by the reference "
+        "server through its trusted types. Pickle: a pickle (or joblib) file, which only a "
+        "model server of its own loads (serving: ModelServer); Modelgate never unpickles it.",
+    )
+    features: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="The columns the model takes, in order. Read from a skops model when "
+        "omitted; required with serving ModelServer, where Modelgate does not load the model.",
+    )
+    data: TrainingData = Field(
+        description="The model's data: evaluation (scored for the gate), train (the "
+        "reference for drift and data checks and for the served ranges) and the target."
+    )
+
+
 def _evaluation_resources() -> Resources:
     return Resources(requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "4Gi"})
 
@@ -320,9 +359,9 @@ SERVER_FOR_MODEL_SERVER = (
     "is for serving ModelServer only",
 )
 MODEL_SERVER_SERVES_REGISTERED = (
-    "!has(self.serving) || self.serving != 'ModelServer' || has(self.mlflow)",
-    "serving ModelServer serves a registered model (mlflow); a model trained here is served "
-    "by the reference server (serving: ReferenceServer)",
+    "!has(self.serving) || self.serving != 'ModelServer' || has(self.mlflow) || has(self.artifact)",
+    "serving ModelServer serves a registered model (mlflow) or a stored one (artifact); a "
+    "model trained here is served by the reference server (serving: ReferenceServer)",
 )
 
 
@@ -370,9 +409,27 @@ class ModelServer(ApiModel):
 
 
 ONE_SOURCE = (
-    "has(self.training) != has(self.mlflow)",
-    "name exactly one source of the model: training (trained here by a Job) or mlflow (a "
-    "model registered in MLflow)",
+    "[has(self.training), has(self.mlflow), has(self.artifact)].filter(x, x).size() == 1",
+    "name exactly one source of the model: training (trained here by a Job), mlflow (a "
+    "model registered in MLflow) or artifact (a stored model file)",
+)
+ARTIFACT_IS_SERVED_AS_IMPORTED = (
+    "!has(self.artifact) || (has(self.serving) && self.serving in ['ReferenceServer', "
+    "'ModelServer'])",
+    "a release of a stored model file serves that file: set serving: ReferenceServer, or "
+    "ModelServer with a server of your own",
+)
+PICKLE_NEEDS_ITS_OWN_SERVER = (
+    "!has(self.artifact) || !has(self.artifact.format) || self.artifact.format != 'Pickle' "
+    "|| (has(self.serving) && self.serving == 'ModelServer')",
+    "a pickled artifact is loaded only by a model server of its own: set serving: ModelServer "
+    "(the reference server loads skops only)",
+)
+FEATURES_FOR_ITS_OWN_SERVER = (
+    "!has(self.artifact) || !has(self.serving) || self.serving != 'ModelServer' || "
+    "(has(self.artifact.features) && size(self.artifact.features) > 0)",
+    "serving ModelServer with an artifact source needs artifact.features (the columns the "
+    "server takes: Modelgate does not load the model to read them)",
 )
 REGISTERED_IS_REFERENCE_SERVED = (
     "!has(self.mlflow) || (has(self.serving) && self.serving in ['ReferenceServer', "
@@ -413,12 +470,17 @@ IMMUTABLE_RULES = (
         f"spec.mlflow is immutable: the imported artifact comes from it; {NEW_RELEASE_FIX}",
     ),
     (
+        "has(self.artifact) == has(oldSelf.artifact) && "
+        "(!has(self.artifact) || self.artifact == oldSelf.artifact)",
+        f"spec.artifact is immutable: the imported artifact comes from it; {NEW_RELEASE_FIX}",
+    ),
+    (
         "has(self.server) == has(oldSelf.server) && "
         "(!has(self.server) || self.server == oldSelf.server)",
         f"spec.server is immutable: the gate judged what that server answers; {NEW_RELEASE_FIX}",
     ),
 )
-IMMUTABLE_FIELDS = ("model", "serving", "image", "training", "mlflow", "server")
+IMMUTABLE_FIELDS = ("model", "serving", "image", "training", "mlflow", "artifact", "server")
 
 
 class ModelReleaseSpec(ApiModel):
@@ -428,6 +490,9 @@ class ModelReleaseSpec(ApiModel):
         IMAGE_FOR_SERVING,
         ONE_SOURCE,
         REGISTERED_IS_REFERENCE_SERVED,
+        ARTIFACT_IS_SERVED_AS_IMPORTED,
+        PICKLE_NEEDS_ITS_OWN_SERVER,
+        FEATURES_FOR_ITS_OWN_SERVER,
         SERVER_FOR_MODEL_SERVER,
         MODEL_SERVER_SERVES_REGISTERED,
         *IMMUTABLE_RULES,
@@ -456,6 +521,10 @@ class ModelReleaseSpec(ApiModel):
         default=None,
         description="Or a model registered in MLflow, trained elsewhere (the other source).",
     )
+    artifact: ArtifactSource | None = Field(
+        default=None,
+        description="Or a model file already stored, trained elsewhere (the third source).",
+    )
     server: ModelServer | None = Field(
         default=None, description="With serving ModelServer: how the server gets its model."
     )
@@ -471,13 +540,21 @@ class ModelReleaseSpec(ApiModel):
     def _image_for_serving(self) -> ModelReleaseSpec:
         if self.serving == Serving.IMAGE and self.image is None:
             raise ValueError(IMAGE_FOR_SERVING[1])
-        if (self.training is None) == (self.mlflow is None):
+        if [self.training, self.mlflow, self.artifact].count(None) != 2:
             raise ValueError(ONE_SOURCE[1])
         if self.mlflow is not None and self.serving == Serving.IMAGE:
             raise ValueError(REGISTERED_IS_REFERENCE_SERVED[1])
-        if (self.serving == Serving.MODEL_SERVER) != (self.server is not None):
+        artifact = self.artifact
+        if artifact is not None and self.serving == Serving.IMAGE:
+            raise ValueError(ARTIFACT_IS_SERVED_AS_IMPORTED[1])
+        own_server = self.serving == Serving.MODEL_SERVER
+        if artifact is not None and artifact.format == ArtifactFormat.PICKLE and not own_server:
+            raise ValueError(PICKLE_NEEDS_ITS_OWN_SERVER[1])
+        if artifact is not None and own_server and not artifact.features:
+            raise ValueError(FEATURES_FOR_ITS_OWN_SERVER[1])
+        if own_server != (self.server is not None):
             raise ValueError(SERVER_FOR_MODEL_SERVER[1])
-        if self.serving == Serving.MODEL_SERVER and self.mlflow is None:
+        if own_server and self.training is not None:
             raise ValueError(MODEL_SERVER_SERVES_REGISTERED[1])
         return self
 
@@ -490,7 +567,7 @@ class ModelReleaseSpec(ApiModel):
     @property
     def data(self) -> TrainingData:
         """The model's datasets, whichever its source."""
-        source = self.training or self.mlflow
+        source = self.training or self.mlflow or self.artifact
         assert source is not None  # the validator above
         return source.data
 

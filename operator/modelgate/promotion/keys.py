@@ -51,12 +51,14 @@ def training_key(
 ) -> str:
     """Changes exactly when the training inputs change (then it retrains); for
     a registered model, when what is imported changes (its resolved version)."""
-    source: dict[str, Any] = (
-        {"training": release.spec.training.wire()}
-        if release.spec.training is not None
-        else {"mlflow": release.spec.mlflow.wire() if release.spec.mlflow else None,
-              "version": registered}
-    )  # fmt: skip
+    spec = release.spec
+    source: dict[str, Any]
+    if spec.training is not None:
+        source = {"training": spec.training.wire()}
+    elif spec.artifact is not None:
+        source = {"artifact": spec.artifact.wire()}
+    else:
+        source = {"mlflow": spec.mlflow.wire() if spec.mlflow else None, "version": registered}
     return canonical_hash(
         {
             **source,

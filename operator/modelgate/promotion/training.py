@@ -105,13 +105,13 @@ def train(
         registered = _resolved_version(ctx, observed)
         if registered is None:
             return False
-        if not ctx.server_image:
-            message = (
-                "a registered model is imported and scored with the operator's server image, "
-                "and there is none: set MODELGATE_SERVER_IMAGE (the chart does)"
-            )
-            _training_failed(ctx, message, "ImporterUnavailable")
-            return False
+    if release.spec.training is None and not ctx.server_image:
+        message = (
+            "a model trained elsewhere is imported and scored with the operator's server "
+            "image, and there is none: set MODELGATE_SERVER_IMAGE (the chart does)"
+        )
+        _training_failed(ctx, message, "ImporterUnavailable")
+        return False
     key = training_key(release, gate, registered)
     job_name = training_job_name(release, key)
     run = (
@@ -146,7 +146,7 @@ def train(
         progressing(ctx, "Training", f"training run {job_name}")
         ctx.plan.actions.append(
             _start_training(release, key, job_name, extra_env)
-            if registered is None
+            if release.spec.training is not None
             else _start_import(ctx, key, job_name, registered, extra_env)
         )
         ctx.plan.events.append(Event("Normal", "TrainingStarted", f"started {job_name}"))
@@ -184,7 +184,7 @@ def train(
 def _training_failed(ctx: Context, message: str, reason: str = "TrainingFailed") -> None:
     ctx.status.phase = Phase.FAILED
     ctx.condition(cond.TRAINED, False, reason, message)
-    what = "training" if ctx.release.spec.mlflow is None else "the import of the registered model"
+    what = "training" if ctx.release.spec.training is not None else "the import of the model"
     stalled(ctx, reason, f"{what} failed: {message}")
 
 
@@ -204,24 +204,18 @@ def _data_env(release: ModelRelease) -> dict[str, str]:
 
 
 def _start_import(
-    ctx: Context, key: str, job_name: str, version: str, extra_env: dict[str, str]
+    ctx: Context, key: str, job_name: str, version: str | None, extra_env: dict[str, str]
 ) -> StartTraining:
-    """The import run: fetch the registered version, score the evaluation
-    data with the server that will serve it, write the training contract's
-    outputs (the operator's server image; it never runs in the operator)."""
+    """The import run: fetch the registered version (or the stored file),
+    score the evaluation data with the server that will serve it, write the
+    training contract's outputs (the operator's server image; it never runs
+    in the operator)."""
+    env = {**_data_env(ctx.release), **_source_env(ctx.release, version), **extra_env}
     spec = ctx.release.spec.mlflow
-    assert spec is not None
-    env = {
-        **_data_env(ctx.release),
-        contract.MLFLOW_TRACKING_URI: spec.tracking_uri,
-        contract.MLFLOW_MODEL: spec.name,
-        contract.MLFLOW_VERSION: version,
-        **extra_env,
-    }
     served_by = model_server_command(ctx.release)
     if served_by is not None:
         env[contract.MODEL_SERVER] = served_by.wire()
-    secret = spec.credentials_secret
+    secret = spec.credentials_secret if spec is not None else None
     secret_env: tuple[tuple[str, str, str], ...] = ()
     if secret is not None and secret.token_key is not None:
         secret_env = ((contract.MLFLOW_TOKEN, secret.name, secret.token_key),)
@@ -239,6 +233,27 @@ def _start_import(
         env=env,
         secret_env=secret_env,
     )
+
+
+def _source_env(release: ModelRelease, version: str | None) -> dict[str, str]:
+    """Where the import run takes the model from."""
+    if release.spec.mlflow is not None:
+        assert version is not None  # resolved before the run starts
+        return {
+            contract.MLFLOW_TRACKING_URI: release.spec.mlflow.tracking_uri,
+            contract.MLFLOW_MODEL: release.spec.mlflow.name,
+            contract.MLFLOW_VERSION: version,
+        }
+    artifact = release.spec.artifact
+    assert artifact is not None  # the one source left
+    env = {
+        contract.ARTIFACT_URI: artifact.uri,
+        contract.ARTIFACT_SHA256: artifact.sha256,
+        contract.ARTIFACT_FORMAT: str(artifact.format),
+    }
+    if artifact.features:
+        env[contract.FEATURES] = json.dumps(artifact.features)
+    return env
 
 
 def _start_training(

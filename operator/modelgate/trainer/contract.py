@@ -41,6 +41,13 @@ MLFLOW_TOKEN: Final = "MLFLOW_TRACKING_TOKEN"
 MLFLOW_USERNAME: Final = "MLFLOW_TRACKING_USERNAME"
 MLFLOW_PASSWORD: Final = "MLFLOW_TRACKING_PASSWORD"
 
+# Or the import run of a stored model file: its URI, SHA-256, format (Skops or
+# Pickle) and, when it is not read from the model, its columns (JSON list).
+ARTIFACT_URI: Final = "MODELGATE_ARTIFACT_URI"
+ARTIFACT_SHA256: Final = "MODELGATE_ARTIFACT_SHA256"
+ARTIFACT_FORMAT: Final = "MODELGATE_ARTIFACT_FORMAT"
+FEATURES: Final = "MODELGATE_FEATURES"
+
 # Outputs (file names in OUTPUT_DIR).
 MODEL_FILE: Final = "model.skops"  # the fitted model, skops format (never pickle)
 # Or a model that only its own server loads (any format, a pickle too): an
