@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from modelgate.api import Environment, ModelRelease, QualityGate
 from modelgate.api.common import format_time
+from modelgate.api.environment import EnvironmentStatus, Promotion
 from modelgate.api.modelrelease import (
     ArtifactRecord,
     CheckResult,
@@ -88,6 +89,19 @@ class World:
     verifications: dict[str, TrainingObservation] = field(default_factory=dict)
     next_verification: str = "Succeeded"
     deploys: list[tuple[Deploy, dict[str, Environment]]] = field(default_factory=list)
+    # Each Environment's status.history as the handler records it, newest first.
+    promotions: dict[str, list[Promotion]] = field(default_factory=dict)
+
+    def record(self, environment: str, live: DeploymentObservation, rolled_back: bool) -> None:
+        entry = Promotion(
+            release=live.release.split("/", 1)[1],
+            image=live.image,
+            config_hash=live.config_hash,
+            deployed_at=format_time(self.now),
+            rolled_back=rolled_back,
+            rollout=live.rollout,
+        )
+        self.promotions[environment] = [entry, *self.promotions.get(environment, [])][:10]
 
     def observed(self) -> Observed:
         return Observed(
@@ -147,6 +161,7 @@ class World:
                 ),
                 dict(action.config),
             )
+            self.record(action.environment, self.live[action.environment].observation, False)
         elif isinstance(action, StartVerification):
             self.verifications[action.job_name] = TrainingObservation(
                 action.job_name, self.next_verification, message="answers differ"
@@ -167,10 +182,12 @@ class World:
                     return
                 if match:
                     self.live[action.environment] = match[-1]
+                    self.record(action.environment, match[-1].observation, True)
                     return
             others = [e for e in earlier if e.observation.release != action.release]
             if others:
                 self.live[action.environment] = others[-1]
+                self.record(action.environment, others[-1].observation, True)
             else:
                 del self.live[action.environment]
 
@@ -236,7 +253,7 @@ class ReleaseMachine(RuleBasedStateMachine):
             if self.verify_staging
             else {}
         )
-        return {
+        declared = {
             "staging": environment(
                 "staging",
                 tier="preproduction",
@@ -253,6 +270,12 @@ class ReleaseMachine(RuleBasedStateMachine):
                 **staging_verification,
             ),
             "production": environment("production", **production),
+        }
+        return {
+            name: env.model_copy(
+                update={"status": EnvironmentStatus(history=self.world.promotions.get(name, []))}
+            )
+            for name, env in declared.items()
         }
 
     def gate(self) -> QualityGate:
@@ -484,3 +507,18 @@ ReleaseMachine.TestCase.settings = settings(
     derandomize=True,
 )
 test_release_state_machine = ReleaseMachine.TestCase
+
+
+def test_a_change_after_a_lost_status_never_reuses_a_rollout_number() -> None:
+    """Found by the machine above: a config change is rolled out as rollout 2,
+    fails its verification and is put back; the driver then works from an
+    older status that never recorded rollout 2. The next change is rollout 3:
+    the Environment's history kept what the status lost."""
+    machine = ReleaseMachine()
+    machine.verifications_will(outcome="Failed")
+    machine.edit_environment_config(env="staging", value="b")
+    machine.driver_restarts_and_replays_an_older_status(back=4)
+    machine.edit_environment_config(env="staging", value="a")
+    machine.no_revision_is_deployed_twice()
+    rollouts = [d.rollout for d, _ in machine.world.deploys if d.environment == "staging"]
+    assert rollouts == [1, 2, 3]

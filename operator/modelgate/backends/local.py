@@ -248,6 +248,7 @@ class LocalProcessRunner:
         )
 
 
+REFERENCE_MARKER = "modelgate.server"  # the reference server's module, on its command line
 SERVER_SOURCES = ("server.py", "serving/__init__.py", "serving/model.py", "serving/schema.py")
 
 
@@ -333,8 +334,9 @@ class LocalServers:
             "modelSha256": config[contract.SERVER_MODEL_SHA256],
             "state": "starting",
         }
+        own = contract.MODEL_SERVER in config
         try:
-            if contract.MODEL_SERVER in config:
+            if own:
                 command, env, ready = self._own_server(path, config, port)
             else:
                 command, env, ready = self._reference_server(environment, config, port)
@@ -342,7 +344,8 @@ class LocalServers:
             record.update(pid=0, state="failed", message=f"the model server cannot start: {error}")
             _write_json(path, record)
             return record
-        record["marker"] = command[0]
+        # What its command line holds, so a recycled pid is never taken for it.
+        record["marker"] = command[0] if own else REFERENCE_MARKER
         record["pid"] = _spawn(command, env, Path(record["log"]))
         _wait_until_ready(record, ready, timeout)
         _write_json(path, record)
@@ -403,12 +406,12 @@ class LocalServers:
             os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + 10
             while _is_ours(record) and time.monotonic() < deadline:
-                _exited(pid, record.get("marker", "modelgate.server"))
+                _exited(pid, record.get("marker", REFERENCE_MARKER))
                 time.sleep(0.05)
             if _is_ours(record):
                 os.killpg(pid, signal.SIGKILL)
         if pid > 0:
-            _exited(pid, record.get("marker", "modelgate.server"))  # reap it if ours
+            _exited(pid, record.get("marker", REFERENCE_MARKER))  # reap it if ours
         shutil.rmtree(self._record_path(namespace, environment).with_suffix(".model"),
                       ignore_errors=True)  # fmt: skip
         self._record_path(namespace, environment).unlink(missing_ok=True)
@@ -460,10 +463,10 @@ def _wait_until_ready(record: dict[str, Any], ready: str, timeout: float) -> Non
 
 
 def _is_ours(record: dict[str, Any]) -> bool:
-    return _is_our_server(int(record["pid"]), record.get("marker", "modelgate.server"))
+    return _is_our_server(int(record["pid"]), record.get("marker", REFERENCE_MARKER))
 
 
-def _is_our_server(pid: int, marker: str = "modelgate.server") -> bool:
+def _is_our_server(pid: int, marker: str = REFERENCE_MARKER) -> bool:
     """A model server, still running (a recycled pid is someone else's): its
     command line holds ``marker`` (the module or the executable it runs)."""
     if pid <= 0:
@@ -475,7 +478,7 @@ def _is_our_server(pid: int, marker: str = "modelgate.server") -> bool:
     return marker.encode() in command
 
 
-def _exited(pid: int, marker: str = "modelgate.server") -> bool:
+def _exited(pid: int, marker: str = REFERENCE_MARKER) -> bool:
     """Whether a server this process spawned has ended (and reap it); one
     started by an earlier run is not our child: ask /proc instead."""
     try:

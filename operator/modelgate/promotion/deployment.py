@@ -315,8 +315,9 @@ def _change(
     )
     recorded = earlier.rollout if earlier is not None and earlier.rollout else 0
     # Never a number used before: the highest of what is live (a rollback
-    # puts an older one back) and what this status recorded.
-    used = max(live.rollout or 1, recorded)
+    # puts an older one back), what this status recorded and what the
+    # Environment's history kept (a status write may have been lost since).
+    used = max(live.rollout or 1, recorded, _highest_rollout(env, ctx.release.name))
     next_rollout = recorded if asked else used + 1
     entry = _live_entry(name, digest, live)
     entry.rollout, entry.previous_config_hash = used, live.config_hash
@@ -351,6 +352,12 @@ def _change(
         entry.message = f"rolling out a change ({change}) as rollout {entry.rollout}"
         ctx.plan.events.append(Event("Normal", "ConfigChange", f"{name}: {entry.message}"))
     return entry, verdict
+
+
+def _highest_rollout(env: Environment, release: str) -> int:
+    """The highest rollout of ``release`` the Environment's history records."""
+    history = env.status.history if env.status is not None else []
+    return max((p.rollout or 0 for p in history if p.release == release), default=0)
 
 
 def _soak_end(env: Environment, entry: EnvironmentProgress) -> datetime | None:
