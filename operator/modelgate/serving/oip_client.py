@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,12 +61,22 @@ def model_path(url: str, model: str, version: str | None = None) -> str:
     return path
 
 
-def wait_ready(url: str, model: str, timeout: float, version: str | None = None) -> None:
-    """Until the server says the model is ready; the last answer if it never does."""
+def wait_ready(
+    url: str,
+    model: str,
+    timeout: float,
+    version: str | None = None,
+    alive: Callable[[], None] | None = None,
+) -> None:
+    """Until the server says the model is ready; the last answer if it never
+    does. ``alive`` raises when the server is known to be gone (a process
+    that exited): no use waiting for it then."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     ready = f"{model_path(url, model, version)}/ready"
     while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
         try:
             status, body = request(ready, timeout=5)
             if status == 200:

@@ -21,7 +21,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -147,27 +146,19 @@ def _log_tail(log: Path, lines: int = 5) -> str:
 def _wait_ready(
     process: subprocess.Popen[bytes], url: str, model: str, log: Path, timeout: float
 ) -> None:
-    deadline = time.monotonic() + timeout
-    ready = f"{oip_client.model_path(url, model)}/ready"
-    last = "no answer"
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if process.poll() is not None:
             raise ModelServerError(
-                f"the model server exited with code {process.returncode} before it was ready: "
-                f"{_log_tail(log)}"
+                f"the model server exited with code {process.returncode} before it was "
+                f"ready: {_log_tail(log)}"
             )
-        try:
-            status, body = oip_client.request(ready, timeout=2)
-            if status == 200:
-                return
-            last = f"{status} {body}"
-        except (OSError, ValueError) as error:
-            last = str(error)
-        time.sleep(0.25)
-    raise ModelServerError(
-        f"the model server did not say model {model!r} is ready within {timeout:g} s "
-        f"(GET {ready}: {last}); its log: {_log_tail(log)}"
-    )
+
+    try:
+        oip_client.wait_ready(url, model, timeout, alive=alive)
+    except RuntimeError as error:
+        if isinstance(error, ModelServerError):
+            raise
+        raise ModelServerError(f"{error}; its log: {_log_tail(log)}") from None
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 20) -> None:
