@@ -1,22 +1,26 @@
-"""The import run of a registered MLflow model: ``python -m modelgate.importer``.
+"""The import run of a model trained elsewhere: ``python -m modelgate.importer``.
 
-A release whose model was trained elsewhere gets, in place of a training
-run, this run (a Job of the operator's server image, a process in local
-mode). It honours the training contract's outputs, so everything after it
-(the gate, serving, verification) is what a trained release gets:
+A release whose model was trained elsewhere (a version registered in MLflow,
+or a stored model file) gets, in place of a training run, this run (a Job
+of the operator's server image, a process in local mode). It honours the
+training contract's outputs, so everything after it (the gate, serving,
+verification) is what a trained release gets:
 
-1. fetch the version the release resolved from the registry, every file
-   hashed, one digest over them all (recorded in metadata.json);
-2. take its scikit-learn model saved with skops (MLflow's format for
-   scikit-learn), loaded only through the trusted-types list, for its
-   features and classes;
+1. fetch the model: the version the release resolved from the registry
+   (every file hashed, one digest over them all), or the stored file
+   (refused unless its SHA-256 is the release's); recorded in metadata.json;
+2. start the server that will serve it, on it: the reference server (the
+   model must be skops, read here through the trusted-types list for its
+   columns and classes), or the release's own model server
+   (MODELGATE_MODEL_SERVER), which alone loads the model: its columns come
+   from the MLflow signature or the release, its classes from the training
+   labels;
 3. describe it (metadata.json: features with the training data's ranges,
    categories and drift references, task, positive label, classes, where it
    came from) and record what only the model can tell the gate (permutation
    importance, the gate's behaviour tests), as the trainer does;
-4. start the reference server on it, as it will be served, and score the
-   evaluation data through the Open Inference Protocol into
-   predictions.parquet: the gate judges what the server answers.
+4. score the evaluation data through that server over the Open Inference
+   Protocol into predictions.parquet: the gate judges what the server answers.
 
 Exit 0 imported, 2 not (the last line says why: the release's condition).
 """

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
+from modelgate.backends.local import LocalServers
 from modelgate.serving.runtime import (
     ModelServerCommand,
     expand,
     server_environment,
 )
+from modelgate.trainer import contract
 
 
 def test_expansion_is_kubernetes_own() -> None:
@@ -57,3 +61,34 @@ def test_the_wire_form_round_trips() -> None:
 def test_a_bad_wire_form_names_the_field(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ModelServerCommand.from_wire(text, "X")
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (("/nonexistent/model-server", "start"), "/nonexistent/model-server"),
+        ((), "spec.server.local.command"),
+    ],
+)
+def test_a_local_server_that_cannot_start_is_recorded_as_failed_saying_why(
+    tmp_path: Path, command: tuple[str, ...], message: str
+) -> None:
+    """Local mode, as a pod that cannot start: nothing crashes, the record
+    (which the rollout waits on) says why."""
+    model = tmp_path / "model.pkl"
+    model.write_bytes(b"not loaded here")
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps({"servedBy": {"modelFile": "model.pkl"}}))
+    config = {
+        contract.SERVER_MODEL_URI: str(model),
+        contract.SERVER_MODEL_SHA256: hashlib.sha256(model.read_bytes()).hexdigest(),
+        contract.SERVER_METADATA_URI: str(metadata),
+        contract.SERVER_METADATA_SHA256: hashlib.sha256(metadata.read_bytes()).hexdigest(),
+        contract.MODEL_SERVER: ModelServerCommand(command, "m").wire(),
+    }
+    servers = LocalServers(tmp_path / "state")
+    record = servers.start("default", "staging", config)
+    assert record["state"] == "failed"
+    assert "the model server cannot start" in record["message"]
+    assert message in record["message"]
+    assert servers.url("default", "staging") is None

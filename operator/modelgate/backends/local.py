@@ -48,9 +48,6 @@ from modelgate.serving.runtime import (
 )
 from modelgate.trainer import contract
 
-# Environment variables a local training process inherits; everything else
-# (credentials, tokens) stays out of the child's environment.
-
 
 def _write_json(path: Path, value: Any) -> None:
     """Write atomically: a crash never leaves half a state file."""
@@ -340,13 +337,14 @@ class LocalServers:
                 command, env, ready = self._own_server(path, config, port)
             else:
                 command, env, ready = self._reference_server(environment, config, port)
+            # What its command line holds, so a recycled pid is never taken for it.
+            record["marker"] = command[0] if own else REFERENCE_MARKER
+            record["pid"] = _spawn(command, env, Path(record["log"]))
         except (ValueError, ModelLoadError, ArtifactError, OSError) as error:
+            # As a pod that cannot start: the rollout waits, saying why.
             record.update(pid=0, state="failed", message=f"the model server cannot start: {error}")
             _write_json(path, record)
             return record
-        # What its command line holds, so a recycled pid is never taken for it.
-        record["marker"] = command[0] if own else REFERENCE_MARKER
-        record["pid"] = _spawn(command, env, Path(record["log"]))
         _wait_until_ready(record, ready, timeout)
         _write_json(path, record)
         self._write_targets()
