@@ -76,6 +76,7 @@ from modelgate.promotion.keys import (
     release_key,
 )
 from modelgate.promotion.registry_sync import record_sync, registered_version
+from modelgate.promotion.scoring import scoring_job
 from modelgate.promotion.training import registry_query, training_job
 from modelgate.settings import OperatorSettings, PrometheusSettings
 
@@ -198,7 +199,13 @@ class LocalRun:
             ):
                 if variable in env:
                     env[variable] = self._resolve(release, env[variable])
-            what = "import" if release.spec.training is None else "training"
+            what = (
+                "scoring"
+                if action.job_name == scoring_job(release)
+                else "import"
+                if release.spec.training is None
+                else "training"
+            )
             self.log(f"[{name}] {what}: running {action.job_name} as a local process")
             self.runner.start(replace(action, env=env))
         elif isinstance(action, EvaluateGate):
@@ -388,8 +395,10 @@ class LocalRun:
                 (q.environment, q.metric): self.analysis.measure(q, now)
                 for q in due_queries(release, environments, now)
             }
+            scoring = scoring_job(release)
             observed = Observed(
                 training=self.runner.observe(job),
+                scoring=self.runner.observe(scoring) if scoring is not None else None,
                 deployments=self._deployments(release, environments),
                 verifications=self._verifications(release),
                 measurements=measurements,

@@ -487,6 +487,26 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
             "serving ModelServer with an artifact source needs artifact.features",
         ),
         (
+            "ModelRelease server predictions of an image of one's own",
+            _release(
+                serving="Image",
+                image="r.example.com/m:1",
+                gate={"name": "credit-gate", "predictionsFrom": "Server"},
+            ),
+            "spec",
+            "gate.predictionsFrom: Server scores a trained model",
+        ),
+        (
+            "ModelRelease trainer predictions without training",
+            _release(
+                training=_DELETE,
+                mlflow=_MLFLOW,
+                gate={"name": "credit-gate", "predictionsFrom": "Trainer"},
+            ),
+            "spec",
+            "a model trained elsewhere has no trainer's predictions",
+        ),
+        (
             "ModelRelease registered version and alias",
             _release(training=_DELETE, mlflow={**_MLFLOW, "version": "3"}),
             "spec.mlflow",

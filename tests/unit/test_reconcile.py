@@ -758,3 +758,78 @@ def test_a_release_replaced_while_it_is_verified_goes_no_further() -> None:
         assert condition(release, "Stalled")[:2] == ("True", "Superseded")
         assert condition(release, "Ready")[0] == "False"
         assert condition(release, "Verified")[:2] == ("False", "Superseded")
+
+
+class ScoringWorld(World):
+    """Also runs scoring runs: the server's predictions differ in bytes from
+    the trainer's (another file), not in what the gate is told."""
+
+    SERVED = ArtifactRecord(name="predictions", uri="file:///served", sha256="4" * 64, size=10)
+
+    def __init__(self, scoring_state: str = "Succeeded") -> None:
+        super().__init__(outputs=(PREDICTIONS, MODEL, METADATA))
+        self.scoring_state = scoring_state
+        self.scoring: TrainingObservation | None = None
+        self.started: list[StartTraining] = []
+
+    def observed(self) -> Observed:
+        return replace(super().observed(), scoring=self.scoring)
+
+    def act(self, release: ModelRelease, plan: Plan, now: datetime) -> ModelRelease:
+        scoring = [
+            a for a in plan.actions if isinstance(a, StartTraining) and "-score-" in a.job_name
+        ]
+        for action in scoring:
+            self.started.append(action)
+            served = (self.SERVED, MODEL, METADATA) if self.scoring_state == "Succeeded" else ()
+            self.scoring = TrainingObservation(
+                job_name=action.job_name,
+                state=self.scoring_state,
+                message=None if self.scoring_state == "Succeeded" else "model not ready",
+                artifacts=served,
+            )
+        others = replace(plan, actions=[a for a in plan.actions if a not in scoring])
+        return super().act(release, others, now)
+
+
+def scored_release() -> ModelRelease:
+    return make_release(serving="ReferenceServer", image=None,
+                        gate={"name": "gate", "predictionsFrom": "Server"})  # fmt: skip
+
+
+def test_the_gate_judges_the_servers_predictions_when_asked() -> None:
+    world = ScoringWorld()
+    release, plans = drive(scored_release(), world, server_image=DIGEST_IMAGE)
+    assert release.status is not None
+    assert release.status.phase == "Released"
+    [scoring] = world.started
+    assert scoring.job_name.startswith("m-1-score-")
+    assert scoring.command == ("python", "-m", "modelgate.importer")
+    assert scoring.image == DIGEST_IMAGE  # the server's image, never the trainer's
+    assert scoring.env[contract.ARTIFACT_URI] == MODEL.uri
+    assert scoring.env[contract.ARTIFACT_SHA256] == MODEL.sha256
+    evaluations = [a for p in plans for a in p.actions if isinstance(a, EvaluateGate)]
+    assert [e.predictions for e in evaluations] == [ScoringWorld.SERVED]
+    artifacts = {a.name: a for a in release.status.artifacts}
+    assert artifacts["predictions"] == ScoringWorld.SERVED
+    assert artifacts["model"] == MODEL  # the trained model, as it was
+    assert release.status.scoring is not None
+    assert release.status.scoring.state == "Succeeded"
+    assert condition(release, "Trained")[:2] == ("True", "ScoredByServer")
+    # Settled: scored once, whatever happens after.
+    again = reconcile(release, make_gate(), make_envs(), world.observed(), NOW,
+                      server_image=DIGEST_IMAGE)  # fmt: skip
+    assert again.actions == []
+    assert len(world.started) == 1
+
+
+def test_a_failed_scoring_fails_closed_and_is_not_run_again() -> None:
+    world = ScoringWorld(scoring_state="Failed")
+    release, plans = drive(scored_release(), world, server_image=DIGEST_IMAGE)
+    assert release.status is not None
+    assert release.status.phase == "Failed"
+    status, reason, message = condition(release, "Trained")
+    assert (status, reason) == ("False", "ScoringFailed")
+    assert "model not ready" in message
+    assert not any(isinstance(a, EvaluateGate | Deploy) for p in plans for a in p.actions)
+    assert len(world.started) == 1

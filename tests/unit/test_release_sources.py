@@ -14,11 +14,13 @@ from modelgate.api.modelrelease import (
     ARTIFACT_IS_SERVED_AS_IMPORTED,
     FEATURES_FOR_ITS_OWN_SERVER,
     MODEL_SERVER_SERVES_REGISTERED,
+    NO_TRAINER_PREDICTIONS_WITHOUT_TRAINING,
     ONE_SOURCE,
     ONE_VERSION_OR_ALIAS,
     PICKLE_NEEDS_ITS_OWN_SERVER,
     REGISTERED_IS_REFERENCE_SERVED,
     SERVER_FOR_MODEL_SERVER,
+    SERVER_PREDICTIONS_NEED_THE_REFERENCE_SERVER,
     TOKEN_OR_BASIC,
     ModelReleaseSpec,
 )
@@ -188,3 +190,39 @@ def test_the_registered_source_cannot_change() -> None:
     other["server"] = {**SERVER, "modelName": "another"}
     found = violations(schema_of("ModelRelease"), {"spec": other}, {"spec": SERVED_BY_ITS_OWN})
     assert any(v.startswith("spec.server is immutable") for v in found), found
+
+
+TRAINED: dict[str, Any] = {
+    **{k: v for k, v in REGISTERED.items() if k != "mlflow"},
+    "training": TRAINING,
+    "gate": {"name": "credit-gate", "predictionsFrom": "Server"},
+}
+
+
+def test_a_trained_model_may_be_scored_by_the_reference_server() -> None:
+    assert refusals(TRAINED) == ([], "")
+    assert ModelReleaseSpec.model_validate(TRAINED).scored_by_server
+    by_trainer = {**TRAINED, "gate": {"name": "credit-gate", "predictionsFrom": "Trainer"}}
+    assert refusals(by_trainer) == ([], "")
+    assert not ModelReleaseSpec.model_validate(by_trainer).scored_by_server
+    # A registered model is scored by its server anyway; saying so is fine.
+    registered = {**REGISTERED, "gate": {"name": "credit-gate", "predictionsFrom": "Server"}}
+    assert refusals(registered) == ([], "")
+    assert not ModelReleaseSpec.model_validate(registered).scored_by_server
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({**TRAINED, "serving": "Image", "image": "registry.example.com/m:1"},
+         SERVER_PREDICTIONS_NEED_THE_REFERENCE_SERVER[1]),
+        ({**REGISTERED, "gate": {"name": "credit-gate", "predictionsFrom": "Trainer"}},
+         NO_TRAINER_PREDICTIONS_WITHOUT_TRAINING[1]),
+    ],
+)  # fmt: skip
+def test_predictions_from_a_source_that_has_none_are_refused_by_both(
+    spec: dict[str, Any], message: str
+) -> None:
+    cel, error = refusals(spec)
+    assert message in cel
+    assert message in error

@@ -231,6 +231,11 @@ class Evaluation(ApiModel):
     )
 
 
+class PredictionsFrom(StrEnum):
+    TRAINER = "Trainer"
+    SERVER = "Server"
+
+
 class GateReference(ApiModel):
     """Which checks the candidate must pass: a QualityGate and/or inline checks."""
 
@@ -252,6 +257,15 @@ class GateReference(ApiModel):
         default_factory=list,
         max_length=100,
         description="Inline checks, added to the named gate's checks.",
+    )
+    predictions_from: PredictionsFrom | None = Field(
+        default=None,
+        alias="predictionsFrom",
+        description="Where the predictions the gate judges come from. Trainer (the default "
+        "for a trained model): the training run's. Server: the evaluation data scored "
+        "through the Open Inference Protocol by the server that will serve the model (a "
+        "scoring run after training), so the gate judges what will be served. A model "
+        "trained elsewhere is always scored by its server.",
     )
 
     @model_validator(mode="after")
@@ -413,6 +427,18 @@ ONE_SOURCE = (
     "name exactly one source of the model: training (trained here by a Job), mlflow (a "
     "model registered in MLflow) or artifact (a stored model file)",
 )
+SERVER_PREDICTIONS_NEED_THE_REFERENCE_SERVER = (
+    "!has(self.gate.predictionsFrom) || self.gate.predictionsFrom != 'Server' || "
+    "!has(self.training) || (has(self.serving) && self.serving == 'ReferenceServer')",
+    "gate.predictionsFrom: Server scores a trained model with the server that will serve it: "
+    "set serving: ReferenceServer (a serving image of your own is not run for scoring)",
+)
+NO_TRAINER_PREDICTIONS_WITHOUT_TRAINING = (
+    "!has(self.gate.predictionsFrom) || self.gate.predictionsFrom != 'Trainer' || "
+    "has(self.training)",
+    "a model trained elsewhere has no trainer's predictions, its server scores it: omit "
+    "gate.predictionsFrom or set Server",
+)
 ARTIFACT_IS_SERVED_AS_IMPORTED = (
     "!has(self.artifact) || (has(self.serving) && self.serving in ['ReferenceServer', "
     "'ModelServer'])",
@@ -495,6 +521,8 @@ class ModelReleaseSpec(ApiModel):
         FEATURES_FOR_ITS_OWN_SERVER,
         SERVER_FOR_MODEL_SERVER,
         MODEL_SERVER_SERVES_REGISTERED,
+        SERVER_PREDICTIONS_NEED_THE_REFERENCE_SERVER,
+        NO_TRAINER_PREDICTIONS_WITHOUT_TRAINING,
         *IMMUTABLE_RULES,
     )
 
@@ -556,7 +584,22 @@ class ModelReleaseSpec(ApiModel):
             raise ValueError(SERVER_FOR_MODEL_SERVER[1])
         if own_server and self.training is not None:
             raise ValueError(MODEL_SERVER_SERVES_REGISTERED[1])
+        wanted = self.gate.predictions_from
+        if (
+            wanted == PredictionsFrom.SERVER
+            and self.training is not None
+            and self.serving != Serving.REFERENCE_SERVER
+        ):
+            raise ValueError(SERVER_PREDICTIONS_NEED_THE_REFERENCE_SERVER[1])
+        if wanted == PredictionsFrom.TRAINER and self.training is None:
+            raise ValueError(NO_TRAINER_PREDICTIONS_WITHOUT_TRAINING[1])
         return self
+
+    @property
+    def scored_by_server(self) -> bool:
+        """A trained model whose gate judges the server's predictions (a
+        scoring run after training)."""
+        return self.training is not None and self.gate.predictions_from == PredictionsFrom.SERVER
 
     @property
     def served_model_name(self) -> str:
@@ -767,6 +810,11 @@ class ModelReleaseStatus(ApiModel):
     )
     training: TrainingStatus | None = Field(
         default=None, description="Training run (or the import run of a registered model)."
+    )
+    scoring: TrainingStatus | None = Field(
+        default=None,
+        description="With gate.predictionsFrom Server: the scoring run that replaced the "
+        "training run's predictions with the server's.",
     )
     artifacts: list[ArtifactRecord] = Field(default_factory=list, description="Artifacts.")
     gate: GateStatus | None = Field(default=None, description="Gate result.")

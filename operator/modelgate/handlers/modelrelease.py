@@ -60,6 +60,7 @@ from modelgate.promotion.conditions import READY, STALLED, set_condition
 from modelgate.promotion.keys import release_key
 from modelgate.promotion.plan import RegistryObservation
 from modelgate.promotion.registry_sync import record_sync, registered_version
+from modelgate.promotion.scoring import scoring_job
 from modelgate.promotion.training import registry_query, training_job
 
 
@@ -291,10 +292,22 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                     and recorded.state == "Succeeded"
                     and bool(release.status and release.status.artifacts)
                 )
+                scoring = scoring_job(release)
+                scored = (
+                    release.status is not None
+                    and release.status.scoring is not None
+                    and (
+                        release.status.scoring.job_name == scoring
+                        and release.status.scoring.state == "Succeeded"
+                    )
+                )
                 observed = Observed(
                     # A recorded success is final: no need to read the Job (and
                     # copy its outputs) again on every resync.
                     training=None if finished else rt.runner.observe(release.namespace, job),
+                    scoring=rt.runner.observe(release.namespace, scoring)
+                    if scoring is not None and not scored
+                    else None,
                     deployments=rt.delivery.observe(
                         release.namespace, wanted, release.spec.model.name, release_key(release)
                     ),

@@ -73,6 +73,11 @@ def training_job_name(release: ModelRelease, key: str) -> str:
     return release.name[: JOB_NAME_MAX - len(suffix)].rstrip("-") + suffix
 
 
+def scoring_job_name(release: ModelRelease, key: str) -> str:
+    suffix = f"-score-{key[:8]}"
+    return release.name[: JOB_NAME_MAX - len(suffix)].rstrip("-") + suffix
+
+
 def effective_checks(release: ModelRelease, gate: QualityGate | None) -> list[Check]:
     checks = list(gate.spec.checks) if gate is not None else []
     names = {c.name for c in checks}

@@ -90,6 +90,8 @@ class RegistryObservation:
 @dataclass(frozen=True)
 class Observed:
     training: TrainingObservation | None = None
+    # The scoring run (gate.predictionsFrom Server), once one is due.
+    scoring: TrainingObservation | None = None
     # The registry's answer to the release's RegistryQuery, when one was due.
     registered: RegistryObservation | None = None
     deployments: dict[str, DeploymentObservation] = field(default_factory=dict)

@@ -33,6 +33,7 @@ from modelgate.promotion.keys import gate_training_inputs
 from modelgate.promotion.plan import Event, Observed, Plan
 from modelgate.promotion.references import references_missing
 from modelgate.promotion.registry_sync import sync_registry
+from modelgate.promotion.scoring import score
 from modelgate.promotion.training import train
 
 
@@ -62,6 +63,8 @@ def reconcile(
         return _finish(ctx)
     job_env = {**gate_training_inputs(release, gate), **(training_env or {})}
     if not train(ctx, gate, observed, job_env):
+        return _finish(ctx)
+    if not score(ctx, observed, job_env):
         return _finish(ctx)
     assert gate is not None or release.spec.gate.name is None
     if not evaluate(ctx, gate, observed):

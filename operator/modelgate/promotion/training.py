@@ -188,7 +188,7 @@ def _training_failed(ctx: Context, message: str, reason: str = "TrainingFailed")
     stalled(ctx, reason, f"{what} failed: {message}")
 
 
-def _data_env(release: ModelRelease) -> dict[str, str]:
+def data_env(release: ModelRelease) -> dict[str, str]:
     data = release.spec.data
     env = {
         contract.TRAIN_DATA: data.train,
@@ -210,7 +210,7 @@ def _start_import(
     score the evaluation data with the server that will serve it, write the
     training contract's outputs (the operator's server image; it never runs
     in the operator)."""
-    env = {**_data_env(ctx.release), **_source_env(ctx.release, version), **extra_env}
+    env = {**data_env(ctx.release), **_source_env(ctx.release, version), **extra_env}
     spec = ctx.release.spec.mlflow
     served_by = model_server_command(ctx.release)
     if served_by is not None:
@@ -262,7 +262,7 @@ def _start_training(
     training = release.spec.training
     assert training is not None
     env = {
-        **_data_env(release),
+        **data_env(release),
         contract.PARAMS: json.dumps(training.params, sort_keys=True),
         contract.SEED: str(training.seed),
         **extra_env,
