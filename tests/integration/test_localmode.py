@@ -24,6 +24,13 @@ from tests.support.model_server import call
 SAMPLE = EXAMPLES / "credit-risk"
 GATE, ENVS = SAMPLE / "gate.yaml", SAMPLE / "environments.yaml"
 RELEASE, LEAK = SAMPLE / "release.yaml", SAMPLE / "release-backtest-leak.yaml"
+# The sample's data, as a release of a model trained elsewhere names it.
+SAMPLE_DATA = {
+    "train": str(SAMPLE / "data" / "train.csv"),
+    "evaluation": str(SAMPLE / "data" / "eval.csv"),
+    "target": "default",
+    "idColumn": "id",
+}
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, dict[str, Any]]:

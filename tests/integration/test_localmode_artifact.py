@@ -16,7 +16,14 @@ import yaml
 from modelgate.cli import main
 from modelgate.trainer import contract
 from modelgate.trainer.train import train
-from tests.integration.test_localmode import ENVS, GATE, SAMPLE, conditions, items, run_json
+from tests.integration.test_localmode import (
+    ENVS,
+    GATE,
+    SAMPLE_DATA,
+    conditions,
+    items,
+    run_json,
+)
 from tests.unit.test_trainer import contract_env
 
 
@@ -39,12 +46,7 @@ def release_file(folder: Path, artifact: dict[str, Any]) -> Path:
             "serving": "ReferenceServer",
             "artifact": {
                 **artifact,
-                "data": {
-                    "train": str(SAMPLE / "data" / "train.csv"),
-                    "evaluation": str(SAMPLE / "data" / "eval.csv"),
-                    "target": "default",
-                    "idColumn": "id",
-                },
+                "data": dict(SAMPLE_DATA),
             },
             "gate": {"name": "credit-gate"},
             "promotion": {"environments": ["staging"]},

@@ -17,7 +17,7 @@ from modelgate.backends.mlflow import MlflowRegistry
 from modelgate.cli import main
 from modelgate.trainer import contract
 from modelgate.trainer.train import train
-from tests.integration.test_localmode import GATE, SAMPLE, conditions, items, run_json
+from tests.integration.test_localmode import GATE, SAMPLE, SAMPLE_DATA, conditions, items, run_json
 from tests.support.mlflow_server import MlflowServer, running_mlflow
 from tests.unit.test_trainer import contract_env
 
@@ -55,12 +55,7 @@ def release_file(tmp_path: Path, mlflow: MlflowServer, **source: Any) -> Path:
                 "trackingUri": mlflow.url,
                 "name": "credit-risk",
                 **source,
-                "data": {
-                    "train": str(SAMPLE / "data" / "train.csv"),
-                    "evaluation": str(SAMPLE / "data" / "eval.csv"),
-                    "target": "default",
-                    "idColumn": "id",
-                },
+                "data": dict(SAMPLE_DATA),
             },
             "gate": {"name": "credit-gate"},
             "promotion": {"environments": ["staging"]},

@@ -24,7 +24,7 @@ from modelgate.cli import main
 from modelgate.serving.model import trusted_loads
 from modelgate.trainer import contract
 from modelgate.trainer.train import train
-from tests.integration.test_localmode import GATE, SAMPLE, conditions, items, run_json
+from tests.integration.test_localmode import GATE, SAMPLE_DATA, conditions, items, run_json
 from tests.support.mlflow_server import MlflowServer, running_mlflow
 from tests.support.mlserver import MLSERVER
 from tests.unit.test_trainer import DATA, contract_env
@@ -113,12 +113,7 @@ def release_document(tracking_uri: str, suffix: str, version: str) -> dict[str, 
                 "name": "credit-risk",
                 "version": version,
                 "aliases": {"production": "champion"},
-                "data": {
-                    "train": str(SAMPLE / "data" / "train.csv"),
-                    "evaluation": str(SAMPLE / "data" / "eval.csv"),
-                    "target": "default",
-                    "idColumn": "id",
-                },
+                "data": dict(SAMPLE_DATA),
             },
             "gate": {"name": "credit-gate"},
             "promotion": {"environments": ["staging", "production"]},

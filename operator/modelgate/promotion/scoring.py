@@ -19,7 +19,7 @@ from modelgate.promotion import conditions as cond
 from modelgate.promotion.context import WAIT_FOR_ROLLOUT, Context, progressing, stalled
 from modelgate.promotion.keys import IMPORT_COMMAND, canonical_hash, scoring_job_name
 from modelgate.promotion.plan import Event, Observed, StartTraining
-from modelgate.promotion.training import data_env
+from modelgate.promotion.training import data_env, run_status
 from modelgate.trainer import contract
 
 
@@ -100,15 +100,7 @@ def score(ctx: Context, observed: Observed, extra_env: dict[str, str]) -> bool:
         )
         ctx.plan.events.append(Event("Normal", "ScoringStarted", f"started {job_name}"))
         return _scoring(ctx, job_name)
-    ctx.status.scoring = TrainingStatus(
-        job_name=job_name,
-        key=key,
-        state=run.state,
-        started_at=run.started_at or (recorded.started_at if recorded else None),
-        completed_at=run.completed_at,
-        message=run.message,
-        retries=run.retries,
-    )
+    ctx.status.scoring = run_status(key, run, recorded)
     if run.state == "Running":
         ctx.plan.requeue_after = WAIT_FOR_ROLLOUT
         return _scoring(ctx, job_name)

@@ -23,7 +23,13 @@ from modelgate.promotion.keys import (
     training_job_name,
     training_key,
 )
-from modelgate.promotion.plan import Event, Observed, RegistryQuery, StartTraining
+from modelgate.promotion.plan import (
+    Event,
+    Observed,
+    RegistryQuery,
+    StartTraining,
+    TrainingObservation,
+)
 from modelgate.trainer import contract
 
 # A registry that did not answer is asked again after this long.
@@ -151,15 +157,7 @@ def train(
         )
         ctx.plan.events.append(Event("Normal", "TrainingStarted", f"started {job_name}"))
         return False
-    ctx.status.training = TrainingStatus(
-        job_name=job_name,
-        key=key,
-        state=run.state,
-        started_at=run.started_at or (recorded.started_at if recorded else None),
-        completed_at=run.completed_at,
-        message=run.message,
-        retries=run.retries,
-    )
+    ctx.status.training = run_status(key, run, recorded)
     if run.state == "Running":
         ctx.status.phase = Phase.TRAINING
         ctx.condition(cond.TRAINED, None, "TrainingRunning", f"training run {job_name} is running")
@@ -186,6 +184,21 @@ def _training_failed(ctx: Context, message: str, reason: str = "TrainingFailed")
     ctx.condition(cond.TRAINED, False, reason, message)
     what = "training" if ctx.release.spec.training is not None else "the import of the model"
     stalled(ctx, reason, f"{what} failed: {message}")
+
+
+def run_status(
+    key: str, run: TrainingObservation, recorded: TrainingStatus | None
+) -> TrainingStatus:
+    """What status records of a run (training, import or scoring) as observed."""
+    return TrainingStatus(
+        job_name=run.job_name,
+        key=key,
+        state=run.state,
+        started_at=run.started_at or (recorded.started_at if recorded else None),
+        completed_at=run.completed_at,
+        message=run.message,
+        retries=run.retries,
+    )
 
 
 def data_env(release: ModelRelease) -> dict[str, str]:
