@@ -56,6 +56,7 @@ from modelgate.serving import oip_client
 from modelgate.serving.artifacts import ModelLoadError, read_artifact, verified
 from modelgate.serving.model import trusted_loads
 from modelgate.serving.runtime import (
+    MODEL_DIR,
     ModelServerCommand,
     ModelServerError,
     free_port,
@@ -150,6 +151,27 @@ class Candidate:
     model_file: Path
     source: dict[str, Any]
     features: list[str] | None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps(
+                {"modelFile": str(self.model_file), "source": self.source,
+                 "features": self.features},
+                sort_keys=True,
+            )
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path) -> Candidate:
+        try:
+            found = json.loads(path.read_text())
+            return cls(Path(found["modelFile"]), dict(found["source"]), found["features"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ContractError(
+                f"the fetched model's record {path} cannot be read ({error}): the fetch step "
+                "(python -m modelgate.importer fetch) runs first, in the same pod"
+            ) from None
 
 
 def _registered(env: Mapping[str, str], work: Path, own_server: bool) -> Candidate:
@@ -328,29 +350,81 @@ def _score(
         raise ContractError(f"scoring through the model server: {error} {log}") from None
 
 
+CANDIDATE_RECORD = "candidate.json"
+
+
+def _required(env: Mapping[str, str], *names: str) -> None:
+    missing = [n for n in names if not env.get(n)]
+    if missing:
+        raise ContractError(f"missing environment variables: {', '.join(missing)}")
+
+
+def _source_vars(env: Mapping[str, str]) -> tuple[str, ...]:
+    if env.get(contract.MLFLOW_MODEL) is not None:
+        return (contract.MLFLOW_TRACKING_URI, contract.MLFLOW_MODEL, contract.MLFLOW_VERSION)
+    return (contract.ARTIFACT_URI, contract.ARTIFACT_SHA256)
+
+
+def fetch_for_server(env: Mapping[str, str]) -> Candidate:
+    """A pod's first step (an init container): fetch and check the model,
+    lay it out in the model directory the server beside the import run
+    serves (``MODELGATE_MODEL_DIR``), and record it for the import run."""
+    _required(env, *_source_vars(env), contract.OUTPUT_DIR, MODEL_DIR)
+    served_by = _served_by(env)
+    if served_by is None:
+        raise ContractError(
+            f"the fetch step lays out a model for a server of the release's own: "
+            f"{contract.MODEL_SERVER} is missing"
+        )
+    work = Path(env[contract.OUTPUT_DIR]) / ".import"
+    fetch = _registered if env.get(contract.MLFLOW_MODEL) is not None else _stored
+    candidate = fetch(env, work, own_server=True)
+    served_file = Path(env[MODEL_DIR]) / served_by.model_file
+    served_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(candidate.model_file, served_file)
+    shutil.rmtree(work / "model", ignore_errors=True)
+    laid_out = Candidate(served_file, candidate.source, candidate.features)
+    laid_out.save(work / CANDIDATE_RECORD)
+    return laid_out
+
+
+@contextmanager
+def _model_server(
+    served_by: ModelServerCommand, served_file: Path, log: Path, url: str | None
+) -> Iterator[str]:
+    """The server to score through: the one already running beside this run
+    (a pod's sidecar), or one started here on the file (local mode)."""
+    if url is None:
+        with running_model_server(served_by, served_file, log, READY_TIMEOUT_SECONDS) as started:
+            yield started
+        return
+    try:
+        oip_client.wait_ready(url, served_by.model_name, READY_TIMEOUT_SECONDS)
+    except RuntimeError as error:
+        raise ModelServerError(f"the model server beside the import run: {error}") from None
+    yield url
+
+
 def import_model(env: Mapping[str, str]) -> dict[str, Any]:
     started = time.time()
     task = env.get(contract.TASK, "binary")
     if task not in TASKS:
         raise ContractError(f"{contract.TASK} must be one of {TASKS}, not {task!r}")
     registered = env.get(contract.MLFLOW_MODEL) is not None
-    source_vars = (
-        (contract.MLFLOW_TRACKING_URI, contract.MLFLOW_MODEL, contract.MLFLOW_VERSION)
-        if registered
-        else (contract.ARTIFACT_URI, contract.ARTIFACT_SHA256)
-    )
-    missing = [
-        n for n in (*source_vars, contract.TRAIN_DATA, contract.EVAL_DATA, contract.TARGET)
-        if not env.get(n)
-    ]  # fmt: skip
-    if missing:
-        raise ContractError(f"missing environment variables: {', '.join(missing)}")
+    _required(env, *_source_vars(env), contract.TRAIN_DATA, contract.EVAL_DATA, contract.TARGET)
     served_by = _served_by(env)
+    server_url = env.get(contract.MODEL_SERVER_URL) or None
+    if server_url is not None and served_by is None:
+        raise ContractError(f"{contract.MODEL_SERVER_URL} needs {contract.MODEL_SERVER}")
     output = Path(env.get(contract.OUTPUT_DIR) or tempfile.mkdtemp(prefix="modelgate-import-"))
     output.mkdir(parents=True, exist_ok=True)
     work = output / ".import"
-    fetch = _registered if registered else _stored
-    candidate = fetch(env, work, own_server=served_by is not None)
+    if server_url is not None:
+        # The fetch step laid the model out for the server beside this run.
+        candidate = Candidate.load(work / CANDIDATE_RECORD)
+    else:
+        fetch = _registered if registered else _stored
+        candidate = fetch(env, work, own_server=served_by is not None)
     model_file, source = candidate.model_file, candidate.source
     what = (
         f"{env[contract.MLFLOW_MODEL]} version {env[contract.MLFLOW_VERSION]}"
@@ -382,14 +456,17 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
         # process: what it takes comes from the signature, what it does from
         # its answers.
         features = candidate.features or []
-        served_file = work / "served" / model_file.name
-        served_file.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(model_file, served_file)
-        shutil.copyfile(model_file, output / contract.SERVED_MODEL_FILE)
+        if server_url is None:
+            served_file = work / "served" / served_by.model_file
+            served_file.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_file, served_file)
+        else:
+            served_file = model_file
+        shutil.copyfile(served_file, output / contract.SERVED_MODEL_FILE)
         train_frame = read_table(train_path)
         classes = _training_classes(train_frame, env[contract.TARGET], task)
         try:
-            with running_model_server(served_by, served_file, server_log) as url:
+            with _model_server(served_by, served_file, server_log, server_url) as url:
                 model = ServedModel(url, served_by.model_name, features, task, classes)
                 metadata = describe(model, train_frame, env, task)
                 del train_frame
@@ -400,7 +477,7 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
                 metadata["source"] = source
                 metadata["servedBy"] = {
                     "modelName": served_by.model_name,
-                    "modelFile": model_file.name,
+                    "modelFile": served_by.model_file,
                     "sha256": sha256_file(served_file),
                 }
                 metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True))
@@ -434,7 +511,19 @@ def import_model(env: Mapping[str, str]) -> dict[str, Any]:
     return metadata
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments == ["fetch"]:
+        try:
+            candidate = fetch_for_server(os.environ)
+        except ContractError as error:
+            print(f"modelgate-importer: {error}", file=sys.stderr)
+            return 2
+        print(f"modelgate-importer: fetched {candidate.model_file.name} for the model server")
+        return 0
+    if arguments:
+        print(f"modelgate-importer: unknown arguments {arguments} (none or fetch)", file=sys.stderr)
+        return 2
     try:
         metadata = import_model(os.environ)
     except ContractError as error:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelgate.importer import import_model
-from modelgate.serving.runtime import ModelServerCommand
+from modelgate.importer import fetch_for_server, import_model
+from modelgate.serving.runtime import MODEL_DIR, ModelServerCommand, running_model_server
 from modelgate.trainer import contract
 from modelgate.trainer.train import ContractError, train
 from tests.support.mlflow_server import MlflowServer, running_mlflow
@@ -147,3 +147,40 @@ def test_a_model_without_a_signature_is_refused_naming_the_fix(
     env[contract.MLFLOW_MODEL] = "credit-risk-unsigned"
     with pytest.raises(ContractError, match=r"no column-based signature.*infer_signature"):
         import_model(env)
+
+
+def test_in_a_pod_the_fetch_step_lays_the_model_out_for_the_sidecar_the_import_asks(
+    mlflow: MlflowServer, pickled: str, trained: Path, tmp_path: Path
+) -> None:
+    """The import Job's way: an init container fetches the version into the
+    model volume under the release's file name, the server (a sidecar, here
+    a process) serves it there, and the import run only asks it."""
+    output, models = tmp_path / "out", tmp_path / "models"
+    server = ModelServerCommand(
+        mlserver_command().command, "credit-risk", mlserver_command().env, "model.joblib"
+    )
+    env = import_env(mlflow, pickled, output, server)
+    fetched = fetch_for_server({**env, MODEL_DIR: str(models)})
+    assert fetched.model_file == models / "model.joblib"
+    assert sorted(p.name for p in models.iterdir()) == ["model.joblib"]
+    with running_model_server(server, fetched.model_file, tmp_path / "server.log") as url:
+        metadata = import_model({**env, contract.MODEL_SERVER_URL: url, MODEL_DIR: str(models)})
+    assert metadata["servedBy"]["modelFile"] == "model.joblib"
+    files = {f["path"]: f["sha256"] for f in metadata["source"]["mlflow"]["files"]}
+    assert metadata["servedBy"]["sha256"] == files["model.pkl"]
+    ours = pd.read_parquet(output / contract.PREDICTIONS_FILE)
+    theirs = pd.read_parquet(trained / contract.PREDICTIONS_FILE)
+    np.testing.assert_allclose(ours["y_score"], theirs["y_score"], rtol=0, atol=1e-9)
+
+
+def test_an_import_beside_a_server_without_the_fetch_step_names_it(
+    mlflow: MlflowServer, pickled: str, tmp_path: Path
+) -> None:
+    env = import_env(mlflow, pickled, tmp_path / "out", mlserver_command())
+    with pytest.raises(ContractError, match=r"python -m modelgate\.importer fetch"):
+        import_model({**env, contract.MODEL_SERVER_URL: "http://127.0.0.1:9"})
+    no_server = {k: v for k, v in env.items() if k != contract.MODEL_SERVER}
+    with pytest.raises(ContractError, match="MODELGATE_MODEL_SERVER is missing"):
+        fetch_for_server({**no_server, MODEL_DIR: str(tmp_path / "models")})
+    with pytest.raises(ContractError, match="MODELGATE_MODEL_SERVER_URL needs"):
+        import_model({**no_server, contract.MODEL_SERVER_URL: "http://127.0.0.1:9"})

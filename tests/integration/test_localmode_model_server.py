@@ -26,11 +26,10 @@ from modelgate.trainer import contract
 from modelgate.trainer.train import train
 from tests.integration.test_localmode import GATE, SAMPLE_DATA, conditions, items, run_json
 from tests.support.mlflow_server import MlflowServer, running_mlflow
-from tests.support.mlserver import MLSERVER
+from tests.support.mlserver import MLSERVER, MLSERVER_IMAGE
 from tests.unit.test_trainer import DATA, contract_env
 
 # Pinned by digest, as production asks (local mode runs the local command).
-MLSERVER_IMAGE = "docker.io/seldonio/mlserver:1.7.1-sklearn@sha256:" + "5e" * 32
 
 ENVIRONMENTS = """
 apiVersion: modelgate.dev/v1alpha1

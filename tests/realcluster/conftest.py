@@ -34,6 +34,7 @@ from tests.support.installation import (
     spec_writes,
     used_permissions,
 )
+from tests.support.mlserver import MLSERVER_REPOSITORY, mlserver_image
 from tests.support.node import TestNode, running_node
 from tests.support.prometheus import Prometheus, running_prometheus
 from tests.support.s3server import S3Server, running_s3
@@ -59,7 +60,11 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def test_node(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestNode]:
-    with running_node(control_plane.api_client(), tmp_path_factory.mktemp("node")) as node:
+    with running_node(
+        control_plane.api_client(),
+        tmp_path_factory.mktemp("node"),
+        foreign={MLSERVER_REPOSITORY: mlserver_image()},
+    ) as node:
         yield node
     assert node.errors == []
 
@@ -74,7 +79,11 @@ UNUSED_GRANTS = {
     ("apps", "deployments", "list"),
 }
 # The scenarios that together exercise every other grant.
-RBAC_SCENARIOS = ("test_lifecycle_on_apiserver.py", "test_resilience_on_apiserver.py")
+RBAC_SCENARIOS = (
+    "test_lifecycle_on_apiserver.py",
+    "test_resilience_on_apiserver.py",
+    "test_model_server_on_apiserver.py",
+)
 
 
 @dataclass

@@ -18,11 +18,22 @@ from pathlib import Path
 import joblib
 
 from modelgate.serving.model import trusted_loads
+from tests.support.node import ForeignImage
 from tests.support.processes import answers, serving
 from tests.support.s3server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".tools" / "mlserver" / "bin" / "mlserver"
+# Seldon's image, as a release names it; the test node runs it from .tools/mlserver.
+MLSERVER_REPOSITORY = "docker.io/seldonio/mlserver"
+MLSERVER_IMAGE = f"{MLSERVER_REPOSITORY}:1.7.1-sklearn@sha256:" + "5e" * 32
+
+
+def mlserver_image() -> ForeignImage:
+    """MLServer's image for the test node: its installation's commands, and
+    its listeners (gRPC's among them, which no Python socket call opens)
+    on the pod's own address."""
+    return ForeignImage(bin=MLSERVER.parent, env=(("MLSERVER_HOST", "$(MODELGATE_POD_IP)"),))
 
 
 @dataclass

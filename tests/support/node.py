@@ -3,48 +3,62 @@
 No kubelet can run here, so the tests play the node and only the node; the
 Job, Deployment, ReplicaSet and garbage-collector controllers are the real
 ones. :class:`TestNode` registers a Ready Node, binds unscheduled Pods to it
-(there is no scheduler) and runs each bound Pod's container:
+(there is no scheduler) and runs each bound Pod's containers:
 
-- Images: only the project's own (``ghcr.io/modelgate/modelgate`` or
-  ``modelgate``, any tag or digest) run, and only its own commands
+- Images: the project's own (``ghcr.io/modelgate/modelgate`` or
+  ``modelgate``, any tag or digest) run only its own commands
   (``python -m modelgate.trainer``, ``.evaluate``, ``.server``, ``.verify``,
-  ``.importer``,
-  ``modelgate``);
-  ``python`` is this test run's interpreter. Any other image stays Waiting
-  with reason ``ErrImagePull`` and a message saying so; another command
-  fails the container with exit 127.
+  ``.importer``, ``.layout``, ``modelgate``); ``python`` is this test run's
+  interpreter. A foreign image the node is given (:class:`ForeignImage`,
+  e.g. MLServer's from ``.tools/mlserver``) runs the commands of its
+  installation's ``bin`` folder, with the image's own env. Any other image
+  stays Waiting with reason ``ErrImagePull`` and a message saying so;
+  another command fails the container with exit 127.
+- Containers: init containers one after the other, each to exit 0 (one that
+  fails fails a ``restartPolicy: Never`` pod); a native sidecar (an init
+  container with ``restartPolicy: Always``) once started is left running
+  beside the rest and is stopped when the pod's own containers have ended.
+  Then the pod's containers, together. Statuses for each
+  (``initContainerStatuses``, ``containerStatuses``), phase Pending while
+  initializing.
 - Env: ``value`` (with ``$(VAR)`` expansion), ``secretKeyRef``,
   ``configMapKeyRef``, ``fieldRef`` (metadata.name/namespace/uid/labels/
   annotations, spec.nodeName/serviceAccountName, status.podIP/hostIP) and
   ``envFrom``; a missing non-optional key keeps the container Waiting with
   ``CreateContainerConfigError``, as the kubelet does. Nothing of the test
   process's own environment leaks in besides PATH and the pod network.
-- Volumes: each ``emptyDir`` is a directory of the pod; an env value or an
-  argument that starts with a mount path is rewritten to that directory.
-  ``TMPDIR`` is the ``/tmp`` mount when there is one.
-- Status, honestly: Running, Ready only once the readiness probe (httpGet)
-  answers 2xx, then Succeeded or Failed with the exit code, reason
-  ``Completed``/``Error`` and, for ``FallbackToLogsOnError``, the log's tail
-  (80 lines, 2 KiB) as the termination message. ``restartPolicy: Always``
-  restarts an exited container (restartCount).
-- Deletion: a Pod marked for deletion has its process stopped (SIGTERM, then
-  SIGKILL after the grace period, at most 5 s) and is then removed, which the
-  kubelet does on a real node.
-- Network: every Pod gets an address of its own in 127.0.0.0/8; the pod
-  network module (tests/support/podnet/sitecustomize.py) binds wildcard
-  listeners to it and resolves ``<service>.<namespace>.svc`` to a ready
-  endpoint of that Service (the node keeps the map from Services and ready
-  Pods), so the verification Pod reaches the model server by its Service name.
+- Volumes: each ``emptyDir`` is a directory of the pod, shared by its
+  containers; an env value or an argument that starts with a mount path is
+  rewritten to that directory. ``TMPDIR`` is the ``/tmp`` mount when there
+  is one.
+- Status, honestly: Running, Ready only once every container's and
+  sidecar's readiness probe (httpGet) answers 2xx, then Succeeded or Failed
+  with the exit codes, reason ``Completed``/``Error`` and, for
+  ``FallbackToLogsOnError``, the log's tail (80 lines, 2 KiB) as the
+  termination message. ``restartPolicy: Always`` restarts an exited
+  container (restartCount).
+- Deletion: a Pod marked for deletion has its processes stopped (SIGTERM,
+  then SIGKILL after the grace period, at most 5 s) and is then removed,
+  which the kubelet does on a real node.
+- Network: every Pod gets an address of its own in 127.0.0.0/8, shared by
+  its containers; the pod network module (tests/support/podnet/
+  sitecustomize.py) binds wildcard listeners to it, resolves ``localhost``
+  to it and ``<service>.<namespace>.svc`` to a ready endpoint of that
+  Service (the node keeps the map from Services and ready Pods), so the
+  verification Pod reaches the model server by its Service name.
 
 Its pods' listeners share this machine's port space: while a model server
 pod holds 127.1.x.y:8080, no other process can bind 0.0.0.0:8080 (test
-processes take free loopback ports instead).
+processes take free loopback ports instead). Listeners the pod network
+module cannot reach (gRPC's C core) are bound to the pod's address by the
+foreign image's env (MLServer's ``MLSERVER_HOST``).
 
 Not modelled: resource limits and OOM kills, liveness and startup probes,
-init and sidecar containers (a Pod with more than one container fails), image
-pulls, volumes other than emptyDir (projected service-account tokens are
-ignored: the project's pods do not mount them), the termination-message file,
-Pod networking for non-Python processes, node heartbeats and eviction.
+init containers' restartPolicy other than Always, image pulls and image
+entrypoints (a foreign image's container names its command), volumes other
+than emptyDir (projected service-account tokens are ignored: the project's
+pods do not mount them), the termination-message file, Pod networking for
+non-Python processes, node heartbeats and eviction.
 """
 
 from __future__ import annotations
@@ -80,6 +94,7 @@ PROJECT_MODULES = (
     "modelgate.server",
     "modelgate.verify",
     "modelgate.importer",
+    "modelgate.layout",
 )
 DEFAULT_COMMAND = ("python", "-m", "modelgate")  # the image's CMD (Dockerfile)
 NODE_NAME = "modelgate-test-node"
@@ -117,35 +132,50 @@ def expand(value: str, env: dict[str, str]) -> str:
     return _REFERENCE.sub(replace, value)
 
 
-@dataclass
-class PodProcess:
-    """A running Pod: its process, address and sandbox."""
+@dataclass(frozen=True)
+class ForeignImage:
+    """An image that is not the project's, run from a local installation of
+    it: its commands come from ``bin`` only, with the image's own environment
+    (``env``, whose values may name the node's runtime variables as
+    ``$(MODELGATE_POD_IP)``; the container's env overrides it, as a real
+    image's ENV is overridden)."""
 
-    uid: str
-    namespace: str
-    name: str
-    ip: str
-    sandbox: Path
+    bin: Path
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class ContainerRun:
+    """One container of a pod: its process and what the kubelet reports of it."""
+
+    spec: dict[str, Any]
     argv: list[str]
     env: dict[str, str]
-    container: dict[str, Any]
-    restart: bool
+    cwd: Path
+    restart: str  # started again when it exits: "always", "on-failure" or "never"
+    sidecar: bool = False
     process: subprocess.Popen[bytes] | None = None
     ready: bool = False
     restarts: int = 0
     started_at: str = ""
     next_probe: float = 0.0
+    # Set once it exited for good: (exit code, reason, message, finished at).
+    terminated: tuple[int, str, str, str] | None = None
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log = self.sandbox / "container.log"
+        self.log = self.cwd / f"{self.spec.get('name', 'main')}.log"
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name", "main"))
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 self.argv,
                 env=self.env,
-                cwd=self.sandbox,
+                cwd=self.cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -153,6 +183,10 @@ class PodProcess:
             )
         self.started_at = _now()
         self.ready = False
+        self.next_probe = 0.0
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self, grace: float = 5.0) -> None:
         process = self.process
@@ -174,6 +208,59 @@ class PodProcess:
         return b"\n".join(lines)[-TERMINATION_BYTES:].decode(errors="replace")
 
 
+@dataclass
+class PodProcess:
+    """A running Pod: its address, sandbox and containers. Init containers
+    run one after the other (a sidecar, ``restartPolicy: Always``, is left
+    running once started), then the containers together."""
+
+    uid: str
+    namespace: str
+    name: str
+    ip: str
+    sandbox: Path
+    policy: str  # the pod's restartPolicy
+    init_specs: list[dict[str, Any]]
+    main_specs: list[dict[str, Any]]
+    containers: dict[str, ContainerRun] = field(default_factory=dict)
+    next_init: int = 0
+    finished: str | None = None  # Succeeded or Failed, once it is
+    announced: bool = False  # in TestNode.started: a process of it ran
+    reported: str = ""  # the last status written, to write only changes
+
+    @property
+    def initialized(self) -> bool:
+        return self.next_init >= len(self.init_specs)
+
+    @property
+    def ready(self) -> bool:
+        """Ready as a Service counts it: every container and sidecar is."""
+        if not self.initialized or self.finished:
+            return False
+        wanted = [c for c in self.containers.values() if c.sidecar or c.spec in self.main_specs]
+        return len(wanted) == len(self.main_specs) + self.sidecars() and all(
+            c.ready for c in wanted
+        )
+
+    def sidecars(self) -> int:
+        return sum(1 for c in self.init_specs if c.get("restartPolicy") == "Always")
+
+    def stop(self, grace: float = 5.0) -> None:
+        # The pod's own containers first, then its sidecars, as the kubelet does.
+        ordered = sorted(self.containers.values(), key=lambda c: c.sidecar)
+        for container in ordered:
+            container.stop(grace)
+
+    def container_port(self, target: Any) -> int | None:
+        if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+            return int(target)
+        for spec in [*self.init_specs, *self.main_specs]:
+            for port in spec.get("ports") or []:
+                if port.get("name") == target:
+                    return int(port["containerPort"])
+        return None
+
+
 class TestNode:
     """Plays the node (and the scheduler's binding) for a real API server."""
 
@@ -185,12 +272,14 @@ class TestNode:
         directory: Path,
         name: str = NODE_NAME,
         images: tuple[str, ...] = PROJECT_IMAGES,
+        foreign: dict[str, ForeignImage] | None = None,
     ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.directory = directory
         self.name = name
         self.images = images
+        self.foreign = dict(foreign or {})
         self.pods: dict[str, PodProcess] = {}
         self.refused: dict[str, str] = {}  # pod uid -> why it did not start
         self.errors: list[str] = []
@@ -346,64 +435,104 @@ class TestNode:
     def _start(self, pod: dict[str, Any]) -> None:
         metadata, spec = pod["metadata"], pod["spec"]
         uid = metadata["uid"]
-        containers = spec.get("containers") or []
-        if len(containers) != 1 or spec.get("initContainers"):
-            self._fail_unstartable(pod, "the test node runs pods of exactly one container")
-            return
-        container = containers[0]
-        image = container.get("image", "")
-        if image_repository(image) not in self.images:
-            why = (
-                f"image {image!r} is not one of the project's own images "
-                f"({', '.join(self.images)}); the test node runs no other image"
-            )
-            self.refused[uid] = why
-            self._waiting(pod, "ErrImagePull", why)
-            return
+        init_specs = list(spec.get("initContainers") or [])
+        main_specs = list(spec.get("containers") or [])
+        for container in [*init_specs, *main_specs]:
+            image = container.get("image", "")
+            repository = image_repository(image)
+            if repository not in self.images and repository not in self.foreign:
+                runnable = [*self.images, *self.foreign]
+                why = (
+                    f"image {image!r} is not one of the project's own images "
+                    f"({', '.join(runnable)}); the test node runs no other image"
+                )
+                self.refused[uid] = why
+                self._waiting(pod, container, "ErrImagePull", why)
+                return
+            if container in init_specs and container.get("restartPolicy") not in (None, "Always"):
+                why = f"init container restartPolicy {container['restartPolicy']!r} is not modelled"
+                self._fail_unstartable(pod, why)
+                return
         ip = self._allocate_ip()
         sandbox = self.directory / "pods" / f"{metadata['namespace']}_{metadata['name']}_{uid[:8]}"
         sandbox.mkdir(parents=True, exist_ok=True)
-        mounts = self._mounts(spec, container, sandbox)
-        try:
-            env = self._environment(pod, container, ip)
-        except ContainerConfigError as error:
-            self._waiting(pod, "CreateContainerConfigError", str(error))
-            return  # tried again on the next pass, as the kubelet does
-        env = {k: _rewrite(v, mounts) for k, v in env.items()}
-        command = list(container.get("command") or DEFAULT_COMMAND)
-        if not container.get("command") and container.get("args"):
-            command = list(DEFAULT_COMMAND[:1])
-        args = [expand(a, env) for a in container.get("args") or []]
-        argv = [_rewrite(expand(part, env), mounts) for part in command] + [
-            _rewrite(a, mounts) for a in args
-        ]
-        runtime_env = self._runtime_env(metadata, ip, mounts)
-        process = PodProcess(
+        self.pods[uid] = PodProcess(
             uid=uid,
             namespace=metadata["namespace"],
             name=metadata["name"],
             ip=ip,
             sandbox=sandbox,
-            argv=argv,
-            env={**runtime_env, **env},
-            container=container,
-            restart=spec.get("restartPolicy", "Always") == "Always",
+            policy=spec.get("restartPolicy", "Always"),
+            init_specs=init_specs,
+            main_specs=main_specs,
         )
+        self._observe(self.pods[uid], pod)
+
+    def _container(
+        self, running: PodProcess, pod: dict[str, Any], container: dict[str, Any], sidecar: bool
+    ) -> ContainerRun | None:
+        """The container ready to start, or None while its config is missing
+        (it waits, as the kubelet does); a command the image does not have
+        fails it with exit 127."""
+        spec = pod["spec"]
+        mounts = self._mounts(spec, container, running.sandbox)
+        try:
+            env = self._environment(pod, container, running.ip)
+        except ContainerConfigError as error:
+            self._waiting(pod, container, "CreateContainerConfigError", str(error))
+            return None  # tried again on the next pass
+        metadata = pod["metadata"]
+        runtime_env = self._runtime_env(metadata, running.ip, mounts)
+        foreign = self.foreign.get(image_repository(container.get("image", "")))
+        if foreign is not None:
+            runtime_env["PATH"] = f"{foreign.bin}:{runtime_env['PATH']}"
+            for name, value in foreign.env:
+                runtime_env[name] = expand(value, runtime_env)
+        command = list(container.get("command") or DEFAULT_COMMAND)
+        if not container.get("command") and container.get("args"):
+            command = list(DEFAULT_COMMAND[:1])
+        # Expanded as the container sees its values, then each path that
+        # names a mount is translated once to the pod's directory.
+        seen = {**runtime_env, **env}
+        parts = [*command, *(container.get("args") or [])]
+        argv = [_rewrite(expand(part, seen), mounts, self.directory) for part in parts]
+        expanded = {
+            **runtime_env,
+            **{k: _rewrite(v, mounts, self.directory) for k, v in env.items()},
+        }
+        run = ContainerRun(
+            spec=container,
+            argv=argv,
+            env=expanded,
+            cwd=running.sandbox,
+            restart=_restart(running.policy, container in running.init_specs, sidecar),
+            sidecar=sidecar,
+        )
+        if foreign is not None:
+            executable = foreign.bin / argv[0] if argv and "/" not in argv[0] else None
+            if executable is None or not os.access(executable, os.X_OK):
+                why = (
+                    f"command {argv[:1]!r} is not one of the image's commands "
+                    f"(those in {foreign.bin})"
+                )
+                return self._cannot_run(run, why)
+            run.argv[0] = str(executable)
+            return run
         allowed = len(argv) >= 3 and argv[0] == "python" and argv[1] == "-m"
         if not allowed or argv[2] not in PROJECT_MODULES:
             why = (
                 f"command {argv[:3]!r} is not one of the project image's commands "
                 f"(python -m {' | '.join(PROJECT_MODULES)})"
             )
-            self.refused[uid] = why
-            process.log.write_text(why + "\n")
-            self._report(process, pod, exit_code=127, reason="ContainerCannotRun", message=why)
-            return
-        process.argv[0] = sys.executable
-        process.start()
-        self.pods[uid] = process
-        self.started.append(f"{metadata['namespace']}/{metadata['name']}")
-        self._report(process, pod)
+            return self._cannot_run(run, why)
+        run.argv[0] = sys.executable
+        return run
+
+    def _cannot_run(self, run: ContainerRun, why: str) -> ContainerRun:
+        run.log.write_text(why + "\n")
+        run.restart = "never"
+        run.terminated = (127, "ContainerCannotRun", why, _now())
+        return run
 
     def _mounts(self, spec: dict[str, Any], container: dict[str, Any], sandbox: Path) -> list:
         empty_dirs = {v["name"] for v in spec.get("volumes") or [] if "emptyDir" in v}
@@ -503,14 +632,17 @@ class TestNode:
             raise
         return dict(config_map.data or {})
 
-    # ---- status ---------------------------------------------------------------
+    # ---- running and status -------------------------------------------------
 
-    def _waiting(self, pod: dict[str, Any], reason: str, message: str) -> None:
-        container = (pod["spec"].get("containers") or [{}])[0]
-        status = {
+    def _waiting(
+        self, pod: dict[str, Any], container: dict[str, Any], reason: str, message: str
+    ) -> None:
+        init = container in (pod["spec"].get("initContainers") or [])
+        key = "initContainerStatuses" if init else "containerStatuses"
+        status: dict[str, Any] = {
             "phase": "Pending",
             "conditions": [_condition("PodScheduled", True)],
-            "containerStatuses": [
+            key: [
                 {
                     "name": container.get("name", "main"),
                     "image": container.get("image", ""),
@@ -521,8 +653,8 @@ class TestNode:
                 }
             ],
         }
-        current = (pod.get("status") or {}).get("containerStatuses") or [{}]
-        if current[0].get("state") != status["containerStatuses"][0]["state"]:
+        current = ((pod.get("status") or {}).get(key) or [{}])[0]
+        if current.get("state") != status[key][0]["state"]:
             self._patch_status(pod, status)
 
     def _fail_unstartable(self, pod: dict[str, Any], why: str) -> None:
@@ -532,42 +664,103 @@ class TestNode:
             {"phase": "Failed", "reason": "Unsupported", "message": why},
         )
 
+    def _launch(self, running: PodProcess, pod: dict[str, Any], spec: dict[str, Any]) -> bool:
+        """Start one container; False while it must wait for its config."""
+        sidecar = spec in running.init_specs and spec.get("restartPolicy") == "Always"
+        container = self._container(running, pod, spec, sidecar)
+        if container is None:
+            return False
+        running.containers[container.name] = container
+        if container.terminated is None:
+            container.start()
+            if not running.announced:
+                running.announced = True
+                self.started.append(f"{running.namespace}/{running.name}")
+        return True
+
     def _observe(self, running: PodProcess, pod: dict[str, Any]) -> None:
-        process = running.process
-        assert process is not None
+        # Init containers, one at a time: a sidecar once started, any other
+        # once it exited 0.
+        while not running.initialized and running.finished is None:
+            spec = running.init_specs[running.next_init]
+            current = running.containers.get(spec.get("name", "main"))
+            if current is None:
+                if not self._launch(running, pod, spec):
+                    return
+                continue
+            if current.sidecar and current.terminated is None:
+                running.next_init += 1
+                continue
+            self._reap(running, current)
+            if current.terminated is None and current.running():
+                break
+            if current.terminated is not None and current.terminated[0] == 0:
+                running.next_init += 1
+                continue
+            if current.terminated is not None:
+                running.finished = "Failed"  # restartPolicy Never: the pod fails
+            break
+        if running.initialized and running.finished is None:
+            for spec in running.main_specs:
+                if spec.get("name", "main") not in running.containers and not self._launch(
+                    running, pod, spec
+                ):
+                    return
+        for container in list(running.containers.values()):
+            self._reap(running, container)
+            if container.running() and not container.ready:
+                self._probe_container(running, container)
+        main = [running.containers.get(s.get("name", "main")) for s in running.main_specs]
+        if running.finished is None and all(c is not None and c.terminated for c in main):
+            codes = [c.terminated[0] for c in main if c is not None and c.terminated]
+            running.finished = "Succeeded" if all(code == 0 for code in codes) else "Failed"
+        if running.finished is not None:
+            for container in running.containers.values():
+                if container.sidecar and container.terminated is None:
+                    container.stop(grace=2)
+                    code = container.process.returncode if container.process else 0
+                    container.terminated = (code or 0, "Completed", "", _now())
+        self._report(running, pod)
+        if running.finished is not None:
+            self.pods.pop(running.uid, None)
+
+    def _reap(self, running: PodProcess, container: ContainerRun) -> None:
+        """An exited process: started again, or terminated for good."""
+        process = container.process
+        if container.terminated is not None or process is None:
+            return
         code = process.poll()
         if code is None:
-            if not running.ready and time.monotonic() >= running.next_probe:
-                running.ready = self._probe(running)
-                if running.ready:
-                    self._report(running, pod)
-                else:
-                    period = (running.container.get("readinessProbe") or {}).get(
-                        "periodSeconds", 10
-                    )
-                    # Probed at least once a second: the tests wait on readiness.
-                    running.next_probe = time.monotonic() + min(float(period), 1.0)
             return
-        if running.restart:
-            running.restarts += 1
-            running.start()
-            self._report(running, pod)
+        again = container.restart == "always" or (container.restart == "on-failure" and code)
+        if again and running.finished is None:
+            container.restarts += 1
+            container.start()
             return
-        self.pods.pop(running.uid, None)
         message = ""
-        if running.container.get("terminationMessagePolicy") == "FallbackToLogsOnError" and code:
-            message = running.termination_message()
+        if container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError" and code:
+            message = container.termination_message()
         reason = "Completed" if code == 0 else "Error"
-        self._report(running, pod, exit_code=code, reason=reason, message=message)
+        container.terminated = (code, reason, message, _now())
+        container.ready = False
 
-    def _probe(self, running: PodProcess) -> bool:
-        probe = (running.container.get("readinessProbe") or {}).get("httpGet")
+    def _probe_container(self, running: PodProcess, container: ContainerRun) -> None:
+        if time.monotonic() < container.next_probe:
+            return
+        container.ready = self._probe(running, container)
+        if not container.ready:
+            period = (container.spec.get("readinessProbe") or {}).get("periodSeconds", 10)
+            # Probed at least once a second: the tests wait on readiness.
+            container.next_probe = time.monotonic() + min(float(period), 1.0)
+
+    def _probe(self, running: PodProcess, container: ContainerRun) -> bool:
+        probe = (container.spec.get("readinessProbe") or {}).get("httpGet")
         if not probe:
             return True
         port = probe.get("port")
         if isinstance(port, str) and not port.isdigit():
             named = {
-                p.get("name"): p.get("containerPort") for p in running.container.get("ports") or []
+                p.get("name"): p.get("containerPort") for p in container.spec.get("ports") or []
             }
             port = named.get(port)
         if port is None:
@@ -579,47 +772,57 @@ class TestNode:
         except OSError:
             return False
 
-    def _report(
-        self,
-        running: PodProcess,
-        pod: dict[str, Any],
-        exit_code: int | None = None,
-        reason: str = "",
-        message: str = "",
-    ) -> None:
-        container = running.container
-        container_status: dict[str, Any] = {
-            "name": container.get("name", "main"),
-            "image": container.get("image", ""),
-            "imageID": container.get("image", ""),
-            "containerID": f"modelgate-test://{running.uid}-{running.restarts}",
-            "restartCount": running.restarts,
+    def _container_status(
+        self, running: PodProcess, spec: dict[str, Any], pending: str
+    ) -> dict[str, Any]:
+        container = running.containers.get(spec.get("name", "main"))
+        status: dict[str, Any] = {
+            "name": spec.get("name", "main"),
+            "image": spec.get("image", ""),
+            "imageID": spec.get("image", ""),
+            "restartCount": container.restarts if container else 0,
+            "ready": False,
+            "started": False,
         }
-        conditions = [_condition("PodScheduled", True), _condition("Initialized", True)]
-        if exit_code is None:
-            container_status.update(
-                ready=running.ready,
-                started=True,
-                state={"running": {"startedAt": running.started_at}},
-            )
-            phase = "Running"
-            conditions += [
-                _condition("ContainersReady", running.ready),
-                _condition("Ready", running.ready),
-            ]
-        else:
+        if container is None:
+            status["state"] = {"waiting": {"reason": pending}}
+            return status
+        status["containerID"] = (
+            f"modelgate-test://{running.uid}-{container.name}-{container.restarts}"
+        )
+        if container.terminated is not None:
+            code, reason, message, finished = container.terminated
             terminated: dict[str, Any] = {
-                "exitCode": exit_code,
+                "exitCode": code,
                 "reason": reason,
-                "startedAt": running.started_at or _now(),
-                "finishedAt": _now(),
+                "startedAt": container.started_at or finished,
+                "finishedAt": finished,
             }
             if message:
                 terminated["message"] = message
-            container_status.update(ready=False, started=False, state={"terminated": terminated})
-            phase = "Succeeded" if exit_code == 0 else "Failed"
-            conditions += [_condition("ContainersReady", False), _condition("Ready", False)]
-        status = {
+            status["state"] = {"terminated": terminated}
+            return status
+        status.update(
+            ready=container.ready,
+            started=True,
+            state={"running": {"startedAt": container.started_at}},
+        )
+        return status
+
+    def _report(self, running: PodProcess, pod: dict[str, Any]) -> None:
+        main_started = running.initialized and running.finished is None
+        if running.finished is not None:
+            phase = running.finished
+        else:
+            phase = "Running" if main_started else "Pending"
+        ready = running.ready
+        conditions = [
+            _condition("PodScheduled", True),
+            _condition("Initialized", running.initialized),
+            _condition("ContainersReady", ready),
+            _condition("Ready", ready),
+        ]
+        status: dict[str, Any] = {
             "phase": phase,
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
@@ -627,8 +830,22 @@ class TestNode:
             "podIPs": [{"ip": running.ip}],
             "startTime": (pod.get("status") or {}).get("startTime") or _now(),
             "conditions": conditions,
-            "containerStatuses": [container_status],
+            "containerStatuses": [
+                self._container_status(running, s, "PodInitializing") for s in running.main_specs
+            ],
         }
+        if running.init_specs:
+            status["initContainerStatuses"] = [
+                self._container_status(running, s, "PodInitializing") for s in running.init_specs
+            ]
+        # Written only when something changed (the condition times aside).
+        fingerprint = json.dumps(
+            {**status, "conditions": [(c["type"], c["status"]) for c in conditions]},
+            sort_keys=True,
+        )
+        if fingerprint == running.reported:
+            return
+        running.reported = fingerprint
         self._patch_status(pod, status)
 
     def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
@@ -669,7 +886,7 @@ class TestNode:
             for port in spec.get("ports") or []:
                 target = port.get("targetPort", port["port"])
                 for member in members:
-                    resolved = _container_port(self.pods[member["metadata"]["uid"]], target)
+                    resolved = self.pods[member["metadata"]["uid"]].container_port(target)
                     if resolved is not None:
                         ports[str(port["port"])] = [
                             self.pods[member["metadata"]["uid"]].ip,
@@ -688,25 +905,29 @@ class TestNode:
     def logs(self) -> dict[str, str]:
         """Every pod's container log, for a failing test's report."""
         found: dict[str, str] = {}
-        for log in sorted((self.directory / "pods").glob("*/container.log")):
-            found[log.parent.name] = log.read_text(errors="replace")[-4000:]
+        for log in sorted((self.directory / "pods").glob("*/*.log")):
+            found[f"{log.parent.name}/{log.stem}"] = log.read_text(errors="replace")[-4000:]
         return found
 
 
-def _container_port(running: PodProcess, target: Any) -> int | None:
-    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
-        return int(target)
-    for port in running.container.get("ports") or []:
-        if port.get("name") == target:
-            return int(port["containerPort"])
-    return None
+def _restart(policy: str, init: bool, sidecar: bool) -> str:
+    """When the kubelet starts a container again: a sidecar always, an init
+    container only after a failure (unless the pod's policy is Never), the
+    pod's own containers as its restartPolicy says."""
+    if sidecar:
+        return "always"
+    if init:
+        return "never" if policy == "Never" else "on-failure"
+    return {"Always": "always", "OnFailure": "on-failure"}.get(policy, "never")
 
 
 def _condition(kind: str, value: bool) -> dict[str, Any]:
     return {"type": kind, "status": "True" if value else "False", "lastTransitionTime": _now()}
 
 
-def _rewrite(value: str, mounts: list[tuple[str, str]]) -> str:
+def _rewrite(value: str, mounts: list[tuple[str, str]], own: Path | None = None) -> str:
+    if own is not None and (value == str(own) or value.startswith(f"{own}/")):
+        return value  # already a path of the node's own (TMPDIR, HOME)
     for mount_path, directory in mounts:
         if value == mount_path or value.startswith(mount_path + "/"):
             return directory + value[len(mount_path) :]
@@ -738,8 +959,10 @@ def _field(pod: dict[str, Any], path: str, ip: str) -> str:
 
 
 @contextlib.contextmanager
-def running_node(api: client.ApiClient, directory: Path) -> Iterator[TestNode]:
-    node = TestNode(api, directory).start()
+def running_node(
+    api: client.ApiClient, directory: Path, foreign: dict[str, ForeignImage] | None = None
+) -> Iterator[TestNode]:
+    node = TestNode(api, directory, foreign=foreign).start()
     try:
         yield node
     finally:

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 
 from modelgate.api.modelrelease import ArtifactRecord, Evaluation
 from modelgate.backends import manifests
-from modelgate.promotion import Deploy, StartTraining, StartVerification
+from modelgate.promotion import Deploy, StartTraining, StartVerification, keys
+from modelgate.serving.runtime import ModelServerCommand
 from modelgate.settings import OperatorSettings
+from modelgate.trainer import contract
 from tests.unit.test_reconcile import make_release
 
 SETTINGS = OperatorSettings(s3_endpoint="http://s3.local:9000", s3_path_style=True)
@@ -110,10 +112,130 @@ def test_the_evaluation_job_runs_the_evaluator_sized_for_data_with_store_access(
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "modelgate-s3"
 
 
+MLSERVER_IMAGE = "docker.io/seldonio/mlserver:1.7.1-sklearn@sha256:" + "5e" * 32
+SERVER = {
+    "modelName": "credit-risk",
+    "modelFile": "model.joblib",
+    "command": ["mlserver", "start", "$(MODELGATE_MODEL_DIR)"],
+    "env": [{"name": "MLSERVER_MODEL_URI", "value": "$(MODELGATE_MODEL_FILE)"}],
+}
+SERVER_SETTINGS = OperatorSettings(server_image="ghcr.io/modelgate/modelgate:0.1")
+
+
+def model_server_release() -> Any:
+    built = make_release(
+        training=None,
+        serving="ModelServer",
+        image=MLSERVER_IMAGE,
+        server=SERVER,
+        mlflow={
+            "trackingUri": "http://mlflow.ml:5000",
+            "name": "credit-risk",
+            "version": "3",
+            "data": {"train": "train.csv", "evaluation": "eval.csv", "target": "y"},
+        },
+    )
+    return built.model_copy(update={"metadata": built.metadata.model_copy(update={"uid": "u-2"})})
+
+
+def model_server_import_job() -> dict[str, Any]:
+    release = model_server_release()
+    command = keys.model_server_command(release)
+    assert command is not None
+    action = StartTraining(
+        job_name="m-1-train-abcd1234",
+        key="abcd1234abcd1234",
+        image="ghcr.io/modelgate/modelgate:0.1",
+        command=keys.IMPORT_COMMAND,
+        args=(),
+        env={"MODELGATE_TARGET": "y", contract.MODEL_SERVER: command.wire()},
+    )
+    return manifests.build_training_job(release, action, SERVER_SETTINGS)
+
+
+def model_server_deploy_action() -> Deploy:
+    release = model_server_release()
+    model = ArtifactRecord(name="model", uri="s3://b/model.served", sha256="2" * 64, size=9)
+    return Deploy(
+        environment="production",
+        namespace="ml-prod",
+        release="team/m-1",
+        model="credit-risk",
+        image=MLSERVER_IMAGE,
+        config={"URL": "https://prod.example.com", **keys.serving_config(release, [model])},
+        config_hash="e" * 64,
+        predictions=PREDICTIONS,
+    )
+
+
+def test_the_import_job_of_a_model_server_runs_it_as_a_sidecar_on_the_fetched_model() -> None:
+    pod = model_server_import_job()["spec"]["template"]["spec"]
+    fetch, server = pod["initContainers"]
+    [importer] = pod["containers"]
+    # First the model is fetched and checked into the shared volume ...
+    assert (fetch["image"], fetch["command"], fetch["args"]) == (
+        "ghcr.io/modelgate/modelgate:0.1",
+        ["python", "-m", "modelgate.importer"],
+        ["fetch"],
+    )
+    fetch_env = {e["name"]: e.get("value") for e in fetch["env"]}
+    assert fetch_env["MODELGATE_MODEL_DIR"] == "/mnt/models"
+    assert {"name": "models", "mountPath": "/mnt/models"} in fetch["volumeMounts"]
+    # ... the server runs on it beside the import run (a native sidecar) ...
+    assert server["restartPolicy"] == "Always"
+    assert (server["image"], server["command"]) == (MLSERVER_IMAGE, SERVER["command"])
+    server_env = [(e["name"], e["value"]) for e in server["env"]]
+    assert server_env[:2] == [
+        ("MODELGATE_MODEL_DIR", "/mnt/models"),
+        ("MODELGATE_MODEL_FILE", "/mnt/models/model.joblib"),
+    ]
+    # the release's own env comes after the contract's, so it may name it
+    assert server_env[-1] == ("MLSERVER_MODEL_URI", "$(MODELGATE_MODEL_FILE)")
+    assert server["readinessProbe"]["httpGet"] == {
+        "path": "/v2/models/credit-risk/ready",
+        "port": "http",
+    }
+    assert {"name": "models", "mountPath": "/mnt/models", "readOnly": True} in server[
+        "volumeMounts"
+    ]
+    # ... and the import run asks it, loading nothing itself.
+    env = {e["name"]: e.get("value") for e in importer["env"]}
+    assert env["MODELGATE_MODEL_SERVER_URL"] == "http://localhost:8080"
+    assert "args" not in importer
+    assert {v["name"] for v in pod["volumes"]} == {"work", "tmp", "models"}
+
+
+def test_a_model_server_deployment_lays_the_checked_model_out_before_serving_it() -> None:
+    deployment = manifests.build_deployment(model_server_deploy_action(), SERVER_SETTINGS, NOW)
+    pod = deployment["spec"]["template"]["spec"]
+    [layout] = pod["initContainers"]
+    [server] = pod["containers"]
+    assert (layout["image"], layout["command"]) == (
+        "ghcr.io/modelgate/modelgate:0.1",
+        ["python", "-m", "modelgate.layout"],
+    )
+    assert {e["name"]: e.get("value") for e in layout["env"]}["MODELGATE_MODEL_FILE"] == (
+        "/mnt/models/model.joblib"
+    )
+    # The layout reads the artifact and its SHA-256 from the environment's ConfigMap.
+    assert layout["envFrom"] == server["envFrom"]
+    assert (server["name"], server["image"]) == ("model", MLSERVER_IMAGE)
+    assert server["ports"][0] == {"name": "http", "containerPort": 8080}
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v2/models/credit-risk/ready"
+    assert "livenessProbe" not in server  # the reference server's /healthz is not its
+    config = model_server_deploy_action().config
+    assert config["MODELGATE_MODEL_SHA256"] == "2" * 64
+    assert ModelServerCommand.from_wire(config[contract.MODEL_SERVER], "x").model_file == (
+        "model.joblib"
+    )
+
+
 def every_object() -> list[dict[str, Any]]:
     action = deploy_action()
     return [
         training_job(),
+        model_server_import_job(),
+        manifests.build_deployment(model_server_deploy_action(), SERVER_SETTINGS, NOW),
         verification_job(),
         evaluation_job(),
         manifests.build_deployment(action, SETTINGS, NOW),
@@ -137,7 +259,7 @@ def test_pods_are_restricted() -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
-        for container in pod["containers"]:
+        for container in pod["containers"] + pod.get("initContainers", []):
             context = container["securityContext"]
             assert context["allowPrivilegeEscalation"] is False
             assert context["readOnlyRootFilesystem"] is True

@@ -42,7 +42,14 @@ def test_the_server_is_told_the_contract_then_its_own_values_in_order(tmp_path: 
 
 
 def test_the_wire_form_round_trips() -> None:
-    spec = ModelServerCommand(("mlserver", "start", "."), "credit-risk", (("K", "v"),))
+    spec = ModelServerCommand(
+        ("mlserver", "start", "."),
+        "credit-risk",
+        (("K", "v"),),
+        "model.joblib",
+        ("mlserver",),
+        ("start", "/mnt/models"),
+    )
     assert ModelServerCommand.from_wire(spec.wire(), "X") == spec
 
 
@@ -51,8 +58,10 @@ def test_the_wire_form_round_trips() -> None:
     [
         ("{", "X is not JSON"),
         ("[]", "X must be a JSON object"),
-        ('{"modelName": "m"}', "X.command must be a non-empty list"),
-        ('{"command": [""], "modelName": "m"}', "X.command must be a non-empty list"),
+        ('{"command": "s", "modelName": "m"}', "X.command must be a list of non-empty"),
+        ('{"command": [""], "modelName": "m"}', "X.command must be a list of non-empty"),
+        ('{"containerArgs": [1], "modelName": "m"}', "X.containerArgs must be a list"),
+        ('{"modelName": "m", "modelFile": "a/b.pkl"}', "X.modelFile must be a file name"),
         ('{"command": ["s"]}', "X.modelName must name the model"),
         ('{"command": ["s"], "modelName": "m", "env": [{"name": "A"}]}', r"X.env\[0\]"),
         ('{"command": ["s"], "modelName": "m", "env": {"A": "1"}}', r"X.env\[0\]"),

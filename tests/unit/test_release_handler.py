@@ -111,33 +111,3 @@ def test_without_a_version_every_body_is_read_as_it_is(clock: list[datetime]) ->
     again = reconciled(body(""), resync=True)
     # Read as empty again: the same decision, written again in full.
     assert again["phase"] == first["phase"] == "Pending"
-
-
-def test_a_release_served_by_a_model_server_is_left_alone_saying_so(
-    clock: list[datetime],
-) -> None:
-    """The operator does not run serving ModelServer yet: it starts nothing
-    (no runner or delivery is asked) and says so in status, once per generation."""
-    found = body("9")
-    spec = dict(found["spec"])
-    spec.pop("training")
-    spec.update(
-        serving="ModelServer",
-        server={"modelName": "m"},
-        mlflow={
-            "trackingUri": "http://mlflow:5000",
-            "name": "m",
-            "version": "1",
-            "data": {"train": "t.csv", "evaluation": "e.csv", "target": "y"},
-        },
-    )
-    raw = dict(found)
-    raw["spec"] = spec
-    handlers.runtime().runner = cast(Any, None)  # asked for anything: AttributeError
-    status = reconciled(kopf.Body(raw))
-    ready = {c["type"]: c for c in status["conditions"]}
-    assert (ready["Ready"]["status"], ready["Ready"]["reason"]) == ("False", "NotSupported")
-    assert ready["Stalled"]["status"] == "True"
-    assert "local mode" in ready["Stalled"]["message"]
-    assert status["phase"] == "Blocked"
-    assert status["observedGeneration"] == 1

@@ -55,9 +55,11 @@ app.kubernetes.io/part-of: modelgate
 {{- define "modelgate.namespacedRules" -}}
 # Exactly the calls the operator makes (tests/realcluster compares these
 # rules with the requests the API server's audit log records).
+# get: after a rollback, the release put back is read for its registered
+# version (the MLflow alias goes back to it).
 - apiGroups: [modelgate.dev]
   resources: [modelreleases]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [modelgate.dev]
   resources: [qualitygates, environments]
   verbs: [get, list, watch, patch]

@@ -405,6 +405,15 @@ class ModelServer(ApiModel):
         description="The name the server serves the model under (/v2/models/<name>); "
         "default: spec.model.name. Scoring and verification ask for it.",
     )
+    model_file: str = Field(
+        default="model.pkl",
+        alias="modelFile",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$",
+        description="The name the model file gets in $(MODELGATE_MODEL_DIR) "
+        "($(MODELGATE_MODEL_FILE) is the whole path), wherever it runs: the import run, "
+        "local mode and every environment's pods. The default, model.pkl, is what MLflow's "
+        "sklearn flavor, MLServer and KServe's sklearn server look for.",
+    )
     command: list[str] = Field(
         default_factory=list,
         description="The server container's command; empty uses the image's entrypoint.",

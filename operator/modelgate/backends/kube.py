@@ -285,7 +285,23 @@ class KubeRunner:
         for pod in plain(pods).get("items", []):
             if (pod.get("metadata", {}).get("labels") or {}).get("job-name") != job_name:
                 continue  # servers that ignore label selectors
-            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            status = pod.get("status") or {}
+            sidecars = {
+                c.get("name")
+                for c in (pod.get("spec") or {}).get("initContainers") or []
+                if c.get("restartPolicy") == "Always"
+            }
+            # A run's own containers, then the steps before it (a fetch that
+            # failed); never a sidecar, which is stopped when the run ends.
+            statuses = [
+                *(status.get("containerStatuses") or []),
+                *(
+                    c
+                    for c in status.get("initContainerStatuses") or []
+                    if c.get("name") not in sidecars
+                ),
+            ]
+            for container in statuses:
                 terminated = (container.get("state") or {}).get("terminated") or {}
                 if terminated.get("exitCode", 0) != 0:
                     reason = terminated.get("reason") or "Error"

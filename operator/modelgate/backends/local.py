@@ -42,6 +42,7 @@ from modelgate.serving.artifacts import ModelLoadError, read_artifact, verified
 from modelgate.serving.runtime import (
     INHERITED_ENV,
     ModelServerCommand,
+    ModelServerError,
     expand,
     free_port,
     server_environment,
@@ -340,7 +341,7 @@ class LocalServers:
             # What its command line holds, so a recycled pid is never taken for it.
             record["marker"] = command[0] if own else REFERENCE_MARKER
             record["pid"] = _spawn(command, env, Path(record["log"]))
-        except (ValueError, ModelLoadError, ArtifactError, OSError) as error:
+        except (ValueError, ModelLoadError, ModelServerError, ArtifactError, OSError) as error:
             # As a pod that cannot start: the rollout waits, saying why.
             record.update(pid=0, state="failed", message=f"the model server cannot start: {error}")
             _write_json(path, record)
@@ -378,7 +379,8 @@ class LocalServers:
                 "the metadata artifact",
             )
         )
-        name = Path(str((metadata.get("servedBy") or {}).get("modelFile") or "model")).name
+        recorded = (metadata.get("servedBy") or {}).get("modelFile")
+        name = Path(str(recorded or served_by.model_file)).name
         model_file = path.with_suffix(".model") / name
         model_file.parent.mkdir(parents=True, exist_ok=True)
         model_file.write_bytes(
@@ -389,7 +391,7 @@ class LocalServers:
             )
         )
         env = server_environment(served_by, model_file, (port, free_port(), free_port()))
-        command = [expand(part, env) for part in served_by.command]
+        command = [expand(part, env) for part in served_by.local_command()]
         command[0] = shutil.which(command[0], path=env.get("PATH")) or command[0]
         url = f"http://127.0.0.1:{port}"
         return command, env, f"{oip_client.model_path(url, served_by.model_name)}/ready"

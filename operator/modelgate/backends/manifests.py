@@ -18,11 +18,23 @@ from modelgate import API_VERSION, __version__
 from modelgate.api.common import format_time, parse_duration
 from modelgate.api.modelrelease import ArtifactRecord, Evaluation, ModelRelease
 from modelgate.promotion import Deploy, StartTraining, StartVerification
+from modelgate.serving import oip_client
+from modelgate.serving.runtime import (
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    MODEL_DIR,
+    MODEL_FILE,
+    ModelServerCommand,
+)
 from modelgate.settings import OperatorSettings
 from modelgate.trainer import contract
 
 NAME_MAX = 63
 OUTPUT_DIR = "/work/output"
+# Where a model server of the release's own finds the model (KServe's place).
+MODELS_MOUNT = "/mnt/models"
+GRPC_CONTAINER_PORT, METRICS_CONTAINER_PORT = 8081, 8082
 RELEASE_LABEL = "modelgate.dev/release"
 ENVIRONMENT_LABEL = "modelgate.dev/environment"
 MODEL_LABEL = "modelgate.dev/model"
@@ -140,6 +152,13 @@ def build_training_job(
     resources = {k: v for k, v in sized.wire().items() if v}
     if resources:
         container["resources"] = resources
+    init_containers: list[dict[str, Any]] = []
+    served_by = _served_by(action.env)
+    if served_by is not None and release.spec.image:
+        init_containers, container = _import_beside_model_server(
+            served_by, release.spec.image, container, settings
+        )
+        volumes.append("models")
     return _job(
         metadata={
             "name": action.job_name,
@@ -150,6 +169,7 @@ def build_training_job(
         },
         container=container,
         volumes=volumes,
+        init_containers=init_containers,
         backoff_limit=training.backoff_limit if training is not None else 1,
         deadline_seconds=int(
             parse_duration(
@@ -158,6 +178,83 @@ def build_training_job(
         ),
         settings=settings,
     )
+
+
+def _served_by(config: dict[str, str]) -> ModelServerCommand | None:
+    """A model server of the release's own, as the core named it."""
+    text = config.get(contract.MODEL_SERVER)
+    return ModelServerCommand.from_wire(text, contract.MODEL_SERVER) if text else None
+
+
+def model_server_container(
+    served_by: ModelServerCommand, image: str, http_port: int
+) -> dict[str, Any]:
+    """The release's own model server (its image, command and env), told the
+    serving contract: the model in /mnt/models, the ports to listen on. Ready
+    when the Open Inference Protocol says the model is."""
+    contract_env = {
+        MODEL_DIR: MODELS_MOUNT,
+        MODEL_FILE: f"{MODELS_MOUNT}/{served_by.model_file}",
+        HTTP_PORT: str(http_port),
+        GRPC_PORT: str(GRPC_CONTAINER_PORT),
+        METRICS_PORT: str(METRICS_CONTAINER_PORT),
+    }
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": image,
+        # In order: an entry may name the contract's variables or an earlier one.
+        "env": [{"name": k, "value": v} for k, v in contract_env.items()]
+        + [{"name": name, "value": value} for name, value in served_by.env],
+        "ports": [
+            {"name": "http", "containerPort": http_port},
+            {"name": "grpc", "containerPort": GRPC_CONTAINER_PORT},
+            {"name": "metrics", "containerPort": METRICS_CONTAINER_PORT},
+        ],
+        "readinessProbe": {
+            "httpGet": {
+                "path": f"{oip_client.model_path('', served_by.model_name)}/ready",
+                "port": "http",
+            },
+            "periodSeconds": 5,
+        },
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if served_by.container_command:
+        container["command"] = list(served_by.container_command)
+    if served_by.container_args:
+        container["args"] = list(served_by.container_args)
+    return container
+
+
+def _import_beside_model_server(
+    served_by: ModelServerCommand,
+    image: str,
+    importer: dict[str, Any],
+    settings: OperatorSettings,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The import run's pod when a server of the release's own scores: a first
+    step fetches and checks the model into /mnt/models, the server runs on it
+    as a native sidecar, and the import run asks it over the Open Inference
+    Protocol (the operator's image never loads the model)."""
+    models = {"name": "models", "mountPath": MODELS_MOUNT}
+    fetch = json.loads(json.dumps(importer))
+    fetch.update(name="fetch", args=["fetch"])
+    fetch["env"] = [*importer["env"], {"name": MODEL_DIR, "value": MODELS_MOUNT}]
+    fetch["volumeMounts"] = [*importer["volumeMounts"], models]
+    sidecar = model_server_container(served_by, image, settings.model_port)
+    sidecar["restartPolicy"] = "Always"
+    main = dict(importer)
+    main["env"] = [
+        *importer["env"],
+        {"name": MODEL_DIR, "value": MODELS_MOUNT},
+        {"name": contract.MODEL_SERVER_URL, "value": f"http://localhost:{settings.model_port}"},
+    ]
+    main["volumeMounts"] = [*importer["volumeMounts"], {**models, "readOnly": True}]
+    return [fetch, sidecar], main
 
 
 def _container(
@@ -193,8 +290,19 @@ def _job(
     backoff_limit: int,
     deadline_seconds: int,
     settings: OperatorSettings,
+    init_containers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A Job running one restricted container to completion."""
+    """A Job running one restricted container to completion (after its init
+    containers, beside its native sidecars)."""
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": RESTRICTED_POD,
+        "containers": [container],
+        "volumes": [{"name": name, "emptyDir": {}} for name in volumes],
+    }
+    if init_containers:
+        pod["initContainers"] = init_containers
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -205,19 +313,14 @@ def _job(
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
                 "metadata": {"labels": metadata["labels"]},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "securityContext": RESTRICTED_POD,
-                    "containers": [container],
-                    "volumes": [{"name": name, "emptyDir": {}} for name in volumes],
-                },
+                "spec": pod,
             },
         },
     }
 
 
 EVALUATION_COMMAND = ("python", "-m", "modelgate.evaluate")
+LAYOUT_COMMAND = ("python", "-m", "modelgate.layout")
 
 
 def evaluation_output_uri(settings: OperatorSettings, namespace: str, job_name: str) -> str:
@@ -394,7 +497,29 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    if action.command:
+    volumes = [{"name": "tmp", "emptyDir": {}}]
+    init_containers: list[dict[str, Any]] = []
+    served_by = _served_by(action.config)
+    if served_by is not None:
+        # A server of the release's own: a first step (the operator's image)
+        # lays the hash-checked model out in /mnt/models, the server loads it.
+        container = {
+            **model_server_container(served_by, action.image, settings.model_port),
+            "name": "model",
+            "envFrom": container["envFrom"],
+        }
+        layout_env = [
+            {"name": MODEL_FILE, "value": f"{MODELS_MOUNT}/{served_by.model_file}"},
+            *_s3_env(settings, optional_secret=True),
+        ]
+        layout = _container(
+            "layout", settings.server_image or "", layout_env, LAYOUT_COMMAND, (), ["tmp"]
+        )
+        layout["envFrom"] = container["envFrom"]
+        layout["volumeMounts"].append({"name": "models", "mountPath": MODELS_MOUNT})
+        init_containers.append(layout)
+        volumes.append({"name": "models", "emptyDir": {}})
+    elif action.command:
         # The reference server: the operator's image, told where the
         # artifact is (ConfigMap) and how to reach the store.
         container["command"] = list(action.command)
@@ -428,8 +553,9 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": RESTRICTED_POD,
+                    **({"initContainers": init_containers} if init_containers else {}),
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": volumes,
                 },
             },
         },

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from modelgate.api.common import format_time
 from modelgate.api.environment import Environment, EnvironmentStatus, Promotion
-from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus, Phase, Serving
+from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
 from modelgate.backends.base import ArtifactError
 from modelgate.backends.gitops import GitError
 from modelgate.backends.kube import (
@@ -225,29 +225,6 @@ def _verifications(
     return found
 
 
-# The operator's import Job (the server as a sidecar next to the scoring)
-# and Deployment (the model laid out by an init container) for serving
-# ModelServer are not built yet: local mode runs such releases.
-MODEL_SERVER_NOT_RUN = (
-    "serving ModelServer is run by local mode (modelgate run) in this version; the operator "
-    "does not run it yet and leaves the release untouched: serve the registered model with "
-    "serving: ReferenceServer on a cluster"
-)
-
-
-def _not_run_here(body: kopf.Body, patch: kopf.Patch, release: ModelRelease) -> None:
-    """Say once, in status, that the operator leaves this release alone."""
-    conditions = release.status.conditions if release.status else []
-    for kind in (READY, STALLED):
-        conditions = set_condition(
-            conditions, kind, kind == STALLED, "NotSupported", MODEL_SERVER_NOT_RUN,
-            release.generation, now_utc(),
-        )  # fmt: skip
-    patch.status["conditions"] = [c.wire() for c in conditions]
-    patch.status["observedGeneration"] = release.generation
-    patch.status["phase"] = str(Phase.BLOCKED)
-
-
 def reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool = False) -> None:
     """Observe, decide with the core, act, and record the status."""
     with measured("ModelRelease"):
@@ -262,9 +239,6 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
         if resync:
             return  # reported once by the change handler; nothing new to say
         report_invalid("ModelRelease", body, patch, error)
-        return
-    if release.spec.serving == Serving.MODEL_SERVER:
-        _not_run_here(body, patch, release)
         return
     uid = release.metadata.uid or release_key(release)
     read_at = str(body.get("metadata", {}).get("resourceVersion") or "")

@@ -118,8 +118,8 @@ def serves_artifact(config: Mapping[str, str]) -> bool:
 
 
 def model_server_command(release: ModelRelease) -> ModelServerCommand | None:
-    """How a release served by a model server of its own runs it as a local
-    process (local mode: its local command; none named, an empty one)."""
+    """How a release served by a model server of its own runs it: as a local
+    process (its local command; none named, an empty one) and in a pod."""
     server = release.spec.server
     if release.spec.serving != Serving.MODEL_SERVER or server is None:
         return None
@@ -127,6 +127,9 @@ def model_server_command(release: ModelRelease) -> ModelServerCommand | None:
         command=tuple(server.local.command) if server.local is not None else (),
         model_name=release.spec.served_model_name,
         env=tuple((item.name, item.value) for item in server.env),
+        model_file=server.model_file,
+        container_command=tuple(server.command),
+        container_args=tuple(server.args),
     )
 
 

@@ -57,22 +57,43 @@ def expand(value: str, env: Mapping[str, str]) -> str:
     return _REFERENCE.sub(substitute, value)
 
 
+DEFAULT_MODEL_FILE = "model.pkl"
+NO_LOCAL_COMMAND = (
+    "the release names no command to run its model server on this machine: set "
+    "spec.server.local.command (how local mode runs its model server)"
+)
+
+
 @dataclass(frozen=True)
 class ModelServerCommand:
-    """How a model server is run locally: its command (and arguments), the
-    environment it adds (in order: a value may name an earlier one), and the
-    name it serves the model under in the protocol's paths."""
+    """How a release's model server runs: locally its command (and
+    arguments), in a pod its image's command and arguments; the environment
+    it adds (in order: a value may name an earlier one), the name it serves
+    the model under in the protocol's paths and the model file's name in
+    its model directory."""
 
     command: tuple[str, ...]
     model_name: str
     env: tuple[tuple[str, str], ...] = ()
+    model_file: str = DEFAULT_MODEL_FILE
+    container_command: tuple[str, ...] = ()
+    container_args: tuple[str, ...] = ()
 
     def wire(self) -> str:
         return json.dumps(
             {"command": list(self.command), "modelName": self.model_name,
-             "env": [{"name": n, "value": v} for n, v in self.env]},
+             "env": [{"name": n, "value": v} for n, v in self.env],
+             "modelFile": self.model_file,
+             "containerCommand": list(self.container_command),
+             "containerArgs": list(self.container_args)},
             sort_keys=True,
         )  # fmt: skip
+
+    def local_command(self) -> tuple[str, ...]:
+        """The local command; none named is a clear error, not a crash."""
+        if not self.command:
+            raise ModelServerError(NO_LOCAL_COMMAND)
+        return self.command
 
     @classmethod
     def from_wire(cls, text: str, where: str) -> ModelServerCommand:
@@ -83,18 +104,18 @@ class ModelServerCommand:
             raise ValueError(f"{where} is not JSON: {error}") from None
         if not isinstance(found, dict):
             raise ValueError(f"{where} must be a JSON object with command and modelName")
-        command, name, env = found.get("command"), found.get("modelName"), found.get("env", [])
-        if (
-            not isinstance(command, list)
-            or not command
-            or not all(isinstance(c, str) and c for c in command)
-        ):
-            raise ValueError(
-                f"{where}.command must be a non-empty list of strings: a release names it in "
-                "spec.server.local.command (how local mode runs its model server)"
-            )
+        name, env = found.get("modelName"), found.get("env", [])
+        lists: dict[str, tuple[str, ...]] = {}
+        for key in ("command", "containerCommand", "containerArgs"):
+            value = found.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
+                raise ValueError(f"{where}.{key} must be a list of non-empty strings")
+            lists[key] = tuple(value)
         if not isinstance(name, str) or not name:
             raise ValueError(f"{where}.modelName must name the model the server serves")
+        model_file = found.get("modelFile", DEFAULT_MODEL_FILE)
+        if not isinstance(model_file, str) or not model_file or "/" in model_file:
+            raise ValueError(f"{where}.modelFile must be a file name (no folder)")
         pairs: list[tuple[str, str]] = []
         for index, item in enumerate(env if isinstance(env, list) else [None]):
             if not (
@@ -104,7 +125,10 @@ class ModelServerCommand:
             ):
                 raise ValueError(f"{where}.env[{index}] must be {{name: ..., value: ...}}")
             pairs.append((item["name"], item["value"]))
-        return cls(tuple(command), name, tuple(pairs))
+        return cls(
+            lists["command"], name, tuple(pairs), model_file,
+            lists["containerCommand"], lists["containerArgs"],
+        )  # fmt: skip
 
 
 def free_port() -> int:
@@ -183,7 +207,7 @@ def running_model_server(
     loopback, until the model is ready; its URL, and it is stopped after."""
     ports = (free_port(), free_port(), free_port())
     env = server_environment(spec, model_file, ports)
-    command = [expand(part, env) for part in spec.command]
+    command = [expand(part, env) for part in spec.local_command()]
     log.parent.mkdir(parents=True, exist_ok=True)
     try:
         with log.open("wb") as out:

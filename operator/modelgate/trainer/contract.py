@@ -95,6 +95,9 @@ SERVER_INPUTS: Final = (
 # a local process: JSON {command, modelName, env: [{name, value}]} (see
 # modelgate.serving.runtime for what the command is told).
 MODEL_SERVER: Final = "MODELGATE_MODEL_SERVER"
+# In a pod the release's model server runs beside the import run (a native
+# sidecar on the model a first step fetched): its URL, and no command is run.
+MODEL_SERVER_URL: Final = "MODELGATE_MODEL_SERVER_URL"
 
 # Keys of MODELGATE_PARAMS the reference trainer reserves; the rest go to the
 # estimator's constructor.

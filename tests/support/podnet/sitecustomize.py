@@ -7,6 +7,9 @@ plays two parts of a real node's network, and nothing else:
   (``MODELGATE_POD_IP``). A server binding the wildcard address binds that
   address instead, as in the pod's network namespace, so two pods can both
   listen on 8080.
+- ``localhost`` is the pod's own address: containers of one pod share its
+  network, so a sidecar's listener is reached at ``localhost:<port>`` (the
+  literal 127.0.0.1 stays the machine's, where the tests' own servers are).
 - Cluster DNS and kube-proxy: a name ``<service>.<namespace>.svc[.cluster.local]``
   (or ``<service>`` and ``<service>.<namespace>`` from within the namespace)
   resolves to a ready endpoint of the Service, and the Service's port becomes
@@ -63,6 +66,8 @@ def _lookup(host: str, port: object) -> tuple[str, int] | None:
 
 def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # type: ignore[no-untyped-def]
     if _POD_IP and host in _WILDCARD and (flags & socket.AI_PASSIVE or host):
+        return _real_getaddrinfo(_POD_IP, port, socket.AF_INET, type, proto, flags)
+    if _POD_IP and isinstance(host, str) and host.lower().rstrip(".") == "localhost":
         return _real_getaddrinfo(_POD_IP, port, socket.AF_INET, type, proto, flags)
     if isinstance(host, str):
         found = _lookup(host, port)
