@@ -190,3 +190,37 @@ def test_the_operator_releases_a_model_served_by_mlserver_and_keeps_mlflow_in_st
     )
     annotations = deployment.metadata.annotations
     assert annotations["modelgate.dev/release"] == f"{team.namespace}/credit-risk-a"
+
+
+def test_a_stored_model_that_is_not_the_recorded_one_never_reaches_the_server(
+    new_team: Callable[..., Team], s3: S3Server, test_node: TestNode
+) -> None:
+    """The import Job's first step refuses a file whose SHA-256 is not the
+    release's: the release says so (the step's own words), MLServer never
+    starts on it and nothing is deployed."""
+    store = make_client(S3Settings(bucket=BUCKET, endpoint_url=s3.endpoint, path_style=True))
+    store.put_object(Bucket=BUCKET, Key="uploads/swapped.pkl", Body=b"not the model you gated")
+    team = new_team(environments=environments())
+    document = release_document("http://unused", "swapped", "1")
+    spec = document["spec"]
+    data = spec.pop("mlflow")["data"]
+    spec["artifact"] = {
+        "uri": f"s3://{BUCKET}/uploads/swapped.pkl",
+        "sha256": "ab" * 32,
+        "format": "Pickle",
+        "features": ["age", "income", "debt_ratio", "credit_lines", "late_payments", "region"],
+        "data": data,
+    }
+    team.create(document)
+    release = team.wait_phase("credit-risk-swapped", {"Failed", "Blocked"}, timeout=180)
+    trained = conditions(release)["Trained"]
+    assert trained["status"] == "False"
+    assert "container fetch" in trained["message"], trained
+    assert "refusing to load it" in trained["message"], trained
+    job = release["status"]["training"]["jobName"]
+    logs = {k: v for k, v in test_node.logs().items() if f"_{job}-" in k}
+    # Each try (the import's backoff limit) stopped at its first step.
+    assert {k.rsplit("/", 1)[1] for k in logs} == {"fetch"}
+    apps = client.AppsV1Api(team.api)
+    for environment in ("staging", "production"):
+        assert apps.list_namespaced_deployment(team.targets[environment]).items == []

@@ -3,6 +3,7 @@ report what happened, and what the node does not run is refused clearly."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +14,22 @@ from kubernetes import client
 
 from tests.support.cluster import wait_for
 from tests.support.controlplane import ControlPlane
-from tests.support.node import TestNode, expand, image_repository, running_node
+from tests.support.node import ForeignImage, TestNode, expand, image_repository, running_node
 
 IMAGE = "ghcr.io/modelgate/modelgate:0.1.0"
 
 
+TOOLS = "registry.test/tools"
+
+
 @pytest.fixture
 def node(control_plane: ControlPlane, tmp_path: Path) -> Iterator[TestNode]:
-    with running_node(control_plane.api_client(), tmp_path / "node") as running:
+    # A foreign image of the tests' own: its only command is a python.
+    tools = tmp_path / "tools" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "python").symlink_to(sys.executable)
+    foreign = {TOOLS: ForeignImage(bin=tools, env=(("GREETING", "from $(MODELGATE_POD_IP)"),))}
+    with running_node(control_plane.api_client(), tmp_path / "node", foreign=foreign) as running:
         yield running
     assert running.errors == []
 
@@ -122,6 +131,86 @@ def test_foreign_images_and_commands_are_refused_clearly(
     assert terminated.exit_code == 127
     assert "is not one of the project image's commands" in terminated.message
     assert not any(started.endswith("shell") for started in node.started)
+
+
+def _tool(name: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": f"{TOOLS}:1",
+        "command": ["python", "-c", code],
+        # Paths reach the process through env: the node rewrites values
+        # that start with a mount path, not code that names one inside.
+        "env": [{"name": "SHARED", "value": "/shared"}],
+        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **extra,
+    }
+
+
+def _pod_job(name: str, init: list[dict[str, Any]], main: dict[str, Any]) -> dict[str, Any]:
+    job = _job(name, [])
+    pod = job["spec"]["template"]["spec"]
+    pod.update(initContainers=init, containers=[main], volumes=[{"name": "shared", "emptyDir": {}}])
+    return job
+
+
+def test_init_containers_run_in_order_and_a_sidecar_serves_the_pod_until_it_ends(
+    control_plane: ControlPlane, node: TestNode, namespace: str
+) -> None:
+    api = control_plane.api_client()
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    sidecar = _tool(
+        "server",
+        "import http.server, os; os.chdir(os.environ['SHARED']); "
+        "http.server.ThreadingHTTPServer(('', 8080), http.server.SimpleHTTPRequestHandler)"
+        ".serve_forever()",
+        restartPolicy="Always",
+        ports=[{"name": "http", "containerPort": 8080}],
+        readinessProbe={"httpGet": {"path": "/model.txt", "port": "http"}},
+    )
+    fetch = _tool(
+        "fetch",
+        "import os; open(os.environ['SHARED'] + '/model.txt', 'w').write(os.environ['GREETING'])",
+    )
+    # As with a real kubelet, the pod's own container starts once the sidecar
+    # has started, not once it is ready: it waits for its server itself.
+    ask = _tool(
+        "ask",
+        "import time, urllib.request\n"
+        "for _ in range(100):\n"
+        "    try:\n"
+        "        print(urllib.request.urlopen('http://localhost:8080/model.txt').read().decode())\n"
+        "        break\n"
+        "    except OSError:\n"
+        "        time.sleep(0.2)\n",
+    )
+    batch.create_namespaced_job(namespace, _pod_job("steps", [fetch, sidecar], ask))
+    broken = _tool("fetch", "raise SystemExit('the model is not there')")
+    never = _tool("ask", "print('never run')")
+    batch.create_namespaced_job(namespace, _pod_job("broken", [broken, sidecar], never))
+    assert wait_for(lambda: _finished(batch, namespace, "steps"), 90, "job steps") == "Complete"
+    assert wait_for(lambda: _finished(batch, namespace, "broken"), 90, "job broken") == "Failed"
+
+    pod = _pod(core, namespace, "steps")
+    assert pod.status.phase == "Succeeded"
+    inits = {s.name: s.state for s in pod.status.init_container_statuses}
+    assert inits["fetch"].terminated.exit_code == 0
+    assert inits["server"].terminated is not None  # stopped once the pod's own ended
+    [ask_status] = pod.status.container_statuses
+    assert ask_status.state.terminated.exit_code == 0
+    logs = node.logs()
+    [asked] = [v for k, v in logs.items() if "_steps-" in k and k.endswith("/ask")]
+    # The sidecar served, at the pod's own address, what the first step wrote
+    # with the image's env (expanded against the pod's runtime values).
+    assert asked.strip() == f"from {pod.status.pod_ip}"
+
+    failed = _pod(core, namespace, "broken")
+    assert failed.status.phase == "Failed"
+    fetch_state = failed.status.init_container_statuses[0].state.terminated
+    assert fetch_state.exit_code == 1
+    assert "the model is not there" in fetch_state.message
+    assert failed.status.container_statuses[0].state.waiting.reason == "PodInitializing"
+    assert not any(k.endswith("/ask") for k in logs if "_broken-" in k)
 
 
 def test_env_sources_resolve_like_the_kubelet(
