@@ -22,6 +22,11 @@ verification) is what a trained release gets:
 4. score the evaluation data through that server over the Open Inference
    Protocol into predictions.parquet: the gate judges what the server answers.
 
+In a pod, a server of the release's own is another image: the Job's first
+step (``python -m modelgate.importer fetch``, an init container) does step 1
+into the model volume, the server runs there as a native sidecar, and this
+run (``MODELGATE_MODEL_SERVER_URL``) does steps 3 and 4 through it.
+
 Exit 0 imported, 2 not (the last line says why: the release's condition).
 """
 
