@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 # The operator's handlers read their resync interval when first imported; the
 # operator tests need it short. Set before any test module imports them.
 os.environ.setdefault("MODELGATE_RESYNC_SECONDS", "0.5")
+# The operators run against the kmock emulator (tests/integration) read from
+# the API server on every reconcile (MODELGATE_CACHE=false): their faults are
+# injected into those reads, and the emulator has no label selectors. The
+# operators on the real control plane (tests/realcluster) get their env from
+# the chart and read from watches, as installed.
+os.environ.setdefault("MODELGATE_CACHE", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -394,6 +394,9 @@ def command_operator(args: argparse.Namespace) -> int:
         os.environ["MODELGATE_PEERING_PRIORITY"] = str(args.peering_priority)
     if args.peering_lifetime is not None:
         os.environ["MODELGATE_PEERING_LIFETIME"] = str(args.peering_lifetime)
+    if args.namespace:
+        # The operator's own watches (its cache) keep to the same namespaces.
+        os.environ["MODELGATE_NAMESPACES"] = ",".join(args.namespace)
     import modelgate.handlers  # noqa: F401, PLC0415  (registers the handlers)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])

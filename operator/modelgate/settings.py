@@ -102,6 +102,10 @@ class OperatorSettings:
     api_timeout: float = 30.0
     # Seconds the API server keeps a watch open before kopf re-lists.
     watch_seconds: int = 300
+    # Read Jobs, Deployments, Environments, QualityGates and ModelReleases
+    # from watches kept in memory (a release at rest then costs no request);
+    # off: every reconcile reads them from the API server.
+    cache: bool = True
     # Peering: the live replica with the highest priority acts, the others
     # wait. None: derived from the start time, so the oldest replica keeps
     # acting and a new or restarted one never takes over from a live one.
@@ -142,6 +146,7 @@ class OperatorSettings:
             api_timeout=_number("MODELGATE_API_TIMEOUT", cls.api_timeout),
             # Whole seconds: the API server takes timeoutSeconds as an integer.
             watch_seconds=int(_number("MODELGATE_WATCH_SECONDS", cls.watch_seconds)),
+            cache=_flag("MODELGATE_CACHE", True),
             peering_priority=(
                 int(_number("MODELGATE_PEERING_PRIORITY", 0))
                 if os.environ.get("MODELGATE_PEERING_PRIORITY")

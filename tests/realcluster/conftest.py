@@ -74,9 +74,11 @@ UNUSED_GRANTS = {
     # Owner references with blockOwnerDeletion: checked by API servers that
     # enable OwnerReferencesPermissionEnforcement (not a default plugin).
     ("modelgate.dev", "modelreleases/finalizers", "update"),
-    # GitOps rollouts: the Deployments running the promoted image (GitOps
-    # delivery is tested on the emulator, tests/integration/test_operator_gitops.py).
-    ("apps", "deployments", "list"),
+    # Read from the API server only while the watches have not listed yet, or
+    # with the cache turned off (MODELGATE_CACHE=false); the operator waits
+    # for them to list before its first reconcile.
+    ("batch", "jobs", "get"),
+    ("modelgate.dev", "qualitygates", "get"),
 }
 # The scenarios that together exercise every other grant.
 RBAC_SCENARIOS = (

@@ -30,6 +30,7 @@ from modelgate.backends.evaluation import (
     record_evaluation_outputs,
     record_failed_evaluation,
 )
+from modelgate.backends.informers import DEPLOYMENTS, JOBS, KubeCache
 from modelgate.backends.outputs import ingest_outputs
 from modelgate.backends.s3 import read_uri_bounded
 from modelgate.promotion import (
@@ -143,11 +144,18 @@ class KubeRunner:
         self.settings = settings
         self.store = store
         self.s3 = s3
+        # Jobs read from the watch while it runs (set at the operator's start).
+        self.cache: KubeCache | None = None
+
+    def _create_job(self, namespace: str, job: dict[str, Any]) -> None:
+        created = self.clients.batch.create_namespaced_job(namespace, job)
+        if self.cache is not None and created is not None:
+            self.cache.remember(JOBS, plain(created))
 
     def start(self, release: ModelRelease, action: StartTraining) -> None:
         job = manifests.build_training_job(release, action, self.settings)
         try:
-            self.clients.batch.create_namespaced_job(release.namespace, job)
+            self._create_job(release.namespace, job)
         except ApiException as error:
             if error.status == 409:
                 return  # already created: the name is deterministic
@@ -156,7 +164,7 @@ class KubeRunner:
     def start_verification(self, action: StartVerification) -> None:
         job = manifests.build_verification_job(action, self.settings)
         try:
-            self.clients.batch.create_namespaced_job(action.namespace, job)
+            self._create_job(action.namespace, job)
         except ApiException as error:
             if error.status == 409:
                 return
@@ -241,12 +249,9 @@ class KubeRunner:
     def observe(
         self, namespace: str, job_name: str, ingest: bool = True
     ) -> TrainingObservation | None:
-        try:
-            job = plain(self.clients.batch.read_namespaced_job(job_name, namespace))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise classify_api_error(error, f"reading Job {job_name}") from error
+        job = self._read_job(namespace, job_name)
+        if job is None:
+            return None
         status = job.get("status") or {}
         started, finished = status.get("startTime"), status.get("completionTime")
         failed = _condition(job, "Failed")
@@ -273,6 +278,16 @@ class KubeRunner:
         return TrainingObservation(
             job_name, "Succeeded", started, finished, None, artifacts, failed_pods
         )
+
+    def _read_job(self, namespace: str, job_name: str) -> dict[str, Any] | None:
+        if self.cache is not None and self.cache.known(JOBS, namespace):
+            return self.cache.get(JOBS, namespace, job_name)
+        try:
+            return plain(self.clients.batch.read_namespaced_job(job_name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise classify_api_error(error, f"reading Job {job_name}") from error
 
     def _pod_failure(self, namespace: str, job_name: str) -> str:
         """The terminated container's reason, e.g. OOMKilled, where available."""
@@ -344,19 +359,26 @@ class KubeDeployer:
     def __init__(self, clients: KubeClients, settings: OperatorSettings) -> None:
         self.clients = clients
         self.settings = settings
+        # Deployments read from the watch while it runs (set at the operator's start).
+        self.cache: KubeCache | None = None
 
     def _apply(self, kind: str, body: dict[str, Any]) -> None:
+        applied = self._write(kind, body)
+        if kind == "deployment" and self.cache is not None and applied is not None:
+            self.cache.remember(DEPLOYMENTS, plain(applied))
+
+    def _write(self, kind: str, body: dict[str, Any]) -> Any:
         name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
         api: Any = self.clients.apps if kind == "deployment" else self.clients.core
         create = getattr(api, f"create_namespaced_{kind}")
         patch = getattr(api, f"patch_namespaced_{kind}")
         try:
-            create(namespace, body)
+            return create(namespace, body)
         except ApiException as error:
             if error.status != 409:
                 raise classify_api_error(error, f"creating {kind} {namespace}/{name}") from error
             try:
-                patch(name, namespace, body)
+                return patch(name, namespace, body)
             except ApiException as patch_error:
                 raise classify_api_error(
                     patch_error, f"updating {kind} {namespace}/{name}"
@@ -399,6 +421,16 @@ class KubeDeployer:
         self._apply("deployment", deployment)
         self._apply("service", manifests.build_service(action, self.settings))
 
+    def _observed(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if self.cache is not None and self.cache.known(DEPLOYMENTS, namespace):
+            return self.cache.get(DEPLOYMENTS, namespace, name)
+        try:
+            return plain(self.clients.apps.read_namespaced_deployment(name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise classify_api_error(error, f"reading Deployment {name}") from error
+
     def rollback(self, action: Rollback, now: datetime) -> str | None:
         """Put back the previous release; returns its name, or None if there was none."""
         name = manifests.serving_name(action.model, action.environment)
@@ -432,6 +464,8 @@ class KubeDeployer:
             for delete, object_name in removals:
                 with contextlib.suppress(ApiException):
                     delete(object_name, action.namespace)
+            if self.cache is not None:
+                self.cache.forget(DEPLOYMENTS, action.namespace, name)
             return None
         config = manifests.restored_configmap(current, previous)
         existing = self._read("config_map", config["metadata"]["name"], action.namespace) or {}
@@ -442,9 +476,11 @@ class KubeDeployer:
         }
         try:
             core.patch_namespaced_config_map(config["metadata"]["name"], action.namespace, config)
-            apps.patch_namespaced_deployment(
+            restored = apps.patch_namespaced_deployment(
                 name, action.namespace, manifests.restore(current, previous, now, same_release)
             )
+            if self.cache is not None and restored is not None:
+                self.cache.remember(DEPLOYMENTS, plain(restored))
         except ApiException as error:
             raise classify_api_error(error, f"rolling back {action.namespace}/{name}") from error
         return str(previous["annotations"].get(f"{manifests.ANNOTATION_PREFIX}release", ""))
@@ -455,16 +491,9 @@ class KubeDeployer:
         found: dict[str, DeploymentObservation] = {}
         for name, environment in environments.items():
             deployment_name = manifests.serving_name(model, name)
-            try:
-                deployment = plain(
-                    self.clients.apps.read_namespaced_deployment(
-                        deployment_name, environment.spec.namespace
-                    )
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    continue
-                raise classify_api_error(error, f"reading Deployment {deployment_name}") from error
+            deployment = self._observed(environment.spec.namespace, deployment_name)
+            if deployment is None:
+                continue
             annotations = deployment.get("metadata", {}).get("annotations") or {}
             release = annotations.get(f"{manifests.ANNOTATION_PREFIX}release")
             if not release:

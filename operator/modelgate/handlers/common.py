@@ -25,6 +25,17 @@ from modelgate.api.loader import format_validation_error
 from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
 from modelgate.api.qualitygate import QualityGate
 from modelgate.backends.delivery import KubeDelivery
+from modelgate.backends.informers import (
+    DEPLOYMENTS,
+    JOBS,
+    MODEL_RELEASES,
+    QUALITY_GATES,
+    KubeCache,
+    Resource,
+)
+from modelgate.backends.informers import (
+    ENVIRONMENTS as CACHED_ENVIRONMENTS,
+)
 from modelgate.backends.kube import (
     GROUP,
     VERSION,
@@ -97,6 +108,78 @@ class Runtime:
     # brings that write back: a body still at the version read last time is
     # stale, and the status decided then is the truth.
     decided: dict[str, tuple[str, ModelReleaseStatus]] = field(default_factory=dict)
+    # The watches a reconcile reads from, once started (start_cache).
+    cache: KubeCache | None = None
+    # Releases ("namespace/name") whose Jobs or Deployments changed: looked at
+    # on their next tick, at rest or not.
+    dirty: set[str] = field(default_factory=set)
+    # namespace -> how many times an Environment or QualityGate spec there
+    # changed; uid -> the count a release at rest last looked at.
+    namespace_changes: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seen_changes: dict[str, int] = field(default_factory=dict)
+    # uid -> when (time.monotonic) the core asked to look again (requeue_after).
+    due: dict[str, float] = field(default_factory=dict)
+    # (resource plural, namespace, name) -> the generation last seen.
+    _generations: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def start_cache(self) -> KubeCache:
+        """Watch what a reconcile reads; the runner and deployer read it from now."""
+        if self.cache is None:
+            cache = KubeCache(
+                self.clients.api,
+                self.settings.namespaces,
+                self.changed,
+                watch_seconds=int(self.settings.watch_seconds),
+            )
+            self.runner.cache = cache
+            self.delivery.direct.cache = cache
+            self.cache = cache.start()
+        return self.cache
+
+    def stop_cache(self) -> None:
+        if self.cache is not None:
+            self.cache.stop()
+            self.runner.cache = self.delivery.direct.cache = self.cache = None
+
+    def changed(self, resource: Resource, kind: str, obj: dict[str, Any]) -> None:
+        """An informer saw a change: wake the releases it concerns, and only them."""
+        metadata = obj.get("metadata") or {}
+        namespace = str(metadata.get("namespace", ""))
+        if resource in (CACHED_ENVIRONMENTS, QUALITY_GATES):
+            key = (resource.plural, namespace, str(metadata.get("name", "")))
+            generation = int(metadata.get("generation") or 0)
+            if kind != "DELETED" and self._generations.get(key) == generation:
+                return  # a status write: nothing a release reads
+            self._generations[key] = generation
+            self.namespace_changes[namespace] += 1
+            return
+        labels = metadata.get("labels") or {}
+        annotations = metadata.get("annotations") or {}
+        if resource is JOBS and labels.get("modelgate.dev/release"):
+            owner = labels.get("modelgate.dev/release-namespace") or namespace
+            self.dirty.add(f"{owner}/{labels['modelgate.dev/release']}")
+        elif resource is DEPLOYMENTS and annotations.get("modelgate.dev/release"):
+            self.dirty.add(str(annotations["modelgate.dev/release"]))
+
+    def cache_ready(self) -> bool:
+        return self.cache is not None and all(
+            i.synced.is_set() for informers in self.cache.informers.values() for i in informers
+        )
+
+    def take_change(self, uid: str, key: str, namespace: str) -> bool:
+        """Whether a release at rest has anything to look at: a change of what
+        it reads, or a time the core asked for. Taking it clears it."""
+        changes = self.namespace_changes[namespace]
+        wanted = (
+            key in self.dirty
+            or self.seen_changes.get(uid) != changes
+            or time.monotonic() >= self.due.get(uid, float("inf"))
+        )
+        if wanted:
+            self.dirty.discard(key)
+            self.seen_changes[uid] = changes
+            self.due.pop(uid, None)
+        return wanted
 
     def wake_releases(self) -> None:
         """Releases at rest are looked at on their next resync tick, not after
@@ -211,42 +294,59 @@ def transient(error: Exception) -> kopf.TemporaryError:
 def get_gate(rt: Runtime, namespace: str, name: str | None) -> QualityGate | None:
     if name is None:
         return None
-    try:
-        raw = rt.clients.custom.get_namespaced_custom_object(*GATES[:2], namespace, GATES[2], name)
-    except ApiException as error:
-        if error.status == 404:
+    if rt.cache is not None and rt.cache.known(QUALITY_GATES, namespace):
+        raw = rt.cache.get(QUALITY_GATES, namespace, name)
+        if raw is None:
             return None
-        raise classify_api_error(error, f"reading QualityGate {name}") from error
+    else:
+        try:
+            raw = rt.clients.custom.get_namespaced_custom_object(
+                *GATES[:2], namespace, GATES[2], name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise classify_api_error(error, f"reading QualityGate {name}") from error
     try:
         return QualityGate.model_validate(raw)
     except ValidationError:
         return None  # its own handler reports why; the release waits for a valid gate
 
 
+def _cached_list(rt: Runtime, resource: Resource, namespace: str) -> list[dict[str, Any]] | None:
+    return rt.cache.list(resource, namespace) if rt.cache is not None else None
+
+
 def list_releases(rt: Runtime, namespace: str) -> list[ModelRelease]:
     """The valid ModelReleases of ``namespace`` (invalid ones report themselves)."""
-    try:
-        listing = rt.clients.custom.list_namespaced_custom_object(
-            *RELEASES[:2], namespace, RELEASES[2]
-        )
-    except ApiException as error:
-        raise classify_api_error(error, "listing ModelReleases") from error
+    items = _cached_list(rt, MODEL_RELEASES, namespace)
+    if items is None:
+        try:
+            listing = rt.clients.custom.list_namespaced_custom_object(
+                *RELEASES[:2], namespace, RELEASES[2]
+            )
+        except ApiException as error:
+            raise classify_api_error(error, "listing ModelReleases") from error
+        items = listing.get("items", [])
     found: list[ModelRelease] = []
-    for raw in listing.get("items", []):
+    for raw in items:
         with contextlib.suppress(ValidationError):
             found.append(ModelRelease.model_validate(raw))
     return found
 
 
 def list_environments(rt: Runtime, namespace: str) -> dict[str, Environment]:
-    try:
-        listing = rt.clients.custom.list_namespaced_custom_object(
-            *ENVIRONMENTS[:2], namespace, ENVIRONMENTS[2]
-        )
-    except ApiException as error:
-        raise classify_api_error(error, "listing Environments") from error
+    items = _cached_list(rt, CACHED_ENVIRONMENTS, namespace)
+    if items is None:
+        try:
+            listing = rt.clients.custom.list_namespaced_custom_object(
+                *ENVIRONMENTS[:2], namespace, ENVIRONMENTS[2]
+            )
+        except ApiException as error:
+            raise classify_api_error(error, "listing Environments") from error
+        items = listing.get("items", [])
     found: dict[str, Environment] = {}
-    for raw in listing.get("items", []):
+    for raw in items:
         try:
             environment = Environment.model_validate(raw)
         except ValidationError:

@@ -49,6 +49,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         else priority_by_age(_STARTED_NS)
     )
     settings.peering.lifetime = operator_settings.peering_lifetime
+    patterns = [n for n in operator_settings.namespaces if any(c in n for c in "*?[!")]
+    if operator_settings.cache and patterns:
+        common.logger.warning(
+            "namespace patterns %s: reading from the API server on every reconcile (the "
+            "cache watches namespaces by name)",
+            patterns,
+        )
+    elif operator_settings.cache:
+        # Listed before the first reconcile, so that it reads the watches (an
+        # API server that does not answer in time: reads go to it meanwhile).
+        runtime().start_cache().wait_synced(operator_settings.api_timeout)
     if operator_settings.metrics_port:
         rt = runtime()
         if rt.metrics_server is None:
@@ -81,6 +92,8 @@ def webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
 @kopf.on.cleanup()
 def stop_metrics(**_: Any) -> None:
     current = common._runtime
+    if current is not None:
+        current.stop_cache()
     if current is not None and current.metrics_server is not None:
         current.metrics_server.shutdown()
         current.metrics_server.server_close()

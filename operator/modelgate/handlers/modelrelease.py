@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -304,6 +305,10 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                 waiting = _act(rt, release, plan, environments, now)
                 for event in plan.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                if plan.requeue_after is not None:
+                    rt.due[uid] = time.monotonic() + plan.requeue_after.total_seconds()
+                else:
+                    rt.due.pop(uid, None)
                 if not plan.actions or waiting:
                     break
         except (KubeTransientError, ArtifactError, GitError) as error:
@@ -379,9 +384,16 @@ def release_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     at_rest = (
         status.get("phase") in AT_REST_PHASES and status.get("observedGeneration") == generation
     )
-    uid = str(body.get("metadata", {}).get("uid"))
+    metadata = body.get("metadata", {})
+    uid = str(metadata.get("uid"))
+    namespace = str(metadata.get("namespace", ""))
     rt = runtime()
-    if at_rest:
+    if at_rest and rt.cache_ready():
+        # Watched: nothing to read from the API server until something it
+        # reads changes, or the time the core asked for comes.
+        if not rt.take_change(uid, f"{namespace}/{metadata.get('name')}", namespace):
+            return
+    elif at_rest:
         rt.resting[uid] += 1
         if rt.resting[uid] % AT_REST_FACTOR:
             return
@@ -397,5 +409,7 @@ def release_deleted(name: str, namespace: str | None, uid: str | None, **_: Any)
     rt = runtime()
     rt.metrics.forget(namespace or "default", name)
     rt.decided.pop(str(uid), None)
+    rt.due.pop(str(uid), None)
+    rt.seen_changes.pop(str(uid), None)
     deleted = rt.runner.delete_jobs(namespace or "default", name)
     logger.info("deleted %d training Jobs of %s/%s", deleted, namespace, name)
