@@ -27,7 +27,8 @@ from modelgate.trainer.train import train
 from tests.integration.test_localmode import GATE, SAMPLE_DATA, conditions, items, run_json
 from tests.support.mlflow_server import MlflowServer, running_mlflow
 from tests.support.mlserver import MLSERVER, MLSERVER_IMAGE
-from tests.unit.test_trainer import DATA, contract_env
+from tests.support.registered_models import register_credit_risk
+from tests.unit.test_trainer import contract_env
 
 # Pinned by digest, as production asks (local mode runs the local command).
 
@@ -66,18 +67,7 @@ def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
 
 @pytest.fixture(scope="module")
 def registered(mlflow: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """credit-risk trained elsewhere, logged twice with cloudpickle and a
-    signature, as a team serving it with MLServer's runtime would."""
-    trained = tmp_path_factory.mktemp("trained")
-    train(contract_env(trained))
-    work = tmp_path_factory.mktemp("register")
-    return [
-        mlflow.register_sklearn(
-            trained / contract.MODEL_FILE, "credit-risk", work, pickled=True,
-            signature_from=DATA / "eval.csv",
-        )
-        for _ in range(2)
-    ]  # fmt: skip
+    return register_credit_risk(mlflow, tmp_path_factory, versions=2)
 
 
 def mlserver_block() -> dict[str, Any]:

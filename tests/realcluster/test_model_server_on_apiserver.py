@@ -17,14 +17,12 @@ from kubernetes import client
 
 from modelgate.backends.mlflow import MlflowRegistry
 from modelgate.backends.s3 import S3Settings, make_client
-from modelgate.trainer import contract
-from modelgate.trainer.train import train
 from tests.realcluster.conftest import BUCKET, Team, conditions, documents
 from tests.support.mlflow_server import MlflowServer, running_mlflow
 from tests.support.mlserver import MLSERVER_IMAGE
 from tests.support.node import TestNode
+from tests.support.registered_models import register_credit_risk
 from tests.support.s3server import S3Server
-from tests.unit.test_trainer import DATA, contract_env
 
 # A test of the team's own in production, run with MLServer's image's
 # python: it fails release b only, which is then rolled back.
@@ -39,18 +37,7 @@ def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
 
 @pytest.fixture(scope="module")
 def registered(mlflow: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """credit-risk trained elsewhere and logged twice with cloudpickle and a
-    signature, as a team serving it with MLServer's runtime would."""
-    trained = tmp_path_factory.mktemp("trained")
-    train(contract_env(trained))
-    work = tmp_path_factory.mktemp("register")
-    return [
-        mlflow.register_sklearn(
-            trained / contract.MODEL_FILE, "credit-risk", work, pickled=True,
-            signature_from=DATA / "eval.csv",
-        )
-        for _ in range(2)
-    ]  # fmt: skip
+    return register_credit_risk(mlflow, tmp_path_factory, versions=2)
 
 
 def environments() -> list[dict[str, Any]]:

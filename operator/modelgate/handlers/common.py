@@ -313,21 +313,27 @@ def get_gate(rt: Runtime, namespace: str, name: str | None) -> QualityGate | Non
         return None  # its own handler reports why; the release waits for a valid gate
 
 
-def _cached_list(rt: Runtime, resource: Resource, namespace: str) -> list[dict[str, Any]] | None:
-    return rt.cache.list(resource, namespace) if rt.cache is not None else None
+def _listed(
+    rt: Runtime, resource: Resource, custom: tuple[str, str, str], namespace: str
+) -> list[dict[str, Any]]:
+    """A kind's objects in ``namespace``: from the watch, or the API server
+    while there is none."""
+    items = rt.cache.list(resource, namespace) if rt.cache is not None else None
+    if items is not None:
+        return items
+    try:
+        listing = rt.clients.custom.list_namespaced_custom_object(
+            custom[0], custom[1], namespace, custom[2]
+        )
+    except ApiException as error:
+        raise classify_api_error(error, f"listing {custom[2]}") from error
+    found: list[dict[str, Any]] = listing.get("items", [])
+    return found
 
 
 def list_releases(rt: Runtime, namespace: str) -> list[ModelRelease]:
     """The valid ModelReleases of ``namespace`` (invalid ones report themselves)."""
-    items = _cached_list(rt, MODEL_RELEASES, namespace)
-    if items is None:
-        try:
-            listing = rt.clients.custom.list_namespaced_custom_object(
-                *RELEASES[:2], namespace, RELEASES[2]
-            )
-        except ApiException as error:
-            raise classify_api_error(error, "listing ModelReleases") from error
-        items = listing.get("items", [])
+    items = _listed(rt, MODEL_RELEASES, RELEASES, namespace)
     found: list[ModelRelease] = []
     for raw in items:
         with contextlib.suppress(ValidationError):
@@ -336,15 +342,7 @@ def list_releases(rt: Runtime, namespace: str) -> list[ModelRelease]:
 
 
 def list_environments(rt: Runtime, namespace: str) -> dict[str, Environment]:
-    items = _cached_list(rt, CACHED_ENVIRONMENTS, namespace)
-    if items is None:
-        try:
-            listing = rt.clients.custom.list_namespaced_custom_object(
-                *ENVIRONMENTS[:2], namespace, ENVIRONMENTS[2]
-            )
-        except ApiException as error:
-            raise classify_api_error(error, "listing Environments") from error
-        items = listing.get("items", [])
+    items = _listed(rt, CACHED_ENVIRONMENTS, ENVIRONMENTS, namespace)
     found: dict[str, Environment] = {}
     for raw in items:
         try:
