@@ -292,6 +292,10 @@ class KubeCache:
         for informer in everyone:
             informer.stop(wait=max(0.0, deadline - time.monotonic()))
 
+    def synced(self) -> bool:
+        """Every informer has listed."""
+        return all(i.synced.is_set() for informers in self.informers.values() for i in informers)
+
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         for informers in self.informers.values():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,7 @@ from modelgate.backends.evaluation import (
     record_evaluation_outputs,
     record_failed_evaluation,
 )
-from modelgate.backends.informers import DEPLOYMENTS, JOBS, KubeCache
+from modelgate.backends.informers import DEPLOYMENTS, JOBS, KubeCache, Resource
 from modelgate.backends.outputs import ingest_outputs
 from modelgate.backends.s3 import read_uri_bounded
 from modelgate.promotion import (
@@ -125,6 +125,26 @@ def plain(obj: Any) -> dict[str, Any]:
         return obj
     result: dict[str, Any] = client.ApiClient().sanitize_for_serialization(obj)
     return result
+
+
+def read_through(
+    cache: KubeCache | None,
+    resource: Resource,
+    namespace: str,
+    name: str,
+    read: Callable[[str, str], Any],
+    what: str,
+) -> dict[str, Any] | None:
+    """The object from the watch once it has listed, else from the API server
+    (``read(name, namespace)``); None when it does not exist."""
+    if cache is not None and cache.known(resource, namespace):
+        return cache.get(resource, namespace, name)
+    try:
+        return plain(read(name, namespace))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise classify_api_error(error, f"reading {what} {name}") from error
 
 
 def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -280,14 +300,8 @@ class KubeRunner:
         )
 
     def _read_job(self, namespace: str, job_name: str) -> dict[str, Any] | None:
-        if self.cache is not None and self.cache.known(JOBS, namespace):
-            return self.cache.get(JOBS, namespace, job_name)
-        try:
-            return plain(self.clients.batch.read_namespaced_job(job_name, namespace))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise classify_api_error(error, f"reading Job {job_name}") from error
+        read = self.clients.batch.read_namespaced_job
+        return read_through(self.cache, JOBS, namespace, job_name, read, "Job")
 
     def _pod_failure(self, namespace: str, job_name: str) -> str:
         """The terminated container's reason, e.g. OOMKilled, where available."""
@@ -422,14 +436,8 @@ class KubeDeployer:
         self._apply("service", manifests.build_service(action, self.settings))
 
     def _observed(self, namespace: str, name: str) -> dict[str, Any] | None:
-        if self.cache is not None and self.cache.known(DEPLOYMENTS, namespace):
-            return self.cache.get(DEPLOYMENTS, namespace, name)
-        try:
-            return plain(self.clients.apps.read_namespaced_deployment(name, namespace))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise classify_api_error(error, f"reading Deployment {name}") from error
+        read = self.clients.apps.read_namespaced_deployment
+        return read_through(self.cache, DEPLOYMENTS, namespace, name, read, "Deployment")
 
     def rollback(self, action: Rollback, now: datetime) -> str | None:
         """Put back the previous release; returns its name, or None if there was none."""

@@ -9,6 +9,7 @@ pods run under the restricted Pod Security Standard.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from datetime import datetime
@@ -241,7 +242,7 @@ def _import_beside_model_server(
     as a native sidecar, and the import run asks it over the Open Inference
     Protocol (the operator's image never loads the model)."""
     models = {"name": "models", "mountPath": MODELS_MOUNT}
-    fetch = json.loads(json.dumps(importer))
+    fetch = copy.deepcopy(importer)
     fetch.update(name="fetch", args=["fetch"])
     fetch["env"] = [*importer["env"], {"name": MODEL_DIR, "value": MODELS_MOUNT}]
     fetch["volumeMounts"] = [*importer["volumeMounts"], models]

@@ -44,6 +44,7 @@ from modelgate.backends.kube import (
     KubeTransientError,
     TimedApiClient,
     classify_api_error,
+    read_through,
 )
 from modelgate.backends.prometheus import PrometheusClient
 from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client
@@ -162,9 +163,7 @@ class Runtime:
             self.dirty.add(str(annotations["modelgate.dev/release"]))
 
     def cache_ready(self) -> bool:
-        return self.cache is not None and all(
-            i.synced.is_set() for informers in self.cache.informers.values() for i in informers
-        )
+        return self.cache is not None and self.cache.synced()
 
     def take_change(self, uid: str, key: str, namespace: str) -> bool:
         """Whether a release at rest has anything to look at: a change of what
@@ -294,19 +293,13 @@ def transient(error: Exception) -> kopf.TemporaryError:
 def get_gate(rt: Runtime, namespace: str, name: str | None) -> QualityGate | None:
     if name is None:
         return None
-    if rt.cache is not None and rt.cache.known(QUALITY_GATES, namespace):
-        raw = rt.cache.get(QUALITY_GATES, namespace, name)
-        if raw is None:
-            return None
-    else:
-        try:
-            raw = rt.clients.custom.get_namespaced_custom_object(
-                *GATES[:2], namespace, GATES[2], name
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise classify_api_error(error, f"reading QualityGate {name}") from error
+
+    def read(gate: str, where: str) -> Any:
+        return rt.clients.custom.get_namespaced_custom_object(*GATES[:2], where, GATES[2], gate)
+
+    raw = read_through(rt.cache, QUALITY_GATES, namespace, name, read, "QualityGate")
+    if raw is None:
+        return None
     try:
         return QualityGate.model_validate(raw)
     except ValidationError:
