@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -50,6 +51,7 @@ from modelgate.backends.prometheus import PrometheusClient
 from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client
 from modelgate.metrics import Metrics
 from modelgate.promotion.conditions import READY, set_condition
+from modelgate.promotion.wakeups import ENVIRONMENT, QUALITY_GATE, ReleaseIndex
 from modelgate.settings import OperatorSettings
 
 RELEASES = (GROUP, VERSION, "modelreleases")
@@ -59,8 +61,8 @@ RESYNC_SECONDS = float(os.environ.get("MODELGATE_RESYNC_SECONDS", "15"))
 # Follow-up steps taken in one handler call when an action can be observed at
 # once (a gate result, a created Job): fewer round trips, same decisions.
 STEPS_PER_CALL = 5
-# Releases at rest (nothing to do until something changes) are re-checked this
-# many times less often than moving ones; a spec change still acts at once.
+# Without the watches (MODELGATE_CACHE=false), releases at rest are re-read
+# this many times less often than moving ones; a spec change acts at once.
 AT_REST_FACTOR = 10
 AT_REST_PHASES = {"Released", "GateFailed", "Failed", "Blocked", "RolledBack"}
 
@@ -102,8 +104,6 @@ class Runtime:
     locks: defaultdict[str, threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock)
     )
-    # uid -> resync ticks skipped while the release is at rest
-    resting: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     # uid -> (resourceVersion read, status decided from it). kopf patches the
     # status after a handler returns, and a timer can run before the watch
     # brings that write back: a body still at the version read last time is
@@ -111,15 +111,17 @@ class Runtime:
     decided: dict[str, tuple[str, ModelReleaseStatus]] = field(default_factory=dict)
     # The watches a reconcile reads from, once started (start_cache).
     cache: KubeCache | None = None
-    # Releases ("namespace/name") whose Jobs or Deployments changed: looked at
-    # on their next tick, at rest or not.
+    # Releases ("namespace/name") whose Jobs or Deployments changed, or an
+    # Environment or QualityGate they name: looked at on their next tick.
     dirty: set[str] = field(default_factory=set)
-    # namespace -> how many times an Environment or QualityGate spec there
-    # changed; uid -> the count a release at rest last looked at.
-    namespace_changes: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    seen_changes: dict[str, int] = field(default_factory=dict)
+    # Releases by the Environments and QualityGates they name (from the watch).
+    index: ReleaseIndex = field(default_factory=ReleaseIndex)
     # uid -> when (time.monotonic) the core asked to look again (requeue_after).
     due: dict[str, float] = field(default_factory=dict)
+    # "namespace/name" -> the wake-up of that release's daemon, on kopf's loop.
+    _wakeups: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(
+        default_factory=dict
+    )
     # (resource plural, namespace, name) -> the generation last seen.
     _generations: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
@@ -146,45 +148,82 @@ class Runtime:
         """An informer saw a change: wake the releases it concerns, and only them."""
         metadata = obj.get("metadata") or {}
         namespace = str(metadata.get("namespace", ""))
+        if resource is MODEL_RELEASES:
+            self.index.update(obj, deleted=kind == "DELETED")
+            return
         if resource in (CACHED_ENVIRONMENTS, QUALITY_GATES):
-            key = (resource.plural, namespace, str(metadata.get("name", "")))
+            name = str(metadata.get("name", ""))
+            key = (resource.plural, namespace, name)
             generation = int(metadata.get("generation") or 0)
             if kind != "DELETED" and self._generations.get(key) == generation:
                 return  # a status write: nothing a release reads
             self._generations[key] = generation
-            self.namespace_changes[namespace] += 1
+            referenced = ENVIRONMENT if resource is CACHED_ENVIRONMENTS else QUALITY_GATE
+            for release in self.index.concerned(referenced, namespace, name):
+                self.mark(release)
             return
         labels = metadata.get("labels") or {}
         annotations = metadata.get("annotations") or {}
         if resource is JOBS and labels.get("modelgate.dev/release"):
             owner = labels.get("modelgate.dev/release-namespace") or namespace
-            self.dirty.add(f"{owner}/{labels['modelgate.dev/release']}")
+            self.mark(f"{owner}/{labels['modelgate.dev/release']}")
         elif resource is DEPLOYMENTS and annotations.get("modelgate.dev/release"):
-            self.dirty.add(str(annotations["modelgate.dev/release"]))
+            self.mark(str(annotations["modelgate.dev/release"]))
+
+    def mark(self, key: str) -> None:
+        """Something release ``key`` reads changed: wake it now."""
+        self.dirty.add(key)
+        found = self._wakeups.get(key)
+        if found is not None:
+            loop, event = found
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(event.set)
+
+    def subscribe(self, key: str) -> asyncio.Event:
+        """The wake-up of release ``key``'s daemon (called on kopf's loop)."""
+        event = asyncio.Event()
+        self._wakeups[key] = (asyncio.get_running_loop(), event)
+        if key in self.dirty:
+            event.set()
+        return event
+
+    def unsubscribe(self, key: str, event: asyncio.Event) -> None:
+        if self._wakeups.get(key, (None, None))[1] is event:
+            del self._wakeups[key]
 
     def cache_ready(self) -> bool:
         return self.cache is not None and self.cache.synced()
 
-    def take_change(self, uid: str, key: str, namespace: str) -> bool:
-        """Whether a release at rest has anything to look at: a change of what
-        it reads, or a time the core asked for. Taking it clears it."""
-        changes = self.namespace_changes[namespace]
-        wanted = (
-            key in self.dirty
-            or self.seen_changes.get(uid) != changes
-            or time.monotonic() >= self.due.get(uid, float("inf"))
-        )
+    def take_change(self, uid: str, key: str) -> bool:
+        """Whether a release has anything to look at: a change of what it
+        reads, or a time the core asked for. Taking it clears it."""
+        wanted = key in self.dirty or time.monotonic() >= self.due.get(uid, float("inf"))
         if wanted:
             self.dirty.discard(key)
-            self.seen_changes[uid] = changes
             self.due.pop(uid, None)
         return wanted
 
-    def wake_releases(self) -> None:
-        """Releases at rest are looked at on their next resync tick, not after
-        AT_REST_FACTOR of them (an Environment or gate they use changed)."""
-        for uid in list(self.resting):
-            self.resting[uid] = AT_REST_FACTOR - 1
+    def wait_seconds(self, uid: str, at_rest: bool) -> float | None:
+        """How long a release's daemon may sleep unless woken: until the time
+        the core asked for; without the watches (or for a release in
+        progress, whose GitOps repository or Argo CD Application nobody
+        watches) at most a resync period, ten of them at rest; None: until
+        woken."""
+        waits = []
+        if uid in self.due:
+            waits.append(max(0.0, self.due[uid] - time.monotonic()))
+        if not self.cache_ready():
+            waits.append(RESYNC_SECONDS * (AT_REST_FACTOR if at_rest else 1))
+        elif not at_rest:
+            waits.append(RESYNC_SECONDS)
+        return min(waits) if waits else None
+
+    def wake_namespace(self, namespace: str) -> None:
+        """Without the watches' index: every release of ``namespace`` looks
+        again (an Environment or gate it may use changed)."""
+        for key in list(self._wakeups):
+            if key.startswith(f"{namespace}/"):
+                self.mark(key)
 
     @classmethod
     def build(cls, settings: OperatorSettings) -> Runtime:
@@ -218,6 +257,15 @@ def runtime() -> Runtime:
         if _runtime is None:
             _runtime = Runtime.build(OperatorSettings.from_env())
         return _runtime
+
+
+def wake_releases(namespace: str) -> None:
+    """An Environment or QualityGate of ``namespace`` was edited: without the
+    watches (whose index wakes only the releases that name it), wake all of
+    the namespace's."""
+    rt = runtime()
+    if not rt.cache_ready():
+        rt.wake_namespace(namespace)
 
 
 def reset_runtime() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -16,6 +18,7 @@ from modelgate.api.environment import Environment, EnvironmentStatus, Promotion
 from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
 from modelgate.backends.base import ArtifactError
 from modelgate.backends.gitops import GitError
+from modelgate.backends.informers import MODEL_RELEASES
 from modelgate.backends.kube import (
     KubeTransientError,
 )
@@ -26,7 +29,6 @@ from modelgate.backends.mlflow import (
     perform_sync,
 )
 from modelgate.handlers.common import (
-    AT_REST_FACTOR,
     AT_REST_PHASES,
     ENVIRONMENTS,
     RELEASES,
@@ -334,9 +336,13 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
             raise transient(error) from error
         finally:
             if release.status is not None:
-                patch.status.update(status_patch(old_status, release.status.wire()))
-                if read_at:
+                written = status_patch(old_status, release.status.wire())
+                patch.status.update(written)
+                if read_at and written:
                     rt.decided[uid] = (read_at, release.status.model_copy(deep=True))
+                elif earlier is not None and earlier[0] != read_at:
+                    # The body shows a later version: that write came back.
+                    del rt.decided[uid]
                 rt.metrics.release_changed(
                     release, _parsed_status(old_status), release.status, now_utc()
                 )
@@ -377,29 +383,73 @@ def release_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile_release(body, patch)
 
 
-@kopf.timer(*RELEASES, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def release_resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def at_rest(body: Mapping[str, Any]) -> bool:
+    """Nothing to do until something it reads changes: a final phase, for
+    the current generation."""
     status = body.get("status") or {}
-    generation = body.get("metadata", {}).get("generation")
-    at_rest = (
-        status.get("phase") in AT_REST_PHASES and status.get("observedGeneration") == generation
-    )
-    metadata = body.get("metadata", {})
-    uid = str(metadata.get("uid"))
-    namespace = str(metadata.get("namespace", ""))
+    generation = (body.get("metadata") or {}).get("generation")
+    return status.get("phase") in AT_REST_PHASES and status.get("observedGeneration") == generation
+
+
+@kopf.daemon(*RELEASES, cancellation_timeout=1.0)
+async def release_daemon(body: kopf.Body, uid: str | None, **_: Any) -> None:
+    """Each release sleeps until something it reads changes (a watch event of
+    its Jobs or Deployments, an edit of an Environment or QualityGate it
+    names), or the time the core asked for comes, then looks again. Releases
+    in progress also look every resync period: their GitOps repository or
+    Argo CD Application is not watched. Spec changes are the change
+    handler's."""
     rt = runtime()
-    if at_rest and rt.cache_ready():
-        # Watched: nothing to read from the API server until something it
-        # reads changes, or the time the core asked for comes.
-        if not rt.take_change(uid, f"{namespace}/{metadata.get('name')}", namespace):
-            return
-    elif at_rest:
-        rt.resting[uid] += 1
-        if rt.resting[uid] % AT_REST_FACTOR:
-            return
-    else:
-        rt.resting.pop(uid, None)
-    reconcile_release(body, patch, resync=True)
+    metadata = body.get("metadata") or {}
+    key = f"{metadata.get('namespace')}/{metadata.get('name')}"
+    release_uid = str(uid)
+    woken = rt.subscribe(key)
+    retry: float | None = None
+    try:
+        while True:
+            wait = retry if retry is not None else rt.wait_seconds(release_uid, at_rest(body))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), wait)
+            woken.clear()
+            rt.take_change(release_uid, key)
+            retry = await asyncio.to_thread(look_again, body)
+    finally:
+        rt.unsubscribe(key, woken)
+
+
+def look_again(body: kopf.Body) -> float | None:
+    """Reconcile outside a kopf handler and write the status it decided;
+    returns when to try again after a transient error."""
+    rt = runtime()
+    patch = kopf.Patch()
+    retry: float | None = None
+    try:
+        reconcile_release(body, patch, resync=True)
+    except kopf.TemporaryError as error:
+        retry = error.delay or RESYNC_SECONDS
+        logger.warning("%s", error)
+    except kopf.PermanentError as error:
+        logger.warning("%s", error)  # in status and Events already; a change retries
+    except Exception:  # never let one release's bug stop its daemon
+        logger.exception("looking at %s failed", body.get("metadata", {}).get("name"))
+        retry = RESYNC_SECONDS
+    status = dict(patch.get("status") or {})
+    if not status:
+        return retry
+    metadata = body.get("metadata") or {}
+    try:
+        written = rt.clients.custom.patch_namespaced_custom_object_status(
+            *RELEASES[:2], metadata.get("namespace"), RELEASES[2], metadata.get("name"),
+            {"status": status},
+        )  # fmt: skip
+    except ApiException as error:
+        if error.status == 404:
+            return None  # deleted meanwhile; its daemon is being stopped
+        logger.warning("could not record the status of %s: %s", metadata.get("name"), error)
+        return retry or RESYNC_SECONDS
+    if rt.cache is not None:
+        rt.cache.remember(MODEL_RELEASES, written)
+    return retry
 
 
 @kopf.on.delete(*RELEASES)
@@ -410,6 +460,5 @@ def release_deleted(name: str, namespace: str | None, uid: str | None, **_: Any)
     rt.metrics.forget(namespace or "default", name)
     rt.decided.pop(str(uid), None)
     rt.due.pop(str(uid), None)
-    rt.seen_changes.pop(str(uid), None)
     deleted = rt.runner.delete_jobs(namespace or "default", name)
     logger.info("deleted %d training Jobs of %s/%s", deleted, namespace, name)

@@ -13,8 +13,8 @@ from modelgate.handlers.common import (
     measured,
     now_utc,
     report_invalid,
-    runtime,
     status_patch,
+    wake_releases,
 )
 from modelgate.promotion.conditions import READY, set_condition
 
@@ -51,6 +51,7 @@ def _gate_changed(body: kopf.Body, patch: kopf.Patch) -> None:
 
 
 @kopf.on.update(*GATES, field="spec", id="wake-releases")
-def gate_edited(**_: Any) -> None:
-    """Releases at rest re-judge an edited gate at their next resync."""
-    runtime().wake_releases()
+def gate_edited(namespace: str | None, **_: Any) -> None:
+    """Releases of the namespace take an edited gate at once (with the watches,
+    their index already woke the ones that name it)."""
+    wake_releases(namespace or "default")
