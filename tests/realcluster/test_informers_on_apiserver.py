@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from modelgate.backends import informers
 from modelgate.backends.informers import Informer, Resource
 from tests.support.cluster import wait_for
 from tests.support.controlplane import ControlPlane
@@ -59,6 +60,9 @@ def test_an_informer_lists_once_and_follows_its_objects_across_watch_ends(
         before = informer.get(namespace, "before")
         assert before is not None
         assert before["data"] == {"v": "2"}
+        # The server's managedFields are dropped: memory for what is read.
+        assert core.read_namespaced_config_map("before", namespace).metadata.managed_fields
+        assert "managedFields" not in before["metadata"]
         assert informer.get(namespace, "after") is None
         assert ("ADDED", "after") in seen
         assert ("MODIFIED", "before") in seen
@@ -89,5 +93,30 @@ def test_what_the_operator_wrote_is_not_undone_by_an_older_event(
         held = informer.get(namespace, "mine")
         assert held is not None
         assert held["data"] == {"v": "2"}
+    finally:
+        informer.stop()
+
+
+def test_a_listing_comes_in_pages_of_one_consistent_version(
+    control_plane: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(informers, "LIST_PAGE", 2)
+    api = control_plane.api_client()
+    core = client.CoreV1Api(api)
+    for index in range(5):
+        core.create_namespaced_config_map(namespace, _config_map(f"page-{index}"))
+    informer = Informer(api, CONFIG_MAPS, namespace).start()
+    try:
+        assert informer.synced.wait(30)
+        names = sorted(o["metadata"]["name"] for o in informer.items(namespace))
+        assert names == [f"page-{index}" for index in range(5)]
+        assert informer.lists == 1  # three pages, one listing
+        # The watch goes on from the listing's version: a change after it is seen.
+        core.patch_namespaced_config_map("page-4", namespace, {"data": {"v": "2"}})
+        wait_for(
+            lambda: (informer.get(namespace, "page-4") or {}).get("data") == {"v": "2"},
+            30,
+            "the change after the paged listing",
+        )
     finally:
         informer.stop()

@@ -57,6 +57,8 @@ QUALITY_GATES = Resource("modelgate.dev/v1alpha1", "qualitygates")
 MODEL_RELEASES = Resource("modelgate.dev/v1alpha1", "modelreleases")
 CACHED = (JOBS, DEPLOYMENTS, ENVIRONMENTS, QUALITY_GATES, MODEL_RELEASES)
 
+# Objects per page of a listing.
+LIST_PAGE = 250
 # (resource, event type, the object) for each change an informer saw.
 ChangeHandler = Callable[[Resource, str, dict[str, Any]], None]
 
@@ -68,6 +70,16 @@ class Gone(Exception):
 def _key(obj: dict[str, Any]) -> tuple[str, str]:
     metadata = obj.get("metadata") or {}
     return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+
+
+def _trimmed(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without ``metadata.managedFields``: server-side apply's
+    bookkeeping, often the largest part of an object, read by no reconcile."""
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict) and "managedFields" in metadata:
+        metadata = {k: v for k, v in metadata.items() if k != "managedFields"}
+        return {**obj, "metadata": metadata}
+    return obj
 
 
 def _version(obj: dict[str, Any]) -> int | None:
@@ -202,10 +214,26 @@ class Informer:
         return response[0] if isinstance(response, tuple) else response
 
     def _list(self) -> str:
-        response = self._request([], 60)
-        listing = json.loads(response.data)
+        """One consistent listing, in pages (a thousand releases in one answer
+        is tens of MB of JSON at once); returns its resourceVersion."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        token = ""
+        while True:
+            query = [("limit", str(LIST_PAGE))]
+            if token:
+                query.append(("continue", token))
+            response = self._request(query, 60)
+            listing = json.loads(response.data)
+            del response
+            for obj in listing.get("items") or []:
+                trimmed = _trimmed(obj)
+                found[_key(trimmed)] = trimmed
+            metadata = listing.get("metadata") or {}
+            token = str(metadata.get("continue") or "")
+            del listing
+            if not token:
+                break
         self.lists += 1
-        found = {_key(o): o for o in listing.get("items") or []}
         with self._lock:
             gone = [o for k, o in self.store.items() if k not in found]
             changed = [o for k, o in found.items() if self.store.get(k) != o]
@@ -216,7 +244,7 @@ class Informer:
                 self.on_change(self.resource, "DELETED", obj)
             for obj in changed:
                 self.on_change(self.resource, "MODIFIED", obj)
-        return str((listing.get("metadata") or {}).get("resourceVersion", ""))
+        return str(metadata.get("resourceVersion", ""))
 
     def _watch(self, version: str) -> str:
         query = [
@@ -247,6 +275,7 @@ class Informer:
         return version
 
     def _put(self, kind: str, obj: dict[str, Any], notify: bool) -> None:
+        obj = _trimmed(obj)
         key = _key(obj)
         with self._lock:
             if kind == "DELETED":
