@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
 import kopf
 
 from modelgate.backends.kube import (
@@ -100,9 +102,47 @@ def stop_metrics(**_: Any) -> None:
         current.metrics_server = None
 
 
+# Requests kopf may have open at once besides its watches. Its own session
+# has no limit: judging a thousand new releases at once opened about 760 TLS
+# connections (each with 256 KiB of buffers), and the process kept the memory.
+API_CONNECTIONS = 32
+# Watches kopf keeps open per watched namespace (the three kinds) and besides
+# (resource discovery, peering), each holding a connection.
+WATCHES_PER_NAMESPACE = 3
+OTHER_WATCHES = 8
+
+
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
     server = os.environ.get("MODELGATE_API_SERVER")
-    if server:
-        return kopf.ConnectionInfo(server=server, insecure=True)
-    return kopf.login_via_client(**kwargs)
+    info = kopf.ConnectionInfo(server=server, insecure=True) if server else None
+    info = info or kopf.login_via_client(**kwargs)
+    if info is None:
+        return None
+    return bounded_session(info, connection_limit(OperatorSettings.from_env().namespaces))
+
+
+def connection_limit(namespaces: Sequence[str]) -> int:
+    """Connections to the API server: the requests' share plus one per watch;
+    0 (no limit, kopf's default) when namespace patterns make the number of
+    watches unknown."""
+    if any(any(c in n for c in "*?[!") for n in namespaces):
+        return 0
+    return API_CONNECTIONS + WATCHES_PER_NAMESPACE * max(1, len(namespaces)) + OTHER_WATCHES
+
+
+def bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession:
+    """kopf's session for these credentials, with at most ``limit`` connections."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),  # the token or basic auth, too
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+        aiohttp_session=session,
+    )
