@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from modelgate import __version__
 from modelgate.api.environment import Environment
 from modelgate.api.loader import format_validation_error
-from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus
+from modelgate.api.modelrelease import ModelRelease
 from modelgate.api.qualitygate import QualityGate
 from modelgate.backends.delivery import KubeDelivery
 from modelgate.backends.informers import (
@@ -49,6 +49,7 @@ from modelgate.backends.kube import (
 )
 from modelgate.backends.prometheus import PrometheusClient
 from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client
+from modelgate.memory import MemoryTrimmer
 from modelgate.metrics import Metrics
 from modelgate.promotion.conditions import READY, set_condition
 from modelgate.promotion.wakeups import ENVIRONMENT, QUALITY_GATE, ReleaseIndex
@@ -100,6 +101,8 @@ class Runtime:
     delivery: KubeDelivery
     metrics: Metrics = field(default_factory=Metrics)
     metrics_server: Any = None
+    # Returns freed memory to the OS once a minute (memory.py).
+    trimmer: MemoryTrimmer | None = None
     prometheus: PrometheusClient = field(default_factory=lambda: PrometheusClient(None))
     locks: defaultdict[str, threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock)
@@ -107,8 +110,9 @@ class Runtime:
     # uid -> (resourceVersion read, status decided from it). kopf patches the
     # status after a handler returns, and a timer can run before the watch
     # brings that write back: a body still at the version read last time is
-    # stale, and the status decided then is the truth.
-    decided: dict[str, tuple[str, ModelReleaseStatus]] = field(default_factory=dict)
+    # stale, and the status decided then is the truth (kept as its JSON: a
+    # fifth of the memory of the model).
+    decided: dict[str, tuple[str, str]] = field(default_factory=dict)
     # The watches a reconcile reads from, once started (start_cache).
     cache: KubeCache | None = None
     # Releases ("namespace/name") whose Jobs or Deployments changed, or an

@@ -16,6 +16,7 @@ from modelgate.backends.kube import (
 )
 from modelgate.handlers import common
 from modelgate.handlers.common import runtime
+from modelgate.memory import MemoryTrimmer
 from modelgate.settings import OperatorSettings, priority_by_age
 
 _STARTED_NS = time.time_ns()
@@ -62,10 +63,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Listed before the first reconcile, so that it reads the watches (an
         # API server that does not answer in time: reads go to it meanwhile).
         runtime().start_cache().wait_synced(operator_settings.api_timeout)
-    if operator_settings.metrics_port:
-        rt = runtime()
-        if rt.metrics_server is None:
-            rt.metrics_server = rt.metrics.serve(operator_settings.metrics_port)
+    rt = runtime()
+    if rt.trimmer is None:
+        rt.trimmer = MemoryTrimmer().start()
+    if operator_settings.metrics_port and rt.metrics_server is None:
+        rt.metrics_server = rt.metrics.serve(operator_settings.metrics_port)
     if operator_settings.webhook_port:
         settings.admission.server = webhook_server(operator_settings)
         if operator_settings.webhook_managed:
@@ -96,6 +98,9 @@ def stop_metrics(**_: Any) -> None:
     current = common._runtime
     if current is not None:
         current.stop_cache()
+    if current is not None and current.trimmer is not None:
+        current.trimmer.stop()
+        current.trimmer = None
     if current is not None and current.metrics_server is not None:
         current.metrics_server.shutdown()
         current.metrics_server.server_close()

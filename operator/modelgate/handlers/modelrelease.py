@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -249,9 +250,12 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
         old_status = dict(body.get("status") or {})
         earlier = rt.decided.get(uid)
         if earlier is not None and read_at and earlier[0] == read_at:
-            release = release.model_copy(update={"status": earlier[1].model_copy(deep=True)})
+            decided = json.loads(earlier[1])
+            release = release.model_copy(
+                update={"status": ModelReleaseStatus.model_validate(decided)}
+            )
             # The patch must also undo what that write set (if it landed).
-            for key, value in earlier[1].wire().items():
+            for key, value in decided.items():
                 old_status.setdefault(key, value)
         try:
             gate = get_gate(rt, release.namespace, release.spec.gate.name)
@@ -339,7 +343,7 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                 written = status_patch(old_status, release.status.wire())
                 patch.status.update(written)
                 if read_at and written:
-                    rt.decided[uid] = (read_at, release.status.model_copy(deep=True))
+                    rt.decided[uid] = (read_at, json.dumps(release.status.wire()))
                 elif earlier is not None and earlier[0] != read_at:
                     # The body shows a later version: that write came back.
                     del rt.decided[uid]
