@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit crds venv clean e2e tools controlplane bench crash \
+.PHONY: demo test lint typecheck unit crds venv clean e2e tools controlplane bench crash scale \
 	kind-up images kind-load deploy sample kind-down
 
 $(BIN)/python:
@@ -63,6 +63,11 @@ bench: $(STAMP)
 ## Crash consistency: 50 release lifecycles with the operator SIGKILLed and restarted.
 crash: $(STAMP)
 	$(BIN)/python benchmarks/crash_trials.py --trials 50
+
+## The operator at scale on the real control plane: 100 releases trained at
+## once, then 100 and 1,000 at rest, against the operator without its cache (~30 min).
+scale: tools
+	$(BIN)/python benchmarks/operator_scale.py
 
 ## The kind path (needs docker, kind, kubectl, helm): a cluster, the image,
 ## the chart with an in-cluster S3 store, the sample, the e2e tests.

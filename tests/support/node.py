@@ -54,8 +54,8 @@ module cannot reach (gRPC's C core) are bound to the pod's address by the
 foreign image's env (MLServer's ``MLSERVER_HOST``).
 
 Not modelled: resource limits and OOM kills, liveness and startup probes,
-init containers' restartPolicy other than Always, image pulls and image
-entrypoints (a foreign image's container names its command), volumes other
+init containers' restartPolicy other than Always, image pulls, image
+entrypoints but a foreign image's (:class:`ForeignImage`), volumes other
 than emptyDir (projected service-account tokens are ignored: the project's
 pods do not mount them), the termination-message file, Pod networking for
 non-Python processes, node heartbeats and eviction.
@@ -138,10 +138,12 @@ class ForeignImage:
     it: its commands come from ``bin`` only, with the image's own environment
     (``env``, whose values may name the node's runtime variables as
     ``$(MODELGATE_POD_IP)``; the container's env overrides it, as a real
-    image's ENV is overridden)."""
+    image's ENV is overridden); ``entrypoint``: what a container that names
+    no command runs (the image's ENTRYPOINT)."""
 
     bin: Path
     env: tuple[tuple[str, str], ...] = ()
+    entrypoint: tuple[str, ...] = ()
 
 
 @dataclass
@@ -489,7 +491,9 @@ class TestNode:
             for name, value in foreign.env:
                 runtime_env[name] = expand(value, runtime_env)
         command = list(container.get("command") or DEFAULT_COMMAND)
-        if not container.get("command") and container.get("args"):
+        if not container.get("command") and foreign is not None and foreign.entrypoint:
+            command = list(foreign.entrypoint)
+        elif not container.get("command") and container.get("args"):
             command = list(DEFAULT_COMMAND[:1])
         # Expanded as the container sees its values, then each path that
         # names a mount is translated once to the pod's directory.
