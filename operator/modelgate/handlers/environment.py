@@ -72,6 +72,6 @@ def _environment_changed(body: kopf.Body, patch: kopf.Patch) -> None:
 
 @kopf.on.update(*ENVIRONMENTS, field="spec", id="wake-releases")
 def environment_edited(namespace: str | None, **_: Any) -> None:
-    """Releases of the namespace take an edited config or rule at once (with the watches,
-    their index already woke the ones that name it)."""
+    """Without the watches, every release of the namespace looks again at
+    once (with them, their index already woke the releases that name it)."""
     wake_releases(namespace or "default")

@@ -52,6 +52,6 @@ def _gate_changed(body: kopf.Body, patch: kopf.Patch) -> None:
 
 @kopf.on.update(*GATES, field="spec", id="wake-releases")
 def gate_edited(namespace: str | None, **_: Any) -> None:
-    """Releases of the namespace take an edited gate at once (with the watches,
-    their index already woke the ones that name it)."""
+    """Without the watches, every release of the namespace looks again at
+    once (with them, their index already woke the releases that name it)."""
     wake_releases(namespace or "default")
