@@ -39,7 +39,7 @@ def test_a_release_at_rest_makes_no_api_requests_and_a_change_wakes_it(
     # The last status write and Events of getting there are behind us.
     time.sleep(5)
     start = datetime.now(UTC)
-    time.sleep(QUIET_SECONDS)  # the operator's resync timer ticks every second
+    time.sleep(QUIET_SECONDS)  # resyncSeconds is 1 here: a poll would show
     assert _since(installation, start, namespaces) == []
 
     # Someone deletes production's model server: the watch tells the operator,
