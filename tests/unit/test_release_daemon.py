@@ -14,7 +14,7 @@ import pytest
 
 from modelgate import handlers
 from modelgate.handlers import common, modelrelease
-from modelgate.settings import OperatorSettings
+from tests.support.runtimes import bare_runtime
 
 KEY, UID = "team/m-1", "uid-1"
 
@@ -32,20 +32,9 @@ def body(phase: str, observed: int = 1) -> kopf.Body:
     return cast(kopf.Body, raw)
 
 
-def new_runtime() -> handlers.Runtime:
-    """A runtime with no clients: what is tested here never reads the API."""
-    return handlers.Runtime(
-        settings=OperatorSettings(),
-        clients=cast(Any, None),
-        store=cast(Any, None),
-        runner=cast(Any, None),
-        delivery=cast(Any, None),
-    )
-
-
 @pytest.fixture
 def looks(monkeypatch: pytest.MonkeyPatch) -> tuple[handlers.Runtime, list[float]]:
-    runtime = new_runtime()
+    runtime = bare_runtime()
     runtime.cache = cast(Any, Synced())
     monkeypatch.setattr(common, "_runtime", runtime)
     seen: list[float] = []
@@ -122,7 +111,7 @@ def test_a_change_before_the_daemon_starts_is_not_lost(
 
 
 def test_the_waits_by_state() -> None:
-    runtime = new_runtime()
+    runtime = bare_runtime()
     resync = common.RESYNC_SECONDS
     # Without the watches: polled, ten times less often at rest.
     assert runtime.wait_seconds(UID, at_rest=False) == resync

@@ -3,12 +3,11 @@ it, found through an index kept from the releases' watch, and no others."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from modelgate import handlers
 from modelgate.backends.informers import ENVIRONMENTS, JOBS, MODEL_RELEASES, QUALITY_GATES
 from modelgate.promotion.wakeups import ENVIRONMENT, QUALITY_GATE, ReleaseIndex, references_of
-from modelgate.settings import OperatorSettings
+from tests.support.runtimes import bare_runtime
 
 
 def release(
@@ -73,18 +72,8 @@ def test_a_blocked_release_wakes_on_any_environment_of_its_namespace() -> None:
     assert index.concerned(ENVIRONMENT, "team", "backtest") == set()
 
 
-def runtime() -> handlers.Runtime:
-    return handlers.Runtime(
-        settings=OperatorSettings(),
-        clients=cast(Any, None),
-        store=cast(Any, None),
-        runner=cast(Any, None),
-        delivery=cast(Any, None),
-    )
-
-
 def test_a_spec_edit_marks_only_the_releases_that_name_it() -> None:
-    rt = runtime()
+    rt = bare_runtime()
     for name, environments, gate in (
         ("a", ["staging", "production"], "gate"),
         ("b", ["staging"], "gate"),
@@ -109,7 +98,7 @@ def test_a_spec_edit_marks_only_the_releases_that_name_it() -> None:
 
 
 def test_a_job_of_a_release_marks_it_and_nothing_else() -> None:
-    rt = runtime()
+    rt = bare_runtime()
     job = {
         "metadata": {
             "name": "train-a",
