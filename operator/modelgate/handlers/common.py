@@ -116,7 +116,7 @@ class Runtime:
     # The watches a reconcile reads from, once started (start_cache).
     cache: KubeCache | None = None
     # Releases ("namespace/name") whose Jobs or Deployments changed, or an
-    # Environment or QualityGate they name: looked at on their next tick.
+    # Environment or QualityGate they name: their daemon looks, and takes it.
     dirty: set[str] = field(default_factory=set)
     # Releases by the Environments and QualityGates they name (from the watch).
     index: ReleaseIndex = field(default_factory=ReleaseIndex)
