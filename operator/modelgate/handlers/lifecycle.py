@@ -52,7 +52,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         else priority_by_age(_STARTED_NS)
     )
     settings.peering.lifetime = operator_settings.peering_lifetime
-    patterns = [n for n in operator_settings.namespaces if any(c in n for c in "*?[!")]
+    patterns = namespace_patterns(operator_settings.namespaces)
     if operator_settings.cache and patterns:
         common.logger.warning(
             "namespace patterns %s: reading from the API server on every reconcile (the "
@@ -127,11 +127,16 @@ async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
     return bounded_session(info, connection_limit(OperatorSettings.from_env().namespaces))
 
 
+def namespace_patterns(namespaces: Sequence[str]) -> list[str]:
+    """The watched namespaces given as globs (kopf matches them), not names."""
+    return [n for n in namespaces if any(c in n for c in "*?[!")]
+
+
 def connection_limit(namespaces: Sequence[str]) -> int:
     """Connections to the API server: the requests' share plus one per watch;
     0 (no limit, kopf's default) when namespace patterns make the number of
     watches unknown."""
-    if any(any(c in n for c in "*?[!") for n in namespaces):
+    if namespace_patterns(namespaces):
         return 0
     return API_CONNECTIONS + WATCHES_PER_NAMESPACE * max(1, len(namespaces)) + OTHER_WATCHES
 
