@@ -40,7 +40,8 @@ from fairlearn.metrics import MetricFrame, demographic_parity_difference
 from sklearn import metrics as skm
 
 from modelgate.api.qualitygate import Check, Task
-from modelgate.gates import GateInputs, Table, evaluate_gate, read_table
+from modelgate.gates.engine import GateInputs, evaluate_gate
+from modelgate.gates.table import Table, read_table
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 SLICES = 10

@@ -140,7 +140,8 @@ def run_streaming(folder: Path) -> list[Any]:
 
 def run_in_memory(folder: Path) -> list[Any]:
     from modelgate.api.qualitygate import Task
-    from modelgate.gates import GateInputs, evaluate_gate, read_table
+    from modelgate.gates.engine import GateInputs, evaluate_gate
+    from modelgate.gates.table import read_table
 
     inputs = GateInputs(
         task=Task.BINARY,

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import write_to_textfile
 
@@ -24,17 +25,18 @@ from modelgate.api.crdgen import render_all
 from modelgate.api.loader import ManifestError, load_paths
 from modelgate.api.modelrelease import ModelRelease
 from modelgate.api.qualitygate import Task
-from modelgate.backends.evaluation import finite
-from modelgate.backends.local import LocalServers
+from modelgate.backends.evaluation_job import finite
 from modelgate.envconfig import merge_config, validate_config
-from modelgate.gates import TableError
-from modelgate.gates.report import render_html
-from modelgate.gates.source import Source, source_of
-from modelgate.gates.streaming import StreamInputs, evaluate_stream
-from modelgate.localmode import LocalRun
 from modelgate.promotion.conditions import READY, find
 from modelgate.promotion.paths import graph_problems, path_problems
 from modelgate.settings import PrometheusSettings
+
+if TYPE_CHECKING:
+    from modelgate.gates.source import Source
+
+# The local and offline commands import what they run inside themselves:
+# the gate engine (numpy, pyarrow) and local mode stay out of the operator's
+# process, as the operator stack (kopf) stays out of theirs.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 GATE_EXIT = {"Passed": EXIT_OK, "Failed": EXIT_FAILED, "Inconclusive": EXIT_INCONCLUSIVE}
@@ -73,6 +75,9 @@ def _summary_rows(releases: list[ModelRelease]) -> list[list[str]]:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from modelgate.backends.local import LocalServers  # noqa: PLC0415
+    from modelgate.localmode import LocalRun  # noqa: PLC0415
+
     state_dir: Path = args.state_dir
     if args.reset and state_dir.exists():
         LocalServers(state_dir).stop_all()
@@ -170,6 +175,8 @@ def _gate_reports(releases: list[ModelRelease], state_dir: Path) -> list[tuple[s
 
 def command_stop(args: argparse.Namespace) -> int:
     """Stop the model servers local mode left running."""
+    from modelgate.backends.local import LocalServers  # noqa: PLC0415
+
     stopped = LocalServers(args.state_dir).stop_all()
     print(f"stopped {stopped} model server{'s' if stopped != 1 else ''}")
     return EXIT_OK
@@ -272,6 +279,9 @@ def command_config_check(args: argparse.Namespace) -> int:
 
 def _source(path: Path | None, role: str) -> Source | None:
     """A table file (or a folder of them), its schema read to fail early."""
+    from modelgate.gates.source import source_of  # noqa: PLC0415
+    from modelgate.gates.table import TableError  # noqa: PLC0415
+
     if path is None:
         return None
     if not path.exists():
@@ -316,6 +326,9 @@ def _load_metadata(path: Path | None) -> dict[str, object] | None:
 
 def command_gate_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a gate offline, exactly as the operator would."""
+    from modelgate.gates.report import render_html  # noqa: PLC0415
+    from modelgate.gates.streaming import StreamInputs, evaluate_stream  # noqa: PLC0415
+
     try:
         gate = _load_gate(args.gate, args.gate_name)
         predictions = _source(args.predictions, "predictions")
@@ -383,8 +396,6 @@ def command_gate_evaluate(args: argparse.Namespace) -> int:
 
 def command_operator(args: argparse.Namespace) -> int:
     """Run the kopf operator against the current kubeconfig or in-cluster config."""
-    # Imported here: the operator stack (kopf, kubernetes) is not needed by the
-    # local and offline commands.
     import kopf  # noqa: PLC0415
 
     if args.metrics_port is not None:

@@ -40,11 +40,11 @@ from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.backends.base import ArtifactError, ArtifactStore
 from modelgate.backends.evaluation import (
     evaluate_action,
-    evaluation_from_payload,
     merge_partials,
     shard_partial,
     store_results,
 )
+from modelgate.backends.evaluation_job import evaluation_from_payload
 from modelgate.backends.local import LocalArtifactStore
 from modelgate.backends.s3 import (
     S3ArtifactStore,
@@ -54,8 +54,8 @@ from modelgate.backends.s3 import (
     read_uri_bounded,
     write_uri,
 )
-from modelgate.gates import TableError
 from modelgate.gates.source import Shard
+from modelgate.gates.table import TableError
 
 EVALUATION = "MODELGATE_EVALUATION"
 RELEASE = "MODELGATE_RELEASE"

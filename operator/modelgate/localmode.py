@@ -36,7 +36,7 @@ from modelgate.api.modelrelease import (
 )
 from modelgate.api.qualitygate import QualityGateStatus
 from modelgate.backends.base import ArtifactError
-from modelgate.backends.evaluation import (
+from modelgate.backends.evaluation_job import (
     evaluation_job_name,
     evaluation_payload,
     parse_outputs,

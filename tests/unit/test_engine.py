@@ -11,8 +11,9 @@ import pytest
 from scipy import stats
 
 from modelgate.api.qualitygate import Check, Task
-from modelgate.gates import GateInputs, Table, evaluate_gate, read_table
-from modelgate.gates.engine import CheckEvaluation, gate_outcome
+from modelgate.gates.engine import GateInputs, evaluate_gate
+from modelgate.gates.outcome import CheckEvaluation, gate_outcome
+from modelgate.gates.table import Table, read_table
 
 
 def table(name: str = "predictions", **columns: Any) -> Table:

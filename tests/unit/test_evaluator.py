@@ -15,7 +15,7 @@ import pytest
 from modelgate import evaluate
 from modelgate.api.modelrelease import ArtifactRecord, GateStatus, ModelReleaseStatus
 from modelgate.api.qualitygate import Check, Task
-from modelgate.backends.evaluation import (
+from modelgate.backends.evaluation_job import (
     SUMMARY_NAME,
     evaluation_from_payload,
     evaluation_job_name,
@@ -26,7 +26,8 @@ from modelgate.backends.evaluation import (
     record_failed_evaluation,
 )
 from modelgate.backends.local import LocalArtifactStore
-from modelgate.gates import GateInputs, evaluate_gate, read_table
+from modelgate.gates.engine import GateInputs, evaluate_gate
+from modelgate.gates.table import read_table
 from modelgate.promotion import EvaluateGate
 from tests.unit.test_reconcile import make_release
 

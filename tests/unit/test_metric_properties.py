@@ -24,9 +24,10 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from modelgate.api.qualitygate import Average, Check, MetricName, Task
-from modelgate.gates import GateInputs, Table, evaluate_gate
 from modelgate.gates.drift import ks_statistic
+from modelgate.gates.engine import GateInputs, evaluate_gate
 from modelgate.gates.metrics import Undefined, compute, encode, grouped
+from modelgate.gates.table import Table
 
 TOLERANCE = 1e-9
 # CI runs 60 examples per property; MODELGATE_PROPERTY_EXAMPLES=1000 for a deep run.

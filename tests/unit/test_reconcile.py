@@ -17,7 +17,7 @@ from modelgate.api.modelrelease import (
     GateStatus,
     Phase,
 )
-from modelgate.backends.evaluation import record_failed_evaluation
+from modelgate.backends.evaluation_job import record_failed_evaluation
 from modelgate.promotion import (
     Deploy,
     DeploymentObservation,

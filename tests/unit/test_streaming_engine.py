@@ -16,7 +16,8 @@ from scipy.stats import ks_2samp
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from modelgate.api.qualitygate import Check, Task
-from modelgate.gates import GateEvaluation, GateInputs, evaluate_gate, read_table
+from modelgate.gates.engine import GateInputs, evaluate_gate
+from modelgate.gates.outcome import GateEvaluation
 from modelgate.gates.sketch import (
     ValueSketch,
     average_precision,
@@ -34,6 +35,7 @@ from modelgate.gates.streaming import (
     partial_from_bytes,
     partial_to_bytes,
 )
+from modelgate.gates.table import read_table
 
 ROWS = 6000
 

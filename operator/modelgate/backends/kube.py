@@ -22,7 +22,7 @@ from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import ModelRelease
 from modelgate.backends import manifests
 from modelgate.backends.base import ArtifactError, ArtifactStore
-from modelgate.backends.evaluation import (
+from modelgate.backends.evaluation_job import (
     OUTPUTS_LIMIT,
     evaluation_job_name,
     evaluation_payload,

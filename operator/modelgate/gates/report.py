@@ -18,16 +18,9 @@ import numpy as np
 
 from modelgate.api.qualitygate import Check, Task
 from modelgate.gates import drift as drift_stats
-from modelgate.gates.engine import (
-    FAILED,
-    INCONCLUSIVE,
-    PASSED,
-    CheckEvaluation,
-    GateEvaluation,
-    GateInputs,
-    encode_predictions,
-)
+from modelgate.gates.engine import GateInputs, encode_predictions
 from modelgate.gates.metrics import Undefined
+from modelgate.gates.outcome import FAILED, INCONCLUSIVE, PASSED, CheckEvaluation, GateEvaluation
 from modelgate.gates.table import TableError
 
 COLORS = {PASSED: "#1a7f37", FAILED: "#cf222e", INCONCLUSIVE: "#9a6700"}

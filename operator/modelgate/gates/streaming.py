@@ -36,12 +36,8 @@ from modelgate.gates.data_partials import (
     not_comparable,
 )
 from modelgate.gates.engine import (
-    INCONCLUSIVE,
-    ON_MISSING_OUTCOME,
-    CheckEvaluation,
     DataFacts,
     Evaluator,
-    GateEvaluation,
     GateInputs,
     finish_baseline,
     finish_data,
@@ -49,12 +45,18 @@ from modelgate.gates.engine import (
     finish_fairness,
     finish_metric,
     finish_slices,
-    gate_outcome,
     is_numeric_type,
 )
 from modelgate.gates.group_metrics import RANK_METRICS, StatsContext, grouped_stats
 from modelgate.gates.groups import ColumnNames, Grouping, Position
 from modelgate.gates.metrics import GroupValues, Undefined
+from modelgate.gates.outcome import (
+    INCONCLUSIVE,
+    ON_MISSING_OUTCOME,
+    CheckEvaluation,
+    GateEvaluation,
+    gate_outcome,
+)
 from modelgate.gates.partials import PredictionEncoder, PredictionStats
 from modelgate.gates.report import Curves, ReportCharts, calibration_bins, curves_from_counts
 from modelgate.gates.source import WHOLE, Shard, Source
