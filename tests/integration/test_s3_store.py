@@ -15,7 +15,15 @@ from modelgate.backends.base import (
     ArtifactNotFoundError,
     ArtifactUnavailableError,
 )
-from modelgate.backends.s3 import S3ArtifactStore, S3Settings, list_uri, make_client, read_uri
+from modelgate.backends.s3 import (
+    LazyClient,
+    S3ArtifactStore,
+    S3Settings,
+    check_endpoint,
+    list_uri,
+    make_client,
+    read_uri,
+)
 from modelgate.trainer import contract
 from modelgate.trainer.train import ContractError, train
 from tests.conftest import EXAMPLES
@@ -179,3 +187,26 @@ def test_trainer_reads_and_writes_s3(
     env[contract.TRAIN_DATA] = f"s3://{bucket}/data/missing.csv"
     with pytest.raises(ContractError, match="cannot read s3://"):
         train(env)
+
+
+def test_lazy_client_is_built_at_first_use_and_then_kept(s3: S3Server) -> None:
+    settings = S3Settings(bucket="lazy-bucket", endpoint_url=s3.endpoint, path_style=True)
+    client = LazyClient(settings)
+    assert not client.built
+    store = S3ArtifactStore(settings, client)
+    assert not client.built, "a store must not build the client before it reads or writes"
+    client.create_bucket(Bucket="lazy-bucket")
+    assert client.built
+    record = store.put_bytes(b"a,b\n1,2\n", "data")
+    assert store.get_bytes(record) == b"a,b\n1,2\n"
+    first = client._client
+    client.head_object(Bucket="lazy-bucket", Key=store.key(record.sha256))
+    assert client._client is first
+
+
+@pytest.mark.parametrize("endpoint", ["minio:9000", "ftp://minio:9000", "http://"])
+def test_a_bad_endpoint_is_refused_naming_the_setting(endpoint: str) -> None:
+    with pytest.raises(ValueError, match=r"MODELGATE_S3_ENDPOINT=.*http\(s\)://host\[:port\]"):
+        check_endpoint(endpoint, "MODELGATE_S3_ENDPOINT")
+    with pytest.raises(ValueError, match="endpoint_url="):
+        LazyClient(S3Settings(bucket="b", endpoint_url=endpoint))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,46 @@ def make_client(settings: S3Settings) -> Any:
         region_name=settings.region,
         config=config,
     )
+
+
+def check_endpoint(endpoint_url: str | None, setting: str) -> None:
+    """An endpoint boto3 would refuse, refused where the setting is read."""
+    if endpoint_url is None:
+        return
+    parts = urlsplit(endpoint_url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError(
+            f"{setting}={endpoint_url!r} is not an http(s)://host[:port] URL; set it to the "
+            "S3-compatible server's address, or leave it empty for AWS"
+        )
+
+
+class LazyClient:
+    """An S3 client built at its first use.
+
+    The operator reads S3 only while a release trains or is evaluated; a
+    client costs ~14 MB of memory that an operator at rest does not need.
+    boto3 clients are thread-safe once built; building one is guarded.
+    """
+
+    def __init__(self, settings: S3Settings) -> None:
+        check_endpoint(settings.endpoint_url, "endpoint_url")
+        self._settings = settings
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._client is not None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            # copy and pickle probe before __init__ ran: no recursion into _lock.
+            raise AttributeError(name)
+        with self._lock:
+            if self._client is None:
+                self._client = make_client(self._settings)
+        return getattr(self._client, name)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

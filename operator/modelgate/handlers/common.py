@@ -48,7 +48,7 @@ from modelgate.backends.kube import (
     read_through,
 )
 from modelgate.backends.prometheus import PrometheusClient
-from modelgate.backends.s3 import S3ArtifactStore, S3Settings, make_client
+from modelgate.backends.s3 import LazyClient, S3ArtifactStore, S3Settings, check_endpoint
 from modelgate.memory import MemoryTrimmer
 from modelgate.metrics import Metrics
 from modelgate.promotion.conditions import READY, set_condition
@@ -232,6 +232,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: OperatorSettings) -> Runtime:
         clients = KubeClients(api_client())
+        check_endpoint(settings.s3_endpoint, "MODELGATE_S3_ENDPOINT")
         s3_settings = S3Settings(
             bucket=settings.s3_bucket,
             prefix=settings.s3_prefix,
@@ -239,7 +240,7 @@ class Runtime:
             region=settings.s3_region,
             path_style=settings.s3_path_style,
         )
-        s3 = make_client(s3_settings)
+        s3 = LazyClient(s3_settings)
         store = S3ArtifactStore(s3_settings, s3)
         return cls(
             settings=settings,
