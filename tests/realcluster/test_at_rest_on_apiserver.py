@@ -10,7 +10,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.realcluster.conftest import Team
+from tests.realcluster.conftest import Team, conditions
 from tests.support.cluster import wait_for
 from tests.support.installation import Installation
 
@@ -57,3 +57,28 @@ def test_a_release_at_rest_makes_no_api_requests_and_a_change_wakes_it(
     assert status["liveIn"] == "staging"
     production = next(e for e in status["environments"] if e["name"] == "production")
     assert production["phase"] == "Superseded"
+
+
+def test_an_environment_is_judged_again_when_a_peer_changes(team: Team) -> None:
+    """production promotes from staging: staging deleted, production's path
+    dangles; staging made again, it is whole. No timer judges Environments:
+    the Environments' watch wakes production."""
+    kept = team.environment("staging")
+
+    def production_ready(wanted: str, reason: str) -> Any:
+        ready = conditions(team.environment("production")).get("Ready", {})
+        return ready if (ready.get("status"), ready.get("reason")) == (wanted, reason) else None
+
+    wait_for(lambda: production_ready("True", "Valid"), 60, "production to be Ready")
+    team.delete_and_wait_gone("Environment", "staging", "staging")
+    ready = wait_for(
+        lambda: production_ready("False", "PromotionPathInvalid"),
+        30,
+        "production to say its path lost staging",
+    )
+    assert "staging" in ready["message"]
+    team.create(
+        {k: kept[k] for k in ("apiVersion", "kind", "spec")}
+        | {"metadata": {"name": "staging", "namespace": team.namespace}}
+    )
+    wait_for(lambda: production_ready("True", "Valid"), 30, "production to be Ready again")

@@ -52,7 +52,7 @@ from modelgate.backends.s3 import LazyClient, S3ArtifactStore, S3Settings, check
 from modelgate.memory import MemoryTrimmer
 from modelgate.metrics import Metrics
 from modelgate.promotion.conditions import READY, set_condition
-from modelgate.promotion.wakeups import ENVIRONMENT, QUALITY_GATE, ReleaseIndex
+from modelgate.promotion.wakeups import ENVIRONMENT, QUALITY_GATE, EnvironmentIndex, ReleaseIndex
 from modelgate.settings import OperatorSettings
 
 RELEASES = (GROUP, VERSION, "modelreleases")
@@ -116,10 +116,14 @@ class Runtime:
     # The watches a reconcile reads from, once started (start_cache).
     cache: KubeCache | None = None
     # Releases ("namespace/name") whose Jobs or Deployments changed, or an
-    # Environment or QualityGate they name: their daemon looks, and takes it.
+    # Environment or QualityGate they name, and Environments
+    # ("Environment:namespace/name") whose inputs changed: their daemon
+    # looks, and takes it.
     dirty: set[str] = field(default_factory=set)
     # Releases by the Environments and QualityGates they name (from the watch).
     index: ReleaseIndex = field(default_factory=ReleaseIndex)
+    # Which Environments to judge again after an event (from the watches).
+    environments: EnvironmentIndex = field(default_factory=EnvironmentIndex)
     # uid -> when (time.monotonic) the core asked to look again (requeue_after).
     due: dict[str, float] = field(default_factory=dict)
     # "namespace/name" -> the wake-up of that release's daemon, on kopf's loop.
@@ -149,11 +153,14 @@ class Runtime:
             self.runner.cache = self.delivery.direct.cache = self.cache = None
 
     def changed(self, resource: Resource, kind: str, obj: dict[str, Any]) -> None:
-        """An informer saw a change: wake the releases it concerns, and only them."""
+        """An informer saw a change: wake the releases and Environments it
+        concerns, and only them."""
         metadata = obj.get("metadata") or {}
         namespace = str(metadata.get("namespace", ""))
         if resource is MODEL_RELEASES:
             self.index.update(obj, deleted=kind == "DELETED")
+            for environment in self.environments.release_changed(obj, deleted=kind == "DELETED"):
+                self.mark(environment)
             return
         if resource in (CACHED_ENVIRONMENTS, QUALITY_GATES):
             name = str(metadata.get("name", ""))
@@ -161,7 +168,14 @@ class Runtime:
             generation = int(metadata.get("generation") or 0)
             if kind != "DELETED" and self._generations.get(key) == generation:
                 return  # a status write: nothing a release reads
-            self._generations[key] = generation
+            if kind == "DELETED":
+                self._generations.pop(key, None)  # one made again starts at generation 1
+            else:
+                self._generations[key] = generation
+            if resource is CACHED_ENVIRONMENTS:
+                peers = self.environments.environment_changed(obj, deleted=kind == "DELETED")
+                for environment in peers:
+                    self.mark(environment)
             referenced = ENVIRONMENT if resource is CACHED_ENVIRONMENTS else QUALITY_GATE
             for release in self.index.concerned(referenced, namespace, name):
                 self.mark(release)
@@ -175,7 +189,7 @@ class Runtime:
             self.mark(str(annotations["modelgate.dev/release"]))
 
     def mark(self, key: str) -> None:
-        """Something release ``key`` reads changed: wake it now."""
+        """Something release (or Environment) ``key`` reads changed: wake it now."""
         self.dirty.add(key)
         found = self._wakeups.get(key)
         if found is not None:
@@ -184,7 +198,7 @@ class Runtime:
                 loop.call_soon_threadsafe(event.set)
 
     def subscribe(self, key: str) -> asyncio.Event:
-        """The wake-up of release ``key``'s daemon (called on kopf's loop)."""
+        """The wake-up of ``key``'s daemon (called on kopf's loop)."""
         event = asyncio.Event()
         self._wakeups[key] = (asyncio.get_running_loop(), event)
         if key in self.dirty:
@@ -297,6 +311,32 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[
         if key not in new:
             patch[key] = None
     return patch
+
+
+def write_status(
+    rt: Runtime,
+    crd: tuple[str, str, str],
+    cached: Resource,
+    body: Mapping[str, Any],
+    status: Mapping[str, Any],
+) -> bool:
+    """Write a status a daemon decided (kopf writes its handlers' own) to the
+    status subresource, and into the cache at once. False: not written, try
+    again; a deleted object counts as done (its daemon is being stopped)."""
+    metadata = body.get("metadata") or {}
+    try:
+        written = rt.clients.custom.patch_namespaced_custom_object_status(
+            crd[0], crd[1], metadata.get("namespace"), crd[2], metadata.get("name"),
+            {"status": dict(status)},
+        )  # fmt: skip
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        logger.warning("could not record the status of %s: %s", metadata.get("name"), error)
+        return False
+    if rt.cache is not None:
+        rt.cache.remember(cached, written)
+    return True
 
 
 def report_invalid(kind: str, body: kopf.Body, patch: kopf.Patch, error: ValidationError) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
 from modelgate.api.environment import Environment
+from modelgate.backends.informers import ENVIRONMENTS as CACHED_ENVIRONMENTS
 from modelgate.backends.kube import (
     KubeTransientError,
 )
@@ -16,21 +19,28 @@ from modelgate.handlers.common import (
     RESYNC_SECONDS,
     list_environments,
     list_releases,
+    logger,
     measured,
     now_utc,
     report_invalid,
     runtime,
     transient,
     wake_releases,
+    write_status,
 )
 from modelgate.promotion.conditions import set_condition
 from modelgate.promotion.environment_status import environment_verdicts
+from modelgate.promotion.wakeups import environment_key
+
+# Without the watches (MODELGATE_CACHE=false) nothing says when another
+# Environment or a live release changed: an Environment looks this many
+# resync periods apart.
+POLL_FACTOR = 4
 
 
 @kopf.on.resume(*ENVIRONMENTS)
 @kopf.on.create(*ENVIRONMENTS)
 @kopf.on.update(*ENVIRONMENTS, field="spec")
-@kopf.timer(*ENVIRONMENTS, interval=RESYNC_SECONDS * 4, initial_delay=RESYNC_SECONDS)
 def environment_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     with measured("Environment"):
         _environment_changed(body, patch)
@@ -42,6 +52,13 @@ def _environment_changed(body: kopf.Body, patch: kopf.Patch) -> None:
     except ValidationError as error:
         report_invalid("Environment", body, patch, error)
         return
+    rt = runtime()
+    # Its change handler and its daemon may judge at once: one at a time.
+    with rt.locks[environment_key(environment.namespace, environment.name)]:
+        _judge(environment, body, patch)
+
+
+def _judge(environment: Environment, body: kopf.Body, patch: kopf.Patch) -> None:
     rt = runtime()
     try:
         peers = list_environments(rt, environment.namespace)
@@ -68,6 +85,53 @@ def _environment_changed(body: kopf.Body, patch: kopf.Patch) -> None:
     for key, value in wanted.items():
         if old.get(key) != value:  # unchanged status writes nothing
             patch.status[key] = value
+
+
+@kopf.daemon(*ENVIRONMENTS, cancellation_timeout=1.0)
+async def environment_daemon(body: kopf.Body, **_: Any) -> None:
+    """An Environment's conditions read the Environments of its namespace and
+    the config of the releases live in it: it is judged again when the
+    watches say one of those changed (without them, every few resync
+    periods). Its own spec changes are its change handler's."""
+    rt = runtime()
+    metadata = body.get("metadata") or {}
+    key = environment_key(str(metadata.get("namespace")), str(metadata.get("name")))
+    woken = rt.subscribe(key)
+    retry: float | None = None
+    try:
+        while True:
+            wait = retry
+            if wait is None and not rt.cache_ready():
+                wait = RESYNC_SECONDS * POLL_FACTOR
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), wait)
+            woken.clear()
+            rt.dirty.discard(key)
+            retry = await asyncio.to_thread(judge_again, body)
+    finally:
+        rt.unsubscribe(key, woken)
+
+
+def judge_again(body: kopf.Body) -> float | None:
+    """Judge outside a kopf handler and write the conditions; returns when to
+    try again after a transient error."""
+    patch = kopf.Patch()
+    retry: float | None = None
+    try:
+        with measured("Environment"):
+            _environment_changed(body, patch)
+    except kopf.TemporaryError as error:
+        retry = error.delay or RESYNC_SECONDS
+        logger.warning("%s", error)
+    except kopf.PermanentError as error:
+        logger.warning("%s", error)  # in its status and Events already; an edit retries
+    except Exception:  # never let one Environment's bug stop its daemon
+        logger.exception("judging Environment %s failed", body.get("metadata", {}).get("name"))
+        retry = RESYNC_SECONDS
+    status = patch.get("status") or {}
+    if status and not write_status(runtime(), ENVIRONMENTS, CACHED_ENVIRONMENTS, body, status):
+        return retry or RESYNC_SECONDS
+    return retry
 
 
 @kopf.on.update(*ENVIRONMENTS, field="spec", id="wake-releases")

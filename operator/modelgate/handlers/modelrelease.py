@@ -45,6 +45,7 @@ from modelgate.handlers.common import (
     runtime,
     status_patch,
     transient,
+    write_status,
 )
 from modelgate.promotion import (
     Action,
@@ -437,22 +438,9 @@ def look_again(body: kopf.Body) -> float | None:
     except Exception:  # never let one release's bug stop its daemon
         logger.exception("looking at %s failed", body.get("metadata", {}).get("name"))
         retry = RESYNC_SECONDS
-    status = dict(patch.get("status") or {})
-    if not status:
-        return retry
-    metadata = body.get("metadata") or {}
-    try:
-        written = rt.clients.custom.patch_namespaced_custom_object_status(
-            *RELEASES[:2], metadata.get("namespace"), RELEASES[2], metadata.get("name"),
-            {"status": status},
-        )  # fmt: skip
-    except ApiException as error:
-        if error.status == 404:
-            return None  # deleted meanwhile; its daemon is being stopped
-        logger.warning("could not record the status of %s: %s", metadata.get("name"), error)
+    status = patch.get("status") or {}
+    if status and not write_status(rt, RELEASES, MODEL_RELEASES, body, status):
         return retry or RESYNC_SECONDS
-    if rt.cache is not None:
-        rt.cache.remember(MODEL_RELEASES, written)
     return retry
 
 
