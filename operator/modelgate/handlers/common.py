@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -209,12 +209,35 @@ class Runtime:
         if self._wakeups.get(key, (None, None))[1] is event:
             del self._wakeups[key]
 
+    async def sleep_and_look(
+        self,
+        key: str,
+        uid: str,
+        wait: Callable[[], float | None],
+        look: Callable[[], float | None],
+    ) -> None:
+        """A daemon's life: sleep until woken (``mark``) or ``wait()`` seconds
+        pass (None: until woken), take the change, ``look`` in a thread; a
+        look returns how soon to try again after a transient error."""
+        woken = self.subscribe(key)
+        retry: float | None = None
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), retry if retry is not None else wait())
+                woken.clear()
+                self.take_change(uid, key)
+                retry = await asyncio.to_thread(look)
+        finally:
+            self.unsubscribe(key, woken)
+
     def cache_ready(self) -> bool:
         return self.cache is not None and self.cache.synced()
 
     def take_change(self, uid: str, key: str) -> bool:
-        """Whether a release has anything to look at: a change of what it
-        reads, or a time the core asked for. Taking it clears it."""
+        """Whether a release (or an Environment) has anything to look at: a
+        change of what it reads, or a time the core asked for. Taking it
+        clears it."""
         wanted = key in self.dirty or time.monotonic() >= self.due.get(uid, float("inf"))
         if wanted:
             self.dirty.discard(key)

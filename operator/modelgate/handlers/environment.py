@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import kopf
@@ -96,20 +94,12 @@ async def environment_daemon(body: kopf.Body, **_: Any) -> None:
     rt = runtime()
     metadata = body.get("metadata") or {}
     key = environment_key(str(metadata.get("namespace")), str(metadata.get("name")))
-    woken = rt.subscribe(key)
-    retry: float | None = None
-    try:
-        while True:
-            wait = retry
-            if wait is None and not rt.cache_ready():
-                wait = RESYNC_SECONDS * POLL_FACTOR
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), wait)
-            woken.clear()
-            rt.dirty.discard(key)
-            retry = await asyncio.to_thread(judge_again, body)
-    finally:
-        rt.unsubscribe(key, woken)
+    await rt.sleep_and_look(
+        key,
+        key,
+        lambda: None if rt.cache_ready() else RESYNC_SECONDS * POLL_FACTOR,
+        lambda: judge_again(body),
+    )
 
 
 def judge_again(body: kopf.Body) -> float | None:

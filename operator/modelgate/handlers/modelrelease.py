@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -406,20 +404,13 @@ async def release_daemon(body: kopf.Body, uid: str | None, **_: Any) -> None:
     handler's."""
     rt = runtime()
     metadata = body.get("metadata") or {}
-    key = f"{metadata.get('namespace')}/{metadata.get('name')}"
     release_uid = str(uid)
-    woken = rt.subscribe(key)
-    retry: float | None = None
-    try:
-        while True:
-            wait = retry if retry is not None else rt.wait_seconds(release_uid, at_rest(body))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), wait)
-            woken.clear()
-            rt.take_change(release_uid, key)
-            retry = await asyncio.to_thread(look_again, body)
-    finally:
-        rt.unsubscribe(key, woken)
+    await rt.sleep_and_look(
+        f"{metadata.get('namespace')}/{metadata.get('name')}",
+        release_uid,
+        lambda: rt.wait_seconds(release_uid, at_rest(body)),
+        lambda: look_again(body),
+    )
 
 
 def look_again(body: kopf.Body) -> float | None:
