@@ -52,7 +52,13 @@ from modelgate.backends.s3 import LazyClient, S3ArtifactStore, S3Settings, check
 from modelgate.memory import MemoryTrimmer
 from modelgate.metrics import Metrics
 from modelgate.promotion.conditions import READY, set_condition
-from modelgate.promotion.wakeups import ENVIRONMENT, QUALITY_GATE, EnvironmentIndex, ReleaseIndex
+from modelgate.promotion.wakeups import (
+    ENVIRONMENT,
+    QUALITY_GATE,
+    EnvironmentIndex,
+    ReleaseIndex,
+    live_environments,
+)
 from modelgate.settings import OperatorSettings
 
 RELEASES = (GROUP, VERSION, "modelreleases")
@@ -215,16 +221,20 @@ class Runtime:
         uid: str,
         wait: Callable[[], float | None],
         look: Callable[[], float | None],
+        settle: float = 0.0,
     ) -> None:
         """A daemon's life: sleep until woken (``mark``) or ``wait()`` seconds
         pass (None: until woken), take the change, ``look`` in a thread; a
-        look returns how soon to try again after a transient error."""
+        look returns how soon to try again after a transient error. Woken,
+        it first waits ``settle`` seconds, so that one look covers a burst."""
         woken = self.subscribe(key)
         retry: float | None = None
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), retry if retry is not None else wait())
+                if settle and woken.is_set():
+                    await asyncio.sleep(settle)  # the rest of a burst of events
                 woken.clear()
                 self.take_change(uid, key)
                 retry = await asyncio.to_thread(look)
@@ -440,9 +450,13 @@ def _listed(
     return found
 
 
-def list_releases(rt: Runtime, namespace: str) -> list[ModelRelease]:
-    """The valid ModelReleases of ``namespace`` (invalid ones report themselves)."""
+def list_releases(rt: Runtime, namespace: str, live_in: str | None = None) -> list[ModelRelease]:
+    """The valid ModelReleases of ``namespace`` (invalid ones report
+    themselves); with ``live_in``, only those live in that environment
+    (picked before the costly validation: a namespace keeps every release)."""
     items = _listed(rt, MODEL_RELEASES, RELEASES, namespace)
+    if live_in is not None:
+        items = [raw for raw in items if live_in in live_environments(raw)]
     found: list[ModelRelease] = []
     for raw in items:
         with contextlib.suppress(ValidationError):

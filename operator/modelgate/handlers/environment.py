@@ -34,6 +34,9 @@ from modelgate.promotion.wakeups import environment_key
 # Environment or a live release changed: an Environment looks this many
 # resync periods apart.
 POLL_FACTOR = 4
+# Woken, an Environment waits this long before judging: a burst of releases
+# going live or leaving (an operator's first sight of many) is judged once.
+SETTLE_SECONDS = 1.0
 
 
 @kopf.on.resume(*ENVIRONMENTS)
@@ -60,7 +63,7 @@ def _judge(environment: Environment, body: kopf.Body, patch: kopf.Patch) -> None
     rt = runtime()
     try:
         peers = list_environments(rt, environment.namespace)
-        releases = list_releases(rt, environment.namespace)
+        releases = list_releases(rt, environment.namespace, live_in=environment.name)
     except KubeTransientError as error:
         raise transient(error) from error
     peers[environment.name] = environment
@@ -99,6 +102,7 @@ async def environment_daemon(body: kopf.Body, **_: Any) -> None:
         key,
         lambda: None if rt.cache_ready() else RESYNC_SECONDS * POLL_FACTOR,
         lambda: judge_again(body),
+        settle=SETTLE_SECONDS,
     )
 
 
