@@ -115,8 +115,9 @@ class LazyClient:
     boto3 clients are thread-safe once built; building one is guarded.
     """
 
-    def __init__(self, settings: S3Settings) -> None:
-        check_endpoint(settings.endpoint_url, "endpoint_url")
+    def __init__(self, settings: S3Settings, setting: str = "endpoint_url") -> None:
+        """``setting``: what a bad endpoint's error calls it (where it was read)."""
+        check_endpoint(settings.endpoint_url, setting)
         self._settings = settings
         self._client: Any = None
         self._lock = threading.Lock()

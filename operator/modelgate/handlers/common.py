@@ -48,7 +48,7 @@ from modelgate.backends.kube import (
     read_through,
 )
 from modelgate.backends.prometheus import PrometheusClient
-from modelgate.backends.s3 import LazyClient, S3ArtifactStore, S3Settings, check_endpoint
+from modelgate.backends.s3 import LazyClient, S3ArtifactStore, S3Settings
 from modelgate.memory import MemoryTrimmer
 from modelgate.metrics import Metrics
 from modelgate.promotion.conditions import READY, set_condition
@@ -279,7 +279,6 @@ class Runtime:
     @classmethod
     def build(cls, settings: OperatorSettings) -> Runtime:
         clients = KubeClients(api_client())
-        check_endpoint(settings.s3_endpoint, "MODELGATE_S3_ENDPOINT")
         s3_settings = S3Settings(
             bucket=settings.s3_bucket,
             prefix=settings.s3_prefix,
@@ -287,7 +286,7 @@ class Runtime:
             region=settings.s3_region,
             path_style=settings.s3_path_style,
         )
-        s3 = LazyClient(s3_settings)
+        s3 = LazyClient(s3_settings, "MODELGATE_S3_ENDPOINT")
         store = S3ArtifactStore(s3_settings, s3)
         return cls(
             settings=settings,
@@ -346,17 +345,33 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[
     return patch
 
 
-def write_status(
-    rt: Runtime,
+def look_and_record(
+    body: kopf.Body,
     crd: tuple[str, str, str],
     cached: Resource,
-    body: Mapping[str, Any],
-    status: Mapping[str, Any],
-) -> bool:
-    """Write a status a daemon decided (kopf writes its handlers' own) to the
-    status subresource, and into the cache at once. False: not written, try
-    again; a deleted object counts as done (its daemon is being stopped)."""
+    look: Callable[[kopf.Body, kopf.Patch], None],
+) -> float | None:
+    """What a daemon does when woken: ``look`` (a handler's work, outside
+    kopf), then write the status it decided to the status subresource and
+    into the cache at once. Returns when to try again after a transient
+    error or a failed write; never raises, so the daemon lives on."""
+    patch = kopf.Patch()
+    retry: float | None = None
     metadata = body.get("metadata") or {}
+    try:
+        look(body, patch)
+    except kopf.TemporaryError as error:
+        retry = error.delay or RESYNC_SECONDS
+        logger.warning("%s", error)
+    except kopf.PermanentError as error:
+        logger.warning("%s", error)  # in its status and Events already; an edit retries
+    except Exception:  # never let one object's bug stop its daemon
+        logger.exception("looking at %s %s failed", crd[2], metadata.get("name"))
+        retry = RESYNC_SECONDS
+    status = patch.get("status") or {}
+    if not status:
+        return retry
+    rt = runtime()
     try:
         written = rt.clients.custom.patch_namespaced_custom_object_status(
             crd[0], crd[1], metadata.get("namespace"), crd[2], metadata.get("name"),
@@ -364,12 +379,12 @@ def write_status(
         )  # fmt: skip
     except ApiException as error:
         if error.status == 404:
-            return True
+            return retry  # deleted meanwhile: its daemon is being stopped
         logger.warning("could not record the status of %s: %s", metadata.get("name"), error)
-        return False
+        return retry or RESYNC_SECONDS
     if rt.cache is not None:
         rt.cache.remember(cached, written)
-    return True
+    return retry
 
 
 def report_invalid(kind: str, body: kopf.Body, patch: kopf.Patch, error: ValidationError) -> None:

@@ -17,14 +17,13 @@ from modelgate.handlers.common import (
     RESYNC_SECONDS,
     list_environments,
     list_releases,
-    logger,
+    look_and_record,
     measured,
     now_utc,
     report_invalid,
     runtime,
     transient,
     wake_releases,
-    write_status,
 )
 from modelgate.promotion.conditions import set_condition
 from modelgate.promotion.environment_status import environment_verdicts
@@ -43,6 +42,11 @@ SETTLE_SECONDS = 1.0
 @kopf.on.create(*ENVIRONMENTS)
 @kopf.on.update(*ENVIRONMENTS, field="spec")
 def environment_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    judge(body, patch)
+
+
+def judge(body: kopf.Body, patch: kopf.Patch) -> None:
+    """The Environment's conditions into ``patch`` (counted and timed)."""
     with measured("Environment"):
         _environment_changed(body, patch)
 
@@ -56,10 +60,10 @@ def _environment_changed(body: kopf.Body, patch: kopf.Patch) -> None:
     rt = runtime()
     # Its change handler and its daemon may judge at once: one at a time.
     with rt.locks[environment_key(environment.namespace, environment.name)]:
-        _judge(environment, body, patch)
+        _record_verdicts(environment, body, patch)
 
 
-def _judge(environment: Environment, body: kopf.Body, patch: kopf.Patch) -> None:
+def _record_verdicts(environment: Environment, body: kopf.Body, patch: kopf.Patch) -> None:
     rt = runtime()
     try:
         peers = list_environments(rt, environment.namespace)
@@ -109,23 +113,7 @@ async def environment_daemon(body: kopf.Body, **_: Any) -> None:
 def judge_again(body: kopf.Body) -> float | None:
     """Judge outside a kopf handler and write the conditions; returns when to
     try again after a transient error."""
-    patch = kopf.Patch()
-    retry: float | None = None
-    try:
-        with measured("Environment"):
-            _environment_changed(body, patch)
-    except kopf.TemporaryError as error:
-        retry = error.delay or RESYNC_SECONDS
-        logger.warning("%s", error)
-    except kopf.PermanentError as error:
-        logger.warning("%s", error)  # in its status and Events already; an edit retries
-    except Exception:  # never let one Environment's bug stop its daemon
-        logger.exception("judging Environment %s failed", body.get("metadata", {}).get("name"))
-        retry = RESYNC_SECONDS
-    status = patch.get("status") or {}
-    if status and not write_status(runtime(), ENVIRONMENTS, CACHED_ENVIRONMENTS, body, status):
-        return retry or RESYNC_SECONDS
-    return retry
+    return look_and_record(body, ENVIRONMENTS, CACHED_ENVIRONMENTS, judge)
 
 
 @kopf.on.update(*ENVIRONMENTS, field="spec", id="wake-releases")

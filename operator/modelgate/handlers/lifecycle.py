@@ -96,12 +96,13 @@ def webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
 @kopf.on.cleanup()
 def stop_metrics(**_: Any) -> None:
     current = common._runtime
-    if current is not None:
-        current.stop_cache()
-    if current is not None and current.trimmer is not None:
+    if current is None:
+        return
+    current.stop_cache()
+    if current.trimmer is not None:
         current.trimmer.stop()
         current.trimmer = None
-    if current is not None and current.metrics_server is not None:
+    if current.metrics_server is not None:
         current.metrics_server.shutdown()
         current.metrics_server.server_close()
         current.metrics_server = None

@@ -31,19 +31,18 @@ from modelgate.handlers.common import (
     AT_REST_PHASES,
     ENVIRONMENTS,
     RELEASES,
-    RESYNC_SECONDS,
     STEPS_PER_CALL,
     Runtime,
     get_gate,
     list_environments,
     logger,
+    look_and_record,
     measured,
     now_utc,
     report_invalid,
     runtime,
     status_patch,
     transient,
-    write_status,
 )
 from modelgate.promotion import (
     Action,
@@ -57,6 +56,7 @@ from modelgate.promotion import (
     SyncRegistry,
     TrainingObservation,
     reconcile,
+    wakeups,
 )
 from modelgate.promotion.analysis import due_queries
 from modelgate.promotion.conditions import READY, STALLED, set_condition
@@ -406,7 +406,7 @@ async def release_daemon(body: kopf.Body, uid: str | None, **_: Any) -> None:
     metadata = body.get("metadata") or {}
     release_uid = str(uid)
     await rt.sleep_and_look(
-        f"{metadata.get('namespace')}/{metadata.get('name')}",
+        wakeups.release_key(str(metadata.get("namespace")), str(metadata.get("name"))),
         release_uid,
         lambda: rt.wait_seconds(release_uid, at_rest(body)),
         lambda: look_again(body),
@@ -416,23 +416,9 @@ async def release_daemon(body: kopf.Body, uid: str | None, **_: Any) -> None:
 def look_again(body: kopf.Body) -> float | None:
     """Reconcile outside a kopf handler and write the status it decided;
     returns when to try again after a transient error."""
-    rt = runtime()
-    patch = kopf.Patch()
-    retry: float | None = None
-    try:
-        reconcile_release(body, patch, resync=True)
-    except kopf.TemporaryError as error:
-        retry = error.delay or RESYNC_SECONDS
-        logger.warning("%s", error)
-    except kopf.PermanentError as error:
-        logger.warning("%s", error)  # in status and Events already; a change retries
-    except Exception:  # never let one release's bug stop its daemon
-        logger.exception("looking at %s failed", body.get("metadata", {}).get("name"))
-        retry = RESYNC_SECONDS
-    status = patch.get("status") or {}
-    if status and not write_status(rt, RELEASES, MODEL_RELEASES, body, status):
-        return retry or RESYNC_SECONDS
-    return retry
+    return look_and_record(
+        body, RELEASES, MODEL_RELEASES, lambda b, p: reconcile_release(b, p, resync=True)
+    )
 
 
 @kopf.on.delete(*RELEASES)
