@@ -173,8 +173,11 @@ def build_app(state: ServerState) -> web.Application:
 
     async def read_body(request: web.Request) -> Any:
         """The JSON body; a 400 that says why when there is none."""
+        return parse_json(await request.read())
+
+    def parse_json(data: bytes) -> Any:
         try:
-            return json.loads(await request.read(), parse_constant=_refuse_constant)
+            return json.loads(data, parse_constant=_refuse_constant)
         except NonFiniteNumber as error:
             problem = str(error)
         except RecursionError:
@@ -187,15 +190,15 @@ def build_app(state: ServerState) -> web.Application:
         metrics.errors.labels("invalid_json").inc()
         raise Answered(_json(400, {"error": problem}))
 
-    def validated(model: LoadedModel, body: Any) -> dict[str, list[Any]]:
-        """The body's columns as the model's schema accepts them; a 422 naming
-        each refused column otherwise."""
+    def validated(model: LoadedModel, body: Any, status: int = 422) -> dict[str, list[Any]]:
+        """The body's columns as the model's schema accepts them; a 422 (the
+        inference protocol's 400) naming each refused column otherwise."""
         try:
             return model.schema.columns(body)
         except InvalidInput as refused:
             metrics.errors.labels("invalid_input").inc()
             metrics.live.refused(refused)
-            raise Answered(_json(422, refused.body())) from refused
+            raise Answered(_json(status, refused.body())) from refused
 
     def answer_columns(model: LoadedModel, columns: dict[str, list[Any]]) -> dict[str, Any]:
         """The model's answer to validated columns, counted in the metrics."""
@@ -246,7 +249,10 @@ def build_app(state: ServerState) -> web.Application:
         return _json(200 if state.model is not None else 503, {"ready": state.model is not None})
 
     async def v2_server(_: web.Request) -> web.Response:
-        return _json(200, {"name": "modelgate", "version": _server_version(), "extensions": []})
+        return _json(
+            200,
+            {"name": "modelgate", "version": _server_version(), "extensions": list(oip.EXTENSIONS)},
+        )
 
     async def v2_model_ready(request: web.Request) -> web.Response:
         served(request)
@@ -265,21 +271,34 @@ def build_app(state: ServerState) -> web.Application:
         if state.model is None:
             metrics.errors.labels("not_ready").inc()
         model = served(request)
-        body = await read_body(request)
+        raw = await request.read()
         try:
-            inputs, outputs = oip.request_columns(body)
+            header, binary = oip.split_body(raw, request.headers.get(oip.HEADER_LENGTH))
         except oip.ProtocolError as error:
             metrics.errors.labels("invalid_input").inc()
             return _json(400, {"error": str(error)})
-        answer = answer_columns(model, validated(model, {"inputs": inputs}))
+        body = parse_json(header)
+        try:
+            inputs, outputs = oip.request_columns(body, binary)
+        except oip.ProtocolError as error:
+            metrics.errors.labels("invalid_input").inc()
+            return _json(400, {"error": str(error)})
+        # The protocol answers a request the model cannot take with 400.
+        answer = answer_columns(model, validated(model, {"inputs": inputs}, status=400))
         positive = model.positive_label if model.task == "binary" else None
-        return _json(
-            200,
-            oip.response(
-                answer, outputs, model.name, model.version, model.classes, positive,
-                body.get("id") if isinstance(body, dict) else None,
-            ),
+        found = oip.response(
+            answer, [o.name for o in outputs], model.name, model.version, model.classes,
+            positive, body.get("id") if isinstance(body, dict) else None,
         )  # fmt: skip
+        encoded, header_length = oip.encode_response(found, {o.name for o in outputs if o.binary})
+        if header_length is None:
+            return web.Response(status=200, body=encoded, content_type="application/json")
+        return web.Response(
+            status=200,
+            body=encoded,
+            content_type="application/octet-stream",
+            headers={oip.HEADER_LENGTH: str(header_length)},
+        )
 
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(

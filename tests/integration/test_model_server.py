@@ -434,5 +434,5 @@ def test_open_inference_protocol_requests_that_do_not_fit_say_why(
         assert message in answer["error"]
     unknown = [*good, {**good[0], "name": "zip"}]
     status, answer = server.post("/v2/models/credit-risk/infer", {"inputs": unknown})
-    assert status == 422
+    assert status == 400  # the protocol's status for a request the model cannot take
     assert answer["column"] == "zip"

@@ -29,6 +29,13 @@ MLSERVER_REPOSITORY = "docker.io/seldonio/mlserver"
 MLSERVER_IMAGE = f"{MLSERVER_REPOSITORY}:1.7.1-sklearn@sha256:" + "5e" * 32
 
 
+def dataplane_openapi() -> Path:
+    """The Open Inference Protocol's OpenAPI document, as MLServer's wheel ships it."""
+    found = sorted(MLSERVER.parent.parent.glob("lib/python3*/site-packages/mlserver/rest/openapi"))
+    assert found, f"MLServer is not installed in {MLSERVER.parent.parent}: run `make tools`"
+    return found[0] / "dataplane.json"
+
+
 def mlserver_image() -> ForeignImage:
     """MLServer's image for the test node: its installation's commands, and
     its listeners (gRPC's among them, which no Python socket call opens)

@@ -7,12 +7,24 @@ takes one input tensor per feature column, named as the column, of shape
 as MLServer's pandas codec sends them. It answers ``predict`` (the labels,
 or a regression's numbers) and, for classifiers, ``predict_proba`` (shape
 ``[N, classes]``, the class order in its ``parameters.classes``).
+
+Tensors may travel as JSON or in the protocol's binary tensor data extension
+(what ``tritonclient`` sends by default): the body is the JSON request of
+``Inference-Header-Content-Length`` bytes, then each input that says
+``parameters.binary_data_size`` as raw bytes, in the order of the inputs:
+numbers little-endian in their native size, ``BYTES`` elements each a 4-byte
+little-endian length and the bytes. Outputs are answered the same way when
+asked (``parameters.binary_data`` on an output, or ``binary_data_output`` on
+the request).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 NUMERIC = {
@@ -31,6 +43,25 @@ NUMERIC = {
 }
 DATATYPES = NUMERIC | {"BYTES"}
 OUTPUTS = ("predict", "predict_proba")
+# The binary tensor data extension: the JSON part's length, in a header.
+HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSIONS = ("binary_tensor_data",)
+# struct formats of the numeric datatypes (little-endian, native sizes).
+_FORMATS = {
+    "BOOL": "?",
+    "INT8": "b",
+    "INT16": "h",
+    "INT32": "i",
+    "INT64": "q",
+    "UINT8": "B",
+    "UINT16": "H",
+    "UINT32": "I",
+    "UINT64": "Q",
+    "FP16": "e",
+    "FP32": "f",
+    "FP64": "d",
+}
+_LENGTH = struct.Struct("<I")
 
 
 class ProtocolError(ValueError):
@@ -56,14 +87,115 @@ def _flatten(data: Any, name: str) -> list[Any]:
 _END = object()
 
 
-def request_columns(body: Any) -> tuple[dict[str, list[Any]], list[str]]:
-    """The columns an inference request carries, and the outputs it asks for."""
+@dataclass(frozen=True)
+class WantedOutput:
+    """An output the request asks for, and whether as binary data."""
+
+    name: str
+    binary: bool = False
+
+
+def split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON part of a request body and the binary tensor data after it."""
+    if header_length is None:
+        return raw, b""
+    if not header_length.strip().isdigit():
+        raise ProtocolError(f"{HEADER_LENGTH} must be a number of bytes, got {header_length!r}")
+    length = int(header_length)
+    if length > len(raw):
+        raise ProtocolError(
+            f"{HEADER_LENGTH} says the JSON part is {length} bytes, but the body has {len(raw)}"
+        )
+    return raw[:length], raw[length:]
+
+
+def _parameters(owner: Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    if "parameters" not in owner:
+        return {}
+    parameters = owner["parameters"]
+    if not isinstance(parameters, Mapping):
+        raise ProtocolError(f"{what}: parameters must be an object")
+    # The two parameters the protocol's document types (MLServer's codecs).
+    if "content_type" in parameters and not isinstance(parameters["content_type"], str):
+        raise ProtocolError(f"{what}: parameters.content_type must be a string")
+    if "headers" in parameters and not isinstance(parameters["headers"], Mapping):
+        raise ProtocolError(f"{what}: parameters.headers must be an object")
+    return parameters
+
+
+def _flag(parameters: Mapping[str, Any], key: str, what: str, default: bool) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{what}: parameters.{key} must be true or false")
+    return value
+
+
+def _binary_size(parameters: Mapping[str, Any], name: str) -> int | None:
+    size = parameters.get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ProtocolError(f"input {name!r}: parameters.binary_data_size must be a byte count")
+    return size
+
+
+def decode_binary(chunk: bytes, datatype: str, count: int, name: str) -> list[Any]:
+    """The ``count`` elements of one input's binary data."""
+    if datatype == "BYTES":
+        values: list[Any] = []
+        offset = 0
+        while offset < len(chunk) and len(values) < count:
+            if offset + _LENGTH.size > len(chunk):
+                raise ProtocolError(f"input {name!r}: element {len(values)} has no whole length")
+            (length,) = _LENGTH.unpack_from(chunk, offset)
+            offset += _LENGTH.size
+            if offset + length > len(chunk):
+                raise ProtocolError(
+                    f"input {name!r}: element {len(values)} says {length} bytes, "
+                    f"{len(chunk) - offset} are left"
+                )
+            try:
+                values.append(chunk[offset : offset + length].decode())
+            except UnicodeDecodeError:
+                raise ProtocolError(
+                    f"input {name!r}: element {len(values)} is not UTF-8 text"
+                ) from None
+            offset += length
+        if len(values) != count or offset != len(chunk):
+            raise ProtocolError(
+                f"input {name!r}: its binary data does not hold exactly the {count} BYTES "
+                "elements its shape says (each a 4-byte little-endian length, then the bytes)"
+            )
+        return values
+    code = _FORMATS[datatype]
+    expected = count * struct.calcsize(code)
+    if len(chunk) != expected:
+        raise ProtocolError(
+            f"input {name!r}: {count} {datatype} values take {expected} bytes, "
+            f"binary_data_size is {len(chunk)}"
+        )
+    numbers = list(struct.unpack(f"<{count}{code}", chunk))
+    for index, number in enumerate(numbers):
+        if isinstance(number, float) and math.isinf(number):
+            raise ProtocolError(
+                f"input {name!r}: element {index} is infinite; send finite numbers "
+                "(NaN counts as a missing value)"
+            )
+    return numbers
+
+
+def request_columns(
+    body: Any, binary: bytes = b""
+) -> tuple[dict[str, list[Any]], list[WantedOutput]]:
+    """The columns an inference request carries (``binary``: the tensor data
+    after its JSON part), and the outputs it asks for."""
     if not isinstance(body, Mapping):
         raise ProtocolError('the body must be an inference request: {"inputs": [...]}')
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError('"inputs" must be a non-empty array of tensors')
     columns: dict[str, list[Any]] = {}
+    offset = 0
     for index, tensor in enumerate(inputs):
         if not isinstance(tensor, Mapping):
             raise ProtocolError(f"input {index} is not an object")
@@ -89,6 +221,21 @@ def request_columns(body: Any) -> tuple[dict[str, list[Any]], list[str]]:
                 f"input {name!r} has shape {shape}: a column is [N] or [N, 1], one input per "
                 "feature column"
             )
+        size = _binary_size(_parameters(tensor, f"input {name!r}"), name)
+        if size is not None:
+            if "data" in tensor:
+                raise ProtocolError(
+                    f"input {name!r} has both data and binary_data_size: send one of them"
+                )
+            chunk = binary[offset : offset + size]
+            if len(chunk) != size:
+                raise ProtocolError(
+                    f"input {name!r}: binary_data_size {size} runs past the body's binary "
+                    f"data ({len(binary)} bytes after the JSON part)"
+                )
+            offset += size
+            columns[name] = decode_binary(chunk, datatype, math.prod(shape), name)
+            continue
         values = _flatten(tensor.get("data"), name)
         if len(values) != math.prod(shape):
             raise ProtocolError(
@@ -96,18 +243,35 @@ def request_columns(body: Any) -> tuple[dict[str, list[Any]], list[str]]:
                 f"{len(values)}"
             )
         columns[name] = values
-    wanted = body.get("outputs")
-    names = list(OUTPUTS)
-    if wanted is not None:
-        if not isinstance(wanted, list) or not all(
-            isinstance(o, Mapping) and isinstance(o.get("name"), str) for o in wanted
-        ):
-            raise ProtocolError('"outputs" must be an array of {"name": ...}')
-        names = [str(o["name"]) for o in wanted]
-        unknown = [n for n in names if n not in OUTPUTS]
-        if unknown:
-            raise ProtocolError(f"output {unknown[0]!r} is not one of {list(OUTPUTS)}")
-    return columns, names
+    if offset != len(binary):
+        raise ProtocolError(
+            f"the body has {len(binary) - offset} bytes of binary data that no input's "
+            "binary_data_size accounts for"
+        )
+    if "id" in body and not isinstance(body["id"], str):
+        raise ProtocolError('"id" must be a string')
+    binary_default = _flag(
+        _parameters(body, "the request"), "binary_data_output", "the request", False
+    )
+    if "outputs" not in body:
+        return columns, [WantedOutput(name, binary_default) for name in OUTPUTS]
+    wanted = body["outputs"]
+    if not isinstance(wanted, list) or not all(
+        isinstance(o, Mapping) and isinstance(o.get("name"), str) for o in wanted
+    ):
+        raise ProtocolError('"outputs" must be an array of {"name": ...}')
+    outputs = []
+    for output in wanted:
+        name = str(output["name"])
+        if name not in OUTPUTS:
+            raise ProtocolError(f"output {name!r} is not one of {list(OUTPUTS)}")
+        what = f"output {name!r}"
+        outputs.append(
+            WantedOutput(
+                name, _flag(_parameters(output, what), "binary_data", what, binary_default)
+            )
+        )
+    return columns, outputs
 
 
 def response(
@@ -155,6 +319,38 @@ def response(
     if isinstance(request_id, str):
         found["id"] = request_id
     return found
+
+
+def encode_binary(data: list[Any], datatype: str) -> bytes:
+    """Tensor elements as the binary tensor data extension lays them out."""
+    if datatype == "BYTES":
+        parts = []
+        for value in data:
+            raw = str(value).encode()
+            parts += [_LENGTH.pack(len(raw)), raw]
+        return b"".join(parts)
+    return struct.pack(f"<{len(data)}{_FORMATS[datatype]}", *data)
+
+
+def encode_response(found: Mapping[str, Any], binary: set[str]) -> tuple[bytes, int | None]:
+    """The response body, with the outputs named in ``binary`` as binary data
+    after the JSON part; and the JSON part's length (for the
+    Inference-Header-Content-Length header), None when it is all JSON."""
+    tensors = []
+    chunks = []
+    for tensor in found.get("outputs", []):
+        if tensor["name"] not in binary:
+            tensors.append(tensor)
+            continue
+        chunk = encode_binary(tensor["data"], tensor["datatype"])
+        parameters = {**tensor.get("parameters", {}), "binary_data_size": len(chunk)}
+        without_data = {k: v for k, v in tensor.items() if k != "data"}
+        tensors.append({**without_data, "parameters": parameters})
+        chunks.append(chunk)
+    header = json.dumps({**found, "outputs": tensors}).encode()
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
 
 
 def metadata(
