@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,23 @@ os.environ.setdefault("MODELGATE_RESYNC_SECONDS", "0.5")
 os.environ.setdefault("MODELGATE_CACHE", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
+RUN_GUARD = pytest.StashKey[str]()
 EXAMPLES = ROOT / "examples"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's controller (not xdist's workers, its children) puts itself
+    and all it will start into a cgroup that dies with it."""
+    if not hasattr(config, "workerinput") and sys.platform == "linux":
+        from tests.support.runguard import guard  # noqa: PLC0415
+
+        config.stash[RUN_GUARD] = guard()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    guarded = config.stash.get(RUN_GUARD, None)
+    return None if guarded is None else f"run guard: {guarded}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
