@@ -65,8 +65,41 @@ class ImageRef:
         return self == other
 
 
+# YAML 1.1 booleans Go's readers take (go-yaml v2 in kubectl, helm and Argo
+# CD) that PyYAML writes bare: a config value "y" would arrive as true.
+_GO_BOOLEANS = frozenset({"y", "Y", "n", "N"})
+
+
+def _ambiguous_for_go(text: str) -> bool:
+    """A string a Go YAML reader would take for a number or a boolean when
+    written bare (PyYAML quotes what its own reader would mistake)."""
+    if text in _GO_BOOLEANS:
+        return True
+    plain = text.replace("_", "")
+    for parse in (float, lambda t: int(t, 0)):
+        try:
+            parse(plain)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+class _GoSafeDumper(yaml.SafeDumper):
+    """Writes every string so that Go's YAML readers read it as a string
+    too: kustomize turned a bare ``1e3`` into ``1000``."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "'" if _ambiguous_for_go(text) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_GoSafeDumper.add_representer(str, _represent_str)
+
+
 def _dump(document: Any) -> str:
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+    return yaml.dump(document, Dumper=_GoSafeDumper, sort_keys=False, default_flow_style=False)
 
 
 def _load(path: str, text: str | None) -> dict[str, Any]:
