@@ -105,6 +105,22 @@ def test_a_body_at_the_version_read_last_is_decided_from_the_last_status(
     assert reconciled(body("9", edited), resync=True) == {"phase": "Pending"}
 
 
+def test_a_later_version_that_still_shows_the_status_read_is_stale(
+    clock: list[datetime],
+) -> None:
+    """kopf's own annotation patch can land between the read and the status
+    write: a newer version, the old status (a config change once lost its
+    previous config this way, and its rollback put back the wrong thing)."""
+    first = reconciled(body("7"))
+    clock[0] = START + timedelta(minutes=1)
+    assert reconciled(body("8"), resync=True) == {}
+    assert reconciled(body("9"), resync=True) == {}
+    # The write comes back at last: read from the body again.
+    assert reconciled(body("10", first), resync=True) == {}
+    edited = {**first, "phase": "Training"}
+    assert reconciled(body("11", edited), resync=True) == {"phase": "Pending"}
+
+
 def test_without_a_version_every_body_is_read_as_it_is(clock: list[datetime]) -> None:
     first = reconciled(body(""))
     clock[0] = START + timedelta(minutes=1)

@@ -113,12 +113,14 @@ class Runtime:
     locks: defaultdict[str, threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock)
     )
-    # uid -> (resourceVersion read, status decided from it). kopf patches the
-    # status after a handler returns, and a timer can run before the watch
-    # brings that write back: a body still at the version read last time is
-    # stale, and the status decided then is the truth (kept as its JSON: a
-    # fifth of the memory of the model).
-    decided: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # uid -> (resourceVersion read, digest of the status read, status decided
+    # from it). kopf patches the status after a handler returns, and a timer
+    # can run before the watch brings that write back: a body still at the
+    # version read last time, or at a later one that still shows the status
+    # read then (kopf's own annotation patch lands in between), is stale, and
+    # the status decided then is the truth (kept as its JSON: a fifth of the
+    # memory of the model).
+    decided: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     # The watches a reconcile reads from, once started (start_cache).
     cache: KubeCache | None = None
     # Releases ("namespace/name") whose Jobs or Deployments changed, or an

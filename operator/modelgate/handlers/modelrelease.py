@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -247,9 +248,13 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
     read_at = str(body.get("metadata", {}).get("resourceVersion") or "")
     with rt.locks[uid]:
         old_status = dict(body.get("status") or {})
+        read_digest = _digest(old_status)
         earlier = rt.decided.get(uid)
-        if earlier is not None and read_at and earlier[0] == read_at:
-            decided = json.loads(earlier[1])
+        stale = earlier is not None and (
+            (bool(read_at) and read_at == earlier[0]) or read_digest == earlier[1]
+        )
+        if earlier is not None and stale:
+            decided = json.loads(earlier[2])
             release = release.model_copy(
                 update={"status": ModelReleaseStatus.model_validate(decided)}
             )
@@ -342,13 +347,19 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                 written = status_patch(old_status, release.status.wire())
                 patch.status.update(written)
                 if read_at and written:
-                    rt.decided[uid] = (read_at, json.dumps(release.status.wire()))
-                elif earlier is not None and earlier[0] != read_at:
-                    # The body shows a later version: that write came back.
+                    rt.decided[uid] = (read_at, read_digest, json.dumps(release.status.wire()))
+                elif earlier is not None and not stale:
+                    # The body shows a later status: that write came back.
                     del rt.decided[uid]
                 rt.metrics.release_changed(
                     release, _parsed_status(old_status), release.status, now_utc()
                 )
+
+
+def _digest(status: dict[str, Any]) -> str:
+    """A short fingerprint of a status as read (to tell it from a later one)."""
+    canonical = json.dumps(status, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def _registered(rt: Runtime, release: ModelRelease) -> RegistryObservation | None:
