@@ -110,10 +110,10 @@ def test_rows_the_server_refuses_stop_the_scoring_naming_them(
 ) -> None:
     data = tmp_path / "eval.csv"
     frame = pd.read_csv(DATA / "eval.csv")
-    frame.loc[150, "region"] = "atlantis"  # a category training never saw: 422
+    frame.loc[150, "region"] = "atlantis"  # a category training never saw: 400
     frame.to_csv(data, index=False)
     with pytest.raises(
-        ScoringError, match=r"rows 97\.\.193: the server answered 422 \(row 150\)"
+        ScoringError, match=r"rows 97\.\.193: the server answered 400 \(row 150\)"
     ) as refused:
         score(settings(reference.url, tmp_path / "out.parquet", data=data), served)
     assert "atlantis" in str(refused.value)
