@@ -28,7 +28,6 @@ from tests.support.installation import (
     Installation,
     OperatorProcess,
     chart_values,
-    granted_permissions,
     install,
     s3_secret,
     spec_writes,
@@ -69,23 +68,14 @@ def test_node(
     assert node.errors == []
 
 
-# Granted by the chart and used by none of the scenarios here, each with why.
-UNUSED_GRANTS = {
-    # Owner references with blockOwnerDeletion: checked by API servers that
-    # enable OwnerReferencesPermissionEnforcement (not a default plugin).
-    ("modelgate.dev", "modelreleases/finalizers", "update"),
-    # Read from the API server only while the watches have not listed yet, or
-    # with the cache turned off (MODELGATE_CACHE=false); the operator waits
-    # for them to list before its first reconcile.
-    ("batch", "jobs", "get"),
-    ("modelgate.dev", "qualitygates", "get"),
-}
-# The scenarios that together exercise every other grant.
-RBAC_SCENARIOS = (
-    "test_lifecycle_on_apiserver.py",
-    "test_resilience_on_apiserver.py",
-    "test_model_server_on_apiserver.py",
-)
+Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+
+
+def grants(*needed: Grant) -> pytest.MarkDecorator:
+    """Mark a scenario that must use these grants of the chart: the audit
+    log of its own requests is checked for each (tests/realcluster/
+    test_least_privilege_on_apiserver.py checks that every grant has one)."""
+    return pytest.mark.grants(*needed)
 
 
 @dataclass
@@ -108,7 +98,6 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusW
 
 @pytest.fixture(scope="session")
 def installation(
-    request: pytest.FixtureRequest,
     control_plane: ControlPlane,
     s3: S3Server,
     prometheus: PrometheusWorld,
@@ -118,29 +107,6 @@ def installation(
     installed = install(control_plane, values, tmp_path_factory.mktemp("chart"))
     yield installed
     installed.stop()
-    # Least privilege, once every scenario ran: each grant of the chart was
-    # used by the operator (the API server's audit log says), or is listed
-    # above with the reason. (Sufficiency: _nothing_forbidden, per test.)
-    if request.session.testsfailed or not _all_selected(request.session, RBAC_SCENARIOS):
-        return
-    used = used_permissions(installed.requests())
-    unused = granted_permissions(installed.documents) - used
-    assert unused == UNUSED_GRANTS, f"the chart grants what no scenario used: {sorted(unused)}"
-
-
-def _all_selected(session: pytest.Session, files: tuple[str, ...]) -> bool:
-    """Whether every test function of these modules is in the session (not
-    just some of them, as when one test is run by its id)."""
-    selected: dict[str, set[str]] = {}
-    defined: dict[str, set[str]] = {}
-    for item in session.items:
-        name = Path(str(item.path)).name
-        if name in files and isinstance(item, pytest.Function):
-            selected.setdefault(name, set()).add(item.originalname)
-            defined[name] = {n for n in dir(item.module) if n.startswith("test_")}
-    if any(not tests <= selected[name] for name, tests in defined.items()):
-        return False
-    return set(files) <= set(selected)
 
 
 @pytest.fixture(scope="session")
@@ -165,19 +131,25 @@ def cluster_wide_stopped(installation: Installation) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _nothing_forbidden(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Any request of the operator that the chart's RBAC refused, and any
-    write of it to a spec, fails the test that was running (the audit log
-    names each one)."""
-    if "operator" not in request.fixturenames:
+    """Any request of the installed operator that the chart's RBAC refused,
+    and any write of it to a spec, fails the test that was running (the
+    audit log names each one); so does a grant the test is marked to need
+    (:func:`grants`) that its requests did not use."""
+    if not {"operator", "installation"} & set(request.fixturenames):
         yield
         return
     installation: Installation = request.getfixturevalue("installation")
     before, requests = len(installation.forbidden()), len(installation.requests())
     yield
     assert installation.forbidden()[before:] == []
-    assert spec_writes(installation.requests()[requests:]) == []
-    operator: OperatorProcess = request.getfixturevalue("operator")
-    assert operator.alive(), operator.tail()
+    own = installation.requests()[requests:]
+    assert spec_writes(own) == []
+    needed = {grant for mark in request.node.iter_markers("grants") for grant in mark.args}
+    unused = needed - used_permissions(own)
+    assert unused == set(), f"the scenario did not use the grants it proves: {sorted(unused)}"
+    if "operator" in request.fixturenames:
+        operator: OperatorProcess = request.getfixturevalue("operator")
+        assert operator.alive(), operator.tail()
 
 
 def documents(name: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes import client
 
 from modelgate.backends.s3 import S3Settings, make_client
-from tests.realcluster.conftest import BUCKET, Team, conditions, documents
+from tests.realcluster.conftest import BUCKET, Team, conditions, documents, grants
 from tests.support.cluster import wait_for
 from tests.support.installation import (
     SERVER_IMAGE,
@@ -42,6 +42,22 @@ def _job_state(job: client.V1Job) -> str:
     return "Running"
 
 
+# What every release that reaches production does.
+@grants(
+    ("batch", "jobs", "create"),
+    ("modelgate.dev", "modelreleases", "patch"),
+    ("modelgate.dev", "modelreleases/status", "patch"),
+    ("modelgate.dev", "environments", "get"),
+    ("modelgate.dev", "environments", "patch"),
+    ("modelgate.dev", "environments/status", "patch"),
+    ("modelgate.dev", "qualitygates", "patch"),
+    ("modelgate.dev", "qualitygates/status", "patch"),
+    ("apps", "deployments", "get"),
+    ("apps", "deployments", "create"),
+    ("", "configmaps", "create"),
+    ("", "services", "create"),
+    ("", "events", "create"),
+)
 def test_release_trains_is_gated_and_reaches_production_verified(
     team: Team,
     test_node: TestNode,
@@ -189,6 +205,10 @@ def test_a_failing_gate_stops_the_release_naming_the_check(new_team: Callable[..
         assert apps.list_namespaced_deployment(target).items == []
 
 
+# The failed pod's message.
+@grants(
+    ("", "pods", "list"),
+)
 def test_a_training_that_fails_says_why_from_the_job_and_its_pod(team: Team) -> None:
     """Training data that is not there: the trainer exits non-zero, the real
     Job controller gives up after the backoff limit, and the release is Failed
@@ -245,6 +265,13 @@ def test_soak_and_approval_hold_production_until_both_are_met(
     assert len(apps.list_namespaced_deployment(team.targets["production"]).items) == 1
 
 
+# Deploying over a live release, then putting it back.
+@grants(
+    ("apps", "deployments", "patch"),
+    ("", "configmaps", "get"),
+    ("", "configmaps", "patch"),
+    ("", "services", "patch"),
+)
 def test_a_failed_verification_rolls_production_back(new_team: Callable[..., Team]) -> None:
     team = new_team()
     team.create(team.release_document())
@@ -281,6 +308,12 @@ def test_a_failed_verification_rolls_production_back(new_team: Callable[..., Tea
     assert team.environment("production")["status"]["liveRelease"] == "credit-risk-1-4-0"
 
 
+# Nothing was live before: what the release brought goes.
+@grants(
+    ("apps", "deployments", "delete"),
+    ("", "configmaps", "delete"),
+    ("", "services", "delete"),
+)
 def test_a_failed_first_verification_removes_what_it_deployed(
     new_team: Callable[..., Team],
 ) -> None:

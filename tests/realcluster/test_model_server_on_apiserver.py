@@ -17,7 +17,7 @@ from kubernetes import client
 
 from modelgate.backends.mlflow import MlflowRegistry
 from modelgate.backends.s3 import S3Settings, make_client
-from tests.realcluster.conftest import BUCKET, Team, conditions, documents
+from tests.realcluster.conftest import BUCKET, Team, conditions, documents, grants
 from tests.support.mlflow_server import MlflowServer, running_mlflow
 from tests.support.mlserver import MLSERVER_IMAGE
 from tests.support.node import TestNode
@@ -106,6 +106,10 @@ def _served_pod(team: Team, environment: str) -> dict[str, Any]:
     return found
 
 
+# A rollback reads the release put back (its registered version).
+@grants(
+    ("modelgate.dev", "modelreleases", "get"),
+)
 def test_the_operator_releases_a_model_served_by_mlserver_and_keeps_mlflow_in_step(
     new_team: Callable[..., Team],
     mlflow: MlflowServer,

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.realcluster.conftest import Team
+from tests.realcluster.conftest import Team, grants
 from tests.support.cluster import wait_for
 from tests.support.controlplane import ControlPlane
 from tests.support.installation import Installation, OperatorProcess
@@ -51,6 +51,11 @@ def _assert_each_created_once(installation: Installation, since: int, team: Team
         assert deployment.metadata.generation == 1, environment
 
 
+# The finalizer deletes the release's Jobs.
+@grants(
+    ("batch", "jobs", "list"),
+    ("batch", "jobs", "delete"),
+)
 def test_deleting_a_release_runs_the_finalizer_and_the_collector_removes_its_jobs(
     team: Team,
 ) -> None:
@@ -82,6 +87,23 @@ def test_deleting_a_release_runs_the_finalizer_and_the_collector_removes_its_job
     assert live.status.available_replicas == 1
 
 
+# A restarted operator lists and watches all it reads, and rejoins the peering.
+@grants(
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    ("kopf.dev", "clusterkopfpeerings", "list"),
+    ("kopf.dev", "clusterkopfpeerings", "watch"),
+    ("kopf.dev", "clusterkopfpeerings", "patch"),
+    ("modelgate.dev", "modelreleases", "list"),
+    ("modelgate.dev", "modelreleases", "watch"),
+    ("modelgate.dev", "qualitygates", "list"),
+    ("modelgate.dev", "qualitygates", "watch"),
+    ("modelgate.dev", "environments", "list"),
+    ("modelgate.dev", "environments", "watch"),
+    ("batch", "jobs", "watch"),
+    ("apps", "deployments", "list"),
+    ("apps", "deployments", "watch"),
+)
 def test_the_operator_killed_mid_promotion_finishes_once_restarted(
     team: Team, installation: Installation, operator: OperatorProcess
 ) -> None:

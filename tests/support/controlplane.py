@@ -6,7 +6,8 @@ Started as envtest and kubeadm start them, with these choices:
 
 - kube-apiserver: secure port on 127.0.0.1 only, client-certificate users
   (CN = user, O = groups) from a throwaway CA, the RBAC authorizer, the
-  default admission plugins (ServiceAccount included), service-account token
+  default admission plugins (ServiceAccount included) and
+  OwnerReferencesPermissionEnforcement, service-account token
   signing with its own key pair, ``--endpoint-reconciler-type=none`` (the
   ``kubernetes`` Service would point at an address no pod can use here).
 - kube-controller-manager: the garbage collector and the Job, TTL, Deployment,
@@ -202,6 +203,9 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--authorization-mode=RBAC",
+                # As strict clusters (OpenShift) run: setting blockOwnerDeletion
+                # needs update on the owner's finalizers, which the chart grants.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 f"--service-account-issuer={self.url}",
                 f"--service-account-key-file={sa.cert}",
                 f"--service-account-signing-key-file={sa.key}",
