@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real control plane the tests run (kube-apiserver,
-# kube-controller-manager, etcd) and the kubectl of the same version from the Go module pinned in
+# kube-controller-manager, etcd), the kubectl of the same version and celcost
+# (tests/controlplane/celcost: the CRD rules' cost estimate) from the Go module pinned in
 # tests/controlplane/go.mod into .tools/bin. A stamp holding the hash of
 # go.mod, go.sum and this script makes a second run a no-op.
 set -euo pipefail
@@ -14,9 +15,9 @@ if ! command -v go >/dev/null; then
     exit 1
 fi
 
-want="$(cat "$module/go.mod" "$module/go.sum" "$0" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$module/go.mod" "$module/go.sum" "$module/celcost/main.go" "$0" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-    && [[ -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/etcd" && -x "$bin/kubectl" ]]; then
+    && [[ -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/etcd" && -x "$bin/kubectl" && -x "$bin/celcost" ]]; then
     exit 0
 fi
 
@@ -48,5 +49,7 @@ go build -trimpath -ldflags "$kube_ldflags" -o "$bin/kube-apiserver" k8s.io/kube
 go build -trimpath -ldflags "$kube_ldflags" -o "$bin/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
 go build -trimpath -ldflags "$kube_ldflags" -o "$bin/kubectl" k8s.io/kubernetes/cmd/kubectl
 go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_version" -o "$bin/etcd" go.etcd.io/etcd/server/v3
+# The CEL cost estimate of the CRDs' rules, as this kube-apiserver makes it.
+go build -trimpath -ldflags "-s -w" -o "$bin/celcost" ./celcost
 echo "$want" > "$stamp"
 echo "build-controlplane: built in $((SECONDS - start)) s" >&2

@@ -384,7 +384,30 @@ _CHECK_CASES: list[tuple[str, str, dict[str, Any]]] = [
         (f"checks[0].{kind}", "min is greater than max", {"name": "a", kind: value})
         for kind, value in _MIN_OVER_MAX.items()
     ],
-]
+    (
+        "checks[0].fairness",
+        "a fairness metric that is a difference needs max",
+        {
+            "name": "a",
+            "fairness": {"metric": "equalized_odds_difference", "sensitiveColumn": "region"},
+        },
+    ),
+    ("checks[0].data", "type, maxMissingRate, allowed, min and max need a column",
+     {"name": "a", "data": {"min": 0}}),
+    ("checks[0].data", "nothing to check", {"name": "a", "data": {"column": "age"}}),
+    ("checks[0].explainability", "set notInTopK, min or max",
+     {"name": "a", "explainability": {"column": "age"}}),
+]  # fmt: skip
+# The checks a task does not define, judged on the whole list (fieldPath .checks).
+_TASK_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("regression", {"name": "auc", "metric": {"name": "roc_auc", "min": 0.7}},
+     "checks[].metric.name: a metric that is not defined for the task"),
+    ("multiclass", {"name": "up", "behavior": {"column": "age", "add": 1, "expect": "increase"}},
+     "checks[].behavior.expect: multiclass predictions are labels"),
+    ("regression", {"name": "fair", "fairness": {"metric": "disparate_impact",
+                                                 "sensitiveColumn": "region"}},
+     "checks[].fairness: fairness checks need task binary"),
+]  # fmt: skip
 
 
 def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
@@ -402,6 +425,76 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
                 message,
             )
         )
+    for task, check, message in _TASK_CASES:
+        gate = _gate_with(check)
+        gate["spec"]["task"] = task
+        cases.append((f"QualityGate {message} ({task})", gate, "spec.checks", message))
+        release = _example("credit-risk/release.yaml")
+        release["spec"]["gate"] = {"task": task, "checks": [check]}
+        cases.append((f"ModelRelease {message} ({task})", release, "spec.gate.checks", message))
+    git = {"repository": "https://git.example.com/env.git"}
+    window = {"name": "holidays"}
+    absolute = {"start": "2026-12-24T00:00:00Z", "end": "2026-12-27T00:00:00Z"}
+    cases += [
+        *(
+            (
+                f"Environment GitOps path {path}",
+                _environment(delivery={"mode": "GitOps", "git": {**git, "path": path}}),
+                "spec.delivery.git.path",
+                message,
+            )
+            for path, message in (
+                ("env/../other", "path must not contain '.' or '..' segments"),
+                (".git/hooks", "path must not point into .git"),
+            )
+        ),
+        (
+            "Environment analysis interval under a second",
+            _environment(
+                policy={"analysis": {"metrics": [{"name": "m", "query": "up", "max": 1,
+                                                  "interval": "500ms"}]}}
+            ),
+            "spec.policy.analysis.metrics[0].interval",
+            "interval is shorter than 1s",
+        ),
+        (
+            "Environment analysis query with an unknown placeholder",
+            _environment(
+                policy={"analysis": {"metrics": [{"name": "m", "query": "up{x='{{ team }}'}",
+                                                  "max": 1}]}}
+            ),
+            "spec.policy.analysis.metrics[0].query",
+            "a query may name only",
+        ),
+        *(
+            (
+                f"Environment freeze window: {message}",
+                _environment(policy={"freezeWindows": [{**window, **fields}]}),
+                path,
+                message,
+            )
+            for fields, path, message in (
+                ({**absolute, "schedule": "0 18 * * 5", "duration": "1h"},
+                 "spec.policy.freezeWindows[0]", "set start and end (absolute) or schedule"),
+                ({"start": absolute["start"]}, "spec.policy.freezeWindows[0]",
+                 "set both start and end"),
+                ({"schedule": "0 18 * * 5"}, "spec.policy.freezeWindows[0]",
+                 "set both schedule and duration"),
+                ({"start": absolute["end"], "end": absolute["start"]},
+                 "spec.policy.freezeWindows[0]", "end must be after start"),
+                ({"schedule": "0 18 * * 5", "duration": "32d"},
+                 "spec.policy.freezeWindows[0].duration", "duration of a recurring window"),
+                ({"schedule": "0 18 * 13 5", "duration": "1h"},
+                 "spec.policy.freezeWindows[0].schedule", "a schedule is five cron fields"),
+            )
+        ),
+        (
+            "Environment a command for the built-in verification",
+            _environment(verification={"servedPredictions": {}, "args": ["--fast"]}),
+            "spec.verification",
+            "command and args belong to an image verification",
+        ),
+    ]  # fmt: skip
     cases += [
         (
             "Environment GitOps without git",
@@ -588,11 +681,15 @@ def test_every_cel_rule_has_a_refusal_case() -> None:
         for _, document, path, message in CEL_CASES
     }
     covered |= {("ModelRelease", "spec", message) for _, _, message in TRANSITION_CASES}
+    # A case covers a rule at or above the field it is refused at (a rule
+    # with a fieldPath names a field under the object it is declared on).
     missing = [
         rule
         for rule in _cel_rules()
         if not any(
-            (rule[0], rule[1]) == (kind, path) and rule[2].startswith(start)
+            rule[0] == kind
+            and (path == rule[1] or path.startswith((f"{rule[1]}.", f"{rule[1]}[")))
+            and rule[2].startswith(start)
             for kind, path, start in covered
         )
     ]

@@ -208,7 +208,8 @@ INVALID = [
         1,
         "spec.policy.soak",
         "1 hour",
-        "spec.policy.soak: String should match pattern '^([0-9]+(ms|s|m|h|d))+$'",
+        "spec.policy.soak: '1 hour' does not fit: a duration is digits (at most six a part) "
+        "followed by ms, s, m, h or d, e.g. '30m' or '1h30m'",
     ),
     (
         1,
@@ -268,7 +269,7 @@ INVALID = [
         2,
         "metadata.name",
         "a" * 64,
-        "metadata: name '" + "a" * 64 + "' is 64 characters long: use at most 63 so that "
+        "metadata.name: '" + "a" * 64 + "' is 64 characters long: use at most 63 so that "
         "derived Job and Deployment names stay valid",
     ),
 ]

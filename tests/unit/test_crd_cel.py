@@ -7,10 +7,12 @@ admission webhook is off; they mirror the pydantic validators.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import celpy
 import pytest
+from celpy import celtypes
 
 from modelgate.api.analysis import COUNT_OR_DURATION
 from modelgate.api.crdgen import build_crd
@@ -20,6 +22,35 @@ from modelgate.api.qualitygate import MIN_NOT_ABOVE_MAX
 from tests.unit.test_crds import EXAMPLE_DOCUMENTS
 
 CEL = celpy.Environment()
+
+
+def _find_all(text: celtypes.StringType, pattern: celtypes.StringType) -> celtypes.ListType:
+    return celtypes.ListType([celtypes.StringType(m.group(0)) for m in re.finditer(pattern, text)])
+
+
+def _sum(values: celtypes.ListType) -> celtypes.IntType:
+    return celtypes.IntType(sum(int(v) for v in values))
+
+
+def _substring(
+    text: celtypes.StringType, start: celtypes.IntType, end: celtypes.IntType | None = None
+) -> celtypes.StringType:
+    return celtypes.StringType(text[int(start) : None if end is None else int(end)])
+
+
+def _split(text: celtypes.StringType, separator: celtypes.StringType) -> celtypes.ListType:
+    return celtypes.ListType([celtypes.StringType(p) for p in text.split(separator)])
+
+
+# The Kubernetes CEL libraries the rules use that CEL's standard one lacks
+# (Python's regexes stand in for RE2 here; the real API server has the last
+# word, in tests/realcluster).
+KUBERNETES_FUNCTIONS = {
+    "findAll": _find_all,
+    "sum": _sum,
+    "substring": _substring,
+    "split": _split,
+}
 
 
 _NO_OLD = object()
@@ -36,7 +67,7 @@ def violations(schema: dict[str, Any], value: Any, old: Any = _NO_OLD) -> list[s
             if old is _NO_OLD:
                 continue
             activation["oldSelf"] = celpy.json_to_cel(old)
-        program = CEL.program(CEL.compile(rule["rule"]))
+        program = CEL.program(CEL.compile(rule["rule"]), functions=KUBERNETES_FUNCTIONS)
         if not program.evaluate(activation):
             found.append(rule["message"])
     if isinstance(value, dict):

@@ -66,7 +66,9 @@ def test_window_spec_errors_name_the_window() -> None:
     document["spec"]["policy"]["freezeWindows"] = [
         {"name": "x", "schedule": "0 18 * *", "duration": "1h"}
     ]
-    with pytest.raises(ManifestError, match="must have 5 fields"):
+    with pytest.raises(
+        ManifestError, match="schedule: '0 18 \\* \\*' does not fit: a schedule is five"
+    ):
         parse_resource(document)
 
 

@@ -10,12 +10,61 @@ from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
 
-from modelgate.api.common import DNS_LABEL_PATTERN, ApiModel, Duration, parse_duration
-from modelgate.api.qualitygate import MIN_NOT_ABOVE_MAX, cel
+from modelgate.api.common import (
+    DNS_LABEL_PATTERN,
+    ApiModel,
+    Duration,
+    cel,
+    cel_extra,
+    duration_millis_cel,
+    parse_duration,
+)
+from modelgate.api.qualitygate import MIN_NOT_ABOVE_MAX
 
 # What a query may name, each replaced by the release's value before it runs.
 PLACEHOLDERS = ("release", "model", "version", "environment", "namespace")
-PLACEHOLDER_PATTERN = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
+# ASCII blanks, not \s: the API server's regexes (RE2) and Python's differ on
+# Unicode whitespace, and the CEL mirror must find the same placeholders.
+_BLANKS = r"[ \t\n\r\f\v]*"
+PLACEHOLDER_PATTERN = re.compile(r"\{\{" + _BLANKS + r"([A-Za-z_]+)" + _BLANKS + r"\}\}")
+_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
+
+
+def _ranges(chars: list[str]) -> str:
+    """A character class's body for ``chars`` (in _NAME_CHARS order): runs as a-z."""
+    runs: list[list[str]] = []
+    for char in chars:
+        if runs and ord(char) == ord(runs[-1][-1]) + 1:
+            runs[-1].append(char)
+        else:
+            runs.append([char])
+    return "".join(run[0] if len(run) < 3 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
+def _other_names(words: tuple[str, ...], prefix: str = "") -> str:
+    """A regex (no lookahead: RE2 has none) for the names of [A-Za-z_]+ that
+    start after ``prefix`` and are not one of ``words``."""
+    children = sorted({w[len(prefix)] for w in words if w.startswith(prefix) and w != prefix})
+    others = _ranges([c for c in _NAME_CHARS if c not in children])
+    options = [f"[{others}][A-Za-z_]*"] if others else []
+    options += [re.escape(c) + _other_names(words, prefix + c) for c in children]
+    if prefix and prefix not in words:
+        options.append("")  # the name ends before it is one of the words
+    return "(" + "|".join(options) + ")"
+
+
+# A placeholder whose name is not one a query may use: the CEL rule refuses
+# the query if it has one (one linear regex, not a costly loop per match).
+UNKNOWN_PLACEHOLDER = r"\{\{" + _BLANKS + _other_names(PLACEHOLDERS) + _BLANKS + r"\}\}"
+KNOWN_PLACEHOLDERS = (
+    "!self.matches('" + UNKNOWN_PLACEHOLDER.replace("\\", "\\\\") + "')",
+    "a query may name only {{release}}, {{model}}, {{version}}, {{environment}} and {{namespace}}",
+)
+INTERVAL_AT_LEAST_A_SECOND = (
+    f"!has(self.interval) || {duration_millis_cel('self.interval')} >= 1000",
+    "interval is shorter than 1s: Prometheus scrapes are not that fast",
+    ".interval",
+)
 
 ONE_BOUND = (
     "has(self.min) || has(self.max)",
@@ -45,7 +94,7 @@ class AnalysisMetric(ApiModel):
     and neither limit was passed, the metric has passed.
     """
 
-    model_config = cel(MIN_NOT_ABOVE_MAX, ONE_BOUND, COUNT_OR_DURATION)
+    model_config = cel(MIN_NOT_ABOVE_MAX, ONE_BOUND, COUNT_OR_DURATION, INTERVAL_AT_LEAST_A_SECOND)
 
     name: str = Field(
         pattern=DNS_LABEL_PATTERN, max_length=63, description="Name, unique in the analysis."
@@ -56,6 +105,7 @@ class AnalysisMetric(ApiModel):
         description="PromQL returning one number (a scalar, or the first sample of an instant "
         "vector). {{release}}, {{model}}, {{version}}, {{environment}} and {{namespace}} are "
         "replaced by the release's values.",
+        json_schema_extra=cel_extra(KNOWN_PLACEHOLDERS),
     )
     interval: Duration = Field(default="1m", description="Time between measurements.")
     count: int | None = Field(
@@ -109,7 +159,7 @@ class AnalysisMetric(ApiModel):
         if self.count is not None and self.duration is not None:
             raise ValueError(COUNT_OR_DURATION[1])
         if parse_duration(self.interval).total_seconds() < 1:
-            raise ValueError("interval is shorter than 1s: Prometheus scrapes are not that fast")
+            raise ValueError(INTERVAL_AT_LEAST_A_SECOND[1])
         return self
 
     @property

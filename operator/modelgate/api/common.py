@@ -7,15 +7,21 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from pydantic.alias_generators import to_camel
 
 # A DNS-1123 label: what Kubernetes accepts for most object names.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A DNS-1123 subdomain: names of Secrets, Jobs and other objects.
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# Durations are strings, as in Kubernetes and Argo: 30s, 15m, 1h30m, 2d.
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
+# Durations are strings, as in Kubernetes and Argo: 30s, 15m, 1h30m, 2d. At
+# most six digits a part and 32 characters: no sum overflows a timedelta or
+# the API server's 64-bit CEL integers.
+DURATION_PATTERN = r"^([0-9]{1,6}(ms|s|m|h|d))+$"
+DURATION_MAX_LENGTH = 32
+# Object names: a DNS subdomain, and short enough for the names derived from
+# them (Jobs, Deployments, labels).
+NAME_MAX_LENGTH = 63
 # Config keys follow environment-variable naming: they end up as env vars.
 CONFIG_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 
@@ -31,15 +37,50 @@ _DURATION_UNITS = {
 
 def parse_duration(text: str) -> timedelta:
     """Parse a duration such as ``1h30m`` (units ms, s, m, h, d)."""
-    if not re.fullmatch(DURATION_PATTERN, text):
+    if len(text) > DURATION_MAX_LENGTH or not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(
-            f"invalid duration {text!r}: use digits followed by ms, s, m, h or d, "
-            "e.g. '30m' or '1h30m'"
+            f"invalid duration {text!r}: use digits (at most six a part) followed by ms, s, "
+            "m, h or d, e.g. '30m' or '1h30m'"
         )
     total = timedelta()
     for amount, unit in _DURATION_PART.findall(text):
         total += int(amount) * _DURATION_UNITS[unit]
     return total
+
+
+# Milliseconds per unit, for CEL rules that compare durations.
+_UNIT_MILLIS = (("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000))
+
+
+def duration_millis_cel(field: str) -> str:
+    """A CEL expression: the duration in the string ``field`` (a pattern-valid
+    Duration) in milliseconds, as :func:`parse_duration` reads it."""
+    value = "int(p.substring(0, size(p) - {n}))"
+    choice = ""
+    for unit, millis in _UNIT_MILLIS[:-1]:
+        choice += f"p.endsWith('{unit}') ? {value.format(n=len(unit))} * {millis} : "
+    choice += f"{value.format(n=1)} * {_UNIT_MILLIS[-1][1]}"
+    return f"{field}.findAll('[0-9]+(ms|s|m|h|d)').map(p, {choice}).sum()"
+
+
+Rule = tuple[str, str] | tuple[str, str, str]  # (rule, message[, fieldPath])
+
+
+def cel(*rules: Rule) -> ConfigDict:
+    """Server-side validation (CEL) on a model, mirroring its validators, so
+    the API server refuses the same input even without the admission webhook."""
+    return ConfigDict(json_schema_extra=cel_extra(*rules))
+
+
+def cel_extra(*rules: Rule) -> dict[str, JsonValue]:
+    """The same on one field: its ``json_schema_extra``."""
+    entries: list[JsonValue] = []
+    for rule, message, *path in rules:
+        entry: dict[str, JsonValue] = {"rule": rule, "message": message}
+        if path:
+            entry["fieldPath"] = path[0]
+        entries.append(entry)
+    return {"x-kubernetes-validations": entries}
 
 
 def utcnow() -> datetime:
@@ -76,7 +117,9 @@ Duration = Annotated[
     str,
     Field(
         pattern=DURATION_PATTERN,
-        description="A duration: digits followed by ms, s, m, h or d, e.g. '30m', '1h30m'.",
+        max_length=DURATION_MAX_LENGTH,
+        description="A duration: digits followed by ms, s, m, h or d, e.g. '30m', '1h30m' "
+        "(at most six digits a part).",
     ),
 ]
 
@@ -148,6 +191,17 @@ class ObjectMeta(BaseModel):
     uid: str | None = Field(default=None, description="Unique id set by the API server.")
     creation_timestamp: str | None = Field(default=None, description="Creation time.")
 
+    @field_validator("name")
+    @classmethod
+    def _name_fits_derived_names(cls, value: str) -> str:
+        # Mirrored by the CRDs' metadata.name maxLength (api/crdgen.py).
+        if len(value) > NAME_MAX_LENGTH:
+            raise ValueError(
+                f"{value!r} is {len(value)} characters long: use at most {NAME_MAX_LENGTH} so "
+                "that derived Job and Deployment names stay valid"
+            )
+        return value
+
 
 class ResourceModel(BaseModel):
     """Base of the three top-level kinds: apiVersion, kind, metadata, spec, status."""
@@ -163,16 +217,6 @@ class ResourceModel(BaseModel):
         default="modelgate.dev/v1alpha1", description="API version: modelgate.dev/v1alpha1."
     )
     metadata: ObjectMeta = Field(description="Standard object metadata.")
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_is_a_name(cls, value: ObjectMeta) -> ObjectMeta:
-        if len(value.name) > 63:
-            raise ValueError(
-                f"name {value.name!r} is {len(value.name)} characters long: "
-                "use at most 63 so that derived Job and Deployment names stay valid"
-            )
-        return value
 
     @property
     def name(self) -> str:

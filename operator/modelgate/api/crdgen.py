@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from modelgate import GROUP, VERSION
+from modelgate.api.common import NAME_MAX_LENGTH
 from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import ModelRelease
 from modelgate.api.qualitygate import QualityGate
@@ -77,6 +78,7 @@ _LIST_MAP_KEYS: dict[str, list[str]] = {
     "values": ["name"],
     "configRules": ["key"],
     "artifacts": ["name"],
+    "metrics": ["name"],
 }
 
 _DROP_KEYS = {"title", "discriminator"}
@@ -159,8 +161,19 @@ def openapi_schema(model: type[Any]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     schema: dict[str, Any] = _resolve(raw, defs)
-    # metadata is validated by the API server itself; the CRD only says object.
-    schema["properties"]["metadata"] = {"type": "object"}
+    # metadata is validated by the API server itself; a CRD may only limit
+    # the name further (derived Job and Deployment names must stay valid).
+    schema["properties"]["metadata"] = {
+        "type": "object",
+        "properties": {
+            "name": {
+                "type": "string",
+                "maxLength": NAME_MAX_LENGTH,
+                "description": "Name of the object (at most 63 characters: Jobs and "
+                "Deployments are named after it).",
+            }
+        },
+    }
     schema["properties"]["kind"] = {"type": "string", "description": "Kind of the object."}
     schema["properties"]["apiVersion"] = {
         "type": "string",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -25,11 +25,14 @@ from modelgate.api.common import (
     Duration,
     NameValue,
     ResourceModel,
+    cel,
+    cel_extra,
+    duration_millis_cel,
     parse_duration,
     parse_time,
 )
-from modelgate.api.qualitygate import MIN_NOT_ABOVE_MAX, cel
-from modelgate.api.schedule import Cron
+from modelgate.api.qualitygate import MIN_NOT_ABOVE_MAX
+from modelgate.api.schedule import CRON_MESSAGE, CRON_PATTERN, Cron, cron_cel
 
 
 class Tier(StrEnum):
@@ -73,6 +76,12 @@ GIT_PATH_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
 GIT_BRANCH_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
 
 
+GIT_PATH_RULES = (
+    ("!self.matches('(^|/)[.][.]?(/|$)')", "path must not contain '.' or '..' segments"),
+    ("!self.matches('^[.]git(/|$)')", "path must not point into .git"),
+)
+
+
 class GitTarget(ApiModel):
     """Where GitOps promotions are committed."""
 
@@ -85,8 +94,10 @@ class GitTarget(ApiModel):
     )
     path: str = Field(
         pattern=GIT_PATH_PATTERN,
+        max_length=1024,
         description="Directory of this environment in the repository; each model gets "
         "a subdirectory named after it.",
+        json_schema_extra=cel_extra(*GIT_PATH_RULES),
     )
     secret_ref: SecretRef | None = Field(
         default=None,
@@ -111,7 +122,7 @@ class GitTarget(ApiModel):
         if any(part in {".", ".."} for part in value.split("/")):
             raise ValueError(f"path {value!r} must not contain '.' or '..' segments")
         if value.split("/", maxsplit=1)[0] == ".git":
-            raise ValueError("path must not point into .git")
+            raise ValueError(GIT_PATH_RULES[1][1])
         return value
 
 
@@ -182,7 +193,7 @@ class ConfigRule(ApiModel):
     pattern: str | None = Field(
         default=None, description="Regular expression the whole value must match."
     )
-    forbid: list[str] = Field(
+    forbid: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list,
         description="Substrings (case-insensitive) or /regex/ the value must not contain.",
     )
@@ -218,8 +229,6 @@ class ConfigRule(ApiModel):
                     raise ValueError(
                         f"forbid entry {item!r} is not a valid regex: {error}"
                     ) from error
-            elif not item:
-                raise ValueError("forbid entries must not be empty")
         return value
 
     @model_validator(mode="after")
@@ -231,6 +240,32 @@ class ConfigRule(ApiModel):
         return self
 
 
+# RFC 3339 as both Python and the API server's CEL timestamp() read it.
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+# A recurring window is found by looking back minute by minute: bounded.
+MAX_RECURRING_MILLIS = 31 * 86_400_000
+FREEZE_WINDOW_RULES = (
+    (
+        "(has(self.start) || has(self.end)) != (has(self.schedule) || has(self.duration))",
+        "set start and end (absolute) or schedule and duration (recurring)",
+    ),
+    ("has(self.start) == has(self.end)", "set both start and end"),
+    ("has(self.schedule) == has(self.duration)", "set both schedule and duration"),
+    (
+        "!has(self.start) || !has(self.end) || timestamp(self.end) > timestamp(self.start)",
+        "end must be after start",
+    ),
+    (
+        f"!has(self.duration) || {duration_millis_cel('self.duration')} <= {MAX_RECURRING_MILLIS}",
+        "duration of a recurring window is at most 31d",
+        ".duration",
+    ),
+    (f"!has(self.schedule) || {cron_cel('self.schedule')}", CRON_MESSAGE, ".schedule"),
+)
+
+
 class FreezeWindow(ApiModel):
     """A time when promotions into the environment are held (UTC).
 
@@ -239,11 +274,27 @@ class FreezeWindow(ApiModel):
     18:00 for 64h: ``{schedule: "0 18 * * 5", duration: 64h}``.
     """
 
+    model_config = cel(*FREEZE_WINDOW_RULES)
+
     name: str = Field(min_length=1, max_length=63, description="Name shown when it holds.")
-    start: str | None = Field(default=None, description="Start of an absolute window.")
-    end: str | None = Field(default=None, description="End of an absolute window.")
-    schedule: str | None = Field(default=None, description="Cron schedule of a recurring one.")
-    duration: Duration | None = Field(default=None, description="Length of a recurring one.")
+    start: str | None = Field(
+        default=None,
+        pattern=RFC3339_PATTERN,
+        description="Start of an absolute window (RFC 3339, e.g. 2026-12-24T00:00:00Z).",
+    )
+    end: str | None = Field(
+        default=None, pattern=RFC3339_PATTERN, description="End of an absolute window (RFC 3339)."
+    )
+    schedule: str | None = Field(
+        default=None,
+        pattern=CRON_PATTERN,
+        max_length=128,
+        description="Cron schedule of a recurring one: five fields (minute hour "
+        "day-of-month month day-of-week, UTC) separated by single spaces.",
+    )
+    duration: Duration | None = Field(
+        default=None, description="Length of a recurring one (at most 31d)."
+    )
 
     @model_validator(mode="after")
     def _absolute_or_recurring(self) -> FreezeWindow:
@@ -269,7 +320,14 @@ class FreezeWindow(ApiModel):
         else:
             if self.schedule is None or self.duration is None:
                 raise ValueError(f"freeze window {self.name!r}: set both schedule and duration")
-            Cron.parse(self.schedule)
+            if parse_duration(self.duration).total_seconds() * 1000 > MAX_RECURRING_MILLIS:
+                raise ValueError(
+                    f"freeze window {self.name!r}: duration of a recurring window is at most 31d"
+                )
+            try:
+                Cron.parse(self.schedule)
+            except ValueError as error:
+                raise ValueError(f"freeze window {self.name!r}: {error}; {CRON_MESSAGE}") from None
         return self
 
     def holds(self, now: datetime) -> datetime | None:
@@ -397,6 +455,11 @@ VERIFICATION_ONE_KIND = (
     "has(self.image) != has(self.servedPredictions)",
     "set either image (your own test) or servedPredictions (the built-in check), not both",
 )
+COMMAND_FOR_AN_IMAGE = (
+    "!has(self.servedPredictions) || ((!has(self.command) || size(self.command) == 0) "
+    "&& (!has(self.args) || size(self.args) == 0))",
+    "command and args belong to an image verification; servedPredictions runs the built-in check",
+)
 
 
 class Verification(ApiModel):
@@ -410,7 +473,7 @@ class Verification(ApiModel):
     answers (Open Inference Protocol) with the gated predictions.
     """
 
-    model_config = cel(VERIFICATION_ONE_KIND)
+    model_config = cel(VERIFICATION_ONE_KIND, COMMAND_FOR_AN_IMAGE)
 
     image: str | None = Field(
         default=None, min_length=1, description="Verification container image."
@@ -429,10 +492,7 @@ class Verification(ApiModel):
         if (self.image is None) == (self.served_predictions is None):
             raise ValueError(VERIFICATION_ONE_KIND[1])
         if self.served_predictions is not None and (self.command or self.args):
-            raise ValueError(
-                "command and args belong to an image verification; servedPredictions "
-                "runs the built-in check"
-            )
+            raise ValueError(COMMAND_FOR_AN_IMAGE[1])
         return self
 
 
@@ -471,7 +531,9 @@ class EnvironmentSpec(ApiModel):
         default_factory=list, description="Configuration of this environment."
     )
     config_rules: list[ConfigRule] = Field(
-        default_factory=list, description="Rules checked on the merged config before deploy."
+        default_factory=list,
+        max_length=200,
+        description="Rules checked on the merged config before deploy.",
     )
     policy: Policy = Field(default_factory=Policy, description="Promotion policy.")
     identifiers: list[str] = Field(

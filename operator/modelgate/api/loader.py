@@ -15,9 +15,11 @@ import yaml
 from pydantic import ValidationError
 
 from modelgate import API_VERSION
-from modelgate.api.environment import Environment
+from modelgate.api.common import DURATION_PATTERN
+from modelgate.api.environment import RFC3339_PATTERN, Environment
 from modelgate.api.modelrelease import ModelRelease
 from modelgate.api.qualitygate import QualityGate
+from modelgate.api.schedule import CRON_MESSAGE, CRON_PATTERN
 
 Resource = Environment | QualityGate | ModelRelease
 
@@ -61,6 +63,15 @@ def _field_path(location: tuple[int | str, ...]) -> str:
     return path or "(document)"
 
 
+# What a value refused by one of these patterns should look like.
+PATTERN_HINTS = {
+    DURATION_PATTERN: "a duration is digits (at most six a part) followed by ms, s, m, h or d, "
+    "e.g. '30m' or '1h30m'",
+    CRON_PATTERN: CRON_MESSAGE,
+    RFC3339_PATTERN: "a time is RFC 3339 in UTC or with an offset, e.g. 2026-12-24T00:00:00Z",
+}
+
+
 def format_validation_error(error: ValidationError) -> list[str]:
     """One readable line per problem: ``field.path: message``."""
     problems = []
@@ -68,7 +79,10 @@ def format_validation_error(error: ValidationError) -> list[str]:
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        if item["type"] == "extra_forbidden":
+        hint = PATTERN_HINTS.get(str((item.get("ctx") or {}).get("pattern")))
+        if item["type"] == "string_pattern_mismatch" and hint is not None:
+            message = f"{item['input']!r} does not fit: {hint}"
+        elif item["type"] == "extra_forbidden":
             message = (
                 "unknown field: remove it or check its spelling (kubectl explain shows fields)"
             )

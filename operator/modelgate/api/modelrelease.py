@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,8 +16,9 @@ from modelgate.api.common import (
     Duration,
     NameValue,
     ResourceModel,
+    cel,
 )
-from modelgate.api.qualitygate import Check, Task, cel, validate_checks_for_task
+from modelgate.api.qualitygate import Check, Task, checks_fit_task, validate_checks_for_task
 
 IMAGE_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$"
 DIGEST_PATTERN = r"@sha256:[a-f0-9]{64}$"
@@ -245,6 +245,12 @@ class GateReference(ApiModel):
             "set name (a QualityGate) or inline checks (or both)",
         ),
         ("has(self.name) || has(self.task)", "inline checks without a named gate need task"),
+        # With a named gate and no task, the checks are judged against the
+        # gate's task: by the webhook and the operator, which read the gate.
+        *(
+            (f"!has(self.task) || ({rule})", message, path)
+            for rule, message, path in checks_fit_task("self.task")
+        ),
     )
 
     name: str | None = Field(
@@ -318,10 +324,11 @@ class PromotionSpec(ApiModel):
         ),
     )
 
-    environments: list[str] = Field(
+    environments: list[Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]] = Field(
         min_length=1,
         max_length=20,
-        description="Environments to go through, in order, e.g. [staging, production].",
+        description="Environments to go through, in order, e.g. [staging, production]; each once.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     config: list[EnvironmentConfig] = Field(
         default_factory=list, max_length=20, description="Per-environment config overrides."
@@ -332,10 +339,8 @@ class PromotionSpec(ApiModel):
 
     @field_validator("environments")
     @classmethod
-    def _valid_unique_environments(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not re.fullmatch(DNS_LABEL_PATTERN, name):
-                raise ValueError(f"{name!r} is not a valid environment name (DNS label)")
+    def _unique_environments(cls, value: list[str]) -> list[str]:
+        # Mirrored by x-kubernetes-list-type: set.
         duplicates = sorted({n for n in value if value.count(n) > 1})
         if duplicates:
             raise ValueError(f"environment {duplicates[0]!r} is listed twice; list each once")

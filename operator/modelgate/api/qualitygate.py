@@ -5,9 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from modelgate.api.common import DNS_LABEL_PATTERN, ApiModel, Condition, ResourceModel
+from modelgate.api.common import (
+    DNS_LABEL_PATTERN,
+    ApiModel,
+    Condition,
+    ResourceModel,
+    cel,
+)
 
 
 class Task(StrEnum):
@@ -76,16 +82,8 @@ class Average(StrEnum):
     WEIGHTED = "weighted"
 
 
-def cel(*rules: tuple[str, str]) -> ConfigDict:
-    """Server-side validation (CEL) mirroring a model validator, so the API
-    server rejects the same input even without the admission webhook."""
-    return ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": rule, "message": message} for rule, message in rules
-            ]
-        }
-    )
+def _cel_list(values: frozenset[str] | set[str]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in sorted(values)) + "]"
 
 
 MIN_NOT_ABOVE_MAX = (
@@ -180,8 +178,17 @@ FAIRNESS_RATIOS = frozenset(
 )
 
 
+DIFFERENCE_NEEDS_MAX = (
+    "has(self.min) || has(self.max) || self.metric in " + _cel_list(set(FAIRNESS_RATIOS)),
+    "a fairness metric that is a difference needs max (e.g. max: 0.1); only the ratios "
+    "demographic_parity_ratio and disparate_impact default to min: 0.8 (the four-fifths rule)",
+)
+
+
 class FairnessCheck(Bounds):
     """A group-fairness measure over a sensitive column (binary tasks)."""
+
+    model_config = cel(MIN_NOT_ABOVE_MAX, DIFFERENCE_NEEDS_MAX)
 
     metric: FairnessMetric = Field(description="Fairness measure to compute.")
     sensitive_column: str = Field(
@@ -223,8 +230,23 @@ class ColumnSpec(ApiModel):
     type: ColumnType | None = Field(default=None, description="Expected type, if any.")
 
 
+COLUMN_CHECKS = ("type", "maxMissingRate", "allowed", "min", "max")
+TABLE_CHECKS = ("minRows", "maxRows", "requiredColumns", "maxDuplicateRate")
+COLUMN_CHECKS_NEED_A_COLUMN = (
+    "has(self.column) || !(" + " || ".join(f"has(self.{f})" for f in COLUMN_CHECKS) + ")",
+    "type, maxMissingRate, allowed, min and max need a column: set column",
+)
+SOMETHING_TO_CHECK = (
+    " || ".join(f"has(self.{f})" for f in (*COLUMN_CHECKS, *TABLE_CHECKS)),
+    "nothing to check: set at least one of type, maxMissingRate, allowed, min, max, minRows, "
+    "maxRows, requiredColumns or maxDuplicateRate",
+)
+
+
 class DataCheck(Bounds):
     """Data-quality expectations on one column (or the table) of the datasets."""
+
+    model_config = cel(MIN_NOT_ABOVE_MAX, COLUMN_CHECKS_NEED_A_COLUMN, SOMETHING_TO_CHECK)
 
     column: str | None = Field(
         default=None, description="Column checked; omit for table-level checks (rows)."
@@ -265,7 +287,7 @@ class DataCheck(Bounds):
             self.max,
         )
         if self.column is None and any(c is not None for c in column_checks):
-            raise ValueError("type, maxMissingRate, allowed, min and max need a column: set column")
+            raise ValueError(COLUMN_CHECKS_NEED_A_COLUMN[1])
         table_checks = (
             self.min_rows,
             self.max_rows,
@@ -273,10 +295,7 @@ class DataCheck(Bounds):
             self.max_duplicate_rate,
         )
         if all(c is None for c in (*column_checks, *table_checks)):
-            raise ValueError(
-                "nothing to check: set at least one of type, maxMissingRate, allowed, "
-                "min, max, minRows, maxRows, requiredColumns or maxDuplicateRate"
-            )
+            raise ValueError(SOMETHING_TO_CHECK[1])
         return self
 
 
@@ -301,8 +320,16 @@ class DriftCheck(ApiModel):
     )
 
 
+IMPORTANCE_TO_CHECK = (
+    "has(self.notInTopK) || has(self.min) || has(self.max)",
+    "set notInTopK, min or max (bounds on the importance)",
+)
+
+
 class ExplainabilityCheck(Bounds):
     """Expectations on the permutation importance the training job recorded."""
+
+    model_config = cel(MIN_NOT_ABOVE_MAX, IMPORTANCE_TO_CHECK)
 
     column: str = Field(min_length=1, description="Feature whose importance is checked.")
     not_in_top_k: int | None = Field(
@@ -312,7 +339,7 @@ class ExplainabilityCheck(Bounds):
     @model_validator(mode="after")
     def _something_to_check(self) -> ExplainabilityCheck:
         if self.not_in_top_k is None and self.min is None and self.max is None:
-            raise ValueError("set notInTopK, min or max (bounds on the importance)")
+            raise ValueError(IMPORTANCE_TO_CHECK[1])
         return self
 
 
@@ -448,6 +475,38 @@ class Check(ApiModel):
         return self
 
 
+def checks_fit_task(task: str) -> tuple[tuple[str, str, str], ...]:
+    """The CEL rules of :func:`validate_checks_for_task`, on an object whose
+    ``checks`` are judged against the task in the CEL expression ``task``."""
+    metrics = (
+        " : ".join(
+            f"{task} == '{t}' ? {_cel_list(set(METRICS_BY_TASK[t]))}" for t in list(Task)[:-1]
+        )
+        + f" : {_cel_list(set(METRICS_BY_TASK[list(Task)[-1]]))}"
+    )
+    guard = "!has(self.checks) || "
+    return (
+        (
+            guard + f"self.checks.all(c, !has(c.metric) || c.metric.name in ({metrics}))",
+            "checks[].metric.name: a metric that is not defined for the task; "
+            + "; ".join(f"{t}: {', '.join(sorted(METRICS_BY_TASK[t]))}" for t in Task),
+            ".checks",
+        ),
+        (
+            guard + f"{task} != 'multiclass' || self.checks.all(c, !has(c.behavior) "
+            "|| c.behavior.expect == 'invariant')",
+            "checks[].behavior.expect: multiclass predictions are labels; only invariant "
+            "expectations apply",
+            ".checks",
+        ),
+        (
+            guard + f"{task} == 'binary' || self.checks.all(c, !has(c.fairness))",
+            "checks[].fairness: fairness checks need task binary",
+            ".checks",
+        ),
+    )
+
+
 def validate_checks_for_task(task: Task, checks: list[Check]) -> None:
     """Cross-field rules between the task and its checks (shared with inline gates)."""
     seen: set[str] = set()
@@ -481,6 +540,8 @@ def validate_checks_for_task(task: Task, checks: list[Check]) -> None:
 
 class QualityGateSpec(ApiModel):
     """Desired state of a QualityGate."""
+
+    model_config = cel(*checks_fit_task("self.task"))
 
     task: Task = Field(description="Prediction task: binary, multiclass or regression.")
     positive_label: str = Field(

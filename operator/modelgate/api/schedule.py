@@ -17,6 +17,31 @@ FIELDS = (
     ("month", 1, 12),
     ("day of week", 0, 7),
 )
+# Five fields of cron characters, single spaces between them (what the API
+# server's CEL splits exactly as Python does).
+CRON_PATTERN = r"^[0-9*,/-]+( [0-9*,/-]+){4}$"
+CRON_MESSAGE = (
+    "a schedule is five cron fields (minute 0-59, hour 0-23, day of month 1-31, month 1-12, "
+    "day of week 0-7) of numbers, ranges a-b with a <= b, lists a,b, * and steps /n with "
+    "n >= 1, e.g. '0 18 * * 5'"
+)
+
+
+def cron_cel(field: str) -> str:
+    """A CEL expression true when the string ``field`` (matching CRON_PATTERN)
+    is a schedule :meth:`Cron.parse` takes: the same ranges and steps."""
+    part = "item.split('/')[0]"
+    first = f"int({part}.split('-')[0])"
+    last = f"int({part}.split('-')[size({part}.split('-')) - 1])"
+    checks = []
+    for index, (_, low, high) in enumerate(FIELDS):
+        item = (
+            "item.matches('^([*]|[0-9]+(-[0-9]+)?)(/[0-9]+)?$') && "
+            "(!item.contains('/') || int(item.split('/')[1]) > 0) && "
+            f"({part} == '*' || ({first} >= {low} && {last} <= {high} && {first} <= {last}))"
+        )
+        checks.append(f"{field}.split(' ')[{index}].split(',').all(item, {item})")
+    return f"size({field}.split(' ')) == 5 && " + " && ".join(checks)
 
 
 def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
