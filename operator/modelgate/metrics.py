@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -394,10 +396,39 @@ class Metrics:
 
     # -- exposition ---------------------------------------------------------------
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
-        """Serve /metrics; returns the server (``shutdown()`` stops it)."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+    def serve(
+        self, port: int, addr: str = "0.0.0.0", unready: Callable[[], str | None] | None = None
+    ) -> WSGIServer:
+        """Serve /metrics and /readyz (200, or 503 with what ``unready`` says
+        the operator still waits for); returns the server (``shutdown()``
+        stops it)."""
+        metrics = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") != "/readyz":
+                return metrics(environ, start_response)  # type: ignore[no-any-return]
+            waiting = unready() if unready is not None else None
+            body = (waiting or "ready").encode()
+            start_response(
+                "200 OK" if waiting is None else "503 Service Unavailable",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+
+        server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         return server
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: the kubelet probes every few seconds."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
 
 
 def _gate_key(gate: GateStatus) -> tuple[str | None, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,76 @@ def _number(name: str, default: float) -> float:
         return float(value)
     except ValueError as error:
         raise ValueError(f"{name}={value!r} is not a number") from error
+
+
+Sizes = dict[str, dict[str, str]]  # requests/limits -> resource -> quantity
+
+# What the operator's pods get for every resource their release does not
+# size itself (like a LimitRange the operator brings): requests so the
+# scheduler places them, memory and ephemeral-storage limits so one pod
+# cannot starve a node. No CPU limits: a throttled trainer or model server
+# only gets slower, while requests already guarantee each its share.
+DEFAULT_WORKLOAD_RESOURCES: dict[str, Sizes] = {
+    # Training and import runs (their fetch step too).
+    "training": {
+        "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+        "limits": {"memory": "4Gi", "ephemeral-storage": "8Gi"},
+    },
+    # spec.evaluation.resources sizes cpu and memory (with its own defaults).
+    "evaluation": {
+        "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+        "limits": {"memory": "4Gi", "ephemeral-storage": "8Gi"},
+    },
+    "verification": {
+        "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "64Mi"},
+        "limits": {"memory": "1Gi", "ephemeral-storage": "1Gi"},
+    },
+    # The model's server (the reference server or the release's own).
+    "serving": {
+        "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "256Mi"},
+        "limits": {"memory": "4Gi", "ephemeral-storage": "8Gi"},
+    },
+    # The step that lays a model file out for a server of the release's own.
+    "layout": {
+        "requests": {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
+        "limits": {"memory": "512Mi", "ephemeral-storage": "8Gi"},
+    },
+}
+WORKLOAD_RESOURCES = "MODELGATE_WORKLOAD_RESOURCES"
+
+
+def workload_resources(text: str | None) -> dict[str, Sizes]:
+    """The defaults, with what ``text`` (JSON: workload -> requests/limits ->
+    resource -> quantity) gives in place of a workload's requests or limits."""
+    found = {
+        kind: {k: dict(v) for k, v in sizes.items()}
+        for kind, sizes in DEFAULT_WORKLOAD_RESOURCES.items()
+    }
+    if not text:
+        return found
+    try:
+        given = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{WORKLOAD_RESOURCES} is not JSON: {error}") from error
+    if not isinstance(given, dict):
+        raise ValueError(f"{WORKLOAD_RESOURCES} must map workloads to their resources")
+    for kind, sizes in given.items():
+        if kind not in found:
+            raise ValueError(
+                f"{WORKLOAD_RESOURCES}: unknown workload {kind!r}; use {', '.join(found)}"
+            )
+        if not isinstance(sizes, dict) or set(sizes) - {"requests", "limits"}:
+            raise ValueError(f"{WORKLOAD_RESOURCES}.{kind}: give requests and/or limits")
+        for part, quantities in sizes.items():
+            if not isinstance(quantities, dict) or not all(
+                isinstance(k, str) and isinstance(v, str | int) for k, v in quantities.items()
+            ):
+                raise ValueError(
+                    f"{WORKLOAD_RESOURCES}.{kind}.{part}: map resource names to quantities, "
+                    'e.g. {"memory": "2Gi"}'
+                )
+            found[kind][part] = {k: str(v) for k, v in quantities.items()}
+    return found
 
 
 @dataclass(frozen=True)
@@ -115,6 +186,11 @@ class OperatorSettings:
     peering_lifetime: int = 60
     # Where analysis queries go (None: an analysis says there is no Prometheus).
     prometheus: PrometheusSettings | None = None
+    # Requests and limits of the operator's pods, by workload, where the
+    # release does not size them (see DEFAULT_WORKLOAD_RESOURCES).
+    workloads: Mapping[str, Sizes] = field(
+        default_factory=lambda: workload_resources(None), hash=False
+    )
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -154,6 +230,7 @@ class OperatorSettings:
             ),
             peering_lifetime=int(_number("MODELGATE_PEERING_LIFETIME", cls.peering_lifetime)),
             prometheus=PrometheusSettings.from_env(os.environ),
+            workloads=workload_resources(os.environ.get(WORKLOAD_RESOURCES)),
         )
 
 

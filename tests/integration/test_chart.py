@@ -90,8 +90,16 @@ def test_operator_pod_is_hardened_and_probed(values: Path) -> None:
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Alive is kopf's endpoint; ready is /readyz beside /metrics (the watches
+    # listed, the webhook listening): a slow readiness never restarts it.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    assert "ephemeral-storage" in requests
+    assert "ephemeral-storage" in limits
+    assert "cpu" not in limits  # deliberately (values.yaml says why)
+    sizes = {v["name"]: v["emptyDir"].get("sizeLimit") for v in pod["volumes"] if "emptyDir" in v}
+    assert sizes == {"tmp": "256Mi", "git-cache": "1Gi"}
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tmp", "/var/cache/modelgate"} <= mounts  # writable with a read-only root

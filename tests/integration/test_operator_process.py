@@ -77,6 +77,11 @@ def test_python_dash_m_modelgate_reconciles_with_a_kubeconfig(tmp_path: Path) ->
             with urllib.request.urlopen(metrics, timeout=5) as scraped:
                 text = scraped.read().decode()
             assert 'modelgate_reconcile_total{kind="QualityGate",result="ok"}' in text
+            # Readiness is its own endpoint beside /metrics (no webhook here,
+            # no watches: MODELGATE_CACHE=false in this tier).
+            ready = f"http://127.0.0.1:{metrics_port}/readyz"
+            with urllib.request.urlopen(ready, timeout=5) as answer:
+                assert (answer.status, answer.read()) == (200, b"ready")
         finally:
             process.terminate()
             process.wait(timeout=30)

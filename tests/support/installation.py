@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -133,21 +132,17 @@ class OperatorProcess:
         return self
 
     def wait_ready(self, timeout: float = 90) -> OperatorProcess:
-        """Until kopf's liveness endpoint answers and, with webhooks, the
-        webhook port takes connections: only then does the API server get
-        answers from it."""
+        """Until it is alive (kopf's /healthz, the chart's liveness probe) and
+        ready (/readyz beside /metrics, the readiness probe: its watches
+        listed, its webhook listening), as the kubelet would see it."""
         liveness = next(a.split("=", 1)[1] for a in self.args if a.startswith("--liveness="))
-        webhook = int(self.env.get("MODELGATE_WEBHOOK_PORT") or 0)
+        metrics = next(a.split("=", 1)[1] for a in self.args if a.startswith("--metrics-port="))
+        readiness = f"http://127.0.0.1:{metrics}/readyz"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(f"the operator exited:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(liveness, timeout=2) as answer:
-                    live = answer.status == 200
-            except OSError:
-                live = False
-            if live and (not webhook or _listening(webhook)):
+            if _answers(liveness) and _answers(readiness):
                 return self
             time.sleep(0.3)
         raise RuntimeError(f"the operator was not ready within {timeout}s:\n{self.tail()}")
@@ -184,9 +179,12 @@ class OperatorProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 @dataclass

@@ -222,7 +222,10 @@ def test_a_model_server_deployment_lays_the_checked_model_out_before_serving_it(
     assert (server["name"], server["image"]) == ("model", MLSERVER_IMAGE)
     assert server["ports"][0] == {"name": "http", "containerPort": 8080}
     assert server["readinessProbe"]["httpGet"]["path"] == "/v2/models/credit-risk/ready"
-    assert "livenessProbe" not in server  # the reference server's /healthz is not its
+    # Alive while the protocol's own health endpoint answers (the reference
+    # server's /healthz is not its).
+    assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert server["resources"] == OperatorSettings().workloads["serving"]
     config = model_server_deploy_action().config
     assert config["MODELGATE_MODEL_SHA256"] == "2" * 64
     assert ModelServerCommand.from_wire(config[contract.MODEL_SERVER], "x").model_file == (
@@ -407,13 +410,18 @@ def test_the_evaluation_job_is_sized_and_timed_by_spec_evaluation() -> None:
     )
     job = manifests.build_evaluation_job(release(), "m-1-eval-0", "{}", settings, sized)
     [container] = job["spec"]["template"]["spec"]["containers"]
-    assert container["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"}}
+    # What the release sizes is its own; the operator's defaults fill the
+    # rest (memory: named by the release, so no default limit under it).
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "1Gi"},
+        "limits": {"ephemeral-storage": "8Gi"},
+    }
     assert job["spec"]["activeDeadlineSeconds"] == 3 * 3600
     default = manifests.build_evaluation_job(release(), "m-1-eval-0", "{}", settings)
     [container] = default["spec"]["template"]["spec"]["containers"]
     assert container["resources"] == {
-        "requests": {"cpu": "500m", "memory": "1Gi"},
-        "limits": {"memory": "4Gi"},
+        "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+        "limits": {"memory": "4Gi", "ephemeral-storage": "8Gi"},
     }
     assert default["spec"]["activeDeadlineSeconds"] == 3600
 

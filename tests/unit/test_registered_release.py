@@ -126,8 +126,12 @@ def test_the_import_job_reads_the_credentials_from_the_secret() -> None:
         "name": contract.MLFLOW_TOKEN,
         "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "token"}},
     }
-    # Sized as the gate's evaluation (it scores the evaluation data).
-    assert container["resources"] == release.spec.evaluation.resources.wire()
+    # Sized as the gate's evaluation (it scores the evaluation data), the
+    # operator's defaults filling what that does not size (ephemeral storage).
+    assert container["resources"] == manifests.sized(
+        "training", SETTINGS, release.spec.evaluation.resources.wire()
+    )
+    assert container["resources"]["limits"]["memory"] == "4Gi"
     basic = registered_release(
         credentialsSecret={"name": "mlflow", "usernameKey": "user", "passwordKey": "pw"}
     )

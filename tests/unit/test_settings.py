@@ -1,10 +1,19 @@
-"""Operator settings from the environment: peering priority and lifetime."""
+"""Operator settings from the environment: peering priority and lifetime, the
+sizes of the pods it creates."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from modelgate.settings import OperatorSettings, priority_by_age
+from modelgate.backends.manifests import sized
+from modelgate.settings import (
+    DEFAULT_WORKLOAD_RESOURCES,
+    OperatorSettings,
+    priority_by_age,
+    workload_resources,
+)
 
 
 def test_older_replicas_rank_higher_and_a_microsecond_apart_still_differ() -> None:
@@ -31,3 +40,42 @@ def test_a_bad_number_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("MODELGATE_PEERING_LIFETIME", "a minute")
     with pytest.raises(ValueError, match="MODELGATE_PEERING_LIFETIME='a minute' is not a number"):
         OperatorSettings.from_env()
+
+
+def test_workload_resources_are_the_defaults_with_what_the_chart_gives() -> None:
+    found = workload_resources('{"serving": {"limits": {"memory": "16Gi"}}}')
+    assert found["serving"]["limits"] == {"memory": "16Gi"}
+    assert found["serving"]["requests"] == DEFAULT_WORKLOAD_RESOURCES["serving"]["requests"]
+    assert found["training"] == DEFAULT_WORKLOAD_RESOURCES["training"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "MODELGATE_WORKLOAD_RESOURCES is not JSON"),
+        ("[]", "must map workloads to their resources"),
+        ('{"trainer": {}}', "unknown workload 'trainer'; use training, evaluation"),
+        ('{"training": {"request": {}}}', "MODELGATE_WORKLOAD_RESOURCES.training: give requests"),
+        ('{"training": {"limits": {"memory": []}}}', "training.limits: map resource names"),
+    ],
+)
+def test_bad_workload_resources_name_the_setting(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        workload_resources(text)
+
+
+def test_a_release_that_sizes_a_resource_sizes_it_alone() -> None:
+    settings = OperatorSettings()
+    given = {
+        "requests": {"memory": "32Gi", "nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1"},
+    }
+    assert sized("training", settings, given) == {
+        "requests": {
+            "cpu": "500m",
+            "ephemeral-storage": "1Gi",
+            "memory": "32Gi",
+            "nvidia.com/gpu": "1",
+        },
+        "limits": {"ephemeral-storage": "8Gi", "nvidia.com/gpu": "1"},
+    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -121,6 +122,24 @@ def _s3_env(settings: OperatorSettings, optional_secret: bool = False) -> list[d
     return env
 
 
+def sized(
+    workload: str, settings: OperatorSettings, given: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, dict[str, str]]:
+    """A container's resources: what the release gives, and the operator's
+    default for every resource it says nothing about (neither request nor
+    limit: a default limit under a given request would be refused)."""
+    given = {part: dict(given.get(part) or {}) for part in ("requests", "limits")} if given else {}
+    named = {name for quantities in given.values() for name in quantities}
+    found: dict[str, dict[str, str]] = {}
+    for part in ("requests", "limits"):
+        defaults = settings.workloads.get(workload, {}).get(part, {})
+        merged = {k: v for k, v in defaults.items() if k not in named}
+        merged.update(given.get(part, {}))
+        if merged:
+            found[part] = merged
+    return found
+
+
 def build_training_job(
     release: ModelRelease, action: StartTraining, settings: OperatorSettings
 ) -> dict[str, Any]:
@@ -149,10 +168,8 @@ def build_training_job(
     container = _container("trainer", action.image, env, action.command, action.args, volumes)
     # The import run of a registered model scores the evaluation data: it is
     # sized and bounded as the gate's evaluation is.
-    sized = training.resources if training is not None else release.spec.evaluation.resources
-    resources = {k: v for k, v in sized.wire().items() if v}
-    if resources:
-        container["resources"] = resources
+    given = training.resources if training is not None else release.spec.evaluation.resources
+    container["resources"] = sized("training", settings, given.wire())
     init_containers: list[dict[str, Any]] = []
     served_by = _served_by(action.env)
     if served_by is not None and release.spec.image:
@@ -188,7 +205,7 @@ def _served_by(config: dict[str, str]) -> ModelServerCommand | None:
 
 
 def model_server_container(
-    served_by: ModelServerCommand, image: str, http_port: int
+    served_by: ModelServerCommand, image: str, settings: OperatorSettings
 ) -> dict[str, Any]:
     """The release's own model server (its image, command and env), told the
     serving contract: the model in /mnt/models, the ports to listen on. Ready
@@ -196,7 +213,7 @@ def model_server_container(
     contract_env = {
         MODEL_DIR: MODELS_MOUNT,
         MODEL_FILE: f"{MODELS_MOUNT}/{served_by.model_file}",
-        HTTP_PORT: str(http_port),
+        HTTP_PORT: str(settings.model_port),
         GRPC_PORT: str(GRPC_CONTAINER_PORT),
         METRICS_PORT: str(METRICS_CONTAINER_PORT),
     }
@@ -207,10 +224,12 @@ def model_server_container(
         "env": [{"name": k, "value": v} for k, v in contract_env.items()]
         + [{"name": name, "value": value} for name, value in served_by.env],
         "ports": [
-            {"name": "http", "containerPort": http_port},
+            {"name": "http", "containerPort": settings.model_port},
             {"name": "grpc", "containerPort": GRPC_CONTAINER_PORT},
             {"name": "metrics", "containerPort": METRICS_CONTAINER_PORT},
         ],
+        # Ready when the protocol says the model is; alive while the server
+        # answers at all (a model still loading is not a reason to restart).
         "readinessProbe": {
             "httpGet": {
                 "path": f"{oip_client.model_path('', served_by.model_name)}/ready",
@@ -218,6 +237,13 @@ def model_server_container(
             },
             "periodSeconds": 5,
         },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": sized("serving", settings),
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
@@ -246,7 +272,7 @@ def _import_beside_model_server(
     fetch.update(name="fetch", args=["fetch"])
     fetch["env"] = [*importer["env"], {"name": MODEL_DIR, "value": MODELS_MOUNT}]
     fetch["volumeMounts"] = [*importer["volumeMounts"], models]
-    sidecar = model_server_container(served_by, image, settings.model_port)
+    sidecar = model_server_container(served_by, image, settings)
     sidecar["restartPolicy"] = "Always"
     main = dict(importer)
     main["env"] = [
@@ -369,14 +395,7 @@ def build_evaluation_job(
     container = _container(
         "evaluator", settings.server_image or "", env, EVALUATION_COMMAND, (), volumes
     )
-    container["resources"] = {
-        key: dict(value)
-        for key, value in (
-            ("requests", evaluation.resources.requests),
-            ("limits", evaluation.resources.limits),
-        )
-        if value
-    }
+    container["resources"] = sized("evaluation", settings, evaluation.resources.wire())
     job = _job(
         metadata={
             "name": job_name,
@@ -427,6 +446,7 @@ def build_verification_job(action: StartVerification, settings: OperatorSettings
     env = [{"name": k, "value": v} for k, v in verification_env(action, url).items()]
     env.extend(_s3_env(settings))
     container = _container("verify", action.image, env, action.command, action.args, ["tmp"])
+    container["resources"] = sized("verification", settings)
     return _job(
         metadata={"name": action.job_name, "namespace": action.namespace, "labels": labels},
         container=container,
@@ -495,6 +515,7 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
             "httpGet": {"path": "/readyz", "port": "http"},
             "periodSeconds": 5,
         },
+        "resources": sized("serving", settings),
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -505,7 +526,7 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
         # A server of the release's own: a first step (the operator's image)
         # lays the hash-checked model out in /mnt/models, the server loads it.
         container = {
-            **model_server_container(served_by, action.image, settings.model_port),
+            **model_server_container(served_by, action.image, settings),
             "name": "model",
             "envFrom": container["envFrom"],
         }
@@ -517,6 +538,7 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
             "layout", settings.server_image or "", layout_env, LAYOUT_COMMAND, (), ["tmp"]
         )
         layout["envFrom"] = container["envFrom"]
+        layout["resources"] = sized("layout", settings)
         layout["volumeMounts"].append({"name": "models", "mountPath": MODELS_MOUNT})
         init_containers.append(layout)
         volumes.append({"name": "models", "emptyDir": {}})

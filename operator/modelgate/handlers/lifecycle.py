@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from modelgate.backends.kube import (
     GROUP,
 )
 from modelgate.handlers import common
-from modelgate.handlers.common import runtime
+from modelgate.handlers.common import Runtime, runtime
 from modelgate.memory import MemoryTrimmer
 from modelgate.settings import OperatorSettings, priority_by_age
 
@@ -67,12 +68,31 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if rt.trimmer is None:
         rt.trimmer = MemoryTrimmer().start()
     if operator_settings.metrics_port and rt.metrics_server is None:
-        rt.metrics_server = rt.metrics.serve(operator_settings.metrics_port)
+        rt.metrics_server = rt.metrics.serve(
+            operator_settings.metrics_port, unready=lambda: unready(operator_settings, rt)
+        )
     if operator_settings.webhook_port:
         settings.admission.server = webhook_server(operator_settings)
         if operator_settings.webhook_managed:
             # kopf creates and updates the webhook configurations itself.
             settings.admission.managed = GROUP
+
+
+def unready(settings: OperatorSettings, rt: Runtime) -> str | None:
+    """What the operator still waits for before it can serve (its readiness
+    probe; liveness is kopf's own /healthz): its watches listed, and its
+    admission webhook listening, which it does once its certificate loaded."""
+    if rt.cache is not None and not rt.cache.synced():
+        return "waiting for the watches to list"
+    if settings.webhook_port and not _listening(settings.webhook_port):
+        return f"waiting for the admission webhook to listen on port {settings.webhook_port}"
+    return None
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
