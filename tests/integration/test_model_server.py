@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -31,21 +30,6 @@ from tests.support.model_server import (
 )
 from tests.support.s3server import CREDENTIALS, free_port, running_s3
 from tests.unit.test_trainer import DATA, contract_env
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("trained")
-    train(contract_env(output))
-    return output
-
-
-@pytest.fixture(scope="module")
-def server(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    args = start_args(trained / contract.MODEL_FILE, trained / contract.METADATA_FILE)
-    with running_model_server(args, log) as running:
-        yield running
 
 
 def rows(frame: pd.DataFrame, features: list[str]) -> list[dict[str, object]]:

@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 import schemathesis
 import tritonclient.http as triton
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -28,29 +30,13 @@ from schemathesis.specs.openapi.checks import (
 from tritonclient.utils import InferenceServerException
 
 from modelgate.trainer import contract
-from modelgate.trainer.train import train
 from tests.support.mlserver import dataplane_openapi
-from tests.support.model_server import ModelServer, running_model_server, start_args
-from tests.unit.test_trainer import DATA, contract_env
+from tests.support.model_server import ModelServer
+from tests.unit.test_trainer import DATA
 
 MODEL = "credit-risk"
 NUMERIC = ["age", "income", "debt_ratio", "credit_lines", "late_payments"]
 FEATURES = [*NUMERIC, "region"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("trained")
-    train(contract_env(output))
-    return output
-
-
-@pytest.fixture(scope="module")
-def server(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    args = start_args(trained / contract.MODEL_FILE, trained / contract.METADATA_FILE)
-    with running_model_server(args, log) as running:
-        yield running
 
 
 @pytest.fixture
@@ -276,6 +262,15 @@ def fuzzed_document() -> dict[str, Any]:
 
 
 PROTOCOL = schemathesis.openapi.from_dict(fuzzed_document())
+# One test per operation and mode (xdist runs each by its own id); negative
+# cases where there is something to get wrong (path parameters, a body).
+OPERATIONS = [result.ok() for result in PROTOCOL.get_all_operations()]
+FUZZED = [
+    (operation, mode)
+    for operation in OPERATIONS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if mode == GenerationMode.POSITIVE or "{" in operation.path or operation.method == "post"
+]
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -286,22 +281,33 @@ CHECKS = [
 ]
 
 
-@PROTOCOL.parametrize()
-# The same examples every run (CI fails on a finding, never by chance);
-# MODELGATE_FUZZ_EXAMPLES=2000 MODELGATE_FUZZ_RANDOM=1 for a deep, new search.
-@settings(
-    max_examples=int(os.environ.get("MODELGATE_FUZZ_EXAMPLES", "60")),
-    derandomize=not os.environ.get("MODELGATE_FUZZ_RANDOM"),
-    database=None,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-)
-def test_the_protocol_document_holds_for_every_answer(case: Any, server: ModelServer) -> None:
+@pytest.mark.parametrize(("operation", "mode"), FUZZED, ids=[f"{o.label} {m}" for o, m in FUZZED])
+def test_the_protocol_document_holds_for_every_answer(
+    operation: Any, mode: GenerationMode, server: ModelServer
+) -> None:
     """No 5xx, and every answer as the document says: status, content type,
-    headers, body schema; what the document forbids is refused.
+    headers, body schema; what the document forbids (negative cases) is
+    refused.
 
     Not checked: that every request the document allows is accepted
     (positive_data_acceptance). The document cannot know the model's input
     names, shapes and types, and a request that does not fit the model is
     answered 400 by the protocol."""
-    case.call_and_validate(base_url=server.url, checks=CHECKS)
+    strategy = operation.as_strategy(generation_mode=mode)
+    if mode == GenerationMode.POSITIVE:
+        strategy = st.one_of(*operation.get_strategies_from_examples(), strategy)
+
+    # The same examples every run (CI fails on a finding, never by chance);
+    # MODELGATE_FUZZ_EXAMPLES=2000 MODELGATE_FUZZ_RANDOM=1 for a deep, new search.
+    @settings(
+        max_examples=int(os.environ.get("MODELGATE_FUZZ_EXAMPLES", "60")),
+        derandomize=not os.environ.get("MODELGATE_FUZZ_RANDOM"),
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def fuzz(case: Any) -> None:
+        case.call_and_validate(base_url=server.url, checks=CHECKS)
+
+    fuzz()

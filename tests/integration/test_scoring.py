@@ -17,17 +17,9 @@ from modelgate.score import main as score_main
 from modelgate.serving.scoring import ScoreSettings, ScoringError, score
 from modelgate.serving.served import Served
 from modelgate.trainer import contract
-from modelgate.trainer.train import train
 from tests.support.mlserver import MLServer, running_mlserver, sklearn_model_dir
-from tests.support.model_server import ModelServer, running_model_server, sha256, start_args
-from tests.unit.test_trainer import DATA, contract_env
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("trained")
-    train(contract_env(output))
-    return output
+from tests.support.model_server import ModelServer, sha256
+from tests.unit.test_trainer import DATA
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +28,8 @@ def served(trained: Path) -> Served:
 
 
 @pytest.fixture(scope="module")
-def reference(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    args = start_args(trained / contract.MODEL_FILE, trained / contract.METADATA_FILE)
-    with running_model_server(args, tmp_path_factory.mktemp("ref") / "server.log") as server:
-        yield server
+def reference(server: ModelServer) -> ModelServer:
+    return server
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +68,11 @@ def assert_same_predictions(scored: Path, trained: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("server", ["reference", "mlserver"])
+@pytest.mark.parametrize("kind", ["reference", "mlserver"])
 def test_a_server_scores_the_evaluation_rows_as_the_trainer_did(
-    server: str, trained: Path, served: Served, tmp_path: Path, request: pytest.FixtureRequest
+    kind: str, trained: Path, served: Served, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    running = request.getfixturevalue(server)
+    running = request.getfixturevalue(kind)
     output = tmp_path / contract.PREDICTIONS_FILE
     result = score(settings(running.url, output), served)
     rows = len(pd.read_csv(DATA / "eval.csv"))

@@ -10,18 +10,9 @@ from pathlib import Path
 import pytest
 
 from modelgate.trainer import contract
-from modelgate.trainer.train import train
 from modelgate.verify import main as verify_main
 from tests.integration.test_model_server import train_another_model, verify_env
 from tests.support.mlserver import running_mlserver, sklearn_model_dir
-from tests.unit.test_trainer import contract_env
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("trained")
-    train(contract_env(output))
-    return output
 
 
 def test_mlserver_serving_the_gated_model_is_verified(
