@@ -182,8 +182,9 @@ def test_the_header_length_splits_the_body() -> None:
     assert split_body(b'{"a": 1}', None) == (b'{"a": 1}', b"")
     with pytest.raises(ProtocolError, match="says the JSON part is 9 bytes, but the body has 8"):
         split_body(b'{"a": 1}', "9")
-    with pytest.raises(ProtocolError, match="must be a number of bytes"):
-        split_body(b'{"a": 1}', "-1")
+    for length in ("-1", "²", "8 bytes"):
+        with pytest.raises(ProtocolError, match="must be a number of bytes"):
+            split_body(b'{"a": 1}', length)
 
 
 def test_binary_outputs_follow_the_json_part() -> None:

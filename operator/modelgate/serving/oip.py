@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ def split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """The JSON part of a request body and the binary tensor data after it."""
     if header_length is None:
         return raw, b""
-    if not header_length.strip().isdigit():
+    if not re.fullmatch(r"[0-9]+", header_length.strip()):  # not isdigit: "²" is one
         raise ProtocolError(f"{HEADER_LENGTH} must be a number of bytes, got {header_length!r}")
     length = int(header_length)
     if length > len(raw):
