@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck unit crds venv clean e2e tools controlplane bench crash scale \
-	kind-up images kind-load deploy sample kind-down
+	kind-up images kind-load deploy sample kind-down node-images
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,15 @@ tools: $(STAMP) controlplane
 	scripts/build-kube-score.sh
 	scripts/ensure-model-servers.sh
 	test -x .tools/bin/helm || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
+	scripts/build-images.sh
+
+## The images the real node runs, from Debian packages and the package
+## registries with buildah (no Docker Hub): .tools/images/<name>.tar.
+node-images:
+	scripts/build-images.sh
 
 ## The real control plane for the tests: etcd, kube-apiserver,
-## kube-controller-manager and kubectl built with `go build` from the pins in
+## kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl built with `go build` from the pins in
 ## tests/controlplane/go.mod into .tools/bin (a no-op when the pins are unchanged).
 controlplane:
 	scripts/build-controlplane.sh
@@ -81,8 +87,14 @@ HELM ?= $(shell command -v helm || echo .tools/bin/helm)
 kind-up:
 	kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
 
+## With Docker (the kind path): `docker build` on the public Python image.
+## Without: the images from Debian packages with buildah (node-images).
 images:
-	docker build -t $(IMAGE_REPO):$(IMAGE_TAG) .
+	if command -v docker >/dev/null 2>&1; then \
+		docker build -t $(IMAGE_REPO):$(IMAGE_TAG) . ; \
+	else \
+		scripts/build-images.sh ; \
+	fi
 
 kind-load:
 	kind load docker-image $(IMAGE_REPO):$(IMAGE_TAG) --name $(KIND_CLUSTER)

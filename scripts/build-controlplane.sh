@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real control plane the tests run (kube-apiserver,
-# kube-controller-manager, etcd), the kubectl of the same version and celcost
+# kube-controller-manager, kube-scheduler, etcd), the real node's kubelet and
+# kube-proxy, the kubectl of the same version and celcost
 # (tests/controlplane/celcost: the CRD rules' cost estimate) from the Go module pinned in
 # tests/controlplane/go.mod into .tools/bin. A stamp holding the hash of
 # go.mod, go.sum and this script makes a second run a no-op.
@@ -17,7 +18,8 @@ fi
 
 want="$(cat "$module/go.mod" "$module/go.sum" "$module/celcost/main.go" "$0" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-    && [[ -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/etcd" && -x "$bin/kubectl" && -x "$bin/celcost" ]]; then
+    && [[ -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/kube-scheduler" \
+        && -x "$bin/kubelet" && -x "$bin/kube-proxy" && -x "$bin/etcd" && -x "$bin/kubectl" && -x "$bin/celcost" ]]; then
     exit 0
 fi
 
@@ -47,7 +49,11 @@ echo "build-controlplane: kubernetes $kube_version, etcd $etcd_version -> $bin (
 start=$SECONDS
 go build -trimpath -ldflags "$kube_ldflags" -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 go build -trimpath -ldflags "$kube_ldflags" -o "$bin/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+go build -trimpath -ldflags "$kube_ldflags" -o "$bin/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler
 go build -trimpath -ldflags "$kube_ldflags" -o "$bin/kubectl" k8s.io/kubernetes/cmd/kubectl
+# The real node (tests/support/realnode.py): kubelet and kube-proxy.
+go build -trimpath -ldflags "$kube_ldflags" -o "$bin/kubelet" k8s.io/kubernetes/cmd/kubelet
+go build -trimpath -ldflags "$kube_ldflags" -o "$bin/kube-proxy" k8s.io/kubernetes/cmd/kube-proxy
 go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_version" -o "$bin/etcd" go.etcd.io/etcd/server/v3
 # The CEL cost estimate of the CRDs' rules, as this kube-apiserver makes it.
 go build -trimpath -ldflags "-s -w" -o "$bin/celcost" ./celcost

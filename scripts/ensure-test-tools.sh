@@ -8,6 +8,16 @@ packages=()
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v git >/dev/null 2>&1 || packages+=(git)
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)  # with promtool
+# The real node (tests/support/realnode.py) and the images it runs
+# (scripts/build-images.sh).
+command -v containerd >/dev/null 2>&1 || packages+=(containerd)
+command -v runc >/dev/null 2>&1 || packages+=(runc)
+[ -x /usr/lib/cni/bridge ] || packages+=(containernetworking-plugins)
+command -v conntrack >/dev/null 2>&1 || packages+=(conntrack)
+command -v iptables >/dev/null 2>&1 || packages+=(iptables)
+command -v ip >/dev/null 2>&1 || packages+=(iproute2)
+command -v buildah >/dev/null 2>&1 || packages+=(buildah)
+command -v mmdebstrap >/dev/null 2>&1 || packages+=(mmdebstrap)
 
 if [ ${#packages[@]} -eq 0 ]; then
     exit 0

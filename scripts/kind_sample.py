@@ -39,6 +39,11 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 @contextmanager
 def port_forward(namespace: str, target: str, port: int) -> Iterator[str]:
     with socket.socket() as probe:
@@ -51,7 +56,7 @@ def port_forward(namespace: str, target: str, port: int) -> Iterator[str]:
     )
     try:
         deadline = time.monotonic() + 30
-        while socket.socket().connect_ex(("127.0.0.1", local)) != 0:
+        while not _listening(local):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"port-forward to {target} did not come up")
             time.sleep(0.3)

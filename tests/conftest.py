@@ -1,4 +1,5 @@
-"""Shared fixtures. Real-cluster e2e tests run only with --with-e2e."""
+"""Shared fixtures. The e2e tier runs on a real node started here, or with
+--with-e2e on the current kubectl context (kind)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--with-e2e",
         action="store_true",
         default=False,
-        help="run end-to-end tests against a real Kubernetes cluster (kind)",
+        help="run the e2e tier against the current kubectl context (kind) instead of "
+        "the real node the tests start",
     )
 
 
@@ -59,9 +61,11 @@ BEFORE_ANY_OPERATOR = ("tests/realcluster/test_crds_on_apiserver.py",)
 
 
 # The real control plane and its operators are one session's world: every
-# test on it runs in one xdist worker; the rest is dealt out a file at a time
-# (a module's fixtures are built once).
+# test on it runs in one xdist worker; the real node's (the e2e tier) is
+# another; the rest is dealt out a file at a time (a module's fixtures are
+# built once).
 CONTROL_PLANE_TESTS = "tests/realcluster/"
+REAL_NODE_TESTS = "tests/e2e/"
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -71,7 +75,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class ControlPlaneTogether(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return "control-plane" if path.startswith(CONTROL_PLANE_TESTS) else path
+            if path.startswith(CONTROL_PLANE_TESTS):
+                return "control-plane"
+            return "real-node" if path.startswith(REAL_NODE_TESTS) else path
 
     return ControlPlaneTogether(config, log)
 
@@ -82,12 +88,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if first:
         ids = {id(i) for i in first}
         items[:] = first + [i for i in items if id(i) not in ids]
-    if config.getoption("--with-e2e"):
-        return
-    skip = pytest.mark.skip(reason="needs a real cluster: run with --with-e2e")
-    for item in items:
-        if "e2e" in item.keywords:
-            item.add_marker(skip)
 
 
 def _stop_local_servers(root: Path) -> None:

@@ -138,8 +138,12 @@ def test_missing_object_and_missing_bucket(store: S3ArtifactStore, s3: S3Server)
     nowhere = S3ArtifactStore(
         S3Settings(bucket="no-such-bucket", endpoint_url=s3.endpoint, path_style=True)
     )
-    with pytest.raises(ArtifactAccessError, match="check the bucket name"):
+    with pytest.raises(ArtifactAccessError) as refused:
         nowhere.put_bytes(b"x", "model")
+    # Said as what it is, not as a refused access.
+    assert "the bucket does not exist (NoSuchBucket)" in str(refused.value)
+    assert "check the bucket name and the S3 endpoint" in str(refused.value)
+    assert "access refused" not in str(refused.value)
     assert not ArtifactAccessError("x").transient
 
 

@@ -15,6 +15,11 @@ Started as envtest and kubeadm start them, with these choices:
   ``system:kube-controller-manager`` with per-controller service-account
   credentials (the bootstrap RBAC kubeadm relies on).
 - No scheduler and no kubelet: tests/support/node.py plays the one node.
+  With ``for_real_node=True`` (tests/support/realnode.py) the server also
+  listens on the machine's address and advertises it (pods reach it through
+  the ``kubernetes`` Service), authorizes kubelets with the Node authorizer
+  and NodeRestriction, calls them with a client certificate, and
+  kube-scheduler and every default controller run beside it.
 
 :class:`ControlPlane` stops only the processes it started; their logs stay
 in its directory and are attached to a failing test (tests/conftest.py).
@@ -47,7 +52,7 @@ from tests.support.s3server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(os.environ.get("CONTROLPLANE_BIN", ROOT / ".tools" / "bin"))
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 CONTROLLERS = (
     "garbage-collector-controller",
     "job-controller",
@@ -136,8 +141,11 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager in ``directory``."""
 
     directory: Path
+    for_real_node: bool = False
     components: dict[str, Component] = field(default_factory=dict)
     url: str = ""
+    # Where pods reach the server: the machine's own address (real node only).
+    advertise_address: str = "127.0.0.1"
     ca: CertificateAuthority | None = None
     admin: KeyPair | None = None
     _apiserver_port: int = 0
@@ -149,6 +157,8 @@ class ControlPlane:
         paths = binaries()
         pki_dir = self.directory / "pki"
         self.ca = ca = CertificateAuthority(pki_dir)
+        if self.for_real_node:
+            self.advertise_address = machine_address()
         serving = ca.serving(
             "apiserver",
             (
@@ -157,7 +167,9 @@ class ControlPlane:
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
                 "10.0.0.1",
+                *((self.advertise_address,) if self.for_real_node else ()),
             ),
         )
         self.admin = ca.client("admin", "modelgate-test-admin", ("system:masters",))
@@ -198,18 +210,16 @@ class ControlPlane:
                 f"--tls-private-key-file={serving.key}",
                 f"--client-ca-file={ca.cert_path}",
                 f"--secure-port={self._apiserver_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                "--authorization-mode=RBAC",
                 # As strict clusters (OpenShift) run: setting blockOwnerDeletion
                 # needs update on the owner's finalizers, which the chart grants.
-                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement"
+                + (",NodeRestriction" if self.for_real_node else ""),
                 f"--service-account-issuer={self.url}",
                 f"--service-account-key-file={sa.cert}",
                 f"--service-account-signing-key-file={sa.key}",
-                "--endpoint-reconciler-type=none",
+                *self._node_flags(ca),
                 f"--audit-policy-file={audit_policy}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
@@ -232,7 +242,7 @@ class ControlPlane:
                 f"--authorization-kubeconfig={kcm_config}",
                 "--leader-elect=false",
                 "--secure-port=0",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={'*' if self.for_real_node else ','.join(CONTROLLERS)}",
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={sa.key}",
                 f"--root-ca-file={ca.cert_path}",
@@ -243,6 +253,26 @@ class ControlPlane:
             ],
             logs / "kube-controller-manager.log",
         )
+        if self.for_real_node:
+            scheduler = self.write_kubeconfig(
+                self.directory / "kube-scheduler.kubeconfig",
+                "scheduler",
+                cert=ca.client("kube-scheduler", "system:kube-scheduler"),
+            )
+            self.components["kube-scheduler"] = Component(
+                "kube-scheduler",
+                [
+                    str(paths["kube-scheduler"]),
+                    f"--kubeconfig={scheduler}",
+                    f"--authentication-kubeconfig={scheduler}",
+                    f"--authorization-kubeconfig={scheduler}",
+                    "--leader-elect=false",
+                    f"--secure-port={free_port()}",
+                    "--bind-address=127.0.0.1",
+                    "--v=1",
+                ],
+                logs / "kube-scheduler.log",
+            )
         try:
             self.components["etcd"].start()
             self._wait(lambda: self._etcd_healthy(etcd_url), timeout, "etcd")
@@ -250,10 +280,37 @@ class ControlPlane:
             self._wait(self._apiserver_ready, timeout, "kube-apiserver /readyz")
             self.components["kube-controller-manager"].start()
             self._wait(self._controllers_running, timeout, "the controller manager")
+            if "kube-scheduler" in self.components:
+                self.components["kube-scheduler"].start()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _node_flags(self, ca: CertificateAuthority) -> list[str]:
+        if not self.for_real_node:
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--authorization-mode=RBAC",
+                # No pod could use the address the `kubernetes` Service would name.
+                "--endpoint-reconciler-type=none",
+            ]
+        kubelet_client = ca.client(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)
+        )
+        return [
+            # Pods reach the server at the machine's address, through the
+            # `kubernetes` Service that kube-proxy routes.
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={self.advertise_address}",
+            "--authorization-mode=Node,RBAC",
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            # Webhooks are called at their Service's endpoints (the pod's IP):
+            # the server runs on the machine, outside every pod network.
+            "--enable-aggregator-routing=true",
+        ]
 
     def stop(self) -> None:
         """Stop what this object started, newest first."""
@@ -473,6 +530,26 @@ class ControlPlane:
         )
 
 
+def machine_address() -> str:
+    """The address of the interface the default route leaves by: pods on the
+    machine's bridge reach the host there."""
+    route = subprocess.run(
+        ["ip", "-4", "-o", "route", "get", "1.1.1.1"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    if "src" in route:
+        return route[route.index("src") + 1]
+    # No default route: the first global address will do.
+    addresses = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if "inet" not in addresses:
+        raise RuntimeError("the machine has no global IPv4 address for pods to reach it by")
+    return addresses[addresses.index("inet") + 1].split("/")[0]
+
+
 def namespace_being_deleted(message: str) -> bool:
     """Whether a refusal is NamespaceLifecycle's: nothing new may be created
     in a namespace being deleted (a test's namespace going away)."""
@@ -484,8 +561,8 @@ def _b64(data: bytes) -> str:
 
 
 @contextlib.contextmanager
-def running_control_plane(directory: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(directory).start()
+def running_control_plane(directory: Path, for_real_node: bool = False) -> Iterator[ControlPlane]:
+    plane = ControlPlane(directory, for_real_node=for_real_node).start()
     try:
         yield plane
     finally:

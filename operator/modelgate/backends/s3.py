@@ -150,6 +150,13 @@ def classify(error: Exception, what: str) -> ArtifactError:
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in NOT_FOUND_CODES:
             return ArtifactNotFoundError(f"{what}: not found ({code})")
+        if code == "NoSuchBucket":
+            # Permanent like a refusal, but not one: the store has no such
+            # bucket (or, behind a custom endpoint, read the host as a bucket).
+            return ArtifactAccessError(
+                f"{what}: the bucket does not exist ({code}); check the bucket name and "
+                "the S3 endpoint (a store that takes virtual-hosted requests needs pathStyle)"
+            )
         if code in ACCESS_CODES:
             return ArtifactAccessError(
                 f"{what}: access refused ({code}); check the bucket name, the credentials "

@@ -1,0 +1,3 @@
+module modelgate.dev/pause
+
+go 1.24

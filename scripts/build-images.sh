@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Builds the images the chart and the real test node run, with no registry
+# but the package registries (no Docker Hub here):
+#
+#   debian-python  the base: Debian bookworm's Python, made by mmdebstrap
+#                  from Debian packages
+#   modelgate      the project's Dockerfile on that base (operator, the
+#                  Jobs' programs, the reference model server)
+#   s3             moto's S3 server (deploy/images/s3), named as
+#                  deploy/kind/s3.yaml names it
+#   pause          the pods' sandbox (deploy/images/pause, static Go)
+#   coredns        cluster DNS for the real node (deploy/images/coredns:
+#                  CoreDNS with the plugins its Corefile uses, static Go)
+#
+# with buildah, each written as an OCI archive to .tools/images/<name>.tar.
+# An image is cached by the content of what it is built from (in
+# $MODELGATE_IMAGE_CACHE, default ~/.cache/modelgate/images): an unchanged
+# image is not built again, from any clone. The machine's CA bundle and pip
+# configuration are mounted into the build containers (package installs
+# reach PyPI through them), never copied into an image. Sizes go to
+# .tools/images/sizes.tsv.
+#
+# Usage: scripts/build-images.sh [name ...]   (default: all)
+# With Docker instead (the kind path): `docker build -t modelgate:dev .`
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+out="$root/.tools/images"
+cache="${MODELGATE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelgate/images}"
+mkdir -p "$out" "$cache"
+
+# What the images are called inside the node's containerd. The project's is
+# the chart's image.repository/tag for the node (tests/support/realnode.py).
+declare -A refs=(
+    [debian-python]=localhost/modelgate/debian-python:bookworm
+    [modelgate]=localhost/modelgate:dev
+    [s3]=docker.io/motoserver/moto:5.0.28
+    [pause]=localhost/modelgate/pause:1
+    [coredns]=localhost/modelgate/coredns:1.12.4
+)
+order=(debian-python pause coredns modelgate s3)
+
+for tool in buildah mmdebstrap go; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "build-images: '$tool' is missing (Debian packages buildah and mmdebstrap; Go 1.24+)" >&2
+        exit 1
+    fi
+done
+
+sources=/etc/apt/sources.list.d/debian.sources
+[[ -f $sources ]] || sources=/etc/apt/sources.list
+ca_bundle=/etc/ssl/certs/ca-certificates.crt
+build_mounts=(--volume "$ca_bundle:$ca_bundle:ro")
+for conf in /etc/pip.conf /etc/xdg/pip/pip.conf; do
+    [[ -f $conf ]] && build_mounts+=(--volume "$conf:$conf:ro")
+done
+
+build_debian_python() {
+    local ref=$1 work
+    work=$(mktemp -d)
+    # minbase + Python: no docs, man pages or locales in an image nobody reads.
+    mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+        --aptopt='Acquire::Languages "none"' \
+        bookworm "$work/rootfs.tar" < "$sources"
+    local container
+    container=$(buildah from scratch)
+    buildah add --quiet "$container" "$work/rootfs.tar" /
+    buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        --env LANG=C.UTF-8 --cmd python3 "$container"
+    buildah commit --quiet --rm "$container" "$ref" >/dev/null
+    rm -rf "$work"
+}
+
+build_go_binary_image() {  # ref, program (deploy/images/<program>), user
+    local ref=$1 program=$2 work container
+    work=$(mktemp -d)
+    (cd "deploy/images/$program" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/$program" .)
+    container=$(buildah from scratch)
+    buildah copy --quiet --chmod 0755 "$container" "$work/$program" "/$program"
+    buildah config --entrypoint "[\"/$program\"]" --user "$3" "$container"
+    buildah commit --quiet --rm "$container" "$ref" >/dev/null
+    rm -rf "$work"
+}
+
+build_pause() { build_go_binary_image "$1" pause 65535:65535; }
+build_coredns() { build_go_binary_image "$1" coredns 65532:65532; }
+
+build_dockerfile() {  # ref, Dockerfile, context
+    buildah bud --quiet --network host --layers=false "${build_mounts[@]}" \
+        --build-arg "PYTHON_IMAGE=${refs[debian-python]}" \
+        -f "$2" -t "$1" "$3" >/dev/null
+}
+
+build_modelgate() { build_dockerfile "$1" Dockerfile .; }
+build_s3() { build_dockerfile "$1" deploy/images/s3/Dockerfile deploy/images/s3; }
+
+digest_of() {  # sha256 of the given files' names and contents
+    for f in "$@"; do echo "$f"; cat "$f"; done | sha256sum | cut -d' ' -f1
+}
+
+tree_files() {  # the files of a source tree that go into an image
+    find "$@" -type f -not -path '*/__pycache__/*' -not -name '*.pyc' | LC_ALL=C sort
+}
+
+recipe() {  # the text of the functions that build an image: a changed recipe rebuilds it
+    declare -f "$@" | sha256sum | cut -d' ' -f1
+}
+
+# An image's key: its recipe, its inputs and its base's key.
+declare -A keys
+keys[debian-python]=$( { recipe build_debian_python; digest_of "$sources"; } | sha256sum | cut -d' ' -f1)
+keys[pause]=$( { recipe build_go_binary_image build_pause; digest_of deploy/images/pause/main.go deploy/images/pause/go.mod; } | sha256sum | cut -d' ' -f1)
+keys[coredns]=$( { recipe build_go_binary_image build_coredns; digest_of deploy/images/coredns/main.go deploy/images/coredns/go.mod deploy/images/coredns/go.sum; } | sha256sum | cut -d' ' -f1)
+# shellcheck disable=SC2046
+keys[modelgate]=$( { echo "${keys[debian-python]}"; recipe build_dockerfile build_modelgate; digest_of Dockerfile .dockerignore pyproject.toml README.md $(tree_files operator); } | sha256sum | cut -d' ' -f1)
+keys[s3]=$( { echo "${keys[debian-python]}"; recipe build_dockerfile build_s3; digest_of deploy/images/s3/Dockerfile; } | sha256sum | cut -d' ' -f1)
+
+# An image another one is built FROM must be in buildah's storage, at the
+# version the cache holds.
+present_in_storage() {  # ref key
+    [[ "$(buildah inspect --type image --format '{{index .ImageAnnotations "dev.modelgate.key"}}' "$1" 2>/dev/null)" == "$2" ]]
+}
+
+ensure() {
+    local name=$1 ref=${refs[$1]} key=${keys[$1]} archive
+    archive="$cache/$name-$key.tar"
+    if [[ ! -f $archive ]]; then
+        echo "build-images: building $name ($ref)" >&2
+        local start=$SECONDS
+        "build_${name//-/_}" "$ref"
+        # The key travels with the image: a later build knows what it holds.
+        local container
+        container=$(buildah from --pull-never "$ref")
+        buildah config --annotation "dev.modelgate.key=$key" "$container"
+        buildah commit --quiet --rm "$container" "$ref" >/dev/null
+        rm -f "$archive.partial"
+        buildah push --quiet "$ref" "oci-archive:$archive.partial:$ref"
+        mv "$archive.partial" "$archive"
+        echo "build-images: built $name in $((SECONDS - start)) s" >&2
+    elif [[ $name == debian-python ]] && ! present_in_storage "$ref" "$key"; then
+        buildah pull --quiet "oci-archive:$archive" >/dev/null
+        buildah tag "$(buildah inspect --type image --format '{{.FromImageID}}' "oci-archive:$archive" 2>/dev/null || true)" "$ref" 2>/dev/null || true
+    fi
+    ln -f "$archive" "$out/$name.tar" 2>/dev/null || cp "$archive" "$out/$name.tar"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$ref" "$(stat -c %s "$archive")" "$key" >> "$out/sizes.tsv.partial"
+}
+
+wanted=("$@")
+[[ ${#wanted[@]} -gt 0 ]] || wanted=("${order[@]}")
+rm -f "$out/sizes.tsv.partial"
+for name in "${order[@]}"; do
+    for want in "${wanted[@]}"; do
+        if [[ $want == "$name" ]]; then
+            # Each image is built FROM the base: make sure of it first.
+            [[ $name == modelgate || $name == s3 ]] && ensure debian-python >/dev/null
+            ensure "$name"
+        fi
+    done
+done
+sort -u "$out/sizes.tsv.partial" > "$out/sizes.tsv"
+rm -f "$out/sizes.tsv.partial"
+column -t "$out/sizes.tsv" | cut -c1-100 >&2
