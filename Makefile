@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck unit crds venv clean e2e tools controlplane bench crash scale \
-	kind-up images kind-load deploy sample kind-down node-images
+	kind-up images kind-load deploy sample kind-down node-images node-up
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ tools: $(STAMP) controlplane
 	scripts/ensure-model-servers.sh
 	test -x .tools/bin/helm || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
 	scripts/build-images.sh
+
+## A real node on this machine, without Docker or kind (root): containerd,
+## kubelet, kube-proxy and CoreDNS joined to a control plane, in the
+## foreground until Ctrl-C. It prints how to `make deploy` and `make sample`
+## on it, the commands the e2e tier runs.
+node-up: $(STAMP) controlplane
+	scripts/ensure-test-tools.sh
+	scripts/build-images.sh
+	test -x .tools/bin/helm || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
+	$(BIN)/python -m tests.support.realnode .tools/node
 
 ## The images the real node runs, from Debian packages and the package
 ## registries with buildah (no Docker Hub): .tools/images/<name>.tar.

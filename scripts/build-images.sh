@@ -128,20 +128,24 @@ ensure() {
     archive="$cache/$name-$key.tar"
     if [[ ! -f $archive ]]; then
         echo "build-images: building $name ($ref)" >&2
-        local start=$SECONDS
-        "build_${name//-/_}" "$ref"
+        local start=$SECONDS container
+        # Built under a name of its own key: two builds at once (two clones)
+        # never take each other's image.
+        local building="localhost/modelgate-build/$name:${key:0:20}"
+        "build_${name//-/_}" "$building"
         # The key travels with the image: a later build knows what it holds.
-        local container
-        container=$(buildah from --pull-never "$ref")
+        container=$(buildah from --pull-never "$building")
         buildah config --annotation "dev.modelgate.key=$key" "$container"
-        buildah commit --quiet --rm "$container" "$ref" >/dev/null
+        buildah commit --quiet --rm "$container" "$building" >/dev/null
         rm -f "$archive.partial"
-        buildah push --quiet "$ref" "oci-archive:$archive.partial:$ref"
+        buildah push --quiet "$building" "oci-archive:$archive.partial:$ref"
         mv "$archive.partial" "$archive"
+        buildah tag "$building" "$ref"
+        buildah rmi "$building" >/dev/null
         echo "build-images: built $name in $((SECONDS - start)) s" >&2
     elif [[ $name == debian-python ]] && ! present_in_storage "$ref" "$key"; then
+        # The images built FROM it find it by name in buildah's storage.
         buildah pull --quiet "oci-archive:$archive" >/dev/null
-        buildah tag "$(buildah inspect --type image --format '{{.FromImageID}}' "oci-archive:$archive" 2>/dev/null || true)" "$ref" 2>/dev/null || true
     fi
     ln -f "$archive" "$out/$name.tar" 2>/dev/null || cp "$archive" "$out/$name.tar"
     printf '%s\t%s\t%s\t%s\n' "$name" "$ref" "$(stat -c %s "$archive")" "$key" >> "$out/sizes.tsv.partial"

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,11 @@ def ensure_namespace(name: str) -> None:
     kubectl("apply", "-f", "-", stdin=manifest)
 
 
-def apply(namespace: str) -> list[dict[str, Any]]:
+def apply(
+    namespace: str, edit: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Put the sample in ``namespace``; ``edit`` changes each document first
+    (the e2e tests' variations)."""
     # The store's keys where training Jobs run (the release's namespace) and
     # where model servers and verification Jobs run (each environment's).
     targets = [namespace] + [
@@ -137,6 +141,8 @@ def apply(namespace: str) -> list[dict[str, Any]]:
         kubectl("apply", "-f", "-", stdin=secret)
     upload_data()
     applied = documents(namespace)
+    for document in applied if edit is not None else []:
+        edit(document)
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(applied))
     return applied
 

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
+from tests.support.runguard import PREFIX as RUN_PREFIX
 from tests.support.runguard import cgroup2_mount, own_cgroup, populated
 
 CGROUPS = Path("/sys/fs/cgroup")
+# A node's containerd and kubelet roots: /var/lib/modelgate-node-<tag>.
+STATE_ROOT = Path("/var/lib")
 NODE_PREFIX = "modelgate-node-"
 # Rules the kubelet and kube-proxy write outside their own chains' names.
 KUBE_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
@@ -57,18 +61,34 @@ def node_cgroup(tag: str) -> str:
     return (run_cgroup().rstrip("/") + f"/{NODE_PREFIX}{tag}").replace("//", "/")
 
 
-def make_cgroups(path: str) -> None:
+def make_cgroups(path: str) -> list[Path]:
     """The cgroup root in every v1 hierarchy (the kubelet refuses a missing
-    one), each cpuset level with its parent's CPUs and memory nodes."""
+    one), each cpuset level with its parent's CPUs and memory nodes; the
+    directories made, for :func:`remove_made`."""
+    made = []
     for hierarchy in v1_hierarchies():
         current = hierarchy
         for part in path.strip("/").split("/"):
             current = current / part
             if not current.is_dir():
                 current.mkdir()
+                made.append(current)
                 if hierarchy.name == "cpuset":
                     for name in ("cpuset.cpus", "cpuset.mems"):
                         (current / name).write_text((current.parent / name).read_text())
+    return made
+
+
+def remove_made(made: list[Path]) -> list[str]:
+    """Remove the cgroup directories :func:`make_cgroups` made, deepest first."""
+    left = []
+    for cgroup in sorted(made, key=lambda p: len(p.parts), reverse=True):
+        try:
+            if cgroup.is_dir():
+                cgroup.rmdir()
+        except OSError as error:
+            left.append(f"cgroup {cgroup}: {error}")
+    return left
 
 
 def remove_cgroups(path: str) -> list[str]:
@@ -162,6 +182,7 @@ def stale_tags() -> set[str]:
     seen: set[str] = set()
     for hierarchy in [*v1_hierarchies(), *([mount] if mount is not None else [])]:
         seen |= _node_dirs(hierarchy)
+    seen |= {p.name.removeprefix(NODE_PREFIX) for p in STATE_ROOT.glob(f"{NODE_PREFIX}*")}
     for path in _mounts_with(f"/{NODE_PREFIX}"):
         fragment = path.split(f"/{NODE_PREFIX}", 1)[1]
         seen.add(fragment.split("/", 1)[0])
@@ -200,7 +221,15 @@ def reap_stale(pod_subnet_prefix: str) -> list[str]:
         mount = cgroup2_mount()
         for cgroup in _node_dirs_named(mount, f"{NODE_PREFIX}{tag}") if mount else []:
             remove_cgroups("/" + str(cgroup.relative_to(mount)))
+        shutil.rmtree(STATE_ROOT / f"{NODE_PREFIX}{tag}", ignore_errors=True)
         reaped.append(tag)
+    # The run cgroups the nodes were made under, in the v1 hierarchies, of
+    # runs that are over (the guard removes only the v2 one).
+    mount = cgroup2_mount()
+    for hierarchy in v1_hierarchies():
+        for run in hierarchy.glob(f"{RUN_PREFIX}*"):
+            if mount is None or not (mount / run.name).exists():
+                remove_cgroups("/" + run.name)
     if reaped:
         remove_kube_chains()
     return reaped

@@ -38,11 +38,13 @@ import yaml
 from tests.support.controlplane import BIN, ROOT, Component, ControlPlane
 from tests.support.node_cleanup import (
     NODE_PREFIX,
+    STATE_ROOT,
     make_cgroups,
     node_cgroup,
     reap_stale,
     remove_cgroups,
     remove_kube_chains,
+    remove_made,
     remove_network,
     unmount_under,
 )
@@ -107,6 +109,7 @@ class RealNode:
     _saved_sysctls: dict[str, str] = field(default_factory=dict)
     _cgroup_root: str = ""
     _kubelet_args: list[str] = field(default_factory=list)
+    _cgroups_made: list[Path] = field(default_factory=list)
 
     @property
     def bridge(self) -> str:
@@ -117,10 +120,15 @@ class RealNode:
         return self._cgroup_root or node_cgroup(self.tag)
 
     @property
+    def state(self) -> Path:
+        """containerd's and the kubelet's roots and sockets. Short: a unix
+        socket's path has at most 107 bytes, the kubelet makes sockets deep
+        in its root, and a test's directory is deep already."""
+        return STATE_ROOT / f"{NODE_PREFIX}{self.tag}"
+
+    @property
     def containerd_socket(self) -> Path:
-        # Short: a unix socket's path has at most 107 bytes, and the test's
-        # directory is deep.
-        return Path("/run") / f"{NODE_PREFIX}{self.tag}.sock"
+        return self.state / "containerd.sock"
 
     # ---- start ------------------------------------------------------------
 
@@ -133,6 +141,7 @@ class RealNode:
         self.directory = self.directory / f"{NODE_PREFIX}{self.tag}"
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "logs").mkdir(exist_ok=True)
+        self.state.mkdir(parents=True)
         self._cgroup_root = node_cgroup(self.tag)
         for path, value in SYSCTLS.items():
             self._saved_sysctls[path] = Path(path).read_text().strip()
@@ -188,8 +197,8 @@ class RealNode:
             "\n".join(
                 [
                     "version = 2",
-                    f'root = "{self.directory / "containerd" / "root"}"',
-                    f'state = "{self.directory / "containerd" / "state"}"',
+                    f'root = "{self.state / "containerd" / "root"}"',
+                    f'state = "{self.state / "containerd" / "state"}"',
                     "[grpc]",
                     f'  address = "{self.containerd_socket}"',
                     "[ttrpc]",
@@ -257,9 +266,9 @@ class RealNode:
         )
         pki.mkdir(exist_ok=True)
         serving = ca.serving(f"kubelet-serving-{self.tag}", (self.name, plane.advertise_address))
-        root = self.directory / "kubelet"
+        root = self.state / "kubelet"
         root.mkdir(exist_ok=True)
-        make_cgroups(self.cgroup_root)
+        self._cgroups_made = make_cgroups(self.cgroup_root)
         configuration = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
@@ -409,18 +418,16 @@ class RealNode:
             self._remove_containers(errors)
         if containerd is not None:
             containerd.stop()
-        for socket in (self.containerd_socket, self.containerd_socket.with_suffix(".ttrpc")):
-            socket.unlink(missing_ok=True)
         errors += remove_network(self.tag, POD_PREFIX)
         errors += remove_kube_chains()
-        errors += unmount_under(self.directory)
+        errors += unmount_under(self.state)
         errors += remove_cgroups(self.cgroup_root)
+        errors += remove_made(self._cgroups_made)
         for path, value in self._saved_sysctls.items():
             with contextlib.suppress(OSError):
                 Path(path).write_text(value)
-        # Image layers and the kubelet's volumes are large; the logs stay.
-        for big in ("containerd", "kubelet"):
-            shutil.rmtree(self.directory / big, ignore_errors=True)
+        # Image layers and the kubelet's volumes go; the logs stay.
+        shutil.rmtree(self.state, ignore_errors=True)
         if errors:
             raise RuntimeError("the real node left things behind: " + "; ".join(errors))
 
@@ -477,3 +484,37 @@ def running_real_node(directory: Path) -> Iterator[tuple[ControlPlane, RealNode]
             yield plane, node
         finally:
             node.stop()
+
+
+def main(argv: list[str]) -> int:
+    """`make node-up`: the real node and its control plane in the foreground,
+    until Ctrl-C; the admin kubeconfig at DIRECTORY/kubeconfig."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    directory = Path(argv[0] if argv else ROOT / ".tools" / "node").resolve()
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with running_real_node(directory) as (plane, node):
+        kubeconfig = directory / "kubeconfig"
+        shutil.copy(plane.admin_kubeconfig(), kubeconfig)
+        print(
+            f"node {node.name} is Ready; images: {', '.join(node.images())}\n\n"
+            f"  export KUBECONFIG={kubeconfig} PATH={BIN}:$PATH\n"
+            "  make deploy IMAGE_REPO=localhost/modelgate IMAGE_TAG=dev\n"
+            "  make sample IMAGE_REPO=localhost/modelgate IMAGE_TAG=dev\n"
+            "  kubectl -n team get modelreleases -w\n\n"
+            "Ctrl-C stops the node and removes everything it made.",
+            flush=True,
+        )
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -287,6 +287,25 @@ def test_running_training_requeues_without_actions() -> None:
     assert condition(release.model_copy(update={"status": plan.status}), "Reconciling")[0] == "True"
 
 
+def test_a_training_pod_that_cannot_start_says_why_and_waits() -> None:
+    world = World()
+    release = make_release()
+    plan = reconcile(release, make_gate(), make_envs(), world.observed(), NOW)
+    job = plan.actions[0]
+    assert isinstance(job, StartTraining)
+    stuck = 'pod p-1 container trainer: ImagePullBackOff: Back-off pulling image "x:1"'
+    world.training = TrainingObservation(job_name=job.job_name, state="Running", message=stuck)
+    release = release.model_copy(update={"status": plan.status})
+    plan = reconcile(release, make_gate(), make_envs(), world.observed(), NOW)
+    assert plan.actions == []  # nothing to do but wait: a fixed image or Secret goes on
+    waiting = release.model_copy(update={"status": plan.status})
+    status, reason, message = condition(waiting, "Trained")
+    assert (status, reason) == ("Unknown", "TrainingPodWaiting")
+    assert stuck in message
+    assert "spec.training.deadline" in message
+    assert condition(waiting, "Ready")[1:] == ("TrainingPodWaiting", message)
+
+
 def test_training_without_predictions_fails_closed() -> None:
     world = World()
     release = make_release()

@@ -290,7 +290,15 @@ class KubeRunner:
                 retries=max(failed_pods - 1, 0),
             )
         if _condition(job, "Complete") is None:
-            return TrainingObservation(job_name, "Running", started, retries=failed_pods)
+            # Active pods none of which is ready: one may be stuck before it
+            # runs (an image it cannot pull, a missing Secret). Only then are
+            # the pods read.
+            waiting = ""
+            if int(status.get("active") or 0) > 0 and int(status.get("ready") or 0) == 0:
+                waiting = self._pod_waiting(namespace, job_name)
+            return TrainingObservation(
+                job_name, "Running", started, message=waiting or None, retries=failed_pods
+            )
         if not ingest:
             return TrainingObservation(job_name, "Succeeded", started, finished)
         output = manifests.training_output_uri(self.settings, namespace, job_name)
@@ -302,6 +310,29 @@ class KubeRunner:
     def _read_job(self, namespace: str, job_name: str) -> dict[str, Any] | None:
         read = self.clients.batch.read_namespaced_job
         return read_through(self.cache, JOBS, namespace, job_name, read, "Job")
+
+    def _pod_waiting(self, namespace: str, job_name: str) -> str:
+        """Why a Job's pod cannot start its containers, when it is stuck."""
+        try:
+            pods = self.clients.core.list_namespaced_pod(
+                namespace, label_selector=f"job-name={job_name}"
+            )
+        except ApiException:
+            return ""
+        for pod in plain(pods).get("items", []):
+            status = pod.get("status") or {}
+            for container in [
+                *(status.get("initContainerStatuses") or []),
+                *(status.get("containerStatuses") or []),
+            ]:
+                waiting = (container.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in STUCK_REASONS:
+                    said = (waiting.get("message") or "").strip()[:500]
+                    return (
+                        f"pod {pod['metadata']['name']} container {container.get('name')}: "
+                        f"{waiting['reason']}" + (f": {said}" if said else "")
+                    )
+        return ""
 
     def _pod_failure(self, namespace: str, job_name: str) -> str:
         """The terminated container's reason, e.g. OOMKilled, where available."""
@@ -341,10 +372,15 @@ class KubeRunner:
                     )
                     if index is not None:  # an Indexed Job's pod: a sharded evaluation's
                         found = f"shard {index}: {found}"
+                    hint = (
+                        out_of_memory_hint(pod, str(container.get("name")))
+                        if reason == "OOMKilled"
+                        else ""
+                    )
                     # The last line of its termination message (its log's
                     # tail, FallbackToLogsOnError): what the run said.
                     said = (terminated.get("message") or "").strip().splitlines()
-                    return f"{found}: {said[-1][:500]}" if said else found
+                    return (f"{found}: {said[-1][:500]}" if said else found) + hint
         return ""
 
     def delete_jobs(self, namespace: str, release: str) -> int:
@@ -522,3 +558,41 @@ class KubeDeployer:
                 ),
             )
         return found
+
+
+# A pod's container waits for one of these until someone changes something:
+# the image (its name, the registry's credentials), a Secret or ConfigMap.
+STUCK_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+
+# Where a release sizes each container of its Jobs (the others: the chart's
+# `workloads` values, MODELGATE_WORKLOAD_RESOURCES).
+MEMORY_FIELDS = {
+    "trainer": "spec.training.resources.limits.memory (a registered model's import: "
+    "spec.evaluation.resources.limits.memory)",
+    "evaluator": "spec.evaluation.resources.limits.memory",
+}
+
+
+def out_of_memory_hint(pod: dict[str, Any], container_name: str) -> str:
+    """What an OOMKilled container hit and where to raise it."""
+    containers = [
+        *((pod.get("spec") or {}).get("containers") or []),
+        *((pod.get("spec") or {}).get("initContainers") or []),
+    ]
+    spec: dict[str, Any] = next((c for c in containers if c.get("name") == container_name), {})
+    limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+    where = MEMORY_FIELDS.get(
+        container_name, "the operator's workloads memory limits (chart value workloads)"
+    )
+    if limit is None:
+        return f"; out of memory with no memory limit: the node ran out; set {where}"
+    return f"; it reached its memory limit of {limit}: raise {where}"

@@ -160,8 +160,18 @@ def train(
     ctx.status.training = run_status(key, run, recorded)
     if run.state == "Running":
         ctx.status.phase = Phase.TRAINING
-        ctx.condition(cond.TRAINED, None, "TrainingRunning", f"training run {job_name} is running")
-        progressing(ctx, "Training", f"training run {job_name}")
+        if run.message:  # a pod that cannot start (say, its image cannot be pulled)
+            stuck = (
+                f"training run {job_name} cannot start: {run.message}; fix it and the "
+                "run goes on (spec.training.deadline ends it otherwise)"
+            )
+            ctx.condition(cond.TRAINED, None, "TrainingPodWaiting", stuck)
+            progressing(ctx, "TrainingPodWaiting", stuck)
+        else:
+            ctx.condition(
+                cond.TRAINED, None, "TrainingRunning", f"training run {job_name} is running"
+            )
+            progressing(ctx, "Training", f"training run {job_name}")
         ctx.plan.requeue_after = WAIT_FOR_ROLLOUT
         return False
     if run.state == "Failed":
