@@ -18,6 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.support.controlplane import BIN
 from tests.support.runguard import PREFIX as RUN_PREFIX
 from tests.support.runguard import cgroup2_mount, own_cgroup, populated
 
@@ -231,5 +232,9 @@ def reap_stale(pod_subnet_prefix: str) -> list[str]:
             if mount is None or not (mount / run.name).exists():
                 remove_cgroups("/" + run.name)
     if reaped:
+        # kube-proxy's Service rules: its own --cleanup knows them all.
+        proxy = BIN / "kube-proxy"
+        if proxy.exists():
+            _run(str(proxy), "--cleanup", "--v=0")
         remove_kube_chains()
     return reaped
