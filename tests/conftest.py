@@ -79,6 +79,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
                 return "control-plane"
             return "real-node" if path.startswith(REAL_NODE_TESTS) else path
 
+        def _assign_work_unit(self, node: Any) -> None:
+            # The two long scopes start at once, one per worker, and the files
+            # are dealt around them. Ordered by test count, the real node's
+            # eleven slow tests would come last and run alone at the end.
+            for first in ("control-plane", "real-node"):
+                if first in self.workqueue:
+                    self.workqueue.move_to_end(first, last=False)
+                    break
+            super()._assign_work_unit(node)
+
     return ControlPlaneTogether(config, log)
 
 
