@@ -12,10 +12,12 @@ module-wide environment here points it at the cluster.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import pytest
 
@@ -49,6 +51,16 @@ class Cluster:
         if check and done.returncode != 0:
             raise AssertionError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
         return done
+
+
+def sample_module() -> ModuleType:
+    """scripts/kind_sample.py (`make sample`), loaded as a module."""
+    spec = importlib.util.spec_from_file_location("kind_sample", ROOT / "scripts/kind_sample.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def deploy(cluster: Cluster, repository: str, tag: str) -> None:

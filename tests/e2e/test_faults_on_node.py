@@ -4,7 +4,6 @@ the middle of a release."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import uuid
@@ -14,20 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, sample_module
 
 pytestmark = pytest.mark.e2e
 RELEASE = "credit-risk-1-4-0"
 
 
 def _sample() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kind_sample", ROOT / "scripts/kind_sample.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return sample_module()
 
 
 @pytest.fixture
@@ -120,6 +113,21 @@ def _phase(release: dict[str, Any]) -> str:
     return str((release.get("status") or {}).get("phase") or "")
 
 
+def _operator_pods(cluster: Cluster) -> list[str]:
+    done = cluster.run(
+        "kubectl",
+        "-n",
+        "modelgate-system",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=modelgate",
+        "-o",
+        "name",
+    )
+    return done.stdout.split()
+
+
 def _names(cluster: Cluster, namespace: str, kind: str) -> list[str]:
     done = cluster.run("kubectl", "-n", namespace, "get", kind, "-o", "name")
     return sorted(done.stdout.split())
@@ -137,31 +145,11 @@ def test_the_operator_pod_deleted_mid_promotion_comes_back_and_does_nothing_twic
             e.get("name") == "staging" for e in (r.get("status") or {}).get("environments", [])
         ),
     )
-    before = cluster.run(
-        "kubectl",
-        "-n",
-        "modelgate-system",
-        "get",
-        "pods",
-        "-l",
-        "app.kubernetes.io/name=modelgate",
-        "-o",
-        "name",
-    ).stdout.split()
+    before = _operator_pods(cluster)
     cluster.run("kubectl", "-n", "modelgate-system", "delete", *before, "--wait=false")
     release = _wait_for(cluster, team, "Released", lambda r: _phase(r) in {"Released", "Failed"})
     assert _phase(release) == "Released", json.dumps(release.get("status"), indent=1)[:3000]
-    after = cluster.run(
-        "kubectl",
-        "-n",
-        "modelgate-system",
-        "get",
-        "pods",
-        "-l",
-        "app.kubernetes.io/name=modelgate",
-        "-o",
-        "name",
-    ).stdout.split()
+    after = _operator_pods(cluster)
     assert after  # the Deployment made a new pod
     assert not set(after) & set(before)
     # One training run, one evaluation; one rollout and one verification per

@@ -9,7 +9,6 @@ the backtest leak at admission.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import time
@@ -22,17 +21,13 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.e2e.conftest import sample_module
 
 pytestmark = pytest.mark.e2e
 
 
 def _sample() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kind_sample", ROOT / "scripts/kind_sample.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return sample_module()
 
 
 def kubectl_json(*args: str) -> dict[str, Any]:

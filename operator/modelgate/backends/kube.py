@@ -311,15 +311,24 @@ class KubeRunner:
         read = self.clients.batch.read_namespaced_job
         return read_through(self.cache, JOBS, namespace, job_name, read, "Job")
 
-    def _pod_waiting(self, namespace: str, job_name: str) -> str:
-        """Why a Job's pod cannot start its containers, when it is stuck."""
+    def _job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        """The Job's pods; none when they cannot be read (a detail, not a fault)."""
         try:
             pods = self.clients.core.list_namespaced_pod(
                 namespace, label_selector=f"job-name={job_name}"
             )
         except ApiException:
-            return ""
-        for pod in plain(pods).get("items", []):
+            return []
+        return [
+            pod
+            for pod in plain(pods).get("items", [])
+            # Servers that ignore label selectors.
+            if (pod.get("metadata", {}).get("labels") or {}).get("job-name") == job_name
+        ]
+
+    def _pod_waiting(self, namespace: str, job_name: str) -> str:
+        """Why a Job's pod cannot start its containers, when it is stuck."""
+        for pod in self._job_pods(namespace, job_name):
             status = pod.get("status") or {}
             for container in [
                 *(status.get("initContainerStatuses") or []),
@@ -336,15 +345,7 @@ class KubeRunner:
 
     def _pod_failure(self, namespace: str, job_name: str) -> str:
         """The terminated container's reason, e.g. OOMKilled, where available."""
-        try:
-            pods = self.clients.core.list_namespaced_pod(
-                namespace, label_selector=f"job-name={job_name}"
-            )
-        except ApiException:
-            return ""
-        for pod in plain(pods).get("items", []):
-            if (pod.get("metadata", {}).get("labels") or {}).get("job-name") != job_name:
-                continue  # servers that ignore label selectors
+        for pod in self._job_pods(namespace, job_name):
             status = pod.get("status") or {}
             sidecars = {
                 c.get("name")
