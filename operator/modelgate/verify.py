@@ -4,7 +4,7 @@ Compares the deployed model's answers with the predictions that passed the
 gate (train/serve skew) and checks latency. Run by the operator as the
 verification Job of an Environment with ``verification.servedPredictions``,
 and by local mode as a process; exit 0 verified, 1 skew or too slow, 2 the
-check itself could not run (the message says why). Settings come from the
+check itself could not run (the message says why; it is tried again). Settings come from the
 environment the verification step is given (MODELGATE_VERIFY_*).
 """
 
@@ -16,10 +16,10 @@ import sys
 from collections.abc import Mapping
 
 from modelgate.api.common import parse_duration
-from modelgate.api.environment import SERVED_MODEL_NAME
+from modelgate.api.environment import SERVED_MODEL_NAME, VERIFICATION_FAILED_EXIT_CODE
 from modelgate.serving.verify import VerifySettings, verify
 
-EXIT_VERIFIED, EXIT_SKEW, EXIT_ERROR = 0, 1, 2
+EXIT_VERIFIED, EXIT_SKEW, EXIT_ERROR = 0, VERIFICATION_FAILED_EXIT_CODE, 2
 
 # Variables of the built-in verification (next to MODELGATE_VERIFY_URL,
 # MODELGATE_MODEL_NAME, MODELGATE_PREDICTIONS_URI/_SHA256 and

@@ -1,6 +1,6 @@
 """Faults that only real containers produce: a container killed by its
-memory limit, an image that cannot be pulled, the operator's pod deleted in
-the middle of a release."""
+memory limit, an image that cannot be pulled, the operator's pod deleted
+and the kubelet restarted in the middle of a release."""
 
 from __future__ import annotations
 
@@ -161,3 +161,39 @@ def test_the_operator_pod_deleted_mid_promotion_comes_back_and_does_nothing_twic
         target = f"{team}-{environment}"
         assert len(_names(cluster, target, "replicasets")) == 1
         assert len([j for j in _names(cluster, target, "jobs") if "-verify-" in j]) == 1
+
+
+def test_a_kubelet_restarted_mid_release_leaves_running_pods_and_the_release_completes(
+    cluster: Cluster, team: str
+) -> None:
+    from tests.support.realnode import RealNode  # noqa: PLC0415
+
+    node = cluster.node
+    if not isinstance(node, RealNode):
+        pytest.skip("restarts the real node's kubelet: not on a cluster the tests did not start")
+    _sample().apply(team)
+    # A model server's pod runs; restart the kubelet under it.
+    servers: dict[str, str] = {}
+    deadline = time.monotonic() + 600
+    while not servers and time.monotonic() < deadline:
+        servers = _running_servers(cluster, f"{team}-staging")
+        time.sleep(2)
+    assert servers
+    node.restart_kubelet()
+    release = _wait_for(cluster, team, "Released", lambda r: _phase(r) in {"Released", "Failed"})
+    assert _phase(release) == "Released", json.dumps(release.get("status"), indent=1)[:3000]
+    # The same container, never restarted.
+    after = _running_servers(cluster, f"{team}-staging")
+    assert after == servers
+
+
+def _running_servers(cluster: Cluster, namespace: str) -> dict[str, str]:
+    """The running model servers' pods of a namespace and their containers."""
+    pods = json.loads(cluster.run("kubectl", "-n", namespace, "get", "pods", "-o", "json").stdout)
+    return {
+        p["metadata"]["name"]: str(p["status"]["containerStatuses"][0].get("containerID"))
+        for p in pods["items"]
+        if p["status"].get("phase") == "Running"
+        and "-verify-" not in p["metadata"]["name"]
+        and p["status"]["containerStatuses"][0]["restartCount"] == 0
+    }

@@ -58,8 +58,11 @@ def _release(namespace: str) -> dict[str, Any]:
     return kubectl_json("-n", namespace, "get", "modelrelease", "credit-risk-1-4-0")
 
 
-def test_release_is_trained_gated_deployed_and_verified(team: tuple[ModuleType, str]) -> None:
-    sample, namespace = team
+@pytest.fixture(scope="module")
+def finished(team: tuple[ModuleType, str]) -> dict[str, Any]:
+    """The sample's release once it has finished, however it finished (the
+    tests that need it say what they expect)."""
+    _, namespace = team
     deadline = time.monotonic() + 900
     release: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -67,6 +70,14 @@ def test_release_is_trained_gated_deployed_and_verified(team: tuple[ModuleType, 
         if (release.get("status") or {}).get("phase") in {"Released", "GateFailed", "Failed"}:
             break
         time.sleep(5)
+    return release
+
+
+def test_release_is_trained_gated_deployed_and_verified(
+    team: tuple[ModuleType, str], finished: dict[str, Any]
+) -> None:
+    sample, namespace = team
+    release = finished
     status = release.get("status") or {}
     assert status.get("phase") == "Released", json.dumps(status, indent=2)[:4000]
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
@@ -148,3 +159,112 @@ def test_deleting_the_release_removes_its_jobs(team: tuple[ModuleType, str]) -> 
             return
         time.sleep(2)
     raise AssertionError(f"Job {job} still exists after its release was deleted")
+
+
+# Run in each container's place: write to the root, the image's own folder
+# and every mount, and say what happened.
+WRITE_PROBE = """
+import json, os, sys
+writes = {}
+for folder in sys.argv[1:]:
+    try:
+        with open(os.path.join(folder, ".write-probe"), "w") as f:
+            f.write("x")
+        writes[folder] = "written"
+    except OSError as error:
+        writes[folder] = error.strerror
+print(json.dumps({"uid": os.getuid(), "writes": writes}))
+"""
+
+
+def _workload_templates(namespace: str) -> dict[str, dict[str, Any]]:
+    """Each kind of pod Modelgate made for the sample (its component label),
+    from the Jobs and Deployments in the team's and the environments'
+    namespaces: the pod template as the operator wrote it."""
+    templates: dict[str, dict[str, Any]] = {}
+    for target in (namespace, f"{namespace}-staging", f"{namespace}-production"):
+        for kind in ("jobs", "deployments"):
+            listed = kubectl_json(
+                "-n", target, "get", kind, "-l", "app.kubernetes.io/managed-by=modelgate"
+            )
+            for item in listed["items"]:
+                component = item["metadata"]["labels"]["app.kubernetes.io/component"]
+                if component not in templates:
+                    templates[component] = {**item["spec"]["template"], "namespace": target}
+    return templates
+
+
+def _probe_pod(name: str, template: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+    """``container`` of ``template`` with its pod's security context, volumes
+    and mounts, running the write probe instead of its program."""
+    mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+    spec = template["spec"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": template["namespace"]},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": spec.get("automountServiceAccountToken", False),
+            "securityContext": spec.get("securityContext", {}),
+            "volumes": spec.get("volumes", []),
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": container["image"],
+                    "imagePullPolicy": "IfNotPresent",
+                    "securityContext": container.get("securityContext", {}),
+                    "volumeMounts": container.get("volumeMounts", []),
+                    "command": ["python", "-c", WRITE_PROBE, "/", "/opt/modelgate", *mounts],
+                }
+            ],
+        },
+    }
+
+
+def test_every_workload_runs_non_root_and_writes_only_to_its_empty_dirs(
+    team: tuple[ModuleType, str], finished: dict[str, Any]
+) -> None:
+    _, namespace = team
+    templates = _workload_templates(namespace)
+    assert {"training", "verification", "serving"} <= set(templates), sorted(templates)
+    probes: dict[tuple[str, str], dict[str, Any]] = {}
+    for component, template in templates.items():
+        spec = template["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            name = f"write-probe-{component}-{container['name']}"[:63]
+            probes[(component, container["name"])] = _probe_pod(name, template, container)
+    subprocess.run(
+        ["kubectl", "apply", "-f", "-"],
+        input=yaml.safe_dump_all(list(probes.values())),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for (component, container_name), pod in probes.items():
+        where = ("-n", pod["metadata"]["namespace"])
+        phase, deadline = "", time.monotonic() + 180
+        while phase not in {"Succeeded", "Failed"} and time.monotonic() < deadline:
+            time.sleep(1)
+            phase = kubectl_json(*where, "get", "pod", pod["metadata"]["name"])["status"].get(
+                "phase", ""
+            )
+        logs = subprocess.run(
+            ["kubectl", *where, "logs", pod["metadata"]["name"]],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert phase == "Succeeded", (component, container_name, phase, logs.stdout, logs.stderr)
+        said = json.loads(logs.stdout)
+        what = f"{component}/{container_name}"
+        assert said["uid"] != 0, what
+        mounts = pod["spec"]["containers"][0]["volumeMounts"]
+        empty_dirs = {v["name"] for v in pod["spec"]["volumes"] if "emptyDir" in v}
+        for folder, outcome in said["writes"].items():
+            writable = any(
+                m["mountPath"] == folder and m["name"] in empty_dirs and not m.get("readOnly")
+                for m in mounts
+            )
+            expected = "written" if writable else "Read-only file system"
+            assert outcome == expected, (what, folder, said)

@@ -108,6 +108,7 @@ class RealNode:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     _saved_sysctls: dict[str, str] = field(default_factory=dict)
     _cgroup_root: str = ""
+    _kubelet_args: list[str] = field(default_factory=list)
     _cgroups_made: list[Path] = field(default_factory=list)
 
     @property
@@ -316,7 +317,7 @@ class RealNode:
         }
         config_path = self.directory / "kubelet.yaml"
         config_path.write_text(yaml.safe_dump(configuration))
-        arguments = [
+        self._kubelet_args = [
             str(BIN / "kubelet"),
             f"--config={config_path}",
             f"--kubeconfig={kubeconfig}",
@@ -326,8 +327,15 @@ class RealNode:
             f"--cert-dir={pki}",
             "--v=1",
         ]
-        kubelet = self._component("kubelet", arguments)
+        kubelet = self._component("kubelet", self._kubelet_args)
         self._wait(self._node_ready, timeout, f"node {self.name} Ready", kubelet)
+
+    def restart_kubelet(self, timeout: float = 120) -> None:
+        """Stop the kubelet and start it again: running pods stay running."""
+        kubelet = self.components["kubelet"]
+        kubelet.stop()
+        kubelet.start()
+        self._wait(self._node_ready, timeout, f"node {self.name} Ready after a restart", kubelet)
 
     def _node_ready(self) -> bool:
         done = self.plane.kubectl("get", "node", self.name, "-o", "json", check=False)

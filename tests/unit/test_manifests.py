@@ -357,6 +357,36 @@ def test_the_reference_server_deployment_runs_the_server_with_store_access() -> 
     assert "env" not in plain
 
 
+def test_a_verification_that_could_not_check_is_tried_again_and_a_failed_model_is_final() -> None:
+    job = verification_job()  # the action's default: one attempt
+    assert job["spec"]["backoffLimit"] == 0
+    action = StartVerification(
+        job_name="m-1-verify-1234abcd",
+        environment="production",
+        namespace="ml-prod",
+        release="team/m-1",
+        model="credit-risk",
+        image="verify:1",
+        command=("verify",),
+        args=(),
+        timeout=timedelta(minutes=10),
+        predictions=PREDICTIONS,
+        attempts=3,
+    )
+    spec = manifests.build_verification_job(action, SETTINGS)["spec"]
+    assert spec["backoffLimit"] == 2
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # the policy needs it
+    final, lost = spec["podFailurePolicy"]["rules"]
+    assert final == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "verify", "operator": "In", "values": [1]},
+    }
+    assert lost == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+
+
 def test_the_built_in_verification_job_carries_its_settings() -> None:
     action = StartVerification(
         job_name="m-1-verify-1234abcd",

@@ -462,15 +462,22 @@ COMMAND_FOR_AN_IMAGE = (
 )
 
 
+# A verification's exit code when the model failed the check: final, never
+# tried again (any other non-zero code: the check could not run).
+VERIFICATION_FAILED_EXIT_CODE = 1
+
+
 class Verification(ApiModel):
     """A post-deployment test run as a Job against the freshly deployed model.
 
     Either your own container (``image``): it gets MODELGATE_VERIFY_URL (the
     model's Service), MODELGATE_ENVIRONMENT, MODELGATE_RELEASE,
     MODELGATE_MODEL_NAME, MODELGATE_PREDICTIONS_URI/_SHA256 and
-    MODELGATE_METADATA_URI/_SHA256, and exit code 0 means verified; or
-    ``servedPredictions``: the operator's own check compares the served
-    answers (Open Inference Protocol) with the gated predictions.
+    MODELGATE_METADATA_URI/_SHA256; exit code 0 means verified, 1 that the
+    model failed the check, any other that the check could not run (tried
+    again, up to ``attempts``); or ``servedPredictions``: the operator's own
+    check compares the served answers (Open Inference Protocol) with the
+    gated predictions, with the same exit codes.
     """
 
     model_config = cel(VERIFICATION_ONE_KIND, COMMAND_FOR_AN_IMAGE)
@@ -485,7 +492,20 @@ class Verification(ApiModel):
     )
     command: list[str] = Field(default_factory=list, description="Container command.")
     args: list[str] = Field(default_factory=list, description="Container arguments.")
-    timeout: Duration = Field(default="10m", description="Longest a verification may run.")
+    timeout: Duration = Field(
+        default="10m", description="Longest a verification may run, all its attempts together."
+    )
+    attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description=(
+            "How many times a verification that could not run is tried before it counts "
+            "as failed: a run that exits with a code other than 0 and 1 (a server it could "
+            "not reach, a store that did not answer) or whose pod was lost with its node. "
+            "Exit code 1, the model failing the check, is final at once."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Verification:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modelgate.api.common import format_time
+from modelgate.api.environment import VERIFICATION_FAILED_EXIT_CODE
 from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.backends.base import (
     HASH_CHUNK,
@@ -48,6 +49,10 @@ from modelgate.serving.runtime import (
     server_environment,
 )
 from modelgate.trainer import contract
+
+# Seconds before a verification that could not check runs again (doubling):
+# a Job's pods wait 10 s, a laptop need not.
+LOCAL_RETRY_PAUSE = 1.0
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -214,7 +219,24 @@ class LocalProcessRunner:
             return
         env = verification_env(action, endpoint)
         command = [*action.command, *action.args]
-        result = self._run_process(action.job_name, command, env, action.timeout.total_seconds())
+        # As the Job's pod failure policy does: exit code 1 (the model
+        # failed) is final; a run that could not check is tried again, within
+        # the one timeout of all attempts.
+        deadline = time.monotonic() + action.timeout.total_seconds()
+        attempt = 1
+        while True:
+            left = max(deadline - time.monotonic(), 0.001)
+            result = self._run_process(action.job_name, command, env, left)
+            code = result["exitCode"]
+            if code in (0, VERIFICATION_FAILED_EXIT_CODE) or attempt >= action.attempts:
+                break
+            pause = min(LOCAL_RETRY_PAUSE * 2 ** (attempt - 1), deadline - time.monotonic())
+            if pause <= 0:
+                break
+            time.sleep(pause)
+            attempt += 1
+        if attempt > 1 and result["state"] == "Failed":
+            result["message"] = f"{result['message']} (after {attempt} attempts)"
         _write_json(self._result_path(action.job_name), result)
 
     def record_failure(self, job_name: str, message: str) -> None:

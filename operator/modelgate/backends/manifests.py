@@ -18,6 +18,7 @@ from typing import Any
 
 from modelgate import API_VERSION, __version__
 from modelgate.api.common import format_time, parse_duration
+from modelgate.api.environment import VERIFICATION_FAILED_EXIT_CODE
 from modelgate.api.modelrelease import ArtifactRecord, Evaluation, ModelRelease
 from modelgate.promotion import Deploy, StartTraining, StartVerification
 from modelgate.serving import oip_client
@@ -447,14 +448,35 @@ def build_verification_job(action: StartVerification, settings: OperatorSettings
     env.extend(_s3_env(settings))
     container = _container("verify", action.image, env, action.command, action.args, ["tmp"])
     container["resources"] = sized("verification", settings)
-    return _job(
+    job = _job(
         metadata={"name": action.job_name, "namespace": action.namespace, "labels": labels},
         container=container,
         volumes=["tmp"],
-        backoff_limit=0,
+        backoff_limit=action.attempts - 1,
         deadline_seconds=int(action.timeout.total_seconds()),
         settings=settings,
     )
+    # The Job controller applies the exit-code contract: the model failing
+    # the check ends the Job at once; a run that could not check (a server or
+    # store it could not reach) is tried again; a pod lost with its node
+    # (drained, preempted) does not count as a try.
+    job["spec"]["podFailurePolicy"] = {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": "verify",
+                    "operator": "In",
+                    "values": [VERIFICATION_FAILED_EXIT_CODE],
+                },
+            },
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+        ]
+    }
+    return job
 
 
 def serving_name(model: str, environment: str) -> str:

@@ -176,6 +176,8 @@ class StartVerification:
     metadata: ArtifactRecord | None = None
     # Settings of the built-in check (MODELGATE_VERIFY_*), empty for an image's own test.
     env: tuple[tuple[str, str], ...] = ()
+    # Runs that could not check (exit codes other than 0 and 1) are tried this often.
+    attempts: int = 1
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def verify(
                     predictions=artifacts.get("predictions"),
                     metadata=artifacts.get("metadata"),
                     env=_builtin_env(release, builtin) if builtin is not None else (),
+                    attempts=spec.attempts,
                 )
             )
             ctx.plan.events.append(Event("Normal", "VerificationStarted", f"{job} in {name}"))
