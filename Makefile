@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck unit crds venv clean e2e tools controlplane bench crash scale \
-	kind-up images kind-load deploy sample kind-down node-images node-up
+	kind-up images kind-load deploy sample kind-down node-images node-up bench-node
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,11 @@ crash: $(STAMP)
 scale: tools
 	$(BIN)/python benchmarks/operator_scale.py
 
+## The real node (root): image sizes, pod start to ready, and the sample from
+## `kubectl apply` to Released on real containers against local mode.
+bench-node: tools
+	$(BIN)/python benchmarks/real_node.py
+
 ## The kind path (needs docker, kind, kubectl, helm): a cluster, the image,
 ## the chart with an in-cluster S3 store, the sample, the e2e tests.
 KIND_CLUSTER ?= modelgate
@@ -111,8 +116,9 @@ kind-load:
 
 deploy:
 	kubectl create namespace modelgate-system --dry-run=client -o yaml | kubectl apply -f -
-	kubectl apply -f deploy/kind/s3.yaml
+	kubectl apply -f deploy/kind/s3.yaml -f deploy/kind/prometheus.yaml
 	kubectl -n modelgate-s3 rollout status deploy/s3 --timeout=180s
+	kubectl -n modelgate-monitoring rollout status deploy/prometheus --timeout=180s
 	$(HELM) upgrade --install modelgate charts/modelgate --namespace modelgate-system \
 		-f deploy/kind/values.yaml --set image.repository=$(IMAGE_REPO) \
 		--set image.tag=$(IMAGE_TAG) --wait --timeout 5m

@@ -11,6 +11,8 @@
 #   pause          the pods' sandbox (deploy/images/pause, static Go)
 #   coredns        cluster DNS for the real node (deploy/images/coredns:
 #                  CoreDNS with the plugins its Corefile uses, static Go)
+#   prometheus     Debian's Prometheus (mmdebstrap), named as
+#                  deploy/kind/prometheus.yaml names it
 #
 # with buildah, each written as an OCI archive to .tools/images/<name>.tar.
 # An image is cached by the content of what it is built from (in
@@ -37,8 +39,10 @@ declare -A refs=(
     [s3]=docker.io/motoserver/moto:5.0.28
     [pause]=localhost/modelgate/pause:1
     [coredns]=localhost/modelgate/coredns:1.12.4
+    # Debian bookworm's Prometheus, under the name the kind path pulls.
+    [prometheus]=quay.io/prometheus/prometheus:v2.42.0
 )
-order=(debian-python pause coredns modelgate s3)
+order=(debian-python pause coredns modelgate s3 prometheus)
 
 for tool in buildah mmdebstrap go; do
     if ! command -v "$tool" >/dev/null; then
@@ -69,6 +73,25 @@ build_debian_python() {
     buildah add --quiet "$container" "$work/rootfs.tar" /
     buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --env LANG=C.UTF-8 --cmd python3 "$container"
+    buildah commit --quiet --rm "$container" "$ref" >/dev/null
+    rm -rf "$work"
+}
+
+build_prometheus() {
+    local ref=$1 work container
+    work=$(mktemp -d)
+    mmdebstrap --quiet --variant=minbase --include=prometheus \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+        --aptopt='Acquire::Languages "none"' \
+        bookworm "$work/rootfs.tar" < "$sources"
+    container=$(buildah from scratch)
+    buildah add --quiet "$container" "$work/rootfs.tar" /
+    # Its data in /prometheus (an emptyDir: the root is read-only), as
+    # Prometheus' own image has it; user nobody.
+    buildah config --entrypoint '["/usr/bin/prometheus"]' \
+        --cmd '["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]' \
+        --workingdir /prometheus --user 65534:65534 --port 9090 "$container"
     buildah commit --quiet --rm "$container" "$ref" >/dev/null
     rm -rf "$work"
 }
@@ -115,6 +138,7 @@ keys[pause]=$( { recipe build_go_binary_image build_pause; digest_of deploy/imag
 keys[coredns]=$( { recipe build_go_binary_image build_coredns; digest_of deploy/images/coredns/main.go deploy/images/coredns/go.mod deploy/images/coredns/go.sum; } | sha256sum | cut -d' ' -f1)
 # shellcheck disable=SC2046
 keys[modelgate]=$( { echo "${keys[debian-python]}"; recipe build_dockerfile build_modelgate; digest_of Dockerfile .dockerignore pyproject.toml README.md $(tree_files operator); } | sha256sum | cut -d' ' -f1)
+keys[prometheus]=$( { recipe build_prometheus; digest_of "$sources"; } | sha256sum | cut -d' ' -f1)
 keys[s3]=$( { echo "${keys[debian-python]}"; recipe build_dockerfile build_s3; digest_of deploy/images/s3/Dockerfile; } | sha256sum | cut -d' ' -f1)
 
 # An image another one is built FROM must be in buildah's storage, at the

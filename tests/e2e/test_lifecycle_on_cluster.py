@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from types import ModuleType
@@ -227,7 +228,7 @@ def test_every_workload_runs_non_root_and_writes_only_to_its_empty_dirs(
 ) -> None:
     _, namespace = team
     templates = _workload_templates(namespace)
-    assert {"training", "verification", "serving"} <= set(templates), sorted(templates)
+    assert {"training", "verification", "model-server"} <= set(templates), sorted(templates)
     probes: dict[tuple[str, str], dict[str, Any]] = {}
     for component, template in templates.items():
         spec = template["spec"]
@@ -268,3 +269,52 @@ def test_every_workload_runs_non_root_and_writes_only_to_its_empty_dirs(
             )
             expected = "written" if writable else "Read-only file system"
             assert outcome == expected, (what, folder, said)
+
+
+def _prometheus(query: str) -> list[dict[str, Any]]:
+    """An instant query to the cluster's Prometheus (deploy/kind/prometheus.yaml),
+    through the API server's service proxy."""
+    path = (
+        "/api/v1/namespaces/modelgate-monitoring/services/prometheus:web/proxy/api/v1/query?"
+        + urllib.parse.urlencode({"query": query})
+    )
+    done = subprocess.run(
+        ["kubectl", "get", "--raw", path], capture_output=True, text=True, check=True
+    )
+    answer = json.loads(done.stdout)
+    assert answer["status"] == "success", answer
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+def test_prometheus_in_the_cluster_scrapes_the_operator_and_the_model_servers(
+    team: tuple[ModuleType, str], finished: dict[str, Any]
+) -> None:
+    _, namespace = team
+    assert (finished.get("status") or {}).get("phase") == "Released"
+    # The verification asked each environment's server: its rows were counted
+    # by the server and scraped from its pod.
+    queries = {
+        "operator": 'modelgate_build_info{job="modelgate-operator"} == 1',
+        **{
+            environment: (
+                f'modelgate_server_rows_total{{job="modelgate-model-servers",'
+                f'namespace="{namespace}-{environment}",environment="{environment}"}} > 0'
+            )
+            for environment in ("staging", "production")
+        },
+    }
+    found: dict[str, list[dict[str, Any]]] = {}
+    deadline = time.monotonic() + 90  # a few scrape intervals (5 s) and pod discovery
+    while time.monotonic() < deadline:
+        found = {what: _prometheus(query) for what, query in queries.items()}
+        if all(found.values()):
+            break
+        time.sleep(3)
+    assert all(found.values()), {what: len(series) for what, series in found.items()}
+    (operator,) = found["operator"]
+    assert operator["metric"]["namespace"] == "modelgate-system"
+    for environment in ("staging", "production"):
+        (server,) = found[environment]
+        assert server["metric"]["model"] == "credit-risk"
+        assert server["metric"]["pod"].startswith(f"credit-risk-{environment}-")

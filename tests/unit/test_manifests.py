@@ -496,3 +496,26 @@ def test_a_sharded_evaluation_is_an_indexed_job_and_a_merge_job_sharing_one_outp
 def test_a_bad_spec_evaluation_names_the_field(evaluation: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         Evaluation.model_validate(evaluation)
+
+
+def test_model_server_pods_say_where_prometheus_finds_their_metrics() -> None:
+    reference = manifests.build_deployment(reference_deploy_action(), SETTINGS, NOW)
+    own = manifests.build_deployment(model_server_deploy_action(), SERVER_SETTINGS, NOW)
+    for deployment, port in ((reference, SETTINGS.model_port), (own, 8082)):
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert annotations["prometheus.io/port"] == str(port)
+        ports = {
+            p["containerPort"]
+            for c in deployment["spec"]["template"]["spec"]["containers"]
+            for p in c["ports"]
+        }
+        assert port in ports
+
+
+def test_an_image_of_the_releases_own_is_not_said_to_serve_metrics() -> None:
+    plain = manifests.build_deployment(deploy_action(), SETTINGS, NOW)
+    annotations = plain["spec"]["template"]["metadata"]["annotations"]
+    assert not any(key.startswith("prometheus.io/") for key in annotations)
+    assert "modelgate.dev/config-hash" in annotations

@@ -544,6 +544,10 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
     volumes = [{"name": "tmp", "emptyDir": {}}]
     init_containers: list[dict[str, Any]] = []
     served_by = _served_by(action.config)
+    # Where the model's /metrics is: a server of the release's own on the
+    # contract's metrics port, the reference server on its http port; an
+    # image of the release's own may have none.
+    metrics_port: int | None = None
     if served_by is not None:
         # A server of the release's own: a first step (the operator's image)
         # lays the hash-checked model out in /mnt/models, the server loads it.
@@ -564,6 +568,7 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
         layout["volumeMounts"].append({"name": "models", "mountPath": MODELS_MOUNT})
         init_containers.append(layout)
         volumes.append({"name": "models", "emptyDir": {}})
+        metrics_port = METRICS_CONTAINER_PORT
     elif action.command:
         # The reference server: the operator's image, told where the
         # artifact is (ConfigMap) and how to reach the store.
@@ -577,6 +582,20 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 10,
         }
+        metrics_port = settings.model_port
+    annotations = {
+        # A config change rolls the pods even when the image is the same.
+        f"{ANNOTATION_PREFIX}config-hash": action.config_hash,
+    }
+    if metrics_port is not None:
+        # For a Prometheus that follows the common pod annotations.
+        annotations.update(
+            {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(metrics_port),
+                "prometheus.io/path": "/metrics",
+            }
+        )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -592,8 +611,7 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
             "template": {
                 "metadata": {
                     "labels": {**labels, **selector},
-                    # A config change rolls the pods even when the image is the same.
-                    "annotations": {f"{ANNOTATION_PREFIX}config-hash": action.config_hash},
+                    "annotations": annotations,
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
