@@ -53,7 +53,7 @@ def deploy_action() -> Deploy:
     )
 
 
-def verification_job() -> dict[str, Any]:
+def verification_job(attempts: int = 1) -> dict[str, Any]:
     action = StartVerification(
         job_name="m-1-verify-1234abcd",
         environment="production",
@@ -65,6 +65,7 @@ def verification_job() -> dict[str, Any]:
         args=(),
         timeout=timedelta(minutes=10),
         predictions=PREDICTIONS,
+        attempts=attempts,
     )
     return manifests.build_verification_job(action, SETTINGS)
 
@@ -358,22 +359,8 @@ def test_the_reference_server_deployment_runs_the_server_with_store_access() -> 
 
 
 def test_a_verification_that_could_not_check_is_tried_again_and_a_failed_model_is_final() -> None:
-    job = verification_job()  # the action's default: one attempt
-    assert job["spec"]["backoffLimit"] == 0
-    action = StartVerification(
-        job_name="m-1-verify-1234abcd",
-        environment="production",
-        namespace="ml-prod",
-        release="team/m-1",
-        model="credit-risk",
-        image="verify:1",
-        command=("verify",),
-        args=(),
-        timeout=timedelta(minutes=10),
-        predictions=PREDICTIONS,
-        attempts=3,
-    )
-    spec = manifests.build_verification_job(action, SETTINGS)["spec"]
+    assert verification_job(attempts=1)["spec"]["backoffLimit"] == 0
+    spec = verification_job(attempts=3)["spec"]
     assert spec["backoffLimit"] == 2
     assert spec["template"]["spec"]["restartPolicy"] == "Never"  # the policy needs it
     final, lost = spec["podFailurePolicy"]["rules"]
