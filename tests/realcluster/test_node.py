@@ -3,15 +3,21 @@ report what happened, and what the node does not run is refused clearly."""
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from modelgate.backends.manifests import build_verification_job
+from modelgate.promotion import StartVerification
+from modelgate.settings import OperatorSettings
 from tests.support.cluster import wait_for
 from tests.support.controlplane import ControlPlane
 from tests.support.node import ForeignImage, TestNode, expand, image_repository, running_node
@@ -278,3 +284,71 @@ def test_image_names_and_expansion() -> None:
     assert image_repository("localhost:5000/modelgate:dev") == "localhost:5000/modelgate"
     assert image_repository("modelgate") == "modelgate"
     assert expand("$(A)$(B)", {"A": "1"}) == "1$(B)"
+
+
+# Exits with the codes given, one per run, counting runs in a file on this
+# machine (the node's pods are its processes).
+EXITS_IN_TURN = """
+import os, sys
+from pathlib import Path
+counter, codes = Path(os.environ["COUNTER"]), [int(c) for c in os.environ["CODES"].split(",")]
+runs = int(counter.read_text()) if counter.exists() else 0
+counter.write_text(str(runs + 1))
+print(f"run {runs + 1}: exit {codes[min(runs, len(codes) - 1)]}")
+sys.exit(codes[min(runs, len(codes) - 1)])
+"""
+
+
+def _verification_job(name: str, codes: str, counter: Path) -> dict[str, Any]:
+    """The verification Job the operator makes, running the exits above."""
+    action = StartVerification(
+        job_name=name,
+        environment="production",
+        namespace="unused",
+        release="team/m-1",
+        model="m",
+        image=f"{TOOLS}:1",
+        command=("python", "-c", EXITS_IN_TURN),
+        args=(),
+        timeout=timedelta(minutes=2),
+        predictions=None,
+        env=(("COUNTER", str(counter)), ("CODES", codes)),
+        attempts=3,
+    )
+    job = build_verification_job(action, OperatorSettings(s3_secret=None))
+    del job["metadata"]["namespace"]
+    return job
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A folder the pods share: not under /tmp, which the node gives each pod
+    its own of (the Job's emptyDir)."""
+    folder = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="modelgate-node-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_job_controller_retries_a_verification_that_could_not_check_and_not_a_failed_model(
+    control_plane: ControlPlane, node: TestNode, namespace: str, outside_tmp: Path
+) -> None:
+    api = control_plane.api_client()
+    batch = client.BatchV1Api(api)
+    could_not, failed = outside_tmp / "could-not-check", outside_tmp / "model-failed"
+    batch.create_namespaced_job(namespace, _verification_job("could-not", "2,0", could_not))
+    batch.create_namespaced_job(namespace, _verification_job("failed", "1,0", failed))
+    # The pod failure policy's FailJob: the model failing is final at once.
+    assert wait_for(lambda: _finished(batch, namespace, "failed"), 60, "job failed") == "Failed"
+    job = batch.read_namespaced_job("failed", namespace)
+    reasons = {c.type: c.reason for c in job.status.conditions}
+    assert reasons["Failed"] == "PodFailurePolicy"
+    assert failed.read_text() == "1"
+    # Exit 2 counts against backoffLimit: a second pod runs (after the Job
+    # controller's back-off) and verifies.
+    assert (
+        wait_for(lambda: _finished(batch, namespace, "could-not"), 90, "job could-not")
+        == "Complete"
+    )
+    job = batch.read_namespaced_job("could-not", namespace)
+    assert (job.status.failed, job.status.succeeded) == (1, 1)
+    assert could_not.read_text() == "2"
