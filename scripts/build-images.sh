@@ -11,8 +11,9 @@
 #   pause          the pods' sandbox (deploy/images/pause, static Go)
 #   coredns        cluster DNS for the real node (deploy/images/coredns:
 #                  CoreDNS with the plugins its Corefile uses, static Go)
-#   prometheus     Debian's Prometheus (mmdebstrap), named as
-#                  deploy/kind/prometheus.yaml names it
+#   prometheus     Prometheus with Kubernetes discovery (deploy/images/
+#                  prometheus, static Go; Debian's has no Kubernetes
+#                  discovery), named as deploy/kind/prometheus.yaml names it
 #
 # with buildah, each written as an OCI archive to .tools/images/<name>.tar.
 # An image is cached by the content of what it is built from (in
@@ -39,14 +40,14 @@ declare -A refs=(
     [s3]=docker.io/motoserver/moto:5.0.28
     [pause]=localhost/modelgate/pause:1
     [coredns]=localhost/modelgate/coredns:1.12.4
-    # Debian bookworm's Prometheus, under the name the kind path pulls.
-    [prometheus]=quay.io/prometheus/prometheus:v2.42.0
+    # Prometheus built from its module, under the name the kind path pulls.
+    [prometheus]=quay.io/prometheus/prometheus:v3.16.0
 )
 order=(debian-python pause coredns modelgate s3 prometheus)
 
 for tool in buildah mmdebstrap go; do
     if ! command -v "$tool" >/dev/null; then
-        echo "build-images: '$tool' is missing (Debian packages buildah and mmdebstrap; Go 1.24+)" >&2
+        echo "build-images: '$tool' is missing (Debian packages buildah and mmdebstrap; Go 1.26+)" >&2
         exit 1
     fi
 done
@@ -78,18 +79,20 @@ build_debian_python() {
 }
 
 build_prometheus() {
-    local ref=$1 work container
+    # From the Go module proxy at the pin in deploy/images/prometheus/go.mod,
+    # with the Kubernetes service discovery only (Prometheus' own build
+    # tags); its data in /prometheus (an emptyDir: the root is read-only).
+    local ref=$1 work container version
     work=$(mktemp -d)
-    mmdebstrap --quiet --variant=minbase --include=prometheus \
-        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-        --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-        --aptopt='Acquire::Languages "none"' \
-        bookworm "$work/rootfs.tar" < "$sources"
+    version=$(cd deploy/images/prometheus && go list -m -f '{{.Version}}' github.com/prometheus/prometheus)
+    version=3.${version#v0.}  # module v0.316.0 is Prometheus 3.16.0
+    (cd deploy/images/prometheus && CGO_ENABLED=0 go build -trimpath \
+        -tags remove_all_sd,enable_kubernetes_sd \
+        -ldflags "-s -w -X github.com/prometheus/common/version.Version=$version" \
+        -o "$work/prometheus" github.com/prometheus/prometheus/cmd/prometheus)
     container=$(buildah from scratch)
-    buildah add --quiet "$container" "$work/rootfs.tar" /
-    # Its data in /prometheus (an emptyDir: the root is read-only), as
-    # Prometheus' own image has it; user nobody.
-    buildah config --entrypoint '["/usr/bin/prometheus"]' \
+    buildah copy --quiet --chmod 0755 "$container" "$work/prometheus" /bin/prometheus
+    buildah config --entrypoint '["/bin/prometheus"]' \
         --cmd '["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]' \
         --workingdir /prometheus --user 65534:65534 --port 9090 "$container"
     buildah commit --quiet --rm "$container" "$ref" >/dev/null
@@ -138,7 +141,7 @@ keys[pause]=$( { recipe build_go_binary_image build_pause; digest_of deploy/imag
 keys[coredns]=$( { recipe build_go_binary_image build_coredns; digest_of deploy/images/coredns/main.go deploy/images/coredns/go.mod deploy/images/coredns/go.sum; } | sha256sum | cut -d' ' -f1)
 # shellcheck disable=SC2046
 keys[modelgate]=$( { echo "${keys[debian-python]}"; recipe build_dockerfile build_modelgate; digest_of Dockerfile .dockerignore pyproject.toml README.md $(tree_files operator); } | sha256sum | cut -d' ' -f1)
-keys[prometheus]=$( { recipe build_prometheus; digest_of "$sources"; } | sha256sum | cut -d' ' -f1)
+keys[prometheus]=$( { recipe build_prometheus; digest_of deploy/images/prometheus/go.mod deploy/images/prometheus/go.sum; } | sha256sum | cut -d' ' -f1)
 keys[s3]=$( { echo "${keys[debian-python]}"; recipe build_dockerfile build_s3; digest_of deploy/images/s3/Dockerfile; } | sha256sum | cut -d' ' -f1)
 
 # An image another one is built FROM must be in buildah's storage, at the
@@ -187,6 +190,10 @@ for name in "${order[@]}"; do
         fi
     done
 done
+# The rows of the images built now, and the others' rows as they were.
+touch "$out/sizes.tsv"
+awk -F'\t' 'NR == FNR { built[$1] = 1; next } !($1 in built)' \
+    "$out/sizes.tsv.partial" "$out/sizes.tsv" >> "$out/sizes.tsv.partial"
 sort -u "$out/sizes.tsv.partial" > "$out/sizes.tsv"
 rm -f "$out/sizes.tsv.partial"
 column -t "$out/sizes.tsv" | cut -c1-100 >&2
