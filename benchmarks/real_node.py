@@ -8,7 +8,8 @@ Brings up the control plane and the real node the e2e tier runs on
 README says, then measures:
 
 - the images: the OCI archive each build wrote (compressed, `.tools/images`)
-  and the unpacked size the kubelet reports for it;
+  and the size the kubelet reports for it (containerd's content size: the
+  compressed layers; none for the base, which no pod runs);
 - pod start to ready, from the API's own timestamps (creation to the Ready
   condition, one-second resolution): a pause pod (the kubelet's floor:
   sandbox, network, no probe), the operator's pod (the chart's probes) and
@@ -66,7 +67,7 @@ def kubectl_json(cluster: Cluster, *args: str) -> dict[str, Any]:
 
 
 def image_sizes(cluster: Cluster) -> list[tuple[str, str, int, int]]:
-    """(name, reference, archive bytes, unpacked bytes as the kubelet reports)."""
+    """(name, reference, archive bytes, bytes as the kubelet reports)."""
     node = kubectl_json(cluster, "get", "nodes")["items"][0]
     unpacked = {
         name: int(image.get("sizeBytes") or 0)
@@ -116,13 +117,16 @@ def release_on_node(cluster: Cluster, namespace: str) -> tuple[float, dict[str, 
     started = time.monotonic()
     sample.apply(namespace)
     phase, deadline = "", time.monotonic() + 900
+    release: dict[str, Any] = {}
     while phase not in {"Released", "GateFailed", "Failed"} and time.monotonic() < deadline:
         time.sleep(1)
         release = kubectl_json(cluster, "-n", namespace, "get", "modelrelease", RELEASE)
         phase = (release.get("status") or {}).get("phase", "")
     elapsed = time.monotonic() - started
     if phase != "Released":
-        raise SystemExit(f"the sample ended {phase or 'unfinished'} in {namespace}")
+        conditions = (release.get("status") or {}).get("conditions", [])
+        why = "; ".join(f"{c['type']}: {c.get('message')}" for c in conditions)
+        raise SystemExit(f"the sample ended {phase or 'unfinished'} in {namespace}: {why}")
     servers = {}
     for environment in ("staging", "production"):
         pods = kubectl_json(
@@ -132,7 +136,7 @@ def release_on_node(cluster: Cluster, namespace: str) -> tuple[float, dict[str, 
             "get",
             "pods",
             "-l",
-            "app.kubernetes.io/component=serving",
+            "app.kubernetes.io/component=model-server",
         )
         for pod in pods["items"]:
             servers[f"model server ({environment})"] = start_to_ready(pod)
@@ -178,6 +182,7 @@ def main() -> int:
             environment = {
                 "KUBECONFIG": str(plane.admin_kubeconfig()),
                 "PATH": f"{TOOLS / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+                "MODELGATE_IMAGE": MODELGATE_IMAGE,  # the sample's training image
             }
             os.environ.update(environment)  # scripts/kind_sample.py calls kubectl
             cluster = Cluster(environment, MODELGATE_IMAGE)
@@ -199,10 +204,11 @@ def main() -> int:
             on_node = [release_on_node(cluster, f"bench-{run}") for run in range(options.runs)]
         local = [release_in_local_mode() for _ in range(options.runs)]
 
-    print("\nimages (.tools/images; unpacked: as the kubelet reports)")
-    print(f"  {'image':<14} {'archive MB':>10} {'unpacked MB':>12}")
-    for name, _reference, archive, unpacked in sizes:
-        print(f"  {name:<14} {archive / 1e6:>10.1f} {unpacked / 1e6:>12.1f}")
+    print("\nimages (.tools/images, and as the kubelet reports them)")
+    print(f"  {'image':<14} {'archive MB':>10} {'on node MB':>11}")
+    for name, _reference, archive, reported in sizes:
+        shown = f"{reported / 1e6:.1f}" if reported else "-"
+        print(f"  {name:<14} {archive / 1e6:>10.1f} {shown:>11}")
     print("\nbring-up")
     print(f"  control plane + node Ready     {node_ready:7.1f} s")
     print(f"  make deploy (S3 store, chart)  {deployed:7.1f} s")
