@@ -11,17 +11,7 @@ import pytest
 
 from modelgate.backends.local import LocalArtifactStore, LocalProcessRunner
 from modelgate.promotion import StartVerification
-
-# Exits with the codes given, one per run, counting runs in a file.
-SCRIPT = """
-import sys
-from pathlib import Path
-counter, codes = Path(sys.argv[1]), [int(c) for c in sys.argv[2].split(",")]
-runs = int(counter.read_text()) if counter.exists() else 0
-counter.write_text(str(runs + 1))
-print(f"run {runs + 1}: exit {codes[min(runs, len(codes) - 1)]}")
-sys.exit(codes[min(runs, len(codes) - 1)])
-"""
+from tests.support.exits import EXITS_IN_TURN
 
 
 def _verify(tmp_path: Path, codes: str, attempts: int) -> tuple[dict[str, object], int]:
@@ -34,10 +24,11 @@ def _verify(tmp_path: Path, codes: str, attempts: int) -> tuple[dict[str, object
         release="team/m-1",
         model="m",
         image="",
-        command=("python", "-c", SCRIPT, str(counter), codes),
+        command=("python", "-c", EXITS_IN_TURN),
         args=(),
         timeout=timedelta(minutes=1),
         predictions=None,
+        env=(("COUNTER", str(counter)), ("CODES", codes)),
         attempts=attempts,
     )
     runner.start_verification(action, endpoint="http://127.0.0.1:9")

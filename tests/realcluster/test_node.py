@@ -20,6 +20,7 @@ from modelgate.promotion import StartVerification
 from modelgate.settings import OperatorSettings
 from tests.support.cluster import wait_for
 from tests.support.controlplane import ControlPlane
+from tests.support.exits import EXITS_IN_TURN
 from tests.support.node import ForeignImage, TestNode, expand, image_repository, running_node
 
 IMAGE = "ghcr.io/modelgate/modelgate:0.1.0"
@@ -286,21 +287,9 @@ def test_image_names_and_expansion() -> None:
     assert expand("$(A)$(B)", {"A": "1"}) == "1$(B)"
 
 
-# Exits with the codes given, one per run, counting runs in a file on this
-# machine (the node's pods are its processes).
-EXITS_IN_TURN = """
-import os, sys
-from pathlib import Path
-counter, codes = Path(os.environ["COUNTER"]), [int(c) for c in os.environ["CODES"].split(",")]
-runs = int(counter.read_text()) if counter.exists() else 0
-counter.write_text(str(runs + 1))
-print(f"run {runs + 1}: exit {codes[min(runs, len(codes) - 1)]}")
-sys.exit(codes[min(runs, len(codes) - 1)])
-"""
-
-
 def _verification_job(name: str, codes: str, counter: Path) -> dict[str, Any]:
-    """The verification Job the operator makes, running the exits above."""
+    """The verification Job the operator makes, exiting with ``codes`` in turn
+    (the node's pods are this machine's processes: they share ``counter``)."""
     action = StartVerification(
         job_name=name,
         environment="production",
