@@ -49,7 +49,7 @@ node-up: $(STAMP) controlplane
 
 ## The images the real node runs, from Debian packages and the package
 ## registries with buildah (no Docker Hub): .tools/images/<name>.tar.
-node-images:
+node-images: $(STAMP)
 	scripts/build-images.sh
 
 ## The real control plane for the tests: etcd, kube-apiserver,
@@ -102,17 +102,25 @@ HELM ?= $(shell command -v helm || echo .tools/bin/helm)
 kind-up:
 	kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
 
-## With Docker (the kind path): `docker build` on the public Python image.
-## Without: the images from Debian packages with buildah (node-images).
-images:
+# MLServer with the project's scikit-learn (a pickled model loads only in the
+# version that saved it), under the name of Seldon's image.
+MLSERVER_IMAGE := docker.io/seldonio/mlserver:$(shell sed -n 's/^mlserver==//p' tests/servers/requirements-mlserver.txt)-sklearn
+
+## With Docker (the kind path): `docker build` on the public Python image,
+## Modelgate's and MLServer's. Without: every image the real node runs, from
+## Debian packages with buildah (node-images).
+images: $(STAMP)
 	if command -v docker >/dev/null 2>&1; then \
-		docker build -t $(IMAGE_REPO):$(IMAGE_TAG) . ; \
+		docker build -t $(IMAGE_REPO):$(IMAGE_TAG) . && \
+		docker build -t $(MLSERVER_IMAGE) -f deploy/images/mlserver/Dockerfile \
+			--build-arg SKLEARN_VERSION=$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)') \
+			tests/servers ; \
 	else \
 		scripts/build-images.sh ; \
 	fi
 
 kind-load:
-	kind load docker-image $(IMAGE_REPO):$(IMAGE_TAG) --name $(KIND_CLUSTER)
+	kind load docker-image $(IMAGE_REPO):$(IMAGE_TAG) $(MLSERVER_IMAGE) --name $(KIND_CLUSTER)
 
 deploy:
 	kubectl create namespace modelgate-system --dry-run=client -o yaml | kubectl apply -f -
@@ -127,7 +135,10 @@ sample: $(STAMP)
 	MODELGATE_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG) $(BIN)/python scripts/kind_sample.py team
 
 ## End-to-end tests against the current kubectl context (after `make deploy`).
+## They register a model in the cluster's MLflow as a laptop would, with
+## the MLflow client of .tools/mlflow.
 e2e: $(STAMP)
+	scripts/ensure-model-servers.sh
 	MODELGATE_IMAGE=$(IMAGE_REPO):$(IMAGE_TAG) $(BIN)/pytest tests/e2e --with-e2e
 
 kind-down:

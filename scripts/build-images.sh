@@ -14,6 +14,12 @@
 #   prometheus     Prometheus with Kubernetes discovery (deploy/images/
 #                  prometheus, static Go; Debian's has no Kubernetes
 #                  discovery), named as deploy/kind/prometheus.yaml names it
+#   mlserver       MLServer with its scikit-learn runtime (deploy/images/
+#                  mlserver, tests/servers/requirements-mlserver.txt and the
+#                  project's scikit-learn), named as Seldon's public image
+#   mlflow         an MLflow tracking server and registry (deploy/images/
+#                  mlflow, tests/servers/requirements-mlflow.txt), named as
+#                  MLflow's public image and deploy/kind/mlflow.yaml
 #
 # with buildah, each written as an OCI archive to .tools/images/<name>.tar.
 # An image is cached by the content of what it is built from (in
@@ -34,6 +40,12 @@ mkdir -p "$out" "$cache"
 
 # What the images are called inside the node's containerd. The project's is
 # the chart's image.repository/tag for the node (tests/support/realnode.py).
+# The third-party servers' versions are their requirement files' pins.
+pinned() {  # requirements file, package: the version it pins
+    sed -n "s/^$2==\([^ ;]*\).*/\1/p" "$1"
+}
+mlserver_version=$(pinned tests/servers/requirements-mlserver.txt mlserver)
+mlflow_version=$(pinned tests/servers/requirements-mlflow.txt mlflow)
 declare -A refs=(
     [debian-python]=localhost/modelgate/debian-python:bookworm
     [modelgate]=localhost/modelgate:dev
@@ -42,8 +54,12 @@ declare -A refs=(
     [coredns]=localhost/modelgate/coredns:1.12.4
     # Prometheus built from its module, under the name the kind path pulls.
     [prometheus]=quay.io/prometheus/prometheus:v3.16.0
+    [mlserver]=docker.io/seldonio/mlserver:$mlserver_version-sklearn
+    [mlflow]=ghcr.io/mlflow/mlflow:v$mlflow_version
 )
-order=(debian-python pause coredns modelgate s3 prometheus)
+order=(debian-python pause coredns modelgate s3 prometheus mlserver mlflow)
+# The images built FROM the Debian base.
+on_debian_python=" modelgate s3 mlserver mlflow "
 
 for tool in buildah mmdebstrap go; do
     if ! command -v "$tool" >/dev/null; then
@@ -113,14 +129,19 @@ build_go_binary_image() {  # ref, program (deploy/images/<program>), user
 build_pause() { build_go_binary_image "$1" pause 65535:65535; }
 build_coredns() { build_go_binary_image "$1" coredns 65532:65532; }
 
-build_dockerfile() {  # ref, Dockerfile, context
+build_dockerfile() {  # ref, Dockerfile, context, more buildah arguments
     buildah bud --quiet --network host --layers=false "${build_mounts[@]}" \
-        --build-arg "PYTHON_IMAGE=${refs[debian-python]}" \
+        --build-arg "PYTHON_IMAGE=${refs[debian-python]}" "${@:4}" \
         -f "$2" -t "$1" "$3" >/dev/null
 }
 
 build_modelgate() { build_dockerfile "$1" Dockerfile .; }
 build_s3() { build_dockerfile "$1" deploy/images/s3/Dockerfile deploy/images/s3; }
+build_mlserver() {
+    build_dockerfile "$1" deploy/images/mlserver/Dockerfile tests/servers \
+        --build-arg "SKLEARN_VERSION=$sklearn_version"
+}
+build_mlflow() { build_dockerfile "$1" deploy/images/mlflow/Dockerfile tests/servers; }
 
 digest_of() {  # sha256 of the given files' names and contents
     for f in "$@"; do echo "$f"; cat "$f"; done | sha256sum | cut -d' ' -f1
@@ -143,6 +164,14 @@ keys[coredns]=$( { recipe build_go_binary_image build_coredns; digest_of deploy/
 keys[modelgate]=$( { echo "${keys[debian-python]}"; recipe build_dockerfile build_modelgate; digest_of Dockerfile .dockerignore pyproject.toml README.md $(tree_files operator); } | sha256sum | cut -d' ' -f1)
 keys[prometheus]=$( { recipe build_prometheus; digest_of deploy/images/prometheus/go.mod deploy/images/prometheus/go.sum; } | sha256sum | cut -d' ' -f1)
 keys[s3]=$( { echo "${keys[debian-python]}"; recipe build_dockerfile build_s3; digest_of deploy/images/s3/Dockerfile; } | sha256sum | cut -d' ' -f1)
+# MLServer loads the pickles the project's scikit-learn writes: the same version.
+sklearn_version=$(.venv/bin/python -c 'import sklearn; print(sklearn.__version__)' 2>/dev/null || true)
+if [[ -z $sklearn_version ]]; then
+    echo "build-images: MLServer's scikit-learn is the project's: make the virtualenv first (make venv)" >&2
+    exit 1
+fi
+keys[mlserver]=$( { echo "${keys[debian-python]} $sklearn_version"; recipe build_dockerfile build_mlserver; digest_of deploy/images/mlserver/Dockerfile tests/servers/requirements-mlserver.txt; } | sha256sum | cut -d' ' -f1)
+keys[mlflow]=$( { echo "${keys[debian-python]}"; recipe build_dockerfile build_mlflow; digest_of deploy/images/mlflow/Dockerfile tests/servers/requirements-mlflow.txt; } | sha256sum | cut -d' ' -f1)
 
 # An image another one is built FROM must be in buildah's storage, at the
 # version the cache holds.
@@ -185,7 +214,7 @@ for name in "${order[@]}"; do
     for want in "${wanted[@]}"; do
         if [[ $want == "$name" ]]; then
             # Each image is built FROM the base: make sure of it first.
-            [[ $name == modelgate || $name == s3 ]] && ensure debian-python >/dev/null
+            [[ $on_debian_python == *" $name "* ]] && ensure debian-python >/dev/null
             ensure "$name"
         fi
     done

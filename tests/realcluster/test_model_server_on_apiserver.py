@@ -21,7 +21,7 @@ from tests.realcluster.conftest import BUCKET, Team, conditions, documents, gran
 from tests.support.mlflow_server import MlflowServer, running_mlflow
 from tests.support.mlserver import MLSERVER_IMAGE
 from tests.support.node import TestNode
-from tests.support.registered_models import register_credit_risk
+from tests.support.registered_models import mlserver_release, register_credit_risk
 from tests.support.s3server import S3Server
 
 # A test of the team's own in production, run with MLServer's image's
@@ -51,48 +51,7 @@ def environments() -> list[dict[str, Any]]:
 
 
 def release_document(tracking_uri: str, suffix: str, version: str) -> dict[str, Any]:
-    """As a team writes it for MLServer's scikit-learn runtime in a cluster:
-    the image's defaults (listening on all addresses) and the contract's
-    ports and model file."""
-    return {
-        "apiVersion": "modelgate.dev/v1alpha1",
-        "kind": "ModelRelease",
-        "metadata": {"name": f"credit-risk-{suffix}"},
-        "spec": {
-            "model": {"name": "credit-risk", "version": f"4.0.{version}"},
-            "serving": "ModelServer",
-            "image": MLSERVER_IMAGE,
-            "server": {
-                "command": ["mlserver", "start", "$(MODELGATE_MODEL_DIR)"],
-                "env": [
-                    {"name": "MLSERVER_HTTP_PORT", "value": "$(MODELGATE_HTTP_PORT)"},
-                    {"name": "MLSERVER_GRPC_PORT", "value": "$(MODELGATE_GRPC_PORT)"},
-                    {"name": "MLSERVER_METRICS_PORT", "value": "$(MODELGATE_METRICS_PORT)"},
-                    {"name": "MLSERVER_PARALLEL_WORKERS", "value": "0"},
-                    {"name": "MLSERVER_MODEL_NAME", "value": "credit-risk"},
-                    {
-                        "name": "MLSERVER_MODEL_IMPLEMENTATION",
-                        "value": "mlserver_sklearn.SKLearnModel",
-                    },
-                    {"name": "MLSERVER_MODEL_URI", "value": "$(MODELGATE_MODEL_FILE)"},
-                ],
-            },
-            "mlflow": {
-                "trackingUri": tracking_uri,
-                "name": "credit-risk",
-                "version": version,
-                "aliases": {"production": "champion"},
-                "data": {
-                    "train": f"s3://{BUCKET}/data/train.csv",
-                    "evaluation": f"s3://{BUCKET}/data/eval.csv",
-                    "target": "default",
-                    "idColumn": "id",
-                },
-            },
-            "gate": {"name": "credit-gate"},
-            "promotion": {"environments": ["staging", "production"]},
-        },
-    }
+    return mlserver_release(tracking_uri, suffix, version, image=MLSERVER_IMAGE, bucket=BUCKET)
 
 
 def _served_pod(team: Team, environment: str) -> dict[str, Any]:

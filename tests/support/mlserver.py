@@ -19,14 +19,21 @@ import joblib
 
 from modelgate.serving.model import trusted_loads
 from tests.support.node import ForeignImage
+from tests.support.pins import SERVERS, pinned
 from tests.support.processes import answers, serving
 from tests.support.s3server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".tools" / "mlserver" / "bin" / "mlserver"
-# Seldon's image, as a release names it; the test node runs it from .tools/mlserver.
+
+MLSERVER_VERSION = pinned("mlserver", SERVERS / "requirements-mlserver.txt")
+# Seldon's image with its scikit-learn runtime: the name `make images` gives
+# the image it builds from the same pins and the project's scikit-learn
+# (with buildah for the real node, with Docker for kind).
 MLSERVER_REPOSITORY = "docker.io/seldonio/mlserver"
-MLSERVER_IMAGE = f"{MLSERVER_REPOSITORY}:1.7.1-sklearn@sha256:" + "5e" * 32
+MLSERVER_TAGGED = f"{MLSERVER_REPOSITORY}:{MLSERVER_VERSION}-sklearn"
+# As a release names it, by digest; the process node runs it from .tools/mlserver.
+MLSERVER_IMAGE = f"{MLSERVER_TAGGED}@sha256:" + "5e" * 32
 
 
 def dataplane_openapi() -> Path:

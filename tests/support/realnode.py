@@ -52,7 +52,7 @@ from tests.support.s3server import free_port
 
 IMAGES = Path(os.environ.get("MODELGATE_IMAGES", ROOT / ".tools" / "images"))
 # The images the node runs, by archive (scripts/build-images.sh) and name.
-IMAGE_ARCHIVES = ("pause", "coredns", "modelgate", "s3", "prometheus")
+IMAGE_ARCHIVES = ("pause", "coredns", "modelgate", "s3", "prometheus", "mlserver", "mlflow")
 PAUSE_IMAGE = "localhost/modelgate/pause:1"
 MODELGATE_IMAGE = "localhost/modelgate:dev"
 POD_SUBNET = "10.244.0.0/24"

@@ -8,15 +8,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.support.pins import SERVERS, pinned
+
+DOCKERFILES = [
+    "Dockerfile",
+    "deploy/images/s3/Dockerfile",
+    "deploy/images/mlserver/Dockerfile",
+    "deploy/images/mlflow/Dockerfile",
+]
 
 
-def test_dockerfile_passes_hadolint() -> None:
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     done = subprocess.run(
-        [hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")],
+        [hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / dockerfile)],
         capture_output=True,
         text=True,
         check=False,
@@ -32,6 +42,31 @@ def test_dockerfile_is_slim_non_root_and_safe_path() -> None:
     assert "USER 65532:65532" in final
     assert "pip install" not in final  # built in the first stage, copied over
     assert "build-essential" not in text
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_every_image_runs_as_non_root_from_a_virtualenv(dockerfile: str) -> None:
+    """Debian's Python refuses `pip install` into the system interpreter:
+    each image installs into a virtualenv in a build stage and runs the
+    result as a user that is not root."""
+    text = (ROOT / dockerfile).read_text()
+    final = text[text.rindex("\nFROM ") :]
+    assert "-m venv /opt/" in text
+    assert "USER 65532:65532" in final
+    assert "pip install" not in final
+
+
+def test_kind_mlflow_names_the_image_make_images_builds_from_the_pin() -> None:
+    pin = pinned("mlflow", SERVERS / "requirements-mlflow.txt")
+    manifests = yaml.safe_load_all((ROOT / "deploy/kind/mlflow.yaml").read_text())
+    deployment = next(d for d in manifests if d and d["kind"] == "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"ghcr.io/mlflow/mlflow:v{pin}"
+    assert (
+        "[mlflow]=ghcr.io/mlflow/mlflow:v$mlflow_version"
+        in (ROOT / "scripts/build-images.sh").read_text()
+    )
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_make_targets_of_the_kind_path_exist() -> None:
