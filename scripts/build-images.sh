@@ -179,6 +179,17 @@ present_in_storage() {  # ref key
     [[ "$(buildah inspect --type image --format '{{index .ImageAnnotations "dev.modelgate.key"}}' "$1" 2>/dev/null)" == "$2" ]]
 }
 
+# The cache keeps the three images of each name used last (a use touches
+# its archive): every commit that changes the project makes a new one, and
+# each is hundreds of MB. A clone's .tools/images holds a hard link to its
+# own, so pruning never takes an image from under a build.
+prune() {  # name, archive just used
+    touch "$2"
+    find "$cache" -maxdepth 1 -type f -regextype posix-extended \
+        -regex ".*/$1-[0-9a-f]{64}\.tar" -printf '%T@ %p\n' \
+        | sort -rn | tail -n +4 | cut -d' ' -f2- | xargs -r rm -f
+}
+
 ensure() {
     local name=$1 ref=${refs[$1]} key=${keys[$1]} archive
     archive="$cache/$name-$key.tar"
@@ -204,6 +215,7 @@ ensure() {
         buildah pull --quiet "oci-archive:$archive" >/dev/null
     fi
     ln -f "$archive" "$out/$name.tar" 2>/dev/null || cp "$archive" "$out/$name.tar"
+    prune "$name" "$archive"
     printf '%s\t%s\t%s\t%s\n' "$name" "$ref" "$(stat -c %s "$archive")" "$key" >> "$out/sizes.tsv.partial"
 }
 
