@@ -707,6 +707,31 @@ def test_a_status_from_before_the_rollback_never_redeploys() -> None:
     assert world.deployments["production"].release == "team/m-1"
 
 
+def test_a_verification_tried_again_says_which_attempt_and_how_many_failed() -> None:
+    """The Job retries a verification that could not check (exit 2); the
+    release says which attempt runs, and a failure how many there were."""
+    world = VerifyingWorld(verification="Running")
+    envs = make_envs(verification={"image": "verify:1", "command": ["verify"], "attempts": 3})
+    release, _ = drive(make_release(), world, envs=envs)
+    assert release.status is not None
+    production = release.status.environments[1]
+    job = production.verification_job
+    assert job is not None
+    assert production.message == f"verification {job} is running"
+    world.verifications[job] = TrainingObservation(job, "Running", retries=2)
+    running = reconcile(release, make_gate(), envs, world.observed(), NOW).status
+    assert running.environments[1].message == (
+        f"verification {job} is running (attempt 3 of 3: the first 2 could not check)"
+    )
+    world.verifications[job] = TrainingObservation(
+        job, "Failed", message="BackoffLimitExceeded", retries=2
+    )
+    failed = reconcile(release, make_gate(), envs, world.observed(), NOW).status
+    assert "verification failed (BackoffLimitExceeded (after 3 attempts))" in (
+        failed.environments[1].message or ""
+    )
+
+
 def test_verification_failure_without_auto_rollback_fails_in_place() -> None:
     world = VerifyingWorld(verification="Failed")
     release, _ = drive(make_release(), world, envs=verified_envs(policy={"autoRollback": False}))

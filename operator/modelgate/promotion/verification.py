@@ -43,6 +43,12 @@ def verify(
     if run is None or run.state == "Running":
         entry.phase = EnvironmentPhase.VERIFYING
         entry.message = f"verification {job} is running"
+        if run is not None and run.retries:
+            # Earlier tries exited "could not check" (the Job retries those).
+            entry.message += (
+                f" (attempt {run.retries + 1} of {spec.attempts}: "
+                f"{_tries(run.retries)} could not check)"
+            )
         if run is None:
             builtin = spec.served_predictions
             if builtin is not None and not ctx.server_image:
@@ -90,6 +96,10 @@ def verify(
     return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
 
 
+def _tries(count: int) -> str:
+    return "the first" if count == 1 else f"the first {count}"
+
+
 def _builtin_env(release: ModelRelease, builtin: ServedPredictions) -> tuple[tuple[str, str], ...]:
     """The built-in verification's settings; the model's name as its own server
     serves it, unless the Environment names one."""
@@ -105,6 +115,8 @@ def _failed(
     """``entry`` after its verification ``run`` failed: rolled back, or failed
     in place when the environment turns autoRollback off."""
     reason = run.message or "the verification Job failed"
+    if run.retries:
+        reason = f"{reason} (after {run.retries + 1} attempts)"
     if env.spec.policy.auto_rollback:
         entry.phase = EnvironmentPhase.ROLLED_BACK
         entry.message = f"verification failed ({reason}); {put_back(entry)} was put back"
