@@ -8,6 +8,10 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# The build machine's pip settings (scripts/build-images.sh passes them;
+# docker build leaves them unset), for this stage only: never in the image.
+ARG PIP_CERT
+ARG PIP_INDEX_URL
 RUN python3 -m venv /opt/modelgate
 COPY pyproject.toml README.md /src/
 COPY operator /src/operator

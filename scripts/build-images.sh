@@ -24,9 +24,11 @@
 # with buildah, each written as an OCI archive to .tools/images/<name>.tar.
 # An image is cached by the content of what it is built from (in
 # $MODELGATE_IMAGE_CACHE, default ~/.cache/modelgate/images): an unchanged
-# image is not built again, from any clone. The machine's CA bundle and pip
-# configuration are mounted into the build containers (package installs
-# reach PyPI through them), never copied into an image. Sizes go to
+# image is not built again, from any clone. The machine's CA bundle is
+# mounted over the image's own in the build containers, and pip is pointed
+# at it (and at the machine's package index) by build arguments of the build
+# stages only: package installs reach PyPI through them, no image keeps
+# them (tests/integration/test_images.py looks). Sizes go to
 # .tools/images/sizes.tsv.
 #
 # Usage: scripts/build-images.sh [name ...]   (default: all)
@@ -71,10 +73,12 @@ done
 sources=/etc/apt/sources.list.d/debian.sources
 [[ -f $sources ]] || sources=/etc/apt/sources.list
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
+# Every image FROM the base has a bundle there, so the mount leaves no
+# trace; a mounted pip.conf would leave an empty /etc/pip.conf behind.
 build_mounts=(--volume "$ca_bundle:$ca_bundle:ro")
-for conf in /etc/pip.conf /etc/xdg/pip/pip.conf; do
-    [[ -f $conf ]] && build_mounts+=(--volume "$conf:$conf:ro")
-done
+pip_index=${PIP_INDEX_URL:-$(pip3 config get global.index-url 2>/dev/null || true)}
+build_args=(--build-arg "PIP_CERT=$ca_bundle")
+build_args+=(--build-arg "PIP_INDEX_URL=${pip_index:-https://pypi.org/simple}")
 
 build_debian_python() {
     local ref=$1 work
@@ -130,7 +134,7 @@ build_pause() { build_go_binary_image "$1" pause 65535:65535; }
 build_coredns() { build_go_binary_image "$1" coredns 65532:65532; }
 
 build_dockerfile() {  # ref, Dockerfile, context, more buildah arguments
-    buildah bud --quiet --network host --layers=false "${build_mounts[@]}" \
+    buildah bud --quiet --network host --layers=false "${build_mounts[@]}" "${build_args[@]}" \
         --build-arg "PYTHON_IMAGE=${refs[debian-python]}" "${@:4}" \
         -f "$2" -t "$1" "$3" >/dev/null
 }
