@@ -35,6 +35,35 @@ def kubectl_logs(namespace: str, *target: str) -> str:
     return done.stdout + done.stderr
 
 
+def delete_namespaces(namespace: str, *suffixes: str) -> None:
+    """A test's namespaces (``namespace`` + each suffix), not waited for."""
+    for suffix in suffixes:
+        subprocess.run(
+            ["kubectl", "delete", "namespace", namespace + suffix, "--wait=false"],
+            capture_output=True,
+            check=False,
+        )
+
+
+def wait_exists(namespace: str, kind: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    """The object once it exists; fails when it does not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(
+            ["kubectl", "-n", namespace, "get", kind, name, "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode == 0:
+            found: dict[str, Any] = json.loads(done.stdout)
+            return found
+        if time.monotonic() > deadline:
+            missing = f"{kind} {namespace}/{name} not there in {timeout:.0f} s"
+            raise AssertionError(f"{missing}: {done.stderr}")
+        time.sleep(1)
+
+
 def wait_finished(namespace: str, name: str, timeout: float = 900) -> dict[str, Any]:
     """The release once it has finished (or as it was at the deadline)."""
     deadline = time.monotonic() + timeout
@@ -65,15 +94,16 @@ def prometheus(query: str) -> list[dict[str, Any]]:
 
 def scraped(queries: dict[str, str], timeout: float = 90) -> dict[str, list[dict[str, Any]]]:
     """Each query's series once every query has some (a few scrape intervals
-    and pod discovery), or as they were at the deadline."""
+    and pod discovery); fails naming the queries that found none by then."""
     found: dict[str, list[dict[str, Any]]] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = {what: prometheus(query) for what, query in queries.items()}
         if all(found.values()):
-            break
+            return found
         time.sleep(3)
-    return found
+    missing = {what: queries[what] for what, series in found.items() if not series}
+    raise AssertionError(f"no series in {timeout:.0f} s for {missing}")
 
 
 # Run in each container's place: write to the root, the image's own

@@ -27,7 +27,7 @@ from modelgate.trainer.train import train
 from tests.integration.test_localmode import GATE, SAMPLE_DATA, conditions, items, run_json
 from tests.support.mlflow_server import MlflowServer, running_mlflow
 from tests.support.mlserver import MLSERVER, MLSERVER_IMAGE
-from tests.support.registered_models import register_credit_risk
+from tests.support.registered_models import mlserver_release, register_credit_risk
 from tests.unit.test_trainer import contract_env
 
 # Pinned by digest, as production asks (local mode runs the local command).
@@ -70,44 +70,17 @@ def registered(mlflow: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -
     return register_credit_risk(mlflow, tmp_path_factory, versions=2)
 
 
-def mlserver_block() -> dict[str, Any]:
-    """spec.server for MLServer's scikit-learn runtime, as a team writes it."""
-    return {
-        "env": [
-            {"name": "MLSERVER_HOST", "value": "127.0.0.1"},
-            {"name": "MLSERVER_HTTP_PORT", "value": "$(MODELGATE_HTTP_PORT)"},
-            {"name": "MLSERVER_GRPC_PORT", "value": "$(MODELGATE_GRPC_PORT)"},
-            {"name": "MLSERVER_METRICS_PORT", "value": "$(MODELGATE_METRICS_PORT)"},
-            {"name": "MLSERVER_PARALLEL_WORKERS", "value": "0"},
-            {"name": "MLSERVER_MODEL_NAME", "value": "credit-risk"},
-            {"name": "MLSERVER_MODEL_IMPLEMENTATION", "value": "mlserver_sklearn.SKLearnModel"},
-            {"name": "MLSERVER_MODEL_URI", "value": "$(MODELGATE_MODEL_FILE)"},
-        ],
-        "local": {"command": [str(MLSERVER), "start", "$(MODELGATE_MODEL_DIR)"]},
-    }
-
-
 def release_document(tracking_uri: str, suffix: str, version: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelgate.dev/v1alpha1",
-        "kind": "ModelRelease",
-        "metadata": {"name": f"credit-risk-{suffix}"},
-        "spec": {
-            "model": {"name": "credit-risk", "version": f"3.0.{version}"},
-            "serving": "ModelServer",
-            "image": MLSERVER_IMAGE,
-            "server": mlserver_block(),
-            "mlflow": {
-                "trackingUri": tracking_uri,
-                "name": "credit-risk",
-                "version": version,
-                "aliases": {"production": "champion"},
-                "data": dict(SAMPLE_DATA),
-            },
-            "gate": {"name": "credit-gate"},
-            "promotion": {"environments": ["staging", "production"]},
-        },
-    }
+    """The release a team writes for a cluster, run in local mode: MLServer
+    on loopback, started by server.local's command."""
+    document = mlserver_release(
+        tracking_uri, suffix, version, image=MLSERVER_IMAGE, data=dict(SAMPLE_DATA)
+    )
+    server = document["spec"]["server"]
+    server.pop("command")
+    server["env"].insert(0, {"name": "MLSERVER_HOST", "value": "127.0.0.1"})
+    server["local"] = {"command": [str(MLSERVER), "start", "$(MODELGATE_MODEL_DIR)"]}
+    return document
 
 
 def _alive(pid: int) -> bool:

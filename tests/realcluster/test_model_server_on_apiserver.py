@@ -21,7 +21,7 @@ from tests.realcluster.conftest import BUCKET, Team, conditions, documents, gran
 from tests.support.mlflow_server import MlflowServer, running_mlflow
 from tests.support.mlserver import MLSERVER_IMAGE
 from tests.support.node import TestNode
-from tests.support.registered_models import mlserver_release, register_credit_risk
+from tests.support.registered_models import mlserver_release, register_credit_risk, s3_data
 from tests.support.s3server import S3Server
 
 # A test of the team's own in production, run with MLServer's image's
@@ -51,7 +51,9 @@ def environments() -> list[dict[str, Any]]:
 
 
 def release_document(tracking_uri: str, suffix: str, version: str) -> dict[str, Any]:
-    return mlserver_release(tracking_uri, suffix, version, image=MLSERVER_IMAGE, bucket=BUCKET)
+    return mlserver_release(
+        tracking_uri, suffix, version, image=MLSERVER_IMAGE, data=s3_data(BUCKET)
+    )
 
 
 def _served_pod(team: Team, environment: str) -> dict[str, Any]:

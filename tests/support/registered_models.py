@@ -30,13 +30,23 @@ def register_credit_risk(
     ]  # fmt: skip
 
 
+def s3_data(bucket: str) -> dict[str, str]:
+    """The sample's data as it lies in ``bucket``: the release's mlflow.data."""
+    return {
+        "train": f"s3://{bucket}/data/train.csv",
+        "evaluation": f"s3://{bucket}/data/eval.csv",
+        "target": "default",
+        "idColumn": "id",
+    }
+
+
 def mlserver_release(
-    tracking_uri: str, suffix: str, version: str, *, image: str, bucket: str
+    tracking_uri: str, suffix: str, version: str, *, image: str, data: dict[str, str]
 ) -> dict[str, Any]:
     """Release ``credit-risk-<suffix>`` of registered ``version``, as a team
     writes it for MLServer's scikit-learn runtime in a cluster: the image's
     defaults (listening on all addresses) and the serving contract's ports
-    and model file; the data in ``bucket``."""
+    and model file; ``data`` is its mlflow.data."""
     return {
         "apiVersion": "modelgate.dev/v1alpha1",
         "kind": "ModelRelease",
@@ -65,12 +75,7 @@ def mlserver_release(
                 "name": "credit-risk",
                 "version": version,
                 "aliases": {"production": "champion"},
-                "data": {
-                    "train": f"s3://{bucket}/data/train.csv",
-                    "evaluation": f"s3://{bucket}/data/eval.csv",
-                    "target": "default",
-                    "idColumn": "id",
-                },
+                "data": data,
             },
             "gate": {"name": "credit-gate"},
             "promotion": {"environments": ["staging", "production"]},

@@ -56,6 +56,23 @@ class KubeTransientError(RuntimeError):
         self.delay = delay
 
 
+# What the API server's admission says when it cannot resolve an owner's
+# kind: right after its CRD is installed, until the server's discovery
+# catches up (seconds). blockOwnerDeletion on a Job owned by a ModelRelease
+# (OwnerReferencesPermissionEnforcement) meets it on a fresh install.
+UNKNOWN_KIND_YET = ("cannot find RESTMapping", "no matches for kind")
+
+
+def _status_message(error: ApiException) -> str:
+    """The Status message the API server sent with a refusal, if any."""
+    try:
+        body = json.loads(error.body or b"{}")
+    except (TypeError, ValueError):
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return message if isinstance(message, str) else ""
+
+
 def classify_api_error(error: ApiException, what: str) -> Exception:
     status = int(error.status or 0)
     if status == 409:
@@ -64,7 +81,16 @@ def classify_api_error(error: ApiException, what: str) -> Exception:
         return KubeTransientError(f"{what}: {error.reason}, retrying", delay=10.0)
     if status == 429 or status >= 500:
         return KubeTransientError(f"{what}: API server answered {status}, retrying", delay=10.0)
-    return RuntimeError(f"{what}: API server refused the request ({status}: {error.reason})")
+    message = _status_message(error)
+    if status == 403 and any(words in message for words in UNKNOWN_KIND_YET):
+        return KubeTransientError(
+            f"{what}: the API server does not resolve the owner's kind yet (its CRD was just "
+            f"installed and discovery catches up within seconds), retrying: {message}",
+            delay=3.0,
+        )
+    detail = f": {message}" if message else ""
+    refused = f"API server refused the request ({status}: {error.reason}){detail}"
+    return RuntimeError(f"{what}: {refused}")
 
 
 class TimedApiClient(client.ApiClient):  # type: ignore[misc]  # untyped package
