@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Cluster, sample_module
+from tests.e2e.workloads import delete_namespaces, kubectl_json
 
 pytestmark = pytest.mark.e2e
 RELEASE = "credit-risk-1-4-0"
@@ -27,16 +28,11 @@ def _sample() -> ModuleType:
 def team(cluster: Cluster) -> Iterator[str]:
     namespace = f"fault-{uuid.uuid4().hex[:5]}"
     yield namespace
-    for suffix in ("", "-staging", "-production", "-backtest"):
-        cluster.run(
-            "kubectl", "delete", "namespace", namespace + suffix, "--wait=false", check=False
-        )
+    delete_namespaces(namespace, "", "-staging", "-production", "-backtest")
 
 
-def _release(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    done = cluster.run("kubectl", "-n", namespace, "get", "modelrelease", RELEASE, "-o", "json")
-    found: dict[str, Any] = json.loads(done.stdout)
-    return found
+def _release(namespace: str) -> dict[str, Any]:
+    return kubectl_json("-n", namespace, "get", "modelrelease", RELEASE)
 
 
 def _conditions(release: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -53,7 +49,7 @@ def _wait_for(
     deadline = time.monotonic() + timeout
     release: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        release = _release(cluster, namespace)
+        release = _release(namespace)
         if done(release):
             return release
         time.sleep(3)

@@ -186,8 +186,7 @@ def test_mlserver_pods_run_non_root_and_write_only_to_their_empty_dirs(
     team: tuple[ModuleType, str], finished: dict[str, Any]
 ) -> None:
     _, namespace = team
-    targets = [namespace, f"{namespace}-staging", f"{namespace}-production"]
-    templates = workload_templates(targets)
+    templates = workload_templates(namespace)
     images = {
         c["image"]
         for t in templates.values()

@@ -122,12 +122,13 @@ print(json.dumps({"uid": os.getuid(), "writes": writes}))
 """
 
 
-def workload_templates(namespaces: list[str]) -> dict[str, dict[str, Any]]:
-    """Each kind of pod Modelgate made in ``namespaces`` (its component
-    label), from the Jobs and Deployments there: the pod template as the
+def workload_templates(namespace: str) -> dict[str, dict[str, Any]]:
+    """Each kind of pod Modelgate made for a team's releases (its component
+    label), from the Jobs and Deployments in ``namespace`` and its
+    environments' (``-staging``, ``-production``): the pod template as the
     operator wrote it."""
     templates: dict[str, dict[str, Any]] = {}
-    for target in namespaces:
+    for target in (namespace, f"{namespace}-staging", f"{namespace}-production"):
         for kind in ("jobs", "deployments"):
             listed = kubectl_json(
                 "-n", target, "get", kind, "-l", "app.kubernetes.io/managed-by=modelgate"

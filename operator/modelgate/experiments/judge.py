@@ -95,14 +95,14 @@ def judge(
 ) -> Judgement:
     """One look: ``measured`` maps each metric to its (champion, challenger)
     arms; ``previous_p_values`` are the running p-values of earlier looks."""
-    primaries = [p for p in plans if p.role == Role.PRIMARY]
-    if len(primaries) != 1:
-        raise ValueError(f"an experiment has exactly one primary metric, not {len(primaries)}")
     previous = previous_p_values or {}
     results = tuple(
         _result(plan, measured.get(plan.name), alpha, min_samples, previous) for plan in plans
     )
-    [primary] = [r for r in results if r.plan.role == Role.PRIMARY]
+    primaries = [r for r in results if r.plan.role == Role.PRIMARY]
+    if len(primaries) != 1:
+        raise ValueError(f"an experiment has exactly one primary metric, not {len(primaries)}")
+    [primary] = primaries
     guardrails = [r for r in results if r.plan.role == Role.GUARDRAIL]
     failed = [r for r in guardrails if r.verdict == Verdict.WORSE]
     if failed:
@@ -142,14 +142,13 @@ def _result(
     if arms is None or min(arms[0].samples, arms[1].samples) < min_samples:
         return MetricResult(plan, None, Verdict.UNDECIDED, 1.0 if earlier is None else earlier)
     champion, challenger = arms
-    # A guardrail's null is the margin itself (the harm it may not pass):
-    # its p-value weighs the evidence against exactly that.
-    harm = plan.effect if plan.direction == Direction.LOWER else -plan.effect
-    null = 0.0 if plan.role == Role.PRIMARY else harm
-    comparison = compare(champion, challenger, alpha=alpha, tau=plan.effect, null=null)
-    verdict = (
-        superiority(comparison, plan.direction)
-        if plan.role == Role.PRIMARY
-        else non_inferiority(comparison, plan.direction, plan.effect)
-    )
+    if plan.role == Role.PRIMARY:
+        comparison = compare(champion, challenger, alpha=alpha, tau=plan.effect)
+        verdict = superiority(comparison, plan.direction)
+    else:
+        # A guardrail's null is the margin itself (the harm it may not pass):
+        # its p-value weighs the evidence against exactly that.
+        harm = plan.effect if plan.direction == Direction.LOWER else -plan.effect
+        comparison = compare(champion, challenger, alpha=alpha, tau=plan.effect, null=harm)
+        verdict = non_inferiority(comparison, plan.direction, plan.effect)
     return MetricResult(plan, comparison, verdict, running_p_value(earlier, comparison))

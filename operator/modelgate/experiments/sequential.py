@@ -86,10 +86,6 @@ class Comparison:
     alpha: float
     null: float = 0.0
 
-    @property
-    def rejects_null(self) -> bool:
-        return self.likelihood_ratio >= 1 / self.alpha
-
 
 def _variance_of_difference(champion: Arm, challenger: Arm) -> float:
     if champion.samples == 0 or challenger.samples == 0:
