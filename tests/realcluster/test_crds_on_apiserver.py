@@ -625,6 +625,7 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
             "inline checks without a named gate need task",
         ),
     ]
+    cases.extend(_rollout_cases())
     release = _example("credit-risk/release.yaml")
     release["spec"]["promotion"]["config"][0]["environment"] = "prod"
     cases.append(
@@ -635,6 +636,65 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
             "every promotion.config entry",
         )
     )
+    return cases
+
+
+def _rollout_cases() -> list[tuple[str, dict[str, Any], str, str]]:
+    """An Environment's rollout: each rule broken once, on an experiment."""
+    counted = 'sum(increase(modelgate_predictions_total{arm="{{arm}}"}[{{window}}]))'
+    primary = {"name": "approvals", "role": "Primary", "statistic": "Proportion",
+               "better": "Higher", "count": counted, "successes": counted,
+               "minimumDetectableEffect": 0.02}  # fmt: skip
+    mean = {**primary, "statistic": "Mean", "sum": counted, "sumOfSquares": counted}
+    del mean["successes"]
+    experiment = {"split": {"champion": 50, "challenger": 50}, "deadline": "1h"}
+
+    def rollout(**fields: Any) -> dict[str, Any]:
+        merged = {"strategy": "Experiment", "experiment": experiment, "metrics": [primary],
+                  **fields}  # fmt: skip
+        return _environment(policy={"rollout": {k: v for k, v in merged.items() if v is not None}})
+
+    cases = []
+    for field, base in (("count", primary), ("successes", primary), ("sum", mean),
+                        ("sumOfSquares", mean)):  # fmt: skip
+        for broken, message in (
+            ("sum(modelgate_predictions_total)", "a query must name {{arm}}"),
+            ('up{arm="{{arm}}",team="{{team}}"}', "a query may name only"),
+        ):
+            cases.append((
+                f"Environment experiment {field}: {message}",
+                rollout(metrics=[{**base, field: broken}]),
+                f"spec.policy.rollout.metrics[0].{field}",
+                message,
+            ))  # fmt: skip
+    no_successes = {k: v for k, v in primary.items() if k != "successes"}
+    no_effect = {k: v for k, v in primary.items() if k != "minimumDetectableEffect"}
+    cases += [
+        ("Environment experiment proportion without successes",
+         rollout(metrics=[no_successes]), "spec.policy.rollout.metrics[0]",
+         "a Proportion metric needs count and successes"),
+        ("Environment experiment mean with successes",
+         rollout(metrics=[{**mean, "successes": counted}]), "spec.policy.rollout.metrics[0]",
+         "a Mean metric needs count, sum and sumOfSquares"),
+        ("Environment experiment primary without an effect",
+         rollout(metrics=[no_effect]), "spec.policy.rollout.metrics[0]",
+         "a Primary metric needs minimumDetectableEffect"),
+        ("Environment experiment split over 100",
+         rollout(experiment={**experiment, "split": {"champion": 60, "challenger": 50}}),
+         "spec.policy.rollout.experiment.split", "champion and challenger must add up to 100"),
+        ("Environment experiment without its settings",
+         rollout(experiment=None), "spec.policy.rollout",
+         "set the settings of the strategy chosen and no other"),
+        ("Environment experiment without a primary",
+         rollout(metrics=[]), "spec.policy.rollout",
+         "an Experiment needs exactly one Primary metric"),
+        ("Environment canary weights going down",
+         rollout(strategy="Canary", experiment=None,
+                 metrics=[{**no_effect, "role": "Guardrail", "margin": 0.01}],
+                 canary={"steps": [{"weight": 50, "duration": "1m"},
+                                   {"weight": 10, "duration": "1m"}]}),
+         "spec.policy.rollout.canary.steps", "canary steps must give the new release more"),
+    ]  # fmt: skip
     return cases
 
 

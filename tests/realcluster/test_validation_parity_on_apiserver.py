@@ -112,6 +112,34 @@ def _metric(**metric: Any) -> dict[str, Any]:
     return _environment(policy={"analysis": {"metrics": [merged]}})
 
 
+_REQUESTS = 'sum(increase(modelgate_predictions_total{arm="{{arm}}"}[{{window}}]))'
+_PRIMARY = {"name": "approvals", "role": "Primary", "statistic": "Proportion",
+            "better": "Higher", "count": _REQUESTS, "successes": _REQUESTS,
+            "minimumDetectableEffect": 0.02}  # fmt: skip
+_EXPERIMENT = {"split": {"champion": 50, "challenger": 50}, "deadline": "1h"}
+
+
+def _rollout(**rollout: Any) -> dict[str, Any]:
+    """An Environment with an experiment; a None drops the base's value."""
+    merged = {"strategy": "Experiment", "experiment": _EXPERIMENT, "metrics": [_PRIMARY],
+              **rollout}  # fmt: skip
+    return _environment(policy={"rollout": {k: v for k, v in merged.items() if v is not None}})
+
+
+def _primary(**metric: Any) -> dict[str, Any]:
+    merged = {k: v for k, v in {**_PRIMARY, **metric}.items() if v is not None}
+    return _rollout(metrics=[merged])
+
+
+def _steps(*weights: int) -> dict[str, Any]:
+    guardrail = {**_PRIMARY, "role": "Guardrail", "minimumDetectableEffect": None, "margin": 0.01}
+    return _rollout(
+        strategy="Canary", experiment=None,
+        canary={"steps": [{"weight": w, "duration": "5m"} for w in weights]},
+        metrics=[{k: v for k, v in guardrail.items() if v is not None}],
+    )  # fmt: skip
+
+
 def _window(**window: Any) -> dict[str, Any]:
     return _environment(policy={"freezeWindows": [{"name": "holidays", **window}]})
 
@@ -168,6 +196,35 @@ CASES = [
          _metric(query='up{team="{{ team }}"}'), "spec.policy.analysis.metrics[].query"),
     Case("AnalysisMetric._known_placeholders", "a placeholder one letter off",
          _metric(query='up{model="{{models}}"}'), "spec.policy.analysis.metrics[].query"),
+    Case("Split._adds_up", "weights that do not add up",
+         _rollout(experiment={**_EXPERIMENT, "split": {"champion": 60, "challenger": 50}}),
+         "spec.policy.rollout.experiment.split"),
+    Case("CanarySettings._increasing", "weights that go down", _steps(50, 10),
+         "spec.policy.rollout.canary.steps"),
+    Case("CanarySettings._increasing", "a weight twice", _steps(20, 20),
+         "spec.policy.rollout.canary.steps"),
+    Case("ExperimentMetric._names_the_arm", "a query without {{arm}}",
+         _primary(count="sum(modelgate_predictions_total)"),
+         "spec.policy.rollout.metrics[].count"),
+    Case("ExperimentMetric._names_the_arm", "a placeholder it cannot fill",
+         _primary(successes='up{arm="{{arm}}",team="{{team}}"}'),
+         "spec.policy.rollout.metrics[].successes"),
+    Case("ExperimentMetric._queries_and_effect", "a proportion without successes",
+         _primary(successes=None), "spec.policy.rollout.metrics[]"),
+    Case("ExperimentMetric._queries_and_effect", "a mean without sums",
+         _primary(statistic="Mean", successes=None), "spec.policy.rollout.metrics[]"),
+    Case("ExperimentMetric._queries_and_effect", "a primary without an effect",
+         _primary(minimumDetectableEffect=None), "spec.policy.rollout.metrics[]"),
+    Case("Rollout._unique_names", "a metric name twice", _rollout(metrics=[_PRIMARY, _PRIMARY]),
+         "spec.policy.rollout.metrics"),
+    Case("Rollout._settings_fit_strategy", "an experiment without its settings",
+         _rollout(experiment=None), "spec.policy.rollout"),
+    Case("Rollout._settings_fit_strategy", "canary settings for Replace",
+         _rollout(strategy="Replace", experiment=None, metrics=None,
+                  canary={"steps": [{"weight": 10, "duration": "1m"}]}),
+         "spec.policy.rollout"),
+    Case("Rollout._settings_fit_strategy", "an experiment with no primary",
+         _rollout(metrics=[]), "spec.policy.rollout"),
     Case("FreezeWindow._absolute_or_recurring", "absolute and recurring",
          _window(**_ABSOLUTE, **_WEEKLY), "spec.policy.freezeWindows[]"),
     Case("FreezeWindow._absolute_or_recurring", "a start without an end",

@@ -7,6 +7,7 @@ admission webhook is off; they mirror the pydantic validators.
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from typing import Any
 
@@ -38,6 +39,10 @@ def _substring(
     return celtypes.StringType(text[int(start) : None if end is None else int(end)])
 
 
+def _is_sorted(values: celtypes.ListType) -> celtypes.BoolType:
+    return celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(values)))
+
+
 def _split(text: celtypes.StringType, separator: celtypes.StringType) -> celtypes.ListType:
     return celtypes.ListType([celtypes.StringType(p) for p in text.split(separator)])
 
@@ -50,6 +55,7 @@ KUBERNETES_FUNCTIONS = {
     "sum": _sum,
     "substring": _substring,
     "split": _split,
+    "isSorted": _is_sorted,
 }
 
 

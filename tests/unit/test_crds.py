@@ -100,6 +100,9 @@ def jsonschema_from_crd(schema: dict[str, Any]) -> dict[str, Any]:
     preserve = node.get("x-kubernetes-preserve-unknown-fields", False)
     for key in [k for k in node if k.startswith("x-kubernetes-")]:
         del node[key]
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if node.get(exclusive) is True:  # OpenAPI v3.0's flag; JSON Schema's number
+            node[exclusive] = node.pop(bound)
     if node.get("type") == "object" and "properties" in node and not preserve:
         node["additionalProperties"] = False
         node["properties"] = {k: jsonschema_from_crd(v) for k, v in node["properties"].items()}

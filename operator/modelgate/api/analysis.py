@@ -53,13 +53,34 @@ def _other_names(words: tuple[str, ...], prefix: str = "") -> str:
     return "(" + "|".join(options) + ")"
 
 
-# A placeholder whose name is not one a query may use: the CEL rule refuses
-# the query if it has one (one linear regex, not a costly loop per match).
-UNKNOWN_PLACEHOLDER = r"\{\{" + _BLANKS + _other_names(PLACEHOLDERS) + _BLANKS + r"\}\}"
-KNOWN_PLACEHOLDERS = (
-    "!self.matches('" + UNKNOWN_PLACEHOLDER.replace("\\", "\\\\") + "')",
-    "a query may name only {{release}}, {{model}}, {{version}}, {{environment}} and {{namespace}}",
-)
+def _listed(names: tuple[str, ...]) -> str:
+    marked = ["{{" + name + "}}" for name in names]
+    return ", ".join(marked[:-1]) + " and " + marked[-1]
+
+
+def known_placeholders(names: tuple[str, ...]) -> tuple[str, str]:
+    """The CEL rule refusing a query with a placeholder not in ``names``: a
+    placeholder of any other name is one linear regex, not a costly loop per
+    match."""
+    unknown = r"\{\{" + _BLANKS + _other_names(names) + _BLANKS + r"\}\}"
+    return (
+        "!self.matches('" + unknown.replace("\\", "\\\\") + "')",
+        f"a query may name only {_listed(names)}",
+    )
+
+
+def unknown_placeholders(query: str, names: tuple[str, ...]) -> str | None:
+    """Why ``query`` may not run (a placeholder not in ``names``), or None."""
+    unknown = sorted({m.group(1) for m in PLACEHOLDER_PATTERN.finditer(query)} - set(names))
+    if not unknown:
+        return None
+    return (
+        f"query names {', '.join('{{' + u + '}}' for u in unknown)}; a query may name only "
+        f"{_listed(names)}"
+    )
+
+
+KNOWN_PLACEHOLDERS = known_placeholders(PLACEHOLDERS)
 INTERVAL_AT_LEAST_A_SECOND = (
     f"!has(self.interval) || {duration_millis_cel('self.interval')} >= 1000",
     "interval is shorter than 1s: Prometheus scrapes are not that fast",
@@ -140,14 +161,9 @@ class AnalysisMetric(ApiModel):
     @field_validator("query")
     @classmethod
     def _known_placeholders(cls, value: str) -> str:
-        unknown = sorted(
-            {m.group(1) for m in PLACEHOLDER_PATTERN.finditer(value)} - set(PLACEHOLDERS)
-        )
-        if unknown:
-            raise ValueError(
-                f"query names {', '.join('{{' + u + '}}' for u in unknown)}; a query may name "
-                f"{', '.join('{{' + p + '}}' for p in PLACEHOLDERS)}"
-            )
+        problem = unknown_placeholders(value, PLACEHOLDERS)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -131,6 +131,10 @@ def _kubernetize(node: dict[str, Any], field: str | None = None, in_status: bool
     if in_status:
         # Defaults belong to the spec; status is written whole by the operator.
         node.pop("default", None)
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(node.get(exclusive), int | float) and not isinstance(node[exclusive], bool):
+            # JSON Schema 2020's number is OpenAPI v3.0's bound plus a flag.
+            node[bound], node[exclusive] = node[exclusive], True
     if node.get("type") == "object":
         properties = node.get("properties")
         extra = node.get("additionalProperties")

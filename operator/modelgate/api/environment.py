@@ -32,6 +32,7 @@ from modelgate.api.common import (
     parse_time,
 )
 from modelgate.api.qualitygate import MIN_NOT_ABOVE_MAX
+from modelgate.api.rollout import Rollout
 from modelgate.api.schedule import CRON_MESSAGE, CRON_PATTERN, Cron, cron_cel
 
 
@@ -366,6 +367,12 @@ class Policy(ApiModel):
         description="Prometheus metrics the live model must satisfy while it soaks here, "
         "before promotion to the next environment; a failure rolls back like a failed "
         "verification.",
+    )
+    rollout: Rollout | None = Field(
+        default=None,
+        description="How a new release takes over from the one live here: at once (Replace, "
+        "the default), or judged against it on live traffic first (Shadow, Canary, "
+        "Experiment).",
     )
     freeze_windows: list[FreezeWindow] = Field(
         default_factory=list,
