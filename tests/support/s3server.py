@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -39,12 +40,39 @@ class S3Server:
                 self.process.wait(timeout=10)
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    """A port nobody uses right now, below the kernel's ephemeral range.
+
+    A port the kernel picked (bind to 0) is one it may also pick as the local
+    port of an outgoing connection before the server binds it: seen as a
+    webhook server's "address already in use" while the test talked to the
+    API server. Ports below that range are only ever chosen on purpose."""
+    ephemeral = _ephemeral_ports()
+    pool = range(max(1024, ephemeral.start - 12_000), ephemeral.start)
+    chooser = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = chooser.choice(pool)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))  # as the servers bind: on every address
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise RuntimeError(f"no free port in {pool.start}-{pool.stop - 1}")
 
 
 def start_moto(log: Path, environment: dict[str, str] | None = None) -> S3Server:
