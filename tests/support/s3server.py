@@ -58,8 +58,9 @@ def free_port() -> int:
     port of an outgoing connection before the server binds it: seen as a
     webhook server's "address already in use" while the test talked to the
     API server. Ports below that range are only ever chosen on purpose."""
-    ephemeral = _ephemeral_ports()
-    pool = range(max(1024, ephemeral.start - 12_000), ephemeral.start)
+    # Below Services' NodePorts too (30000-32767): kube-proxy on a real node
+    # redirects connections to them, on loopback as well.
+    pool = range(20_000, min(30_000, _ephemeral_ports().start))
     chooser = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(200):
         port = chooser.choice(pool)
