@@ -35,6 +35,7 @@ from modelgate.api.modelrelease import (
     immutable_changes,
 )
 from modelgate.api.qualitygate import QualityGateStatus
+from modelgate.api.rollout import CHALLENGER, CHAMPION
 from modelgate.backends.base import ArtifactError
 from modelgate.backends.evaluation_job import (
     evaluation_job_name,
@@ -52,6 +53,7 @@ from modelgate.backends.local import (
     LocalStatusStore,
     local_server_image,
 )
+from modelgate.backends.local_challengers import LocalChallengers
 from modelgate.backends.mlflow import headers_from_environment, observe_registry, perform_sync
 from modelgate.backends.prometheus import PrometheusClient
 from modelgate.metrics import Metrics
@@ -75,7 +77,9 @@ from modelgate.promotion.keys import (
     VERIFY_COMMAND,
     release_key,
 )
+from modelgate.promotion.plan import RemoveChallenger, SetTraffic
 from modelgate.promotion.registry_sync import record_sync, registered_version
+from modelgate.promotion.rollout import due_queries as due_arm_queries
 from modelgate.promotion.scoring import scoring_job
 from modelgate.promotion.training import registry_query, training_job
 from modelgate.settings import OperatorSettings, PrometheusSettings
@@ -119,6 +123,7 @@ class LocalRun:
         self.runner = LocalProcessRunner(self.state_dir, self.store)
         self.servers = LocalServers(self.state_dir)
         self.deployer = LocalDeployer(self.state_dir, self.servers)
+        self.challengers = LocalChallengers(self.state_dir, self.servers)
         self.server_image = local_server_image()
         # GitOps environments commit for real; with no cluster to watch, the
         # pushed commit counts as rolled out.
@@ -216,7 +221,35 @@ class LocalRun:
                     f"[{name}]     {check.outcome:<12} {check.severity:<8} {check.name}: "
                     f"{check.message}"
                 )
+        elif isinstance(action, Deploy) and action.challenger:
+            self.log(
+                f"[{name}] challenger: {action.image} beside the live release in "
+                f"{action.environment} (config {action.config_hash[:12]}), no traffic yet"
+            )
+            self.challengers.deploy(action, now)
+            url = self.servers.url(release.namespace, action.environment, CHALLENGER)
+            if url is not None:
+                self.log(f"[{name}] serve: the challenger answers at {url}/v1/predict")
+        elif isinstance(action, SetTraffic):
+            record = self.challengers.set_traffic(action)
+            how = "a mirrored copy" if action.mirror else f"{action.weight}%"
+            if record.get("state") == "ready":
+                self.log(
+                    f"[{name}] traffic: the challenger gets {how} of {action.environment}'s "
+                    f"traffic; callers go through the router at {record['url']}"
+                )
+            else:
+                self.log(f"[{name}] ! traffic: {record.get('message', 'the router failed')}")
+        elif isinstance(action, RemoveChallenger):
+            removed = self.challengers.remove(release.namespace, action.environment)
+            if removed is not None:
+                self.log(
+                    f"[{name}] challenger: removed from {action.environment}; the live release "
+                    "keeps all traffic"
+                )
         elif isinstance(action, Deploy):
+            # Replacing what is live takes the challenger's place too.
+            self.challengers.remove(release.namespace, action.environment)
             self.log(
                 f"[{name}] deploy: {action.image} -> {action.environment} "
                 f"(namespace {action.namespace}, config {action.config_hash[:12]})"
@@ -234,7 +267,8 @@ class LocalRun:
             if url is not None:
                 self.log(f"[{name}] serve: {action.environment} answers at {url}/v1/predict")
         elif isinstance(action, StartVerification):
-            endpoint = self.servers.url(release.namespace, action.environment) or ""
+            arm = CHALLENGER if action.challenger else CHAMPION
+            endpoint = self.servers.url(release.namespace, action.environment, arm) or ""
             if not endpoint and action.command == VERIFY_COMMAND:
                 # Nothing serves here: local mode does not run images.
                 self.runner.record_failure(
@@ -395,6 +429,10 @@ class LocalRun:
                 (q.environment, q.metric): self.analysis.measure(q, now)
                 for q in due_queries(release, environments, now)
             }
+            arm_measurements = {
+                (q.environment, q.metric, q.arm, q.field): self.analysis.measure(q, now)
+                for q in due_arm_queries(release, environments, now)
+            }
             scoring = scoring_job(release)
             observed = Observed(
                 training=self.runner.observe(job),
@@ -402,6 +440,12 @@ class LocalRun:
                 deployments=self._deployments(release, environments),
                 verifications=self._verifications(release),
                 measurements=measurements,
+                challengers={
+                    name: beside
+                    for name, beside in self.challengers.observe(release.namespace).items()
+                    if name in environments
+                },
+                arm_measurements=arm_measurements,
                 registered=observe_registry(
                     registry_query(release), headers_from_environment(os.environ)
                 ),
@@ -421,20 +465,15 @@ class LocalRun:
             self._save(release)
             if plan.actions:
                 continue
-            unanswered = sorted(
-                {
-                    f"{env} {metric}: {m.error}"
-                    for (env, metric), m in measurements.items()
-                    if m.error
-                }
-            )
+            looks = [*measurements.items(), *arm_measurements.items()]
+            unanswered = sorted({f"{key[0]} {key[1]}: {m.error}" for key, m in looks if m.error})
             for line in unanswered:
                 self.log(f"[{name}] ! analysis {line}")
             if unanswered and self.prometheus is None:
                 self.log(f"[{name}] analysis waits for Prometheus; run again with --prometheus-url")
                 break
-            if measurements:
-                down = all(m.error and not m.invalid for m in measurements.values())
+            if looks:
+                down = all(m.error and not m.invalid for _, m in looks)
                 unreachable = unreachable + 1 if down else 0
             if unreachable >= UNREACHABLE_ROUNDS and self.prometheus is not None:
                 self.log(
@@ -494,6 +533,7 @@ class LocalRun:
         self.outcomes = []
         for namespace in sorted({r.namespace for r in self.releases}):
             self.deployer.ensure_servers(namespace)
+            self.challengers.ensure(namespace)
         for release in self.releases:
             self.outcomes.append(self._reconcile_release(release))
         return self.outcomes

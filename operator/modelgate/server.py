@@ -70,6 +70,13 @@ class ServerMetrics:
             ["endpoint"], registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )  # fmt: skip
+        # With the histogram's _sum and _count, an experiment's Mean metric
+        # (the variance needs the sum of squares, which a histogram lacks).
+        self.latency_squares = Counter(
+            "modelgate_server_request_duration_seconds_squared",
+            "Sum of the squares of request latencies by endpoint (seconds squared).",
+            ["endpoint"], registry=r,
+        )  # fmt: skip
         self.scores = Histogram(
             "modelgate_server_prediction_score", "Scores served (binary: the positive class).",
             registry=r, buckets=tuple(i / 10 for i in range(1, 11)),
@@ -141,7 +148,9 @@ def build_app(state: ServerState) -> web.Application:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             response = await answered(request)
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            metrics.latency.labels(endpoint).observe(seconds)
+            metrics.latency_squares.labels(endpoint).inc(seconds * seconds)
             metrics.requests.labels(endpoint, str(response.status)).inc()
             return response
 

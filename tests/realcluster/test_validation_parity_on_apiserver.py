@@ -225,6 +225,8 @@ CASES = [
          "spec.policy.rollout"),
     Case("Rollout._settings_fit_strategy", "an experiment with no primary",
          _rollout(metrics=[]), "spec.policy.rollout"),
+    Case("Rollout._settings_fit_strategy", "looks under a second",
+         _rollout(interval="999ms"), "spec.policy.rollout"),
     Case("FreezeWindow._absolute_or_recurring", "absolute and recurring",
          _window(**_ABSOLUTE, **_WEEKLY), "spec.policy.freezeWindows[]"),
     Case("FreezeWindow._absolute_or_recurring", "a start without an end",

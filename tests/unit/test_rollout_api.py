@@ -161,6 +161,8 @@ BAD = [
      _with(EXPERIMENT, canary=CANARY["canary"]), "policy.rollout", STRATEGY_BLOCK[1]),
     ("shadow settings for Replace",
      {"strategy": "Replace", "shadow": SHADOW["shadow"]}, "policy.rollout", STRATEGY_BLOCK[1]),
+    ("looks under a second",
+     _with(EXPERIMENT, interval="500ms"), "policy.rollout", "interval is shorter than 1s"),
     ("canary weights that go down",
      _with(CANARY, canary={"steps": [{"weight": 50, "duration": "5m"},
                                      {"weight": 10, "duration": "5m"}]}),

@@ -19,6 +19,7 @@ from modelgate.api.common import (
     cel,
 )
 from modelgate.api.qualitygate import Check, Task, checks_fit_task, validate_checks_for_task
+from modelgate.api.rollout import RolloutProgress
 
 IMAGE_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$"
 DIGEST_PATTERN = r"@sha256:[a-f0-9]{64}$"
@@ -726,6 +727,7 @@ class EnvironmentPhase(StrEnum):
     DEPLOYING = "Deploying"
     VERIFYING = "Verifying"
     ANALYZING = "Analyzing"
+    JUDGING = "Judging"
     DEPLOYED = "Deployed"
     SUPERSEDED = "Superseded"
     ROLLED_BACK = "RolledBack"
@@ -737,8 +739,8 @@ class EnvironmentProgress(ApiModel):
 
     name: str = Field(description="Environment name.")
     phase: EnvironmentPhase = Field(
-        description="Pending, Waiting, Blocked, Deploying, Verifying, Analyzing, Deployed, "
-        "Superseded, RolledBack or Failed."
+        description="Pending, Waiting, Blocked, Deploying, Verifying, Judging (beside the "
+        "live model, on live traffic), Analyzing, Deployed, Superseded, RolledBack or Failed."
     )
     image: str | None = Field(default=None, description="Image deployed.")
     config_hash: str | None = Field(default=None, description="SHA-256 of the merged config.")
@@ -749,6 +751,11 @@ class EnvironmentProgress(ApiModel):
     verification_job: str | None = Field(default=None, description="Verification Job.")
     analysis: AnalysisProgress | None = Field(
         default=None, description="The analysis of the live model here (policy.analysis)."
+    )
+    judged: RolloutProgress | None = Field(
+        default=None,
+        description="The new release judged against the live one on live traffic before it "
+        "took over (policy.rollout: Shadow, Canary or Experiment).",
     )
     revision: str | None = Field(
         default=None, description="GitOps: the commit that promoted the release here."

@@ -29,6 +29,8 @@ from modelgate.api.common import (
     Duration,
     cel,
     cel_extra,
+    duration_millis_cel,
+    parse_duration,
 )
 
 # An experiment's queries name the arm they measure and the window since the
@@ -385,6 +387,10 @@ class Traffic(ApiModel):
 # The strategy as the rules read it: the API server applies the default
 # before it validates, but a rule that does not rely on it holds anywhere.
 _STRATEGY = "(has(self.strategy) ? self.strategy : 'Replace')"
+LOOK_AT_LEAST_A_SECOND = (
+    f"{duration_millis_cel('self')} >= 1000",
+    "interval is shorter than 1s: Prometheus scrapes are not that fast",
+)
 STRATEGY_BLOCK = (
     f"({_STRATEGY} == 'Shadow') == has(self.shadow) && ({_STRATEGY} == 'Canary') == "
     f"has(self.canary) && ({_STRATEGY} == 'Experiment') == has(self.experiment)",
@@ -423,6 +429,12 @@ class Rollout(ApiModel):
         max_length=10,
         description="What is compared between the arms, per arm from Prometheus.",
     )
+    interval: Duration = Field(
+        default="1m",
+        description="Time between looks at the arms. Looking more often never raises the "
+        "false promotion rate (the test is always valid); it decides sooner.",
+        json_schema_extra=cel_extra(LOOK_AT_LEAST_A_SECOND),
+    )
     traffic: Traffic | None = Field(
         default=None,
         description="How the split reaches callers; default: by replicas behind the model's "
@@ -456,6 +468,8 @@ class Rollout(ApiModel):
             fits = not self.metrics
         if not fits:
             raise ValueError(METRICS_FOR_STRATEGY[1])
+        if parse_duration(self.interval).total_seconds() < 1:
+            raise ValueError(LOOK_AT_LEAST_A_SECOND[1])
         return self
 
     @property
@@ -465,3 +479,112 @@ class Rollout(ApiModel):
         if self.canary is not None:
             return self.canary.sticky_header
         return None
+
+
+# -- status --------------------------------------------------------------------
+
+
+class RolloutPhase(StrEnum):
+    WAITING = "Waiting"  # the challenger is being deployed and verified; no traffic yet
+    RUNNING = "Running"  # the arms are split (or mirrored) and measured
+    PROMOTED = "Promoted"  # the challenger took all traffic
+    ROLLED_BACK = "RolledBack"  # the champion kept it
+    INCONCLUSIVE = "Inconclusive"  # undecided at the deadline (onInconclusive followed)
+
+
+class ArmValue(ApiModel):
+    """One arm's measurement of one metric, over the window."""
+
+    samples: int = Field(ge=0, description="Observations (count).")
+    value: float = Field(description="The arm's mean (for a Proportion, its rate).")
+
+
+class MetricComparison(ApiModel):
+    """One metric, the challenger against the champion, at the latest look."""
+
+    name: str = Field(description="Metric name.")
+    role: Role = Field(description="Primary or Guardrail.")
+    better: Better = Field(description="Higher or Lower.")
+    threshold: float = Field(
+        description="The primary's minimum detectable effect or the guardrail's margin."
+    )
+    champion: ArmValue | None = Field(default=None, description="The live model's arm.")
+    challenger: ArmValue | None = Field(default=None, description="The new release's arm.")
+    effect: float | None = Field(
+        default=None, description="Challenger minus champion, in the metric's units."
+    )
+    low: float | None = Field(
+        default=None, description="Lower end of the effect's always-valid interval (1 - alpha)."
+    )
+    high: float | None = Field(default=None, description="Its upper end.")
+    p_value: float | None = Field(
+        default=None,
+        description="The always-valid p-value, the smallest over the looks so far (a primary: "
+        "against no difference; a guardrail: against harm of exactly the margin).",
+    )
+    e_value: float | None = Field(
+        default=None, description="The mixture likelihood ratio at the latest look."
+    )
+    verdict: str = Field(
+        description="Better, Worse or Undecided (a guardrail's Better: within its margin)."
+    )
+    error: str | None = Field(
+        default=None, description="Why the latest look could not measure it (asked again)."
+    )
+
+
+class ShadowComparison(ApiModel):
+    """The two models' answers to the same mirrored requests, so far."""
+
+    requests: int = Field(ge=0, description="Requests both models answered.")
+    disagreements: int = Field(ge=0, description="Of them, answers with different labels.")
+    score_difference: float | None = Field(
+        default=None, description="Mean absolute difference of the two models' scores."
+    )
+    latency_ratio: float | None = Field(
+        default=None, description="The new release's mean latency over the live model's."
+    )
+    errors: int = Field(default=0, ge=0, description="Mirrored requests the new release failed.")
+
+
+class RolloutProgress(ApiModel):
+    """The new release against the live one in one environment."""
+
+    strategy: Strategy = Field(description="Shadow, Canary or Experiment.")
+    phase: RolloutPhase = Field(
+        description="Waiting, Running, Promoted, RolledBack or Inconclusive."
+    )
+    spec_hash: str = Field(
+        description="SHA-256 of the rollout spec it runs: an edit before a verdict starts it again."
+    )
+    champion: str = Field(description="The release live here when it started (namespace/name).")
+    weight: int = Field(
+        default=0, ge=0, le=100, description="The new release's share of traffic now, in percent."
+    )
+    mirror: bool = Field(default=False, description="The new release gets a copy of traffic.")
+    step: int | None = Field(default=None, ge=1, description="Canary: the step running (1-based).")
+    split_at: str | None = Field(
+        default=None,
+        description="When the traffic of the current step (or experiment, or shadow) was split: "
+        "the start of the window measured (RFC 3339).",
+    )
+    deadline: str | None = Field(
+        default=None, description="When the experiment, step or shadow ends (RFC 3339)."
+    )
+    looks: int = Field(default=0, ge=0, description="Looks taken so far.")
+    looked_at: str | None = Field(default=None, description="The latest look (RFC 3339).")
+    required_samples: int | None = Field(
+        default=None,
+        ge=1,
+        description="Experiment: observations per arm by which the test detects the primary "
+        "metric's minimum detectable effect with the stated power, from the champion's "
+        "variance (shown before the split).",
+    )
+    traffic: str | None = Field(
+        default=None,
+        description="How the split reaches callers (an HTTPRoute: exact; replicas: coarse).",
+    )
+    metrics: list[MetricComparison] = Field(default_factory=list, description="Per metric.")
+    shadow: ShadowComparison | None = Field(default=None, description="Shadow: the comparison.")
+    message: str | None = Field(default=None, description="The verdict, or what it waits for.")
+    decided_at: str | None = Field(default=None, description="When it was decided (RFC 3339).")

@@ -19,6 +19,7 @@ from typing import Any
 from modelgate.api.common import format_time
 from modelgate.api.environment import VERIFICATION_FAILED_EXIT_CODE
 from modelgate.api.modelrelease import ArtifactRecord
+from modelgate.api.rollout import CHALLENGER, CHAMPION
 from modelgate.backends.base import (
     HASH_CHUNK,
     ArtifactError,
@@ -40,6 +41,7 @@ from modelgate.promotion.keys import serves_artifact
 from modelgate.promotion.plan import parse_rollout
 from modelgate.serving import oip_client
 from modelgate.serving.artifacts import ModelLoadError, read_artifact, verified
+from modelgate.serving.router import OWN_PREFIX
 from modelgate.serving.runtime import (
     INHERITED_ENV,
     ModelServerCommand,
@@ -49,6 +51,15 @@ from modelgate.serving.runtime import (
     server_environment,
 )
 from modelgate.trainer import contract
+
+# A server's record file: <environment>.json for the live model (the
+# champion), <environment>@challenger.json and <environment>@router.json
+# beside it while a new release is judged against it.
+ARM_SEPARATOR = "@"
+ROUTER = "router"
+ROUTER_MARKER = "modelgate.serving.router"
+ROUTER_METRICS = OWN_PREFIX + "metrics"
+ROUTER_READY = OWN_PREFIX + "ready"
 
 # Seconds before a verification that could not check runs again (doubling):
 # a Job's pods wait 10 s, a laptop need not.
@@ -296,8 +307,10 @@ class LocalServers:
         self.root = state_dir / "servers"
         self.python = python
 
-    def _record_path(self, namespace: str, environment: str) -> Path:
-        return self.root / namespace / f"{environment}.json"
+    def _record_path(self, namespace: str, environment: str, arm: str = CHAMPION) -> Path:
+        # The live model's file keeps the name it had before arms were.
+        stem = environment if arm == CHAMPION else f"{environment}{ARM_SEPARATOR}{arm}"
+        return self.root / namespace / f"{stem}.json"
 
     @property
     def targets_file(self) -> Path:
@@ -310,41 +323,60 @@ class LocalServers:
         for path in sorted(self.root.glob("*/*.json")) if self.root.exists() else []:
             record = _read_json(path)
             if record is not None and record.get("state") == "ready":
-                groups.append(
-                    {
-                        "targets": [f"127.0.0.1:{record['port']}"],
-                        "labels": {"namespace": path.parent.name, "environment": path.stem},
-                    }
-                )
+                environment, _, arm = path.stem.partition(ARM_SEPARATOR)
+                labels = {"namespace": path.parent.name, "environment": environment}
+                if arm == ROUTER:
+                    labels["__metrics_path__"] = ROUTER_METRICS
+                else:
+                    # As the pod label the cluster's scrape config copies.
+                    labels["arm"] = arm or CHAMPION
+                groups.append({"targets": [f"127.0.0.1:{record['port']}"], "labels": labels})
         self.targets_file.parent.mkdir(parents=True, exist_ok=True)
         _write_json(self.targets_file, groups)
 
-    def record(self, namespace: str, environment: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = _read_json(self._record_path(namespace, environment))
+    def record(
+        self, namespace: str, environment: str, arm: str = CHAMPION
+    ) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = _read_json(self._record_path(namespace, environment, arm))
         return found
 
-    def _serving(self, namespace: str, environment: str) -> dict[str, Any] | None:
+    def _serving(
+        self, namespace: str, environment: str, arm: str = CHAMPION
+    ) -> dict[str, Any] | None:
         """The record of a server that got ready and still runs."""
-        record = self.record(namespace, environment)
+        record = self.record(namespace, environment, arm)
         if record is None or record.get("state") != "ready" or not _is_ours(record):
             return None
         return record
 
-    def url(self, namespace: str, environment: str) -> str | None:
-        record = self._serving(namespace, environment)
+    def url(self, namespace: str, environment: str, arm: str | None = None) -> str | None:
+        """Where ``arm``'s server answers; without one, where callers of the
+        environment go: the router while one splits its traffic, else the
+        live model."""
+        if arm is None:
+            router = self._serving(namespace, environment, ROUTER)
+            if router is not None:
+                return str(router["url"])
+            arm = CHAMPION
+        record = self._serving(namespace, environment, arm)
         return None if record is None else str(record["url"])
 
-    def running(self, namespace: str, environment: str, sha256: str) -> bool:
-        record = self._serving(namespace, environment)
+    def running(self, namespace: str, environment: str, sha256: str, arm: str = CHAMPION) -> bool:
+        record = self._serving(namespace, environment, arm)
         return record is not None and record.get("modelSha256") == sha256
 
     def start(
-        self, namespace: str, environment: str, config: dict[str, str], timeout: float = 60
+        self,
+        namespace: str,
+        environment: str,
+        config: dict[str, str],
+        timeout: float = 60,
+        arm: str = CHAMPION,
     ) -> dict[str, Any]:
         """Serve the artifact ``config`` names (MODELGATE_MODEL_URI, ...): with
         the reference server, or with the release's own model server."""
-        self.stop(namespace, environment)
-        path = self._record_path(namespace, environment)
+        self.stop(namespace, environment, arm)
+        path = self._record_path(namespace, environment, arm)
         path.parent.mkdir(parents=True, exist_ok=True)
         port = free_port()
         record: dict[str, Any] = {
@@ -369,6 +401,56 @@ class LocalServers:
             _write_json(path, record)
             return record
         _wait_until_ready(record, ready, timeout)
+        _write_json(path, record)
+        self._write_targets()
+        return record
+
+    def start_router(
+        self,
+        namespace: str,
+        environment: str,
+        model: str,
+        split: tuple[int, bool, str | None],
+        timeout: float = 30,
+    ) -> dict[str, Any]:
+        """The router in front of the environment's champion and challenger:
+        ``split`` is the challenger's weight, whether it mirrors, and the
+        sticky header. Restarted on the port it had, so callers keep theirs."""
+        weight, mirror, sticky = split
+        champion = self.url(namespace, environment, CHAMPION)
+        challenger = self.url(namespace, environment, CHALLENGER)
+        path = self._record_path(namespace, environment, ROUTER)
+        before = self.record(namespace, environment, ROUTER)
+        self.stop(namespace, environment, ROUTER)
+        port = int(before["port"]) if before is not None else free_port()
+        record: dict[str, Any] = {
+            "port": port,
+            "url": f"http://127.0.0.1:{port}",
+            "log": str(path.with_suffix(".log")),
+            "marker": ROUTER_MARKER,
+            "weight": weight,
+            "mirror": mirror,
+            "state": "starting",
+        }
+        if champion is None or challenger is None:
+            missing = "the live model" if champion is None else "the challenger"
+            record.update(pid=0, state="failed", message=f"{missing} is not serving")
+            _write_json(path, record)
+            return record
+        command = [
+            self.python, "-m", ROUTER_MARKER, "--host", "127.0.0.1", "--port", str(port),
+            "--champion", champion, "--model", model,
+        ]  # fmt: skip
+        if mirror:
+            command += ["--mirror", challenger]
+        else:
+            command += ["--challenger", challenger, "--weight", str(weight)]
+        if sticky:
+            command += ["--sticky-header", sticky]
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record["pid"] = _spawn(command, env, Path(record["log"]))
+        _wait_until_ready(record, f"{record['url']}{ROUTER_READY}", timeout)
         _write_json(path, record)
         self._write_targets()
         return record
@@ -418,8 +500,8 @@ class LocalServers:
         url = f"http://127.0.0.1:{port}"
         return command, env, f"{oip_client.model_path(url, served_by.model_name)}/ready"
 
-    def stop(self, namespace: str, environment: str) -> None:
-        record = self.record(namespace, environment)
+    def stop(self, namespace: str, environment: str, arm: str = CHAMPION) -> None:
+        record = self.record(namespace, environment, arm)
         if record is None:
             return
         pid = int(record["pid"])
@@ -434,15 +516,16 @@ class LocalServers:
                 os.killpg(pid, signal.SIGKILL)
         if pid > 0:
             _exited(pid, record.get("marker", REFERENCE_MARKER))  # reap it if ours
-        shutil.rmtree(self._record_path(namespace, environment).with_suffix(".model"),
-                      ignore_errors=True)  # fmt: skip
-        self._record_path(namespace, environment).unlink(missing_ok=True)
+        path = self._record_path(namespace, environment, arm)
+        shutil.rmtree(path.with_suffix(".model"), ignore_errors=True)
+        path.unlink(missing_ok=True)
         self._write_targets()
 
     def stop_all(self) -> int:
         stopped = 0
         for path in sorted(self.root.glob("*/*.json")) if self.root.exists() else []:
-            self.stop(path.parent.name, path.stem)
+            environment, _, arm = path.stem.partition(ARM_SEPARATOR)
+            self.stop(path.parent.name, environment, arm or CHAMPION)
             stopped += 1
         return stopped
 

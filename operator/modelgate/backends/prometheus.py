@@ -17,6 +17,7 @@ from typing import Any
 from modelgate.api.common import format_time
 from modelgate.promotion.analysis import AnalysisQuery
 from modelgate.promotion.plan import MeasurementObservation
+from modelgate.promotion.rollout import ArmQuery
 from modelgate.settings import PrometheusSettings
 
 MAX_ANSWER_BYTES = 1 << 20  # an instant query for one number is a few hundred bytes
@@ -33,7 +34,7 @@ class PrometheusClient:
     def __init__(self, settings: PrometheusSettings | None) -> None:
         self.settings = settings
 
-    def measure(self, query: AnalysisQuery, now: datetime) -> MeasurementObservation:
+    def measure(self, query: AnalysisQuery | ArmQuery, now: datetime) -> MeasurementObservation:
         at = format_time(now)
         if self.settings is None:
             return MeasurementObservation(at=at, error=NO_PROMETHEUS)

@@ -152,3 +152,50 @@ def _result(
         comparison = compare(champion, challenger, alpha=alpha, tau=plan.effect, null=harm)
         verdict = non_inferiority(comparison, plan.direction, plan.effect)
     return MetricResult(plan, comparison, verdict, running_p_value(earlier, comparison))
+
+
+def judge_step(
+    plans: tuple[MetricPlan, ...],
+    measured: Mapping[str, tuple[Arm, Arm]],
+    *,
+    alpha: float,
+    min_samples: int,
+    previous_p_values: Mapping[str, float] | None = None,
+    step_over: bool = False,
+) -> Judgement:
+    """One look at a canary step, judged by guardrails alone: a guardrail
+    proven worse than its margin rolls back at once; the step passes
+    (PROMOTE: on to the next) when its time is up with every metric measured
+    on at least ``min_samples`` per arm and none proven worse. A canary
+    catches harm early; it does not wait to prove parity."""
+    previous = previous_p_values or {}
+    results = tuple(
+        _result(plan, measured.get(plan.name), alpha, min_samples, previous) for plan in plans
+    )
+    if any(r.plan.role != Role.GUARDRAIL for r in results):
+        raise ValueError("a canary step is judged by guardrails only")
+    failed = [r for r in results if r.verdict == Verdict.WORSE]
+    if failed:
+        return Judgement(
+            Outcome.ROLL_BACK,
+            "guardrail failed: "
+            + "; ".join(f"{r.describe()}, beyond the margin {r.plan.effect:g}" for r in failed),
+            results,
+        )
+    short = [r for r in results if r.comparison is None]
+    if not step_over:
+        return Judgement(
+            Outcome.RUNNING, "measuring: " + "; ".join(r.describe() for r in results), results
+        )
+    if short:
+        return Judgement(
+            Outcome.INCONCLUSIVE,
+            f"the step ended with fewer than {min_samples} samples per arm: "
+            + "; ".join(r.describe() for r in short),
+            results,
+        )
+    return Judgement(
+        Outcome.PROMOTE,
+        "no guardrail failed: " + "; ".join(r.describe() for r in results),
+        results,
+    )

@@ -310,6 +310,9 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                     observed,
                     now,
                     server_image=rt.settings.server_image,
+                    # The cluster side of policy.rollout (a second Deployment,
+                    # the HTTPRoute or replica split) is not built yet.
+                    runs_challengers=False,
                 )
                 release = release.model_copy(update={"status": plan.status})
                 waiting = _act(rt, release, plan, environments, now)

@@ -29,6 +29,9 @@ class Context:
     environments: dict[str, Environment]
     # The operator's model server image (reference serving, built-in verification).
     server_image: str | None = None
+    # The driver runs a challenger beside the live release (policy.rollout);
+    # one that does not blocks such a promotion, saying so, rather than replace.
+    runs_challengers: bool = True
 
     @property
     def image(self) -> str:

@@ -17,11 +17,18 @@ from modelgate.api.modelrelease import (
     Phase,
     Serving,
 )
+from modelgate.api.rollout import Rollout, RolloutPhase
 from modelgate.envconfig import Violation, config_hash, merge_config, validate_config
 from modelgate.promotion import conditions as cond
 from modelgate.promotion.analysis import analyze, analyzed_condition
 from modelgate.promotion.analysis import start as start_analysis
-from modelgate.promotion.context import Context, min_delay, progressing, stalled
+from modelgate.promotion.context import (
+    WAIT_FOR_ROLLOUT,
+    Context,
+    min_delay,
+    progressing,
+    stalled,
+)
 from modelgate.promotion.evaluation import gate_record
 from modelgate.promotion.keys import (
     SERVER_COMMAND,
@@ -30,6 +37,14 @@ from modelgate.promotion.keys import (
     verification_job_name,
 )
 from modelgate.promotion.plan import Deploy, DeploymentObservation, Event, Observed
+from modelgate.promotion.rollout import (
+    judge_beside,
+    judged_by,
+    remove_challenger,
+    size_before_split,
+)
+from modelgate.promotion.rollout import spec_hash as rollout_spec_hash
+from modelgate.promotion.rollout import start as start_judging
 from modelgate.promotion.verification import (
     failed_verification,
     rollback_of,
@@ -76,12 +91,19 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
         earlier = previous.get(name)
         entry = EnvironmentProgress(name=name, phase=EnvironmentPhase.PENDING, config_hash=digest)
         mine = live is not None and live.release == me
+        beside = observed.challengers.get(name)
+        ours_beside = beside if beside is not None and beside.release == me else None
+        judging = judged_by(env)
         if not mine and earlier is not None and earlier.phase == EnvironmentPhase.ROLLED_BACK:
             # Verification failed here and the previous release was put back:
             # final for this release; never deploy it again.
             entry = earlier.model_copy()
             blocker = blocker or ("RolledBack", earlier.message or f"rolled back in {name}", True)
-        elif not mine and (failed := failed_verification(env, earlier, observed)) is not None:
+        elif (
+            not mine
+            and (earlier is None or earlier.judged is None)
+            and (failed := failed_verification(env, earlier, observed)) is not None
+        ):
             # Its verification failed and something else is live: rolled back
             # by a call whose status write this (stale or lost) status lacks.
             # The failed Job is the durable record; never deploy it again.
@@ -120,6 +142,38 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
                     start_analysis(ctx, env, entry)
                     entry, verdict = analyze(ctx, env, entry, observed)
                 blocker = blocker or verdict
+        elif (
+            live is not None
+            and not mine
+            and judging is not None
+            and not ctx.runs_challengers
+            and blocker is None
+            and reached_before
+        ):
+            entry.phase = EnvironmentPhase.BLOCKED
+            entry.message = (
+                f"environment {name} judges a new release against the live one "
+                f"(policy.rollout strategy {judging.strategy}), and this operator does not yet "
+                "run a challenger beside a live release in a cluster (local mode does): "
+                f"{live.release} keeps serving; set the strategy to Replace to promote"
+            )
+            blocker = ("RolloutUnsupported", entry.message, True)
+        elif (
+            live is not None
+            and not mine
+            and judging is not None
+            and (
+                (blocker is None and reached_before)
+                or ours_beside is not None
+                or (earlier is not None and earlier.judged is not None)
+            )
+        ):
+            may_deploy = blocker is None and reached_before
+            entry, verdict = _beside(
+                ctx, env, judging, merged, digest, live, ours_beside, earlier, observed,
+                soaked_until, may_deploy,
+            )  # fmt: skip
+            blocker = blocker or verdict
         elif live is not None and mine:
             may_deploy = blocker is None and reached_before
             entry, verdict = _change(
@@ -138,10 +192,18 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
                 blocker = ("Deploying", entry.message or f"deploying to {name}", False)
             if entry.phase == EnvironmentPhase.VERIFYING and blocker is None:
                 blocker = ("Verifying", entry.message or f"verifying in {name}", False)
+            if entry.phase == EnvironmentPhase.JUDGING and blocker is None:
+                blocker = ("Judging", entry.message or f"judging in {name}", False)
             if entry.phase == EnvironmentPhase.PENDING and blocker is None:
                 blocker = ("Promoting", entry.message or f"promoting to {name}", False)
         else:
             soaked_until = _soak_end(env, entry)
+        if ours_beside is not None and entry.phase in _CHALLENGER_GONE:
+            # Level-based: the challenger of a release that goes no further
+            # here is removed (again, until it is gone).
+            ctx.plan.actions.append(
+                remove_challenger(ctx, env, entry.message or "promoted no further")
+            )
         progress.append(entry)
 
     ctx.status.environments = progress
@@ -181,6 +243,89 @@ Blocker = tuple[str, str, bool]
 
 
 _VERIFIED = (EnvironmentPhase.DEPLOYED, EnvironmentPhase.ANALYZING)
+_CHALLENGER_GONE = (
+    EnvironmentPhase.ROLLED_BACK,
+    EnvironmentPhase.FAILED,
+    EnvironmentPhase.SUPERSEDED,
+)
+
+
+def _beside(
+    ctx: Context,
+    env: Environment,
+    rollout: Rollout,
+    merged: dict[str, str],
+    digest: str,
+    live: DeploymentObservation,
+    challenger: DeploymentObservation | None,
+    earlier: EnvironmentProgress | None,
+    observed: Observed,
+    soaked_until: datetime | None,
+    may_deploy: bool,
+) -> tuple[EnvironmentProgress, Blocker | None]:
+    """Another release is live in ``env`` and its policy judges a new one
+    against it first: deploy this one beside it as the challenger, verify it
+    there, judge it on live traffic, then let it take over or remove it."""
+    name = env.name
+    judged = earlier.judged if earlier is not None else None
+    if (
+        judged is None
+        or judged.champion != live.release
+        or (
+            judged.spec_hash != rollout_spec_hash(rollout)
+            and judged.phase in (RolloutPhase.WAITING, RolloutPhase.RUNNING)
+        )
+    ):
+        judged = start_judging(ctx, env, rollout, live)
+    else:
+        judged = judged.model_copy(deep=True)
+    entry = EnvironmentProgress(
+        name=name, phase=EnvironmentPhase.PENDING, config_hash=digest, judged=judged
+    )
+    if earlier is not None:
+        entry.approved_by, entry.approved_at = earlier.approved_by, earlier.approved_at
+        entry.verified_at, entry.verification_job = earlier.verified_at, earlier.verification_job
+    takes_over = judged.phase == RolloutPhase.PROMOTED
+    verdict: Blocker | None = None
+    if not takes_over:
+        if challenger is None or challenger.image != ctx.image or challenger.config_hash != digest:
+            if not may_deploy:
+                entry.message = f"waits for the environments before {name}"
+                return entry, None
+            entry, verdict = _try_deploy(
+                ctx, env, merged, digest, soaked_until, entry, 1, challenger=True
+            )
+            if entry.phase == EnvironmentPhase.DEPLOYING:
+                entry.message = (
+                    f"deploying {ctx.image} beside {live.release} as the challenger "
+                    f"({rollout.strategy}): it gets no traffic until it is verified"
+                )
+            return entry, verdict
+        entry.image = challenger.image
+        size_before_split(rollout, judged, observed, name, ctx.now)
+        if not challenger.ready:
+            entry.phase = EnvironmentPhase.DEPLOYING
+            entry.message = challenger.message or "waiting for the challenger to become ready"
+            ctx.plan.requeue_after = min_delay(ctx.plan.requeue_after, WAIT_FOR_ROLLOUT)
+            return entry, None
+        if judged.phase == RolloutPhase.WAITING and env.spec.verification is not None:
+            entry, verdict = verify(ctx, env, digest, observed, entry, earlier, challenger=True)
+            if entry.phase != EnvironmentPhase.DEPLOYED:
+                if entry.phase == EnvironmentPhase.ROLLED_BACK:
+                    judged.phase = RolloutPhase.ROLLED_BACK
+                    judged.message = entry.message
+                    judged.decided_at = format_time(ctx.now)
+                return entry, verdict
+        entry, verdict, takes_over = judge_beside(ctx, env, rollout, entry, challenger, observed)
+        if not takes_over:
+            return entry, verdict
+    # The challenger won (or the policy promotes an inconclusive one): it
+    # takes all traffic as a replacing deployment, verified and analysed as
+    # any deployment is.
+    entry, verdict = _try_deploy(ctx, env, merged, digest, None, entry, 1)
+    if entry.phase == EnvironmentPhase.DEPLOYING:
+        entry.message = f"the challenger takes all traffic: {judged.message or 'it won'}"
+    return entry, verdict
 
 
 def _failed_analysis(earlier: EnvironmentProgress) -> bool:
@@ -280,6 +425,7 @@ def _realized(
     else:
         entry.rollout = 1
     entry.previous_config_hash = earlier.previous_config_hash if same and earlier else None
+    entry.judged = earlier.judged if earlier is not None else None
     first = entry.rollout == 1
     approval = _approval(release, name, digest, first) if env.spec.policy.require_approval else None
     entry.approved_by = (earlier.approved_by if same and earlier else None) or (
@@ -324,6 +470,7 @@ def _change(
     if earlier is not None:
         entry.approved_by, entry.approved_at = earlier.approved_by, earlier.approved_at
         entry.verified_at = earlier.verified_at
+        entry.judged = earlier.judged
     change = f"config {live.config_hash[:12]} -> {digest[:12]}"
     if live.image != ctx.image:
         change = f"image {live.image} -> {ctx.image}, {change}"
@@ -375,8 +522,10 @@ def _try_deploy(
     soaked_until: datetime | None,
     entry: EnvironmentProgress,
     rollout: int,
+    challenger: bool = False,
 ) -> tuple[EnvironmentProgress, Blocker | None]:
-    """Deploy ``rollout`` to ``env`` if nothing stops it; otherwise say what does."""
+    """Deploy ``rollout`` to ``env`` if nothing stops it; otherwise say what
+    does. With ``challenger``, beside the live release, with no traffic."""
     release = ctx.release
     name = env.name
     violations = validate_config(env, merged, ctx.environments.values())
@@ -480,9 +629,11 @@ def _try_deploy(
             if own_server is not None
             else (),
             rollout=rollout,
+            challenger=challenger,
         )
     )
-    ctx.plan.events.append(Event("Normal", "Deploying", f"deploying to {name}"))
+    what = "the challenger" if challenger else "deploying"
+    ctx.plan.events.append(Event("Normal", "Deploying", f"{what} to {name}"))
     return entry, None
 
 

@@ -44,6 +44,10 @@ class DeploymentObservation:
     message: str | None = None
     # Which rollout of the release this is (None: recorded before rollouts were).
     rollout: int | None = None
+    # A challenger beside the live release (policy.rollout): the share of
+    # traffic it gets now, in per cent, and whether it gets a mirrored copy.
+    weight: int = 0
+    mirror: bool = False
 
 
 def parse_rollout(value: object) -> int | None:
@@ -99,6 +103,13 @@ class Observed:
     verifications: dict[str, TrainingObservation] = field(default_factory=dict)
     # (environment, analysis metric) -> the measurement just taken.
     measurements: dict[tuple[str, str], MeasurementObservation] = field(default_factory=dict)
+    # Environment -> the challenger running beside the live release there.
+    challengers: dict[str, DeploymentObservation] = field(default_factory=dict)
+    # (environment, metric, arm, query field) -> the measurement just taken
+    # for a rollout's look (policy.rollout).
+    arm_measurements: dict[tuple[str, str, str, str], MeasurementObservation] = field(
+        default_factory=dict
+    )
 
 
 # -- actions ------------------------------------------------------------------
@@ -156,6 +167,9 @@ class Deploy:
     # Which deployment of the release to the environment: 1, then one more per
     # config change (part of a GitOps promotion's identity).
     rollout: int = 1
+    # Beside the live release, getting no traffic until SetTraffic gives it
+    # some (policy.rollout); False: replace what is live (and any challenger).
+    challenger: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +192,8 @@ class StartVerification:
     env: tuple[tuple[str, str], ...] = ()
     # Runs that could not check (exit codes other than 0 and 1) are tried this often.
     attempts: int = 1
+    # Verify the challenger beside the live release rather than the live one.
+    challenger: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,7 +228,48 @@ class SyncRegistry:
     credentials: tuple[str, str | None, str | None, str | None] | None = None
 
 
-Action = StartTraining | EvaluateGate | Deploy | StartVerification | Rollback | SyncRegistry
+@dataclass(frozen=True)
+class SetTraffic:
+    """Split an environment's traffic between the live release (the champion)
+    and the challenger beside it: ``weight`` per cent to the challenger, and
+    with ``mirror`` a copy of every request to it (its answers are compared,
+    never returned)."""
+
+    environment: str
+    namespace: str
+    model: str
+    champion: str  # namespace/name of the release live there
+    challenger: str  # namespace/name of the release beside it
+    weight: int
+    mirror: bool = False
+    sticky_header: str | None = None
+    # Gateway API: the Gateway the HTTPRoute attaches to (name, namespace,
+    # listener), and its host names; None: split by replicas.
+    gateway: tuple[str, str, str | None] | None = None
+    hostnames: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RemoveChallenger:
+    """The champion keeps all traffic: remove the challenger beside it."""
+
+    environment: str
+    namespace: str
+    model: str
+    release: str  # the challenger's namespace/name
+    reason: str | None = None
+
+
+Action = (
+    StartTraining
+    | EvaluateGate
+    | Deploy
+    | StartVerification
+    | Rollback
+    | SyncRegistry
+    | SetTraffic
+    | RemoveChallenger
+)
 
 
 @dataclass(frozen=True)

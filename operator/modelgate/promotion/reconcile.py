@@ -45,19 +45,23 @@ def reconcile(
     now: datetime,
     training_env: dict[str, str] | None = None,
     server_image: str | None = None,
+    runs_challengers: bool = True,
 ) -> Plan:
     """Decide the next status and actions for ``release``.
 
     ``training_env`` holds extra contract variables the driver needs (e.g. the
     output location); the core adds the ones derived from the spec.
     ``server_image`` is the driver's reference model server (serving
-    ReferenceServer, built-in verification).
+    ReferenceServer, built-in verification). ``runs_challengers``: the driver
+    can run a new release beside the live one (policy.rollout).
     """
     previous = release.status or ModelReleaseStatus()
     status = previous.model_copy(deep=True)
     status.observed_generation = release.generation
     plan = Plan(status=status)
-    ctx = Context(release, now, previous, status, plan, environments, server_image)
+    ctx = Context(
+        release, now, previous, status, plan, environments, server_image, runs_challengers
+    )
 
     if references_missing(ctx, gate, environments):
         return _finish(ctx)

@@ -29,13 +29,18 @@ def verify(
     observed: Observed,
     entry: EnvironmentProgress,
     earlier: EnvironmentProgress | None,
+    challenger: bool = False,
 ) -> tuple[EnvironmentProgress, tuple[str, str, bool] | None]:
-    """The rollout is ready: verify it (if configured), roll back on failure."""
+    """The rollout is ready: verify it (if configured), roll back on failure.
+    With ``challenger``, the release runs beside the live one and gets no
+    traffic yet: it is verified there, and a failure removes it (the caller
+    does) instead of putting anything back."""
     release, name = ctx.release, env.name
     spec = env.spec.verification
     if spec is None:
         entry.phase = EnvironmentPhase.DEPLOYED
-        ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
+        if not challenger:
+            ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
         return entry, None
     job = verification_job_name(release, name, digest, ctx.image)
     entry.verification_job = job
@@ -74,6 +79,7 @@ def verify(
                     metadata=artifacts.get("metadata"),
                     env=_builtin_env(release, builtin) if builtin is not None else (),
                     attempts=spec.attempts,
+                    challenger=challenger,
                 )
             )
             ctx.plan.events.append(Event("Normal", "VerificationStarted", f"{job} in {name}"))
@@ -82,11 +88,25 @@ def verify(
         return entry, None
     if run.state == "Succeeded":
         entry.phase = EnvironmentPhase.DEPLOYED
-        entry.verified_at = run.completed_at or format_time(ctx.now)
         entry.message = None
-        ctx.plan.events.append(Event("Normal", "Verified", f"{job} passed in {name}"))
-        ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
+        if earlier is not None and earlier.verification_job == job and earlier.verified_at:
+            # Verified as the challenger beside the live release: the same check.
+            entry.verified_at = earlier.verified_at
+        else:
+            entry.verified_at = run.completed_at or format_time(ctx.now)
+            ctx.plan.events.append(Event("Normal", "Verified", f"{job} passed in {name}"))
+        if not challenger:
+            ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
         return entry, None
+    if challenger:
+        reason = run.message or "the verification Job failed"
+        entry.phase = EnvironmentPhase.ROLLED_BACK
+        entry.message = (
+            f"verification of the challenger failed ({reason}); the live release keeps all "
+            "traffic and this release is promoted no further"
+        )
+        ctx.plan.events.append(Event("Warning", "VerificationFailed", f"{name}: {entry.message}"))
+        return entry, ("VerificationFailed", f"{name}: {entry.message}", True)
     entry = _failed(env, entry, run)
     if entry.phase == EnvironmentPhase.ROLLED_BACK:
         ctx.plan.actions.append(rollback_of(ctx, env, entry))

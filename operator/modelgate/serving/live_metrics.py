@@ -42,6 +42,12 @@ class LiveMetrics:
             "modelgate_live_score", "Scores served (binary: of the positive label).",
             IDENTITY, registry=r, buckets=tuple(i / 10 for i in range(1, 11)),
         )  # fmt: skip
+        self.score_squares = Counter(
+            "modelgate_live_score_squared",
+            "Sum of the squares of the scores served (with modelgate_live_score's _sum and "
+            "_count: the variance an experiment's Mean metric needs).",
+            IDENTITY, registry=r,
+        )  # fmt: skip
         self.outside = Counter(
             "modelgate_live_outside_training",
             "Values outside what training saw, by column: kind range (outside the training "
@@ -150,6 +156,7 @@ class LiveMetrics:
         else:
             for score in numbers:
                 self.scores.labels(*identity).observe(score)
+                self.score_squares.labels(*identity).inc(score * score)
         if self.score is not None and numbers:
             for number in numbers:
                 self.score.add(number)

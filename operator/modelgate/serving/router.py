@@ -13,15 +13,23 @@ weights stand.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import random
+import signal
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+
+from modelgate.serving.shadow import MirroredAnswer, ShadowMetrics
+
+__all__ = ["ARM_HEADER", "MirroredAnswer", "Router", "Split", "arm_of", "bucket", "main"]
 
 BUCKETS = 10_000
 ARM_HEADER = "x-modelgate-arm"
@@ -73,17 +81,6 @@ def arm_of(split: Split, request_bucket: int) -> str:
     return "challenger" if request_bucket < split.weight * BUCKETS // 100 else "champion"
 
 
-@dataclass(frozen=True)
-class MirroredAnswer:
-    """What the mirror answered to a copy of a request (never returned)."""
-
-    path: str
-    status: int | None  # None: it could not be reached
-    body: bytes
-    seconds: float
-    error: str | None = None
-
-
 @dataclass
 class Router:
     split: Split
@@ -106,8 +103,10 @@ class Router:
         if self._session is not None:
             await self._session.close()
 
-    def app(self) -> web.Application:
+    def app(self, own: Sequence[web.RouteDef] = ()) -> web.Application:
+        """The application: ``own`` routes first, everything else forwarded."""
         application = web.Application(client_max_size=64 * 1024 * 1024)
+        application.add_routes(own)
         application.router.add_route("*", "/{tail:.*}", self.handle)
 
         async def started(_: web.Application) -> None:
@@ -128,30 +127,47 @@ class Router:
         target = self.split.challenger if arm == "challenger" else self.split.champion
         assert target is not None  # Split refuses a weight without a challenger
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        # The champion's answer, for the mirror's comparison (never awaited by the caller).
+        answered: asyncio.Future[tuple[int | None, bytes, float]] | None = None
         if self.split.mirror is not None:
-            task = asyncio.create_task(self._mirror(request.method, request.path_qs, headers, body))
+            answered = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(
+                self._mirror(request.method, request.path_qs, headers, body, answered)
+            )
             self._mirroring.add(task)
             task.add_done_callback(self._mirroring.discard)
         assert self._session is not None
+        started = time.monotonic()
         try:
             async with self._session.request(
                 request.method, target + request.path_qs, headers=headers, data=body
             ) as answer:
                 content = await answer.read()
                 self.served[arm] += 1
+                if answered is not None:
+                    answered.set_result((answer.status, content, time.monotonic() - started))
                 forwarded = {
                     k: v for k, v in answer.headers.items() if k.lower() not in _NOT_FORWARDED
                 }
                 forwarded[ARM_HEADER] = arm
                 return web.Response(status=answer.status, body=content, headers=forwarded)
         except (aiohttp.ClientError, TimeoutError) as error:
+            if answered is not None:
+                answered.set_result((None, b"", time.monotonic() - started))
             return web.json_response(
                 {"error": f"the {arm} at {target} did not answer: {error or type(error).__name__}"},
                 status=502,
                 headers={ARM_HEADER: arm},
             )
 
-    async def _mirror(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+    async def _mirror(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        answered: asyncio.Future[tuple[int | None, bytes, float]],
+    ) -> None:
         assert self._session is not None
         assert self.split.mirror is not None
         started = time.monotonic()
@@ -160,12 +176,76 @@ class Router:
                 method, self.split.mirror + path, headers=headers, data=body
             ) as answer:
                 content = await answer.read()
-                self.on_mirrored(
-                    MirroredAnswer(path, answer.status, content, time.monotonic() - started)
-                )
+                mirrored = MirroredAnswer(path, answer.status, content, time.monotonic() - started)
         except (aiohttp.ClientError, TimeoutError) as error:
-            self.on_mirrored(
-                MirroredAnswer(
-                    path, None, b"", time.monotonic() - started, str(error) or type(error).__name__
-                )
+            reason = str(error) or type(error).__name__
+            mirrored = MirroredAnswer(path, None, b"", time.monotonic() - started, reason)
+        status, champion, seconds = await answered
+        self.on_mirrored(
+            replace(
+                mirrored, champion_status=status, champion_body=champion, champion_seconds=seconds
             )
+        )
+
+
+# -- the router as a program: ``python -m modelgate.serving.router`` ----------
+
+# The router's own paths, never forwarded: under a prefix no model server uses.
+OWN_PREFIX = "/-/router/"
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m modelgate.serving.router",
+        description="Split traffic between a live model and a challenger, or mirror it to "
+        f"one; its metrics at {OWN_PREFIX}metrics, readiness at {OWN_PREFIX}ready.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--champion", required=True, help="URL of the live model")
+    parser.add_argument("--challenger", help="URL of the new release")
+    parser.add_argument("--weight", type=int, default=0, help="the challenger's share, per cent")
+    parser.add_argument("--sticky-header", help="a header whose value keeps a caller in one arm")
+    parser.add_argument("--mirror", help="URL that gets a copy of every request (a shadow)")
+    parser.add_argument("--model", default="", help="the model label of the shadow's metrics")
+    args = parser.parse_args(argv)
+    try:
+        Split(args.champion, args.challenger, args.weight, args.sticky_header, args.mirror)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    shadow = ShadowMetrics(registry, args.model)
+    split = Split(args.champion, args.challenger, args.weight, args.sticky_header, args.mirror)
+    router = Router(split, on_mirrored=shadow.record)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
+
+    async def ready(_: web.Request) -> web.Response:
+        return web.json_response({"ready": True, "weight": split.weight})
+
+    application = router.app(
+        [web.get(OWN_PREFIX + "metrics", metrics), web.get(OWN_PREFIX + "ready", ready)]
+    )
+    runner = web.AppRunner(application)
+    await runner.setup()
+    await web.TCPSite(runner, args.host, args.port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    asyncio.run(_serve(_parse(sys.argv[1:] if argv is None else argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
