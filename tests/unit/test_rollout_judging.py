@@ -138,6 +138,7 @@ class BesideWorld(VerifyingWorld):
             mirrored = traffic.rate * seconds
             values = {
                 "requests": mirrored,
+                "rows": mirrored,
                 "disagreements": mirrored * traffic.challenger.disagreement,
                 "scoreDifference": mirrored * traffic.challenger.disagreement * 0.5,
                 "errors": 0.0,
@@ -393,6 +394,7 @@ def test_a_shadow_that_agrees_takes_over_after_its_duration() -> None:
     judged = release.status.environments[1].judged
     assert judged is not None
     assert judged.shadow is not None
+    assert judged.shadow.rows == 36_000
     assert judged.shadow.requests == 36_000
     assert judged.shadow.disagreements == 360
     assert judged.decided_at == judged.deadline

@@ -40,11 +40,11 @@ def test_answers_are_compared_by_label_and_score(
     assert same is not None
     assert other is not None
     agreed = compare(champion, same)
-    assert (agreed.rows, agreed.disagree) == (2, False)
-    assert agreed.score_difference == pytest.approx(0.05)
+    assert (agreed.rows, agreed.disagreements) == (2, 0)
+    assert agreed.score_difference == pytest.approx(0.1)
     differed = compare(champion, other)
-    assert differed.disagree
-    assert differed.score_difference == pytest.approx(0.15)
+    assert (differed.rows, differed.disagreements) == (2, 1)
+    assert differed.score_difference == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"error": "boom"}', b"\xff\xfe"])
@@ -73,6 +73,7 @@ def test_the_counters_count_agreement_disagreement_and_failures() -> None:
     mirrored(_reference(["approve"], [0.9]), status=500)
     mirrored(_reference(["deny"], [0.1]), champion_status=503)  # nothing to compare with
     assert _value(registry, "modelgate_shadow_requests_total") == 2
+    assert _value(registry, "modelgate_shadow_rows_total") == 2
     assert _value(registry, "modelgate_shadow_disagreements_total") == 1
     assert _value(registry, "modelgate_shadow_errors_total") == 2
     assert _value(registry, "modelgate_shadow_score_difference_total") == pytest.approx(0.6)

@@ -317,24 +317,24 @@ class ShadowSettings(ApiModel):
     answers reach callers. The two answers to each request are compared."""
 
     duration: Duration = Field(description="How long live traffic is mirrored.")
-    min_requests: int = Field(
+    min_rows: int = Field(
         default=100,
         ge=10,
         le=10_000_000,
-        description="Requests both models must have answered by the end; fewer makes the "
+        description="Rows both models must have answered by the end; fewer makes the "
         "shadow Inconclusive, which rolls back.",
     )
     max_disagreement: float = Field(
         default=0.05,
         ge=0,
         le=1,
-        description="The largest share of requests whose predicted labels may differ.",
+        description="The largest share of rows whose predicted labels may differ.",
     )
     max_score_difference: float | None = Field(
         default=None,
         ge=0,
-        description="The largest mean absolute difference of the two models' scores; omit to "
-        "not compare scores.",
+        description="The largest mean absolute difference of the two models' scores of a row; "
+        "omit to not compare scores.",
     )
     max_latency_ratio: float | None = Field(
         default=None,
@@ -346,7 +346,8 @@ class ShadowSettings(ApiModel):
         default=0.0,
         ge=0,
         le=1,
-        description="The largest share of mirrored requests the new release may fail.",
+        description="The largest share of mirrored requests the new release may fail (of the "
+        "requests compared and failed).",
     )
 
 
@@ -536,14 +537,15 @@ class MetricComparison(ApiModel):
 class ShadowComparison(ApiModel):
     """The two models' answers to the same mirrored requests, so far."""
 
-    requests: int = Field(ge=0, description="Requests both models answered.")
-    disagreements: int = Field(ge=0, description="Of them, answers with different labels.")
+    rows: int = Field(ge=0, description="Rows both models answered.")
+    disagreements: int = Field(ge=0, description="Of them, rows given different labels.")
     score_difference: float | None = Field(
-        default=None, description="Mean absolute difference of the two models' scores."
+        default=None, description="Mean absolute difference of the two models' scores of a row."
     )
     latency_ratio: float | None = Field(
         default=None, description="The new release's mean latency over the live model's."
     )
+    requests: int = Field(default=0, ge=0, description="Mirrored requests compared.")
     errors: int = Field(default=0, ge=0, description="Mirrored requests the new release failed.")
 
 

@@ -324,7 +324,10 @@ class LocalServers:
             record = _read_json(path)
             if record is not None and record.get("state") == "ready":
                 environment, _, arm = path.stem.partition(ARM_SEPARATOR)
-                labels = {"namespace": path.parent.name, "environment": environment}
+                labels = {
+                    "namespace": str(record.get("namespace") or path.parent.name),
+                    "environment": environment,
+                }
                 if arm == ROUTER:
                     labels["__metrics_path__"] = ROUTER_METRICS
                 else:
@@ -372,9 +375,12 @@ class LocalServers:
         config: dict[str, str],
         timeout: float = 60,
         arm: str = CHAMPION,
+        target_namespace: str | None = None,
     ) -> dict[str, Any]:
         """Serve the artifact ``config`` names (MODELGATE_MODEL_URI, ...): with
-        the reference server, or with the release's own model server."""
+        the reference server, or with the release's own model server.
+        ``target_namespace`` is the environment's namespace (as a cluster's
+        metrics are labelled); default: the objects' namespace."""
         self.stop(namespace, environment, arm)
         path = self._record_path(namespace, environment, arm)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -385,6 +391,7 @@ class LocalServers:
             "log": str(path.with_suffix(".log")),
             "modelSha256": config[contract.SERVER_MODEL_SHA256],
             "state": "starting",
+            "namespace": target_namespace or namespace,
         }
         own = contract.MODEL_SERVER in config
         try:
@@ -431,6 +438,8 @@ class LocalServers:
             "weight": weight,
             "mirror": mirror,
             "state": "starting",
+            # Labelled as the live model's metrics are.
+            "namespace": (self.record(namespace, environment) or {}).get("namespace", namespace),
         }
         if champion is None or challenger is None:
             missing = "the live model" if champion is None else "the challenger"
@@ -602,12 +611,18 @@ class LocalDeployer:
         self.root = state_dir / "environments"
         self.servers = servers or LocalServers(state_dir)
 
-    def serve(self, namespace: str, environment: str, config: dict[str, str]) -> None:
+    def serve(
+        self,
+        namespace: str,
+        environment: str,
+        config: dict[str, str],
+        target_namespace: str | None = None,
+    ) -> None:
         """Make the environment's server match its live config."""
         if not serves_artifact(config):
             self.servers.stop(namespace, environment)
         elif not self.servers.running(namespace, environment, config[contract.SERVER_MODEL_SHA256]):
-            self.servers.start(namespace, environment, config)
+            self.servers.start(namespace, environment, config, target_namespace=target_namespace)
 
     def ensure_servers(self, namespace: str) -> None:
         """After a restart (or a reboot): serve what each environment has live."""
@@ -615,7 +630,7 @@ class LocalDeployer:
         for path in sorted(folder.glob("*.json")) if folder.exists() else []:
             live = (_read_json(path) or {}).get("live")
             if live is not None:
-                self.serve(namespace, path.stem, live["config"])
+                self.serve(namespace, path.stem, live["config"], live.get("namespace"))
 
     def _record_path(self, namespace: str, environment: str) -> Path:
         return self.root / namespace / f"{environment}.json"
@@ -631,7 +646,7 @@ class LocalDeployer:
             and live["image"] == action.image
             and live["configHash"] == action.config_hash
         ):
-            self.serve(namespace, action.environment, action.config)
+            self.serve(namespace, action.environment, action.config, action.namespace)
             return  # already live: deploying is idempotent
         entry = {
             "release": action.release,
@@ -648,7 +663,7 @@ class LocalDeployer:
         _write_json(path, record)
         config_file = path.with_suffix(".env")
         config_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(action.config.items())))
-        self.serve(namespace, action.environment, action.config)
+        self.serve(namespace, action.environment, action.config, action.namespace)
 
     def rollback(self, action: Rollback, now: datetime) -> str | None:
         """Put back the entry that was live before ``action.release``."""
@@ -697,7 +712,7 @@ class LocalDeployer:
         path.with_suffix(".env").write_text(
             "".join(f"{k}={v}\n" for k, v in sorted(restored["config"].items()))
         )
-        self.serve(namespace, action.environment, restored["config"])
+        self.serve(namespace, action.environment, restored["config"], restored.get("namespace"))
         return str(restored["release"])
 
     def observe(self, namespace: str) -> dict[str, DeploymentObservation]:

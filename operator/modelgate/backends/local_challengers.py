@@ -66,6 +66,7 @@ class LocalChallengers:
             "configHash": action.config_hash,
             "deployedAt": format_time(now),
             "model": action.model,
+            "namespace": action.namespace,
             "weight": 0,
             "mirror": False,
             "stickyHeader": None,
@@ -78,7 +79,10 @@ class LocalChallengers:
         if serves_artifact(config) and not self.servers.running(
             namespace, environment, config[contract.SERVER_MODEL_SHA256], CHALLENGER
         ):
-            self.servers.start(namespace, environment, config, arm=CHALLENGER)
+            self.servers.start(
+                namespace, environment, config, arm=CHALLENGER,
+                target_namespace=record.get("namespace"),
+            )  # fmt: skip
 
     def set_traffic(self, action: SetTraffic) -> dict[str, Any]:
         """Route the environment through the router with ``action``'s split."""

@@ -66,6 +66,7 @@ SIZING_WINDOW = timedelta(hours=1)
 SHADOW_METRIC = "shadow"
 SHADOW_FIELDS = {
     "requests": "modelgate_shadow_requests_total",
+    "rows": "modelgate_shadow_rows_total",
     "disagreements": "modelgate_shadow_disagreements_total",
     "scoreDifference": "modelgate_shadow_score_difference_total",
     "errors": "modelgate_shadow_errors_total",
@@ -343,20 +344,21 @@ def _shadow_look(
         return Decision(Outcome.RUNNING, progress.message)
     settings = rollout.shadow
     assert settings is not None
-    requests = max(0, round(values["requests"]))
+    requests, rows = max(0, round(values["requests"])), max(0, round(values["rows"]))
     found = ShadowComparison(
+        rows=rows,
+        disagreements=min(rows, max(0, round(values["disagreements"]))),
         requests=requests,
-        disagreements=min(requests, max(0, round(values["disagreements"]))),
         errors=max(0, round(values["errors"])),
     )
-    if requests:
-        found.score_difference = values["scoreDifference"] / requests
-        if values["championSeconds"] > 0:
-            found.latency_ratio = values["challengerSeconds"] / values["championSeconds"]
+    if rows:
+        found.score_difference = values["scoreDifference"] / rows
+    if requests and values["championSeconds"] > 0:
+        found.latency_ratio = values["challengerSeconds"] / values["championSeconds"]
     progress.shadow = found
-    rate = found.disagreements / requests if requests else 0.0
+    rate = found.disagreements / rows if rows else 0.0
     numbers = (
-        f"{found.disagreements:,} of {requests:,} mirrored requests answered differently "
+        f"{found.disagreements:,} of {rows:,} mirrored rows labelled differently "
         f"({rate:.2%}, at most {settings.max_disagreement:.2%})"
     )
     if found.score_difference is not None:
@@ -365,11 +367,11 @@ def _shadow_look(
         numbers += f", latency ratio {found.latency_ratio:.3g}"
     if not over:
         return Decision(Outcome.RUNNING, f"mirroring: {numbers}")
-    if requests < settings.min_requests:
+    if rows < settings.min_rows:
         return Decision(
             Outcome.INCONCLUSIVE,
-            f"the shadow ended with {requests:,} mirrored requests, fewer than "
-            f"{settings.min_requests:,}: {numbers}",
+            f"the shadow ended with {rows:,} mirrored rows, fewer than "
+            f"{settings.min_rows:,}: {numbers}",
         )
     failures = []
     if rate > settings.max_disagreement:
@@ -380,7 +382,7 @@ def _shadow_look(
     ratio = settings.max_latency_ratio
     if ratio is not None and found.latency_ratio is not None and found.latency_ratio > ratio:
         failures.append(f"latency ratio {found.latency_ratio:.3g} above {ratio:g}")
-    if found.errors / requests > settings.max_errors:
+    if found.errors / max(1, requests + found.errors) > settings.max_errors:
         failures.append(f"{found.errors:,} failed answers, above {settings.max_errors:.2%}")
     if failures:
         return Decision(Outcome.ROLL_BACK, "the shadow disagrees: " + "; ".join(failures))

@@ -43,8 +43,8 @@ class Compared:
     """One request's two answers, compared."""
 
     rows: int
-    disagree: bool  # some row's label differs
-    score_difference: float  # mean absolute difference of the rows' scores (0: none given)
+    disagreements: int  # rows labelled differently (a row one answer lacks counts)
+    score_difference: float  # sum over rows of the absolute difference of scores
 
 
 def _numbers(values: list[Any]) -> list[float]:
@@ -89,11 +89,12 @@ def read_answer(body: bytes) -> Answer | None:
 
 
 def compare(champion: Answer, challenger: Answer) -> Compared:
-    rows = max(len(champion.labels), 1)
-    disagree = champion.labels != challenger.labels
-    pairs = list(zip(champion.scores, challenger.scores, strict=False))
-    difference = sum(abs(a - b) for a, b in pairs) / len(pairs) if pairs else 0.0
-    return Compared(rows=rows, disagree=disagree, score_difference=difference)
+    rows = len(champion.labels)
+    differ = sum(a != b for a, b in zip(champion.labels, challenger.labels, strict=False))
+    differ += abs(len(champion.labels) - len(challenger.labels))
+    pairs = zip(champion.scores, challenger.scores, strict=False)
+    difference = sum(abs(a - b) for a, b in pairs)
+    return Compared(rows=rows, disagreements=min(differ, rows), score_difference=difference)
 
 
 class ShadowMetrics:
@@ -108,13 +109,13 @@ class ShadowMetrics:
         self.requests = counter(
             "modelgate_shadow_requests", "Mirrored requests both models answered."
         )
+        self.rows = counter("modelgate_shadow_rows", "Rows of those requests.")
         self.disagreements = counter(
-            "modelgate_shadow_disagreements",
-            "Of them, requests whose answers differ in some row's label.",
+            "modelgate_shadow_disagreements", "Of those rows, the ones labelled differently."
         )
         self.score_difference = counter(
             "modelgate_shadow_score_difference",
-            "Sum over those requests of the mean absolute difference of the rows' scores.",
+            "Sum over those rows of the absolute difference of the two scores.",
         )
         self.errors = counter(
             "modelgate_shadow_errors",
@@ -146,8 +147,8 @@ class ShadowMetrics:
             return
         compared = compare(champion, challenger)
         self.requests.labels(self.model).inc()
-        if compared.disagree:
-            self.disagreements.labels(self.model).inc()
+        self.rows.labels(self.model).inc(compared.rows)
+        self.disagreements.labels(self.model).inc(compared.disagreements)
         self.score_difference.labels(self.model).inc(compared.score_difference)
         self.champion_seconds.labels(self.model).inc(mirrored.champion_seconds)
         self.challenger_seconds.labels(self.model).inc(mirrored.seconds)
