@@ -577,6 +577,7 @@ class LocalRun:
                         rolled_back=bool(h.get("rolledBack")),
                         reason=h.get("reason") if h.get("rolledBack") else None,
                         rollout=h.get("rollout"),
+                        judged=h.get("judged") if not h.get("rolledBack") else None,
                     )
                     for h in history
                 ]

@@ -240,6 +240,38 @@ class Metrics:
             ["namespace", "environment", "model", "metric"],
             registry=r,
         )
+        where = ["namespace", "environment", "model"]
+        self.rollouts = Counter(
+            "modelgate_rollouts",
+            "New releases judged against the live one on live traffic (policy.rollout), by "
+            "strategy and outcome: Promoted, RolledBack or Inconclusive.",
+            [*where, "strategy", "outcome"],
+            registry=r,
+        )
+        self.rollout_weight = Gauge(
+            "modelgate_rollout_weight",
+            "The challenger's share of the traffic now, in per cent (0 when mirrored or done).",
+            where,
+            registry=r,
+        )
+        self.rollout_effect = Gauge(
+            "modelgate_rollout_effect",
+            "A rollout metric's latest effect: challenger minus champion, in its units.",
+            [*where, "metric"],
+            registry=r,
+        )
+        self.rollout_p_value = Gauge(
+            "modelgate_rollout_p_value",
+            "A rollout metric's always-valid p-value (the smallest over the looks so far).",
+            [*where, "metric"],
+            registry=r,
+        )
+        self.rollout_samples = Gauge(
+            "modelgate_rollout_samples",
+            "Observations of a rollout metric in each arm's window.",
+            [*where, "metric", "arm"],
+            registry=r,
+        )
         self.restore_seconds = Histogram(
             "modelgate_time_to_restore_seconds",
             "From a failing release going live to the previous one being put back.",
@@ -293,6 +325,7 @@ class Metrics:
         before = {e.name: e for e in old.environments} if old is not None else {}
         for entry in new.environments:
             self._analysis(release, entry, before.get(entry.name))
+            self._judged(release, entry, before.get(entry.name))
             self._environment(release, entry, before.get(entry.name), now)
 
     def _training(
@@ -355,6 +388,27 @@ class Metrics:
         if verdict != "Running" and not (same and earlier is not None and earlier.phase == verdict):
             self.analysis_runs.labels(namespace, name, model, verdict).inc()
 
+    def _judged(
+        self, release: ModelRelease, entry: EnvironmentProgress, before: EnvironmentProgress | None
+    ) -> None:
+        judged = entry.judged
+        if judged is None:
+            return
+        where = (release.namespace, entry.name, release.spec.model.name)
+        running = str(judged.phase) == "Running"
+        self.rollout_weight.labels(*where).set(judged.weight if running else 0)
+        for metric in judged.metrics:
+            if metric.effect is not None:
+                self.rollout_effect.labels(*where, metric.name).set(metric.effect)
+            if metric.p_value is not None:
+                self.rollout_p_value.labels(*where, metric.name).set(metric.p_value)
+            for arm, value in (("champion", metric.champion), ("challenger", metric.challenger)):
+                if value is not None:
+                    self.rollout_samples.labels(*where, metric.name, arm).set(value.samples)
+        earlier = before.judged if before is not None else None
+        if judged.decided_at is not None and (earlier is None or earlier.decided_at is None):
+            self.rollouts.labels(*where, str(judged.strategy), str(judged.phase)).inc()
+
     def _environment(
         self,
         release: ModelRelease,
@@ -382,6 +436,12 @@ class Metrics:
             self.config_changes.labels(namespace, name, model, "Refused").inc()
         elif entry.phase == EnvironmentPhase.ANALYZING:
             self.set_live(namespace, name, model, release.name, release.spec.model.version)
+        elif entry.phase == EnvironmentPhase.ROLLED_BACK and entry.deployed_at is None:
+            # A challenger removed: the live release never changed (no change
+            # failure); only a failed verification of it counts as one.
+            judged = entry.judged
+            if judged is not None and judged.split_at is None:
+                self.verification_failures.labels(namespace, name, model).inc()
         elif entry.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED):
             analysis = entry.analysis
             if analysis is None or str(analysis.phase) != "Failed":

@@ -13,6 +13,8 @@ import pytest
 
 from modelgate.api import Environment, ModelRelease
 from modelgate.api.common import format_time
+from modelgate.backends.gitops import promotion_message
+from modelgate.metrics import Metrics
 from modelgate.promotion import reconcile
 from modelgate.promotion.plan import (
     Deploy,
@@ -476,3 +478,74 @@ def test_a_driver_that_runs_no_challengers_blocks_rather_than_replace() -> None:
     assert world.deployments["production"].release == "team/m-1"
     assert world.challengers == {}
     assert condition(release, "Stalled")[:2] == ("True", "RolloutUnsupported")
+
+
+def _metrics_over(release: ModelRelease, plans: list[Plan]) -> Metrics:
+    """The operator's metrics as they would have followed these statuses."""
+    metrics = Metrics()
+    before = None
+    for plan in plans:
+        metrics.release_changed(release, before, plan.status, NOW)
+        before = plan.status
+    return metrics
+
+
+def _sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_a_won_experiment_is_counted_with_its_numbers_and_recorded_in_the_history() -> None:
+    world = BesideWorld(Traffic(challenger=Arm(approval=0.36)))
+    champion_live(world)
+    release, plans, _ = run(newer_release(), world, rollout_envs(experiment()))
+    metrics = _metrics_over(release, plans)
+    where = {"namespace": "team", "environment": "production", "model": "m"}
+    assert (
+        _sample(
+            metrics, "modelgate_rollouts_total", **where, strategy="Experiment", outcome="Promoted"
+        )
+        == 1
+    )
+    effect = _sample(metrics, "modelgate_rollout_effect", **where, metric="approval-rate")
+    assert effect == pytest.approx(0.06, abs=1e-3)
+    p_value = _sample(metrics, "modelgate_rollout_p_value", **where, metric="approval-rate")
+    assert p_value is not None
+    assert p_value < 0.05
+    assert _sample(metrics, "modelgate_rollout_weight", **where) == 0  # decided
+    # The deploy that made it live carries the judgement (history, commit).
+    [took_over] = [d for d in world.deploys if d.environment == "production" and not d.challenger
+                   and d.release == "team/m-2"]  # fmt: skip
+    assert took_over.judged is not None
+    assert took_over.judged.startswith("Experiment against team/m-1: the challenger is better")
+    assert "approval-rate: challenger +0.06" in took_over.judged
+
+
+def test_a_lost_experiment_is_no_change_failure() -> None:
+    world = BesideWorld(Traffic(challenger=Arm(approval=0.36, latency=0.090)))
+    champion_live(world)
+    release, plans, _ = run(newer_release(), world, rollout_envs(experiment()), hours=1)
+    metrics = _metrics_over(release, plans)
+    where = {"namespace": "team", "environment": "production", "model": "m"}
+    assert (
+        _sample(
+            metrics,
+            "modelgate_rollouts_total",
+            **where,
+            strategy="Experiment",
+            outcome="RolledBack",
+        )
+        == 1
+    )
+    # The live release never changed: no rollback, no failed verification.
+    assert not _sample(metrics, "modelgate_rollbacks_total", **where)
+    assert not _sample(metrics, "modelgate_verification_failures_total", **where)
+
+
+def test_a_gitops_promotion_commit_says_how_it_was_judged() -> None:
+    world = BesideWorld(Traffic(challenger=Arm(approval=0.36)))
+    champion_live(world)
+    run(newer_release(), world, rollout_envs(experiment()))
+    [took_over] = [d for d in world.deploys if d.release == "team/m-2" and not d.challenger
+                   and d.environment == "production"]  # fmt: skip
+    message = promotion_message(took_over, "ident", "production")
+    assert f"Judged on live traffic: {took_over.judged}" in message.splitlines()

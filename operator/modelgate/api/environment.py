@@ -630,6 +630,12 @@ class Promotion(ApiModel):
         description="Which deployment of the release here: 1 for its first, more for the "
         "config changes rolled out after it.",
     )
+    judged: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="How it was judged against the release it replaced on live traffic "
+        "(policy.rollout): the strategy, the verdict and its numbers.",
+    )
 
 
 class EnvironmentStatus(ApiModel):

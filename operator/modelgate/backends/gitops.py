@@ -230,6 +230,8 @@ def promotion_message(action: Deploy, ident: str, path: str) -> str:
     ]
     if action.approved_by:
         lines.append(f"Approved by {action.approved_by} at {action.approved_at or 'unknown'}.")
+    if action.judged:
+        lines.append(f"Judged on live traffic: {action.judged}")
     lines += [
         "",
         f"{TRAILER}Promotion: {ident}",

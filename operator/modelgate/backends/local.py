@@ -657,6 +657,7 @@ class LocalDeployer:
             "deployedAt": format_time(now),
             "predictions": action.predictions.wire() if action.predictions else None,
             "rollout": action.rollout,
+            "judged": action.judged,
         }
         record["live"] = entry
         record["history"] = [entry, *record["history"]][:50]

@@ -119,6 +119,7 @@ def _act(
                 deployed_at=format_time(now),
                 revision=revision,
                 rollout=action.rollout,
+                judged=action.judged,
             )
             _record_live(rt, environments[action.environment], entry)
         elif isinstance(action, StartVerification):

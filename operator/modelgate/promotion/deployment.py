@@ -322,7 +322,8 @@ def _beside(
     # The challenger won (or the policy promotes an inconclusive one): it
     # takes all traffic as a replacing deployment, verified and analysed as
     # any deployment is.
-    entry, verdict = _try_deploy(ctx, env, merged, digest, None, entry, 1)
+    record = f"{judged.strategy} against {judged.champion}: {judged.message or 'it won'}"
+    entry, verdict = _try_deploy(ctx, env, merged, digest, None, entry, 1, judged=record)
     if entry.phase == EnvironmentPhase.DEPLOYING:
         entry.message = f"the challenger takes all traffic: {judged.message or 'it won'}"
     return entry, verdict
@@ -523,6 +524,7 @@ def _try_deploy(
     entry: EnvironmentProgress,
     rollout: int,
     challenger: bool = False,
+    judged: str | None = None,
 ) -> tuple[EnvironmentProgress, Blocker | None]:
     """Deploy ``rollout`` to ``env`` if nothing stops it; otherwise say what
     does. With ``challenger``, beside the live release, with no traffic."""
@@ -630,6 +632,7 @@ def _try_deploy(
             else (),
             rollout=rollout,
             challenger=challenger,
+            judged=judged[:2000] if judged else None,
         )
     )
     what = "the challenger" if challenger else "deploying"

@@ -170,6 +170,9 @@ class Deploy:
     # Beside the live release, getting no traffic until SetTraffic gives it
     # some (policy.rollout); False: replace what is live (and any challenger).
     challenger: bool = False
+    # How it was judged against the release it replaces (policy.rollout), for
+    # the Environment's history and a GitOps commit: strategy and numbers.
+    judged: str | None = None
 
 
 @dataclass(frozen=True)
