@@ -29,11 +29,13 @@ test: $(STAMP) tools lint typecheck
 ## Real binaries the tests drive: headless Chromium, git and Prometheus
 ## (Debian), helm (from a PyPI wheel that ships it), MLServer and an MLflow
 ## server (each in its own virtualenv under .tools/), kube-score and the
-## control plane (both built from the Go module proxy).
+## control plane (both built from the Go module proxy), the Gateway API's CRDs
+## (from the same proxy).
 tools: $(STAMP) controlplane
 	scripts/ensure-test-tools.sh
 	scripts/build-kube-score.sh
 	scripts/ensure-model-servers.sh
+	scripts/fetch-gateway-api.sh
 	test -x .tools/bin/helm || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
 	scripts/build-images.sh
 

@@ -1,0 +1,159 @@
+"""The objects of a challenger beside the live release in a cluster
+(policy.rollout), and the two ways a split reaches callers.
+
+The challenger gets its own ConfigMap, Deployment and Service, named after
+the model's with ``-challenger``, its pods labelled ``modelgate.dev/arm:
+challenger`` (Prometheus copies the label as ``arm``; the live model's pods
+carry none, read as ``champion``). The live model's Service selects only the
+live model's pods until the split:
+
+- through a Gateway: an HTTPRoute named after the model sends ``weight`` per
+  cent to the challenger's Service and the rest to the live model's (exact);
+- by replicas: the live model's Service selects both arms' pods (by model
+  and environment) and the challenger runs as many replicas as gives it about
+  ``weight`` per cent of them (coarse: one live replica and a 10 % canary is
+  an even split, and status says so).
+
+Pure: builders of manifests, no client.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+
+from modelgate.backends.manifests import (
+    ANNOTATION_PREFIX,
+    ENVIRONMENT_LABEL,
+    MODEL_LABEL,
+    build_configmap,
+    build_deployment,
+    build_service,
+    dns_name,
+    serving_name,
+)
+from modelgate.promotion.plan import Deploy, SetTraffic
+from modelgate.settings import OperatorSettings
+
+ARM_LABEL = "modelgate.dev/arm"
+WEIGHT = f"{ANNOTATION_PREFIX}weight"
+TRAFFIC = f"{ANNOTATION_PREFIX}traffic"
+INSTANCE = "app.kubernetes.io/instance"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+HTTPROUTES = (GATEWAY_GROUP, "v1", "httproutes")
+SERVICE_PORT = 80
+
+
+def challenger_name(model: str, environment: str) -> str:
+    return dns_name(serving_name(model, environment), "challenger")
+
+
+def champion_selector(model: str, environment: str) -> dict[str, str]:
+    """What the live model's Service selects outside a split: its own pods."""
+    return {INSTANCE: serving_name(model, environment), MODEL_LABEL: model}
+
+
+def shared_selector(model: str, environment: str) -> dict[str, str]:
+    """What it selects during a split by replicas: both arms' pods."""
+    return {MODEL_LABEL: model, ENVIRONMENT_LABEL: environment}
+
+
+def selector_patch(model: str, environment: str, shared: bool) -> dict[str, Any]:
+    """A JSON merge patch of the live model's Service: the keys of the other
+    selector removed (null), this one's set."""
+    wanted = (
+        shared_selector(model, environment) if shared else champion_selector(model, environment)
+    )
+    other = champion_selector(model, environment) if shared else shared_selector(model, environment)
+    selector: dict[str, str | None] = dict.fromkeys(other)
+    selector.update(wanted)
+    return {"spec": {"selector": selector}}
+
+
+def _renamed(body: dict[str, Any], name: str, instance: str) -> dict[str, Any]:
+    found = copy.deepcopy(body)
+    found["metadata"]["name"] = name
+    found["metadata"]["labels"] = {
+        **found["metadata"]["labels"],
+        INSTANCE: instance,
+        ARM_LABEL: "challenger",
+    }
+    return found
+
+
+def build_challenger(
+    action: Deploy, settings: OperatorSettings, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The challenger's ConfigMap, Deployment (one replica, no traffic) and Service."""
+    model, environment = action.model, action.environment
+    name = challenger_name(model, environment)
+    live_config = dns_name(serving_name(model, environment), "config")
+    config = _renamed(build_configmap(action), dns_name(name, "config"), name)
+    deployment = _renamed(build_deployment(action, settings, now), name, name)
+    selector = {INSTANCE: name, MODEL_LABEL: model}
+    spec = deployment["spec"]
+    spec["selector"] = {"matchLabels": selector}
+    template = spec["template"]
+    template["metadata"]["labels"] = {**deployment["metadata"]["labels"], **selector}
+    for container in [*template["spec"].get("initContainers", []), *template["spec"]["containers"]]:
+        for source in container.get("envFrom", []):
+            if source.get("configMapRef", {}).get("name") == live_config:
+                source["configMapRef"]["name"] = config["metadata"]["name"]
+    deployment["metadata"]["annotations"].update({WEIGHT: "0", TRAFFIC: "none"})
+    service = _renamed(build_service(action, settings), name, name)
+    service["spec"]["selector"] = selector
+    return config, deployment, service
+
+
+def challenger_replicas(champion: int, weight: int) -> int:
+    """Replicas that give the challenger about ``weight`` per cent of all pods
+    beside ``champion`` replicas (at least one)."""
+    if not 0 < weight < 100:
+        raise ValueError(f"a split by replicas gives the challenger 1-99 %, not {weight}")
+    return max(1, round(champion * weight / (100 - weight)))
+
+
+def replica_share(champion: int, challenger: int) -> int:
+    """The per cent of the pods (and so, roughly, of requests) the challenger has."""
+    return round(100 * challenger / (champion + challenger))
+
+
+def build_httproute(action: SetTraffic, champion_weight: int | None = None) -> dict[str, Any]:
+    """The model's HTTPRoute on the Gateway: ``action.weight`` per cent to the
+    challenger (``champion_weight`` to the live model; default the rest)."""
+    assert action.gateway is not None
+    gateway, gateway_namespace, section = action.gateway
+    live = serving_name(action.model, action.environment)
+    parent: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway,
+                              "namespace": gateway_namespace}  # fmt: skip
+    if section:
+        parent["sectionName"] = section
+    backends = [
+        {"name": live, "port": SERVICE_PORT,
+         "weight": 100 - action.weight if champion_weight is None else champion_weight},
+    ]  # fmt: skip
+    if action.weight:
+        backends.append(
+            {"name": challenger_name(action.model, action.environment), "port": SERVICE_PORT,
+             "weight": action.weight}
+        )  # fmt: skip
+    route: dict[str, Any] = {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": live,
+            "namespace": action.namespace,
+            "labels": {
+                INSTANCE: live,
+                MODEL_LABEL: action.model,
+                ENVIRONMENT_LABEL: action.environment,
+                "app.kubernetes.io/managed-by": "modelgate",
+            },
+            "annotations": {WEIGHT: str(action.weight)},
+        },
+        "spec": {"parentRefs": [parent], "rules": [{"backendRefs": backends}]},
+    }
+    if action.hostnames:
+        route["spec"]["hostnames"] = list(action.hostnames)
+    return route

@@ -1,0 +1,199 @@
+"""A challenger beside the live release in a cluster (Direct delivery): its
+objects, the split (an HTTPRoute on a Gateway, or the live model's Service
+selecting both arms' pods with the challenger's replicas weighted), what is
+observed of it, and its removal. The objects are built in
+``challenger_manifests``; this applies, reads and deletes them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from modelgate.api.environment import Environment
+from modelgate.backends import challenger_manifests as arms
+from modelgate.backends import manifests
+from modelgate.backends.informers import DEPLOYMENTS
+from modelgate.backends.kube import KubeDeployer, classify_api_error, plain
+from modelgate.promotion.plan import Deploy, DeploymentObservation, SetTraffic
+
+
+class KubeChallengers:
+    def __init__(self, deployer: KubeDeployer) -> None:
+        self.deployer = deployer
+        self.clients = deployer.clients
+
+    def deploy(self, action: Deploy, now: datetime) -> None:
+        """The challenger's ConfigMap, Deployment and Service, with no traffic.
+        One of another release there is replaced (its split undone first)."""
+        name = arms.challenger_name(action.model, action.environment)
+        current = self.deployer._read("deployment", name, action.namespace)
+        if current is not None and _annotation(current, "release") != action.release:
+            self.remove(action.namespace, action.environment, action.model)
+        config, deployment, service = arms.build_challenger(action, self.deployer.settings, now)
+        if current is not None and _annotation(current, "release") == action.release:
+            # Applied again (a retry, a config edit): the split it has stays.
+            kept = current.get("metadata", {}).get("annotations") or {}
+            for key in (arms.WEIGHT, arms.TRAFFIC):
+                if key in kept:
+                    deployment["metadata"]["annotations"][key] = kept[key]
+            deployment["spec"]["replicas"] = int((current.get("spec") or {}).get("replicas", 1))
+        self.deployer._apply("config_map", config)
+        self.deployer._apply("deployment", deployment)
+        self.deployer._apply("service", service)
+
+    def set_traffic(self, action: SetTraffic) -> str:
+        """Split the traffic as ``action`` says; returns how it reaches callers."""
+        if action.mirror or action.sticky_header:
+            raise RuntimeError(
+                "a mirror or a sticky split needs Modelgate's router in the cluster, which "
+                "this operator does not run yet; use Canary or Experiment without "
+                "stickyHeader, or local mode"
+            )
+        name = arms.challenger_name(action.model, action.environment)
+        namespace = action.namespace
+        live_name = manifests.serving_name(action.model, action.environment)
+        if action.gateway is not None:
+            self._apply_route(arms.build_httproute(action))
+            how = f"HTTPRoute {namespace}/{live_name}"
+            patch: dict[str, Any] = {}
+        else:
+            live = self.deployer._read("deployment", live_name, namespace)
+            champion = int(((live or {}).get("spec") or {}).get("replicas", 1) or 1)
+            replicas = arms.challenger_replicas(champion, action.weight)
+            share = arms.replica_share(champion, replicas)
+            self._patch_live_service(action.model, action.environment, namespace, shared=True)
+            how = (
+                f"replicas: {replicas} challenger and {champion} live pods behind one Service "
+                f"({share}% for a wanted {action.weight}%)"
+            )
+            patch = {"spec": {"replicas": replicas}}
+        patch.setdefault("metadata", {})["annotations"] = {
+            arms.WEIGHT: str(action.weight),
+            arms.TRAFFIC: how,
+        }
+        try:
+            applied = self.clients.apps.patch_namespaced_deployment(name, namespace, patch)
+        except ApiException as error:
+            raise classify_api_error(error, f"splitting traffic to {namespace}/{name}") from error
+        if self.deployer.cache is not None:
+            self.deployer.cache.remember(DEPLOYMENTS, plain(applied))
+        return how
+
+    def remove(self, namespace: str, environment: str, model: str) -> str | None:
+        """The live release keeps all traffic: the split undone, the challenger's
+        objects deleted. Returns the release removed, if there was one."""
+        name = arms.challenger_name(model, environment)
+        current = self.deployer._read("deployment", name, namespace)
+        self._patch_live_service(model, environment, namespace, shared=False)
+        route = self._read_route(namespace, manifests.serving_name(model, environment))
+        if route is not None:
+            parent = (route.get("spec") or {}).get("parentRefs") or [{}]
+            alone = SetTraffic(
+                environment=environment, namespace=namespace, model=model, champion="",
+                challenger="", weight=0,
+                gateway=(parent[0].get("name", ""), parent[0].get("namespace", namespace),
+                         parent[0].get("sectionName")),
+                hostnames=tuple((route.get("spec") or {}).get("hostnames") or ()),
+            )  # fmt: skip
+            self._apply_route(arms.build_httproute(alone))
+        apps, core = self.clients.apps, self.clients.core
+        for delete, object_name in (
+            (apps.delete_namespaced_deployment, name),
+            (core.delete_namespaced_service, name),
+            (core.delete_namespaced_config_map, manifests.dns_name(name, "config")),
+        ):
+            try:
+                delete(object_name, namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise classify_api_error(
+                        error, f"removing {namespace}/{object_name}"
+                    ) from error
+        if self.deployer.cache is not None:
+            self.deployer.cache.forget(DEPLOYMENTS, namespace, name)
+        return None if current is None else _annotation(current, "release")
+
+    def observe(
+        self, environments: Mapping[str, Environment], model: str
+    ) -> dict[str, DeploymentObservation]:
+        found: dict[str, DeploymentObservation] = {}
+        for environment, spec in environments.items():
+            name = arms.challenger_name(model, environment)
+            deployment = self.deployer._observed(spec.spec.namespace, name)
+            release = _annotation(deployment, "release") if deployment is not None else None
+            if deployment is None or not release:
+                continue
+            containers = (deployment.get("spec") or {}).get("template", {}).get("spec", {}).get(
+                "containers"
+            ) or [{}]
+            waiting = manifests.rollout_pending(deployment)
+            weight = _annotation(deployment, "weight") or "0"
+            found[environment] = DeploymentObservation(
+                environment=environment,
+                release=release,
+                image=containers[0].get("image", ""),
+                config_hash=_annotation(deployment, "config-hash") or "",
+                deployed_at=_annotation(deployment, "deployed-at") or "",
+                ready=waiting is None,
+                message=waiting,
+                weight=int(weight) if weight.isdigit() else 0,
+            )
+        return found
+
+    # -- the split's two forms ------------------------------------------------
+
+    def _patch_live_service(
+        self, model: str, environment: str, namespace: str, shared: bool
+    ) -> None:
+        name = manifests.serving_name(model, environment)
+        with contextlib.suppress(ApiException):
+            # Gone with its release (a rollback to nothing): nothing to split.
+            self.clients.core.patch_namespaced_service(
+                name, namespace, arms.selector_patch(model, environment, shared)
+            )
+
+    def _read_route(self, namespace: str, name: str) -> dict[str, Any] | None:
+        group, version, plural = arms.HTTPROUTES
+        try:
+            found: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
+                group, version, namespace, plural, name
+            )
+        except ApiException as error:
+            if error.status == 404:  # no route, or no Gateway API in this cluster
+                return None
+            raise classify_api_error(error, f"reading HTTPRoute {namespace}/{name}") from error
+        return found
+
+    def _apply_route(self, route: dict[str, Any]) -> None:
+        group, version, plural = arms.HTTPROUTES
+        name, namespace = route["metadata"]["name"], route["metadata"]["namespace"]
+        custom = self.clients.custom
+        try:
+            custom.create_namespaced_custom_object(group, version, namespace, plural, route)
+            return
+        except ApiException as error:
+            if error.status == 404:
+                raise RuntimeError(
+                    f"the cluster has no HTTPRoute ({group}/{version}): install the Gateway "
+                    "API CRDs and a Gateway, or omit policy.rollout.traffic.gateway to split "
+                    "by replicas"
+                ) from error
+            if error.status != 409:
+                raise classify_api_error(error, f"creating HTTPRoute {namespace}/{name}") from error
+        try:
+            custom.patch_namespaced_custom_object(
+                group, version, namespace, plural, name, {"spec": route["spec"]}
+            )
+        except ApiException as error:
+            raise classify_api_error(error, f"updating HTTPRoute {namespace}/{name}") from error
+
+
+def _annotation(obj: dict[str, Any], key: str) -> str | None:
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(
+        f"{manifests.ANNOTATION_PREFIX}{key}"
+    )
+    return None if value is None else str(value)

@@ -1,0 +1,165 @@
+"""A challenger's objects in a cluster, against the real API server with the
+Gateway API's own CRDs (sigs.k8s.io/gateway-api, as a Gateway implementation
+installs them): deployed beside the live model's, the split by replicas (the
+live Service selecting both arms' pods) and by an HTTPRoute the server
+validates with the CRD's schema and rules, observed, replaced and removed."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from modelgate.api.environment import Environment
+from modelgate.backends.challenger_manifests import ARM_LABEL, challenger_name
+from modelgate.backends.kube import KubeClients, KubeDeployer
+from modelgate.backends.kube_challengers import KubeChallengers
+from modelgate.promotion.plan import Deploy, SetTraffic
+from modelgate.settings import OperatorSettings
+from tests.support.cluster import wait_for
+from tests.support.controlplane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_API = ROOT / ".tools" / "gateway-api" / "v1.6.1"
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+IMAGE = "registry.example.com/credit-risk@sha256:" + "ab" * 32
+
+
+@pytest.fixture(scope="module")
+def httproutes(control_plane: ControlPlane) -> None:
+    """The Gateway API's HTTPRoute CRD, fetched from the Go module proxy."""
+    subprocess.run([str(ROOT / "scripts" / "fetch-gateway-api.sh")], check=True)
+    document = yaml.safe_load(
+        (GATEWAY_API / "gateway.networking.k8s.io_httproutes.yaml").read_text()
+    )
+    extensions = client.ApiextensionsV1Api(control_plane.api_client())
+    try:
+        extensions.create_custom_resource_definition(document)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+
+    def established() -> bool:
+        crd = extensions.read_custom_resource_definition(document["metadata"]["name"])
+        return any(
+            c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
+        )
+
+    wait_for(established, 60, "the HTTPRoute CRD established")
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    name = f"arms-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(control_plane.api_client())
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+def _deploy(namespace: str, release: str, config_hash: str, **changes: Any) -> Deploy:
+    return replace(
+        Deploy(
+            environment="production", namespace=namespace, release=f"team/{release}",
+            model="credit-risk", image=IMAGE, config={"URL": "https://prod.example.com"},
+            config_hash=config_hash, predictions=None,
+        ),
+        **changes,
+    )  # fmt: skip
+
+
+def _split(namespace: str, weight: int, **changes: Any) -> SetTraffic:
+    return replace(
+        SetTraffic(
+            environment="production", namespace=namespace, model="credit-risk",
+            champion="team/m-1", challenger="team/m-2", weight=weight,
+        ),
+        **changes,
+    )  # fmt: skip
+
+
+def test_a_challenger_beside_the_live_model_split_by_replicas_and_by_a_route(
+    control_plane: ControlPlane, httproutes: None, namespace: str
+) -> None:
+    clients = KubeClients(control_plane.api_client())
+    deployer = KubeDeployer(clients, OperatorSettings())
+    challengers = KubeChallengers(deployer)
+    environments = {"production": _environment(namespace)}
+    apps, core, custom = clients.apps, clients.core, clients.custom
+    deployer.deploy(_deploy(namespace, "m-1", "a" * 64), NOW)
+    challengers.deploy(_deploy(namespace, "m-2", "b" * 64, challenger=True), NOW)
+
+    name = challenger_name("credit-risk", "production")
+    created = apps.read_namespaced_deployment(name, namespace)
+    assert created.spec.template.metadata.labels[ARM_LABEL] == "challenger"
+    assert core.read_namespaced_service(name, namespace).spec.selector == {
+        "app.kubernetes.io/instance": name, "modelgate.dev/model": "credit-risk",
+    }  # fmt: skip
+    [seen] = challengers.observe(environments, "credit-risk").values()
+    assert (seen.release, seen.config_hash, seen.weight, seen.ready) == (
+        "team/m-2", "b" * 64, 0, False,  # its image pulls nowhere here: never ready
+    )  # fmt: skip
+
+    # By replicas: the live Service selects both arms; one pod each is an even split.
+    how = challengers.set_traffic(_split(namespace, 50))
+    assert how.startswith("replicas: 1 challenger and 1 live pods")
+    live = core.read_namespaced_service("credit-risk-production", namespace)
+    assert live.spec.selector == {
+        "modelgate.dev/model": "credit-risk", "modelgate.dev/environment": "production",
+    }  # fmt: skip
+    assert challengers.observe(environments, "credit-risk")["production"].weight == 50
+
+    # Through a Gateway: the route the API server takes (its CRD's schema and rules).
+    gateway = ("models", "gateways", "http")
+    challengers.set_traffic(_split(namespace, 10, gateway=gateway, hostnames=("c.example.com",)))
+    route = custom.get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", namespace, "httproutes", "credit-risk-production"
+    )
+    assert route["spec"]["rules"][0]["backendRefs"] == [
+        {"group": "", "kind": "Service", "name": "credit-risk-production", "port": 80,
+         "weight": 90},
+        {"group": "", "kind": "Service", "name": name, "port": 80, "weight": 10},
+    ]  # fmt: skip
+    assert challengers.observe(environments, "credit-risk")["production"].weight == 10
+
+    # A mirror needs the router, which a cluster does not run yet: refused, named.
+    with pytest.raises(RuntimeError, match="router"):
+        challengers.set_traffic(_split(namespace, 0, mirror=True))
+
+    # Another release's challenger replaces this one (its split undone first).
+    challengers.deploy(_deploy(namespace, "m-3", "c" * 64, challenger=True), NOW)
+    assert challengers.observe(environments, "credit-risk")["production"].release == "team/m-3"
+    assert core.read_namespaced_service("credit-risk-production", namespace).spec.selector == {
+        "app.kubernetes.io/instance": "credit-risk-production",
+        "modelgate.dev/model": "credit-risk",
+    }
+
+    # Removed: the live model keeps all traffic, the route kept for callers.
+    assert challengers.remove(namespace, "production", "credit-risk") == "team/m-3"
+    assert challengers.observe(environments, "credit-risk") == {}
+    route = custom.get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", namespace, "httproutes", "credit-risk-production"
+    )
+    assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        ("credit-risk-production", 100)
+    ]
+    for read in (apps.read_namespaced_deployment, core.read_namespaced_service):
+        with pytest.raises(client.ApiException) as gone:
+            read(name, namespace)
+        assert gone.value.status == 404
+    assert challengers.remove(namespace, "production", "credit-risk") is None  # idempotent
+
+
+def _environment(namespace: str) -> Environment:
+    return Environment.model_validate(
+        {"metadata": {"name": "production", "namespace": "team"},
+         "spec": {"tier": "production", "namespace": namespace}}
+    )  # fmt: skip

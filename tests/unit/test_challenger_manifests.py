@@ -1,0 +1,145 @@
+"""The objects of a challenger beside the live release, and the split's two
+forms (an HTTPRoute; the live model's Service selecting both arms)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from modelgate.backends import challenger_manifests as arms
+from modelgate.backends import manifests
+from modelgate.promotion.plan import SetTraffic
+from tests.unit.test_manifests import (
+    NOW,
+    SERVER_SETTINGS,
+    SETTINGS,
+    VERSIONS,
+    deploy_action,
+    model_server_deploy_action,
+    reference_deploy_action,
+)
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@pytest.mark.parametrize(
+    ("action", "settings"),
+    [
+        (deploy_action(), SETTINGS),
+        (reference_deploy_action(), SETTINGS),
+        (model_server_deploy_action(), SERVER_SETTINGS),
+    ],
+)
+def test_the_challenger_has_objects_of_its_own_the_live_service_does_not_select(
+    action: Any, settings: Any
+) -> None:
+    action = replace(action, challenger=True, release="team/m-2")
+    config, deployment, service = arms.build_challenger(action, settings, NOW)
+    live = manifests.build_deployment(action, settings, NOW)
+    live_service = manifests.build_service(action, settings)
+    name = arms.challenger_name(action.model, action.environment)
+    assert [o["metadata"]["name"] for o in (deployment, service)] == [name, name]
+    assert config["metadata"]["name"] == f"{name}-config"
+    assert config["data"] == manifests.build_configmap(action)["data"]
+    pods = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pods[arms.ARM_LABEL] == "challenger"
+    assert _selects(deployment["spec"]["selector"]["matchLabels"], pods)
+    assert _selects(service["spec"]["selector"], pods)
+    # The live model's Deployment and Service never take the challenger's pods,
+    # nor the challenger's the live ones; during a split by replicas the live
+    # Service selects both.
+    live_pods = live["spec"]["template"]["metadata"]["labels"]
+    assert not _selects(live["spec"]["selector"]["matchLabels"], pods)
+    assert not _selects(live_service["spec"]["selector"], pods)
+    assert not _selects(deployment["spec"]["selector"]["matchLabels"], live_pods)
+    shared = arms.shared_selector(action.model, action.environment)
+    assert _selects(shared, pods)
+    assert _selects(shared, live_pods)
+    assert live_service["spec"]["selector"] == arms.champion_selector(
+        action.model, action.environment
+    )
+    # It reads its own ConfigMap, and starts with no traffic.
+    template = deployment["spec"]["template"]["spec"]
+    sources = [
+        s["configMapRef"]["name"]
+        for c in [*template.get("initContainers", []), *template["containers"]]
+        for s in c.get("envFrom", [])
+    ]
+    assert sources
+    assert set(sources) == {config["metadata"]["name"]}
+    assert deployment["metadata"]["annotations"][arms.WEIGHT] == "0"
+    assert deployment["metadata"]["annotations"][f"{manifests.ANNOTATION_PREFIX}release"] == (
+        "team/m-2"
+    )
+    for version in VERSIONS:
+        for obj in (config, deployment, service):
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_selector_patch_swaps_one_selector_for_the_other() -> None:
+    to_shared = arms.selector_patch("credit-risk", "production", shared=True)["spec"]["selector"]
+    assert to_shared == {
+        "app.kubernetes.io/instance": None,
+        manifests.MODEL_LABEL: "credit-risk",
+        manifests.ENVIRONMENT_LABEL: "production",
+    }
+    back = arms.selector_patch("credit-risk", "production", shared=False)["spec"]["selector"]
+    assert back == {
+        "app.kubernetes.io/instance": "credit-risk-production",
+        manifests.MODEL_LABEL: "credit-risk",
+        manifests.ENVIRONMENT_LABEL: None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("champion", "weight", "replicas", "share"),
+    [(1, 50, 1, 50), (1, 10, 1, 50), (9, 10, 1, 10), (4, 20, 1, 20), (3, 50, 3, 50),
+     (10, 90, 90, 90), (2, 25, 1, 33)],
+)  # fmt: skip
+def test_a_split_by_replicas_is_as_close_as_whole_pods_allow(
+    champion: int, weight: int, replicas: int, share: int
+) -> None:
+    assert arms.challenger_replicas(champion, weight) == replicas
+    assert arms.replica_share(champion, replicas) == share
+
+
+@pytest.mark.parametrize("weight", [0, 100])
+def test_a_split_by_replicas_needs_both_arms(weight: int) -> None:
+    with pytest.raises(ValueError, match="1-99"):
+        arms.challenger_replicas(1, weight)
+
+
+def _split(weight: int, **changes: Any) -> SetTraffic:
+    base = SetTraffic(
+        environment="production", namespace="ml-prod", model="credit-risk",
+        champion="team/m-1", challenger="team/m-2", weight=weight,
+        gateway=("models", "gateways", "http"), hostnames=("credit.example.com",),
+    )  # fmt: skip
+    return replace(base, **changes)
+
+
+def test_the_route_weights_the_two_services() -> None:
+    route = arms.build_httproute(_split(10))
+    assert route["metadata"]["name"] == "credit-risk-production"
+    assert route["spec"]["parentRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "models",
+         "namespace": "gateways", "sectionName": "http"}
+    ]  # fmt: skip
+    assert route["spec"]["hostnames"] == ["credit.example.com"]
+    [rule] = route["spec"]["rules"]
+    assert rule["backendRefs"] == [
+        {"name": "credit-risk-production", "port": 80, "weight": 90},
+        {"name": "credit-risk-production-challenger", "port": 80, "weight": 10},
+    ]
+    # Without the challenger: the live model alone, the route kept for callers.
+    alone = arms.build_httproute(_split(0, gateway=("models", "gateways", None), hostnames=()))
+    assert alone["spec"]["rules"] == [
+        {"backendRefs": [{"name": "credit-risk-production", "port": 80, "weight": 100}]}
+    ]
+    assert "sectionName" not in alone["spec"]["parentRefs"][0]
+    assert "hostnames" not in alone["spec"]
