@@ -4,7 +4,7 @@ servers, with live traffic sent to them while the release soaks."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import yaml
 
 from modelgate.cli import main
 from tests.integration.test_localmode import GATE, RELEASE, SAMPLE, conditions, items, run_json
-from tests.support.prometheus import Prometheus, running_prometheus
+from tests.support.prometheus import Prometheus
 from tests.support.s3server import free_port
 from tests.support.traffic import Traffic, feature_rows, riskiest
 
@@ -36,18 +36,6 @@ def local_servers(state: Path) -> Callable[[], dict[str, str]]:
         return found
 
     return ready
-
-
-@pytest.fixture
-def scraped(tmp_path: Path) -> Iterator[tuple[Path, Prometheus]]:
-    """A state directory whose model servers a real Prometheus scrapes."""
-    state = tmp_path / "state"
-    targets = state / "prometheus" / "targets.json"
-    targets.parent.mkdir(parents=True)
-    targets.write_text("[]")
-    (tmp_path / "prometheus").mkdir()
-    with running_prometheus([], tmp_path / "prometheus", target_files=[targets]) as prometheus:
-        yield state, prometheus
 
 
 def run_analysed(

@@ -27,7 +27,7 @@ import yaml
 from modelgate.cli import main
 from modelgate.serving.router import ARM_HEADER
 from tests.integration.test_localmode import SAMPLE, items, run_json
-from tests.support.prometheus import Prometheus, running_prometheus
+from tests.support.prometheus import Prometheus
 from tests.support.traffic import feature_rows
 
 EXPERIMENT = SAMPLE / "experiment"
@@ -101,18 +101,13 @@ class Users:
 
 
 @pytest.fixture
-def scraped(tmp_path: Path) -> Iterator[tuple[Path, Prometheus]]:
-    """A state directory whose servers (and router) a real Prometheus scrapes."""
-    state = tmp_path / "state"
-    targets = state / "prometheus" / "targets.json"
-    targets.parent.mkdir(parents=True)
-    targets.write_text("[]")
-    (tmp_path / "prometheus").mkdir()
-    with running_prometheus([], tmp_path / "prometheus", target_files=[targets]) as prometheus:
-        try:
-            yield state, prometheus
-        finally:
-            main(["stop", "--state-dir", str(state)])
+def world(scraped: tuple[Path, Prometheus]) -> Iterator[tuple[Path, Prometheus]]:
+    """A state directory whose servers (and router) a real Prometheus
+    scrapes; the servers are stopped after the test."""
+    try:
+        yield scraped
+    finally:
+        main(["stop", "--state-dir", str(scraped[0])])
 
 
 def champion_live(capsys: pytest.CaptureFixture[str], state: Path, prometheus: Prometheus) -> None:
@@ -181,9 +176,9 @@ def live_in_production(listing: dict[str, Any]) -> str | None:
 
 
 def test_a_challenger_that_approves_more_takes_over_and_users_keep_their_arm(
-    scraped: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str]
+    world: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state, prometheus = scraped
+    state, prometheus = world
     champion_live(capsys, state, prometheus)
     code, listing, users = challenge(capsys, state, prometheus, CHALLENGER)
     entry = production(listing, "credit-risk-1-5-0")
@@ -210,9 +205,9 @@ def test_a_challenger_that_approves_more_takes_over_and_users_keep_their_arm(
 
 
 def test_a_slower_challenger_is_removed_by_the_latency_guardrail(
-    scraped: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    world: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    state, prometheus = scraped
+    state, prometheus = world
     champion_live(capsys, state, prometheus)
     slow = variant(
         tmp_path, CHAMPION, "credit-risk-1-4-1",
@@ -233,9 +228,9 @@ def test_a_slower_challenger_is_removed_by_the_latency_guardrail(
 
 
 def test_a_shadow_that_answers_differently_is_caught(
-    scraped: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    world: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    state, prometheus = scraped
+    state, prometheus = world
     champion_live(capsys, state, prometheus)
     documents = list(yaml.safe_load_all(ENVIRONMENTS.read_text()))
     rollout = documents[1]["spec"]["policy"]["rollout"]

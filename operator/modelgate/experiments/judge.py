@@ -104,14 +104,9 @@ def judge(
         raise ValueError(f"an experiment has exactly one primary metric, not {len(primaries)}")
     [primary] = primaries
     guardrails = [r for r in results if r.plan.role == Role.GUARDRAIL]
-    failed = [r for r in guardrails if r.verdict == Verdict.WORSE]
-    if failed:
-        return Judgement(
-            Outcome.ROLL_BACK,
-            "guardrail failed: "
-            + "; ".join(f"{r.describe()}, beyond the margin {r.plan.effect:g}" for r in failed),
-            results,
-        )
+    failed = _failed_guardrails(results)
+    if failed is not None:
+        return failed
     if primary.verdict == Verdict.WORSE:
         worse = f"the challenger is worse: {primary.describe()}"
         return Judgement(Outcome.ROLL_BACK, worse, results)
@@ -128,6 +123,19 @@ def judge(
         )
     return Judgement(
         Outcome.RUNNING, "measuring: " + "; ".join(r.describe() for r in waiting), results
+    )
+
+
+def _failed_guardrails(results: tuple[MetricResult, ...]) -> Judgement | None:
+    """A roll back naming every guardrail proven worse than its margin, if any."""
+    failed = [r for r in results if r.plan.role == Role.GUARDRAIL and r.verdict == Verdict.WORSE]
+    if not failed:
+        return None
+    return Judgement(
+        Outcome.ROLL_BACK,
+        "guardrail failed: "
+        + "; ".join(f"{r.describe()}, beyond the margin {r.plan.effect:g}" for r in failed),
+        results,
     )
 
 
@@ -174,14 +182,9 @@ def judge_step(
     )
     if any(r.plan.role != Role.GUARDRAIL for r in results):
         raise ValueError("a canary step is judged by guardrails only")
-    failed = [r for r in results if r.verdict == Verdict.WORSE]
-    if failed:
-        return Judgement(
-            Outcome.ROLL_BACK,
-            "guardrail failed: "
-            + "; ".join(f"{r.describe()}, beyond the margin {r.plan.effect:g}" for r in failed),
-            results,
-        )
+    failed = _failed_guardrails(results)
+    if failed is not None:
+        return failed
     short = [r for r in results if r.comparison is None]
     if not step_over:
         return Judgement(

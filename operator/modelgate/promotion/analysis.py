@@ -50,15 +50,17 @@ def spec_hash(analysis: Analysis) -> str:
     ).hexdigest()
 
 
-def render(query: str, release: ModelRelease, env: Environment) -> str:
+def render(query: str, release: ModelRelease, env: Environment, **extra: str) -> str:
     """The query with the release's values in place of its placeholders (the
-    namespace is the one the model runs in, as its metrics are labelled)."""
+    namespace is the one the model runs in, as its metrics are labelled);
+    ``extra`` fills more (a rollout's arm and window)."""
     values = {
         "release": release.name,
         "model": release.spec.model.name,
         "version": release.spec.model.version or "",
         "environment": env.name,
         "namespace": env.spec.namespace,
+        **extra,
     }
     return PLACEHOLDER_PATTERN.sub(lambda m: values[m.group(1)], query)
 

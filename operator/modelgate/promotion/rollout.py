@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from modelgate.api.analysis import PLACEHOLDER_PATTERN
 from modelgate.api.common import format_time, parse_duration, parse_time
 from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import EnvironmentPhase, EnvironmentProgress, ModelRelease
@@ -49,6 +48,7 @@ from modelgate.experiments.judge import (
 )
 from modelgate.experiments.sequential import Arm, Direction, from_moments, proportion
 from modelgate.experiments.sizing import sequential_samples
+from modelgate.promotion.analysis import render
 from modelgate.promotion.context import WAIT_FOR_ROLLOUT, Context, min_delay
 from modelgate.promotion.keys import release_key
 from modelgate.promotion.plan import (
@@ -121,16 +121,7 @@ def traffic_description(rollout: Rollout) -> str:
 
 
 def _render(query: str, release: ModelRelease, env: Environment, arm: str, window: str) -> str:
-    values = {
-        "release": release.name,
-        "model": release.spec.model.name,
-        "version": release.spec.model.version or "",
-        "environment": env.name,
-        "namespace": env.spec.namespace,
-        "arm": arm,
-        "window": window,
-    }
-    return PLACEHOLDER_PATTERN.sub(lambda m: values[m.group(1)], query)
+    return render(query, release, env, arm=arm, window=window)
 
 
 def _fields(metric: ExperimentMetric) -> dict[str, str]:
