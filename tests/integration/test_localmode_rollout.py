@@ -181,7 +181,7 @@ def test_a_challenger_that_approves_more_takes_over_and_users_keep_their_arm(
     state, prometheus = world
     champion_live(capsys, state, prometheus)
     code, listing, users = challenge(capsys, state, prometheus, CHALLENGER)
-    entry = production(listing, "credit-risk-1-5-0")
+    entry = production(listing, "credit-risk-1-6-0")
     judged = entry["judged"]
     assert code == 0, judged
     assert judged["phase"] == "Promoted"
@@ -196,7 +196,7 @@ def test_a_challenger_that_approves_more_takes_over_and_users_keep_their_arm(
     assert min(approval["challenger"]["samples"], approval["champion"]["samples"]) >= 200
     assert metrics["latency"]["verdict"] == "Better"  # within its margin
     assert entry["phase"] == "Deployed"
-    assert live_in_production(listing) == "credit-risk-1-5-0"
+    assert live_in_production(listing) == "credit-risk-1-6-0"
     # Users answered by the router kept their arm for the whole experiment.
     routed = {user: arms for user, arms in users.arms.items() if arms}
     assert len(routed) > 100
@@ -243,7 +243,7 @@ def test_a_shadow_that_answers_differently_is_caught(
     shadowed.write_text(yaml.safe_dump_all(documents))
     code, listing, users = challenge(capsys, state, prometheus, CHALLENGER, shadowed)
     assert code == 1
-    judged = production(listing, "credit-risk-1-5-0")["judged"]
+    judged = production(listing, "credit-risk-1-6-0")["judged"]
     assert judged["phase"] == "RolledBack", (judged["message"], judged.get("shadow"))
     assert judged["shadow"]["rows"] >= 200
     # 20 applicants a request (increase() extrapolates: nearly).
