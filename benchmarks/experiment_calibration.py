@@ -76,7 +76,7 @@ def run(rate: float, experiments: int, samples: int, looks: int, seed: int) -> d
     return {name: count / experiments for name, count in promoted.items()}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--null", type=int, default=10_000, help="experiments with no difference")
     parser.add_argument("--lift", type=int, default=5_000, help="experiments with the lift")
@@ -107,7 +107,17 @@ def main() -> None:
     )
     false_promotion, power = null["msprt"], lift["msprt"]
     print(f"calibration: false_promotion {false_promotion:.4f} power {power:.4f} alpha {ALPHA}")
+    # The promise, checked (fixed seeds: the same figures every run).
+    broken = []
+    if false_promotion > ALPHA:
+        broken.append(f"false promotions {false_promotion:.4f} above alpha {ALPHA}")
+    if power < POWER:
+        broken.append(f"power {power:.4f} below the stated {POWER} at the stated size")
+    if broken:
+        print("calibration broken: " + "; ".join(broken), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
