@@ -199,11 +199,15 @@ class Analysis(ApiModel):
     @field_validator("metrics")
     @classmethod
     def _unique_names(cls, value: list[AnalysisMetric]) -> list[AnalysisMetric]:
-        names = [m.name for m in value]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"metric names repeat: {', '.join(repeated)}; give each its own")
+        check_unique_names([m.name for m in value])
         return value
+
+
+def check_unique_names(names: list[str]) -> None:
+    """Refuse a list of metrics that names one twice, naming the repeats."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"metric names repeat: {', '.join(repeated)}; give each its own")
 
 
 # -- status --------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from modelgate.api.analysis import (
     PLACEHOLDERS,
+    check_unique_names,
     known_placeholders,
     unknown_placeholders,
 )
@@ -445,10 +446,7 @@ class Rollout(ApiModel):
     @field_validator("metrics")
     @classmethod
     def _unique_names(cls, value: list[ExperimentMetric]) -> list[ExperimentMetric]:
-        names = [m.name for m in value]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"metric names repeat: {', '.join(repeated)}; give each its own")
+        check_unique_names([m.name for m in value])
         return value
 
     @model_validator(mode="after")
