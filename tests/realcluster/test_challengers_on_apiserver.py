@@ -19,9 +19,10 @@ import yaml
 from kubernetes import client
 
 from modelgate.api.environment import Environment
-from modelgate.backends.challenger_manifests import ARM_LABEL, challenger_name
+from modelgate.backends.challenger_manifests import ARM_LABEL
 from modelgate.backends.kube import KubeClients, KubeDeployer
 from modelgate.backends.kube_challengers import KubeChallengers
+from modelgate.backends.manifests import challenger_name
 from modelgate.promotion.plan import Deploy, SetTraffic
 from modelgate.settings import OperatorSettings
 from tests.support.cluster import wait_for

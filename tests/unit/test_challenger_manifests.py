@@ -3,15 +3,19 @@ forms (an HTTPRoute; the live model's Service selecting both arms)."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
+from modelgate.api.environment import Environment
 from modelgate.backends import challenger_manifests as arms
 from modelgate.backends import manifests
-from modelgate.promotion.plan import SetTraffic
+from modelgate.backends.kube_challengers import rollout_unsupported
+from modelgate.promotion.plan import SetTraffic, StartVerification
 from tests.unit.test_manifests import (
     NOW,
     SERVER_SETTINGS,
@@ -42,7 +46,7 @@ def test_the_challenger_has_objects_of_its_own_the_live_service_does_not_select(
     config, deployment, service = arms.build_challenger(action, settings, NOW)
     live = manifests.build_deployment(action, settings, NOW)
     live_service = manifests.build_service(action, settings)
-    name = arms.challenger_name(action.model, action.environment)
+    name = manifests.challenger_name(action.model, action.environment)
     assert [o["metadata"]["name"] for o in (deployment, service)] == [name, name]
     assert config["metadata"]["name"] == f"{name}-config"
     assert config["data"] == manifests.build_configmap(action)["data"]
@@ -143,3 +147,65 @@ def test_the_route_weights_the_two_services() -> None:
     ]
     assert "sectionName" not in alone["spec"]["parentRefs"][0]
     assert "hostnames" not in alone["spec"]
+
+
+def test_a_challenger_is_verified_at_its_own_service_before_any_caller_reaches_it() -> None:
+    action = StartVerification(
+        job_name="m-2-verify-1234abcd", environment="production", namespace="ml-prod",
+        release="team/m-2", model="credit-risk", image="verify:1", command=("verify",),
+        args=(), timeout=timedelta(minutes=10), predictions=None, challenger=True,
+    )  # fmt: skip
+
+    def endpoint(job: dict[str, Any]) -> str:
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        (url,) = [e["value"] for e in container["env"] if e["name"] == "MODELGATE_VERIFY_URL"]
+        return str(url)
+
+    assert endpoint(manifests.build_verification_job(action, SETTINGS)) == (
+        "http://credit-risk-production-challenger.ml-prod.svc"
+    )
+    live = replace(action, challenger=False)
+    assert endpoint(manifests.build_verification_job(live, SETTINGS)) == (
+        "http://credit-risk-production.ml-prod.svc"
+    )
+
+
+SPLIT_BY_WEIGHT = {
+    "strategy": "Canary",
+    "canary": {"steps": [{"weight": 10, "duration": "5m"}, {"weight": 50, "duration": "5m"}]},
+    "metrics": [
+        {"name": "errors", "role": "Guardrail", "statistic": "Proportion", "better": "Lower",
+         "count": 'sum(x{arm="{{arm}}"})', "successes": 'sum(y{arm="{{arm}}"})', "margin": 0.01},
+    ],
+}  # fmt: skip
+
+
+def _environment(rollout: dict[str, Any], **spec: Any) -> Environment:
+    return Environment.model_validate(
+        {
+            "apiVersion": "modelgate.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "production", "namespace": "team"},
+            "spec": {"namespace": "ml-prod", "tier": "production",
+                     "policy": {"rollout": rollout}, **spec},
+        }
+    )  # fmt: skip
+
+
+def test_the_operator_runs_weighted_splits_and_says_why_not_the_others() -> None:
+    assert rollout_unsupported(_environment(SPLIT_BY_WEIGHT)) is None
+    assert rollout_unsupported(_environment({"strategy": "Replace"})) is None
+    sticky = copy.deepcopy(SPLIT_BY_WEIGHT)
+    sticky["canary"]["stickyHeader"] = "x-user-id"
+    assert "sticky assignment by header x-user-id needs a router" in (
+        rollout_unsupported(_environment(sticky)) or ""
+    )
+    shadow = {"strategy": "Shadow", "shadow": {"duration": "10m"}}
+    assert "a shadow needs a mirror of live traffic" in (
+        rollout_unsupported(_environment(shadow)) or ""
+    )
+    gitops = _environment(
+        SPLIT_BY_WEIGHT,
+        delivery={"mode": "GitOps", "git": {"repository": "https://git.example/ml.git",
+                                            "path": "prod"}},
+    )  # fmt: skip
+    assert "with delivery.mode GitOps" in (rollout_unsupported(gitops) or "")

@@ -32,6 +32,9 @@ class NothingDeployed:
     def observe(self, *args: Any) -> dict[str, Any]:
         return {}
 
+    def observe_challengers(self, *args: Any) -> dict[str, Any]:
+        return {}
+
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:

@@ -466,7 +466,10 @@ def test_a_driver_that_runs_no_challengers_blocks_rather_than_replace() -> None:
     envs = rollout_envs(experiment())
     release = newer_release()
     for _ in range(10):
-        plan = reconcile(release, make_gate(), envs, world.observed(), NOW, runs_challengers=False)
+        plan = reconcile(
+            release, make_gate(), envs, world.observed(), NOW,
+            rollout_unsupported=lambda env: "this driver runs no challenger here",
+        )  # fmt: skip
         release = world.act(release, plan, NOW)
         if not plan.actions:
             break
@@ -474,7 +477,9 @@ def test_a_driver_that_runs_no_challengers_blocks_rather_than_replace() -> None:
     assert release.status.phase == "Blocked"
     production = release.status.environments[1]
     assert production.phase == "Blocked"
-    assert "policy.rollout strategy Experiment" in (production.message or "")
+    assert "policy.rollout strategy Experiment), and this driver runs no challenger here: " in (
+        production.message or ""
+    )
     assert world.deployments["production"].release == "team/m-1"
     assert world.challengers == {}
     assert condition(release, "Stalled")[:2] == ("True", "RolloutUnsupported")

@@ -102,6 +102,13 @@ app.kubernetes.io/part-of: modelgate
   resources: [applications]
   verbs: [get]
 {{- end }}
+{{- if .Values.rbac.gatewayAPI }}
+# policy.rollout's traffic through a Gateway: the model's HTTPRoute carries
+# the split (read when the challenger goes, to put the live model back).
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, create, patch]
+{{- end }}
 {{- end }}
 
 {{/* Labels added to the generated CRDs (which already carry name and part-of). */}}

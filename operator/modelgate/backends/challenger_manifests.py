@@ -30,6 +30,7 @@ from modelgate.backends.manifests import (
     build_configmap,
     build_deployment,
     build_service,
+    challenger_name,
     dns_name,
     serving_name,
 )
@@ -43,10 +44,6 @@ INSTANCE = "app.kubernetes.io/instance"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTPROUTES = (GATEWAY_GROUP, "v1", "httproutes")
 SERVICE_PORT = 80
-
-
-def challenger_name(model: str, environment: str) -> str:
-    return dns_name(serving_name(model, environment), "challenger")
 
 
 def champion_selector(model: str, environment: str) -> dict[str, str]:

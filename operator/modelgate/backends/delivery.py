@@ -26,6 +26,7 @@ from modelgate.backends.gitops import (
     is_gitops,
 )
 from modelgate.backends.kube import KubeClients, KubeDeployer, classify_api_error, plain
+from modelgate.backends.kube_challengers import KubeChallengers
 from modelgate.promotion import Deploy, DeploymentObservation, Rollback
 from modelgate.settings import OperatorSettings
 
@@ -38,12 +39,20 @@ class KubeDelivery:
     def __init__(self, clients: KubeClients, settings: OperatorSettings) -> None:
         self.clients = clients
         self.direct = KubeDeployer(clients, settings)
+        # A judged rollout's challenger beside the live release (Direct only).
+        self.challengers = KubeChallengers(self.direct)
         self.gitops = GitOpsDelivery(settings, self.git_credentials, self.rollout)
 
     def deploy(self, environment: Environment, action: Deploy, now: datetime) -> str | None:
         """Returns the commit for GitOps, None for Direct."""
         if is_gitops(environment):
             return self.gitops.deploy(environment, action, now)
+        if action.challenger:
+            self.challengers.deploy(action, now)
+            return None
+        # Taking over (a challenger that won, or any new release) ends the
+        # split first: every caller goes to the live model's pods again.
+        self.challengers.remove(action.namespace, action.environment, action.model)
         self.direct.deploy(action, now)
         return None
 
@@ -70,6 +79,12 @@ class KubeDelivery:
                 if live is not None:
                     found[name] = live
         return found
+
+    def observe_challengers(
+        self, environments: Mapping[str, Environment], model: str
+    ) -> dict[str, DeploymentObservation]:
+        direct = {n: e for n, e in environments.items() if not is_gitops(e)}
+        return self.challengers.observe(direct, model) if direct else {}
 
     # -- what GitOps needs from the cluster -----------------------------------
 

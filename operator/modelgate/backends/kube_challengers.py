@@ -14,11 +14,41 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from modelgate.api.environment import Environment
+from modelgate.api.rollout import Strategy
 from modelgate.backends import challenger_manifests as arms
 from modelgate.backends import manifests
+from modelgate.backends.gitops import is_gitops
 from modelgate.backends.informers import DEPLOYMENTS
 from modelgate.backends.kube import KubeDeployer, classify_api_error, plain
 from modelgate.promotion.plan import Deploy, DeploymentObservation, SetTraffic
+
+
+def rollout_unsupported(environment: Environment) -> str | None:
+    """Why the operator cannot yet run this environment's judged rollout in
+    the cluster, or None: it splits by weight (an HTTPRoute, or replicas)
+    for Direct delivery. A mirror and a sticky split need a router in the
+    cluster (Traefik's Gateway API provider has no RequestMirror filter), and
+    GitOps needs the challenger and each weight committed."""
+    rollout = environment.spec.policy.rollout
+    if rollout is None:
+        return None
+    if is_gitops(environment):
+        return (
+            "with delivery.mode GitOps the operator does not yet commit a challenger and its "
+            "weights (Direct delivery and local mode run it)"
+        )
+    if rollout.strategy == Strategy.SHADOW:
+        return (
+            "a shadow needs a mirror of live traffic, which the operator does not yet run in "
+            "a cluster (local mode's router mirrors)"
+        )
+    if rollout.sticky_header is not None:
+        return (
+            f"sticky assignment by header {rollout.sticky_header} needs a router in the "
+            "cluster, which the operator does not yet run (local mode's router keeps users "
+            "in one arm); remove stickyHeader to split by weight"
+        )
+    return None
 
 
 class KubeChallengers:
@@ -29,7 +59,7 @@ class KubeChallengers:
     def deploy(self, action: Deploy, now: datetime) -> None:
         """The challenger's ConfigMap, Deployment and Service, with no traffic.
         One of another release there is replaced (its split undone first)."""
-        name = arms.challenger_name(action.model, action.environment)
+        name = manifests.challenger_name(action.model, action.environment)
         current = self.deployer._read("deployment", name, action.namespace)
         if current is not None and _annotation(current, "release") != action.release:
             self.remove(action.namespace, action.environment, action.model)
@@ -53,7 +83,7 @@ class KubeChallengers:
                 "this operator does not run yet; use Canary or Experiment without "
                 "stickyHeader, or local mode"
             )
-        name = arms.challenger_name(action.model, action.environment)
+        name = manifests.challenger_name(action.model, action.environment)
         namespace = action.namespace
         live_name = manifests.serving_name(action.model, action.environment)
         if action.gateway is not None:
@@ -86,8 +116,12 @@ class KubeChallengers:
     def remove(self, namespace: str, environment: str, model: str) -> str | None:
         """The live release keeps all traffic: the split undone, the challenger's
         objects deleted. Returns the release removed, if there was one."""
-        name = arms.challenger_name(model, environment)
+        name = manifests.challenger_name(model, environment)
         current = self.deployer._read("deployment", name, namespace)
+        if current is None:
+            # Nothing beside the live release (the Deployment goes last, so a
+            # removal cut short is finished by the next one).
+            return None
         self._patch_live_service(model, environment, namespace, shared=False)
         route = self._read_route(namespace, manifests.serving_name(model, environment))
         if route is not None:
@@ -102,9 +136,9 @@ class KubeChallengers:
             self._apply_route(arms.build_httproute(alone))
         apps, core = self.clients.apps, self.clients.core
         for delete, object_name in (
-            (apps.delete_namespaced_deployment, name),
             (core.delete_namespaced_service, name),
             (core.delete_namespaced_config_map, manifests.dns_name(name, "config")),
+            (apps.delete_namespaced_deployment, name),
         ):
             try:
                 delete(object_name, namespace)
@@ -115,14 +149,14 @@ class KubeChallengers:
                     ) from error
         if self.deployer.cache is not None:
             self.deployer.cache.forget(DEPLOYMENTS, namespace, name)
-        return None if current is None else _annotation(current, "release")
+        return _annotation(current, "release")
 
     def observe(
         self, environments: Mapping[str, Environment], model: str
     ) -> dict[str, DeploymentObservation]:
         found: dict[str, DeploymentObservation] = {}
         for environment, spec in environments.items():
-            name = arms.challenger_name(model, environment)
+            name = manifests.challenger_name(model, environment)
             deployment = self.deployer._observed(spec.spec.namespace, name)
             release = _annotation(deployment, "release") if deployment is not None else None
             if deployment is None or not release:

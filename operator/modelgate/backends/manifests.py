@@ -442,7 +442,9 @@ def build_verification_job(action: StartVerification, settings: OperatorSettings
         ENVIRONMENT_LABEL: action.environment,
         MODEL_LABEL: action.model,
     }
-    service = serving_name(action.model, action.environment)
+    # A challenger is verified where it runs, before any caller reaches it.
+    name = challenger_name if action.challenger else serving_name
+    service = name(action.model, action.environment)
     url = f"http://{service}.{action.namespace}.svc"
     env = [{"name": k, "value": v} for k, v in verification_env(action, url).items()]
     env.extend(_s3_env(settings))
@@ -482,6 +484,12 @@ def build_verification_job(action: StartVerification, settings: OperatorSettings
 def serving_name(model: str, environment: str) -> str:
     """One Deployment/Service per model per environment: promotion updates it."""
     return dns_name(model, environment)
+
+
+def challenger_name(model: str, environment: str) -> str:
+    """A judged rollout's challenger beside it (policy.rollout): its own
+    Deployment and Service, until it takes over or is removed."""
+    return dns_name(serving_name(model, environment), "challenger")
 
 
 def build_configmap(action: Deploy) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from modelgate.backends.informers import MODEL_RELEASES
 from modelgate.backends.kube import (
     KubeTransientError,
 )
+from modelgate.backends.kube_challengers import rollout_unsupported
 from modelgate.backends.mlflow import (
     MlflowError,
     headers_from_secret,
@@ -62,8 +63,9 @@ from modelgate.promotion import (
 from modelgate.promotion.analysis import due_queries
 from modelgate.promotion.conditions import READY, STALLED, set_condition
 from modelgate.promotion.keys import release_key
-from modelgate.promotion.plan import RegistryObservation
+from modelgate.promotion.plan import RegistryObservation, RemoveChallenger, SetTraffic
 from modelgate.promotion.registry_sync import record_sync, registered_version
+from modelgate.promotion.rollout import due_queries as due_arm_queries
 from modelgate.promotion.scoring import scoring_job
 from modelgate.promotion.training import registry_query, training_job
 
@@ -108,6 +110,17 @@ def _act(
             rt.runner.start(release, action)
         elif isinstance(action, EvaluateGate):
             waiting = not rt.runner.evaluate(release, action, now) or waiting
+        elif isinstance(action, Deploy) and action.challenger:
+            rt.delivery.deploy(environments[action.environment], action, now)
+        elif isinstance(action, SetTraffic):
+            how = rt.delivery.challengers.set_traffic(action)
+            logger.info("traffic of %s in %s: %s", action.model, action.environment, how)
+        elif isinstance(action, RemoveChallenger):
+            removed = rt.delivery.challengers.remove(
+                action.namespace, action.environment, action.model
+            )
+            if removed is not None:
+                logger.info("challenger %s removed from %s", removed, action.environment)
         elif isinstance(action, Deploy):
             environment = environments[action.environment]
             revision = rt.delivery.deploy(environment, action, now)
@@ -302,6 +315,11 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                         (q.environment, q.metric): rt.prometheus.measure(q, now)
                         for q in due_queries(release, wanted, now)
                     },
+                    challengers=rt.delivery.observe_challengers(wanted, release.spec.model.name),
+                    arm_measurements={
+                        (q.environment, q.metric, q.arm, q.field): rt.prometheus.measure(q, now)
+                        for q in due_arm_queries(release, wanted, now)
+                    },
                     registered=_registered(rt, release),
                 )
                 plan = reconcile(
@@ -311,9 +329,7 @@ def _reconcile_release(body: kopf.Body, patch: kopf.Patch, resync: bool) -> None
                     observed,
                     now,
                     server_image=rt.settings.server_image,
-                    # The cluster side of policy.rollout (a second Deployment,
-                    # the HTTPRoute or replica split) is not built yet.
-                    runs_challengers=False,
+                    rollout_unsupported=rollout_unsupported,
                 )
                 release = release.model_copy(update={"status": plan.status})
                 waiting = _act(rt, release, plan, environments, now)

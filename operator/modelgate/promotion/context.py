@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +20,11 @@ WAIT_FOR_REFERENCE = timedelta(seconds=30)
 WAIT_FOR_ROLLOUT = timedelta(seconds=10)
 
 
+def runs_every_rollout(environment: Environment) -> str | None:
+    """A driver that runs every policy.rollout (local mode)."""
+    return None
+
+
 @dataclass
 class Context:
     release: ModelRelease
@@ -29,9 +35,10 @@ class Context:
     environments: dict[str, Environment]
     # The operator's model server image (reference serving, built-in verification).
     server_image: str | None = None
-    # The driver runs a challenger beside the live release (policy.rollout);
-    # one that does not blocks such a promotion, saying so, rather than replace.
-    runs_challengers: bool = True
+    # Why the driver cannot run this environment's judged rollout beside the
+    # live release (policy.rollout), or None when it can; a promotion it
+    # cannot judge is blocked, saying why, rather than replace.
+    rollout_unsupported: Callable[[Environment], str | None] = runs_every_rollout
 
     @property
     def image(self) -> str:

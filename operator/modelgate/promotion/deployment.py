@@ -146,15 +146,15 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
             live is not None
             and not mine
             and judging is not None
-            and not ctx.runs_challengers
+            and ours_beside is None
+            and (why_not := ctx.rollout_unsupported(env)) is not None
             and blocker is None
             and reached_before
         ):
             entry.phase = EnvironmentPhase.BLOCKED
             entry.message = (
                 f"environment {name} judges a new release against the live one "
-                f"(policy.rollout strategy {judging.strategy}), and this operator does not yet "
-                "run a challenger beside a live release in a cluster (local mode does): "
+                f"(policy.rollout strategy {judging.strategy}), and {why_not}: "
                 f"{live.release} keeps serving; set the strategy to Replace to promote"
             )
             blocker = ("RolloutUnsupported", entry.message, True)

@@ -20,13 +20,14 @@ Safety rules it keeps:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus, Phase
 from modelgate.api.qualitygate import QualityGate
 from modelgate.promotion import conditions as cond
-from modelgate.promotion.context import Context, progressing, stalled
+from modelgate.promotion.context import Context, progressing, runs_every_rollout, stalled
 from modelgate.promotion.deployment import promote
 from modelgate.promotion.evaluation import evaluate
 from modelgate.promotion.keys import gate_training_inputs
@@ -45,22 +46,23 @@ def reconcile(
     now: datetime,
     training_env: dict[str, str] | None = None,
     server_image: str | None = None,
-    runs_challengers: bool = True,
+    rollout_unsupported: Callable[[Environment], str | None] = runs_every_rollout,
 ) -> Plan:
     """Decide the next status and actions for ``release``.
 
     ``training_env`` holds extra contract variables the driver needs (e.g. the
     output location); the core adds the ones derived from the spec.
     ``server_image`` is the driver's reference model server (serving
-    ReferenceServer, built-in verification). ``runs_challengers``: the driver
-    can run a new release beside the live one (policy.rollout).
+    ReferenceServer, built-in verification). ``rollout_unsupported``: why the
+    driver cannot run a new release beside the live one in an environment
+    (policy.rollout), None where it can.
     """
     previous = release.status or ModelReleaseStatus()
     status = previous.model_copy(deep=True)
     status.observed_generation = release.generation
     plan = Plan(status=status)
     ctx = Context(
-        release, now, previous, status, plan, environments, server_image, runs_challengers
+        release, now, previous, status, plan, environments, server_image, rollout_unsupported
     )
 
     if references_missing(ctx, gate, environments):
