@@ -91,7 +91,7 @@ def test_a_challenger_beside_the_live_model_split_by_replicas_and_by_a_route(
     control_plane: ControlPlane, httproutes: None, namespace: str
 ) -> None:
     clients = KubeClients(control_plane.api_client())
-    deployer = KubeDeployer(clients, OperatorSettings())
+    deployer = KubeDeployer(clients, OperatorSettings(server_image=IMAGE))
     challengers = KubeChallengers(deployer)
     environments = {"production": _environment(namespace)}
     apps, core, custom = clients.apps, clients.core, clients.custom
@@ -131,9 +131,25 @@ def test_a_challenger_beside_the_live_model_split_by_replicas_and_by_a_route(
     ]  # fmt: skip
     assert challengers.observe(environments, "credit-risk")["production"].weight == 10
 
-    # A mirror needs the router, which a cluster does not run yet: refused, named.
-    with pytest.raises(RuntimeError, match="router"):
+    # A mirror is the router's, behind a Gateway's route: refused without one.
+    with pytest.raises(RuntimeError, match=r"needs policy.rollout.traffic.gateway"):
         challengers.set_traffic(_split(namespace, 0, mirror=True))
+    # With one: the router's objects first; the route moves to it only once
+    # it is ready (never here: its image pulls nowhere), so callers keep the
+    # split they have meanwhile.
+    assert challengers.set_traffic(_split(namespace, 0, mirror=True, gateway=gateway)) is None
+    router = apps.read_namespaced_deployment("credit-risk-production-router", namespace)
+    [container] = router.spec.template.spec.containers
+    assert container.args[container.args.index("--mirror") + 1] == (
+        f"http://{name}.{namespace}.svc"
+    )
+    assert core.read_namespaced_service("credit-risk-production-router", namespace)
+    route = custom.get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", namespace, "httproutes", "credit-risk-production"
+    )
+    assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [90, 10]
+    seen = challengers.observe(environments, "credit-risk")["production"]
+    assert (seen.weight, seen.mirror) == (10, False)
 
     # Another release's challenger replaces this one (its split undone first).
     challengers.deploy(_deploy(namespace, "m-3", "c" * 64, challenger=True), NOW)
@@ -152,9 +168,14 @@ def test_a_challenger_beside_the_live_model_split_by_replicas_and_by_a_route(
     assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
         ("credit-risk-production", 100)
     ]
-    for read in (apps.read_namespaced_deployment, core.read_namespaced_service):
+    for read, removed in (
+        (apps.read_namespaced_deployment, name),
+        (core.read_namespaced_service, name),
+        (apps.read_namespaced_deployment, "credit-risk-production-router"),
+        (core.read_namespaced_service, "credit-risk-production-router"),
+    ):
         with pytest.raises(client.ApiException) as gone:
-            read(name, namespace)
+            read(removed, namespace)
         assert gone.value.status == 404
     assert challengers.remove(namespace, "production", "credit-risk") is None  # idempotent
 

@@ -149,6 +149,54 @@ def test_the_route_weights_the_two_services() -> None:
     assert "hostnames" not in alone["spec"]
 
 
+def _args(deployment: dict[str, Any]) -> dict[str, str]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    return dict(zip(args[::2], args[1::2], strict=True))
+
+
+def test_a_mirror_or_a_sticky_split_goes_through_the_router_behind_the_route() -> None:
+    sticky = _split(50, sticky_header="x-user-id")
+    deployment, service = arms.build_router(sticky, SERVER_SETTINGS)
+    kubernetes_validate.validate(deployment, VERSIONS[-1], strict=True)
+    kubernetes_validate.validate(service, VERSIONS[-1], strict=True)
+    assert deployment["metadata"]["name"] == "credit-risk-production-router"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "modelgate.serving.router"]
+    assert container["image"] == SERVER_SETTINGS.server_image
+    assert _args(deployment) == {
+        "--host": "0.0.0.0", "--port": str(SERVER_SETTINGS.model_port), "--model": "credit-risk",
+        "--champion": "http://credit-risk-production.ml-prod.svc",
+        "--challenger": "http://credit-risk-production-challenger.ml-prod.svc",
+        "--weight": "50", "--sticky-header": "x-user-id",
+    }  # fmt: skip
+    pod = deployment["spec"]["template"]
+    assert _selects(service["spec"]["selector"], pod["metadata"]["labels"])
+    assert pod["metadata"]["labels"][arms.ARM_LABEL] == "router"
+    # Prometheus scrapes its shadow counters where the router serves them.
+    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/-/router/metrics"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/router/ready"
+    # Neither arm's Service selects it.
+    live = manifests.build_service(deploy_action(), SETTINGS)
+    assert not _selects(live["spec"]["selector"], pod["metadata"]["labels"])
+    # The route sends every caller to it.
+    route = arms.build_httproute(sticky)
+    assert route["spec"]["rules"] == [
+        {"backendRefs": [{"name": "credit-risk-production-router", "port": 80, "weight": 100}]}
+    ]
+    shadow, _ = arms.build_router(_split(0, mirror=True), SERVER_SETTINGS)
+    assert _args(shadow)["--mirror"] == "http://credit-risk-production-challenger.ml-prod.svc"
+    assert "--challenger" not in _args(shadow)
+    assert "--sticky-header" not in _args(shadow)
+    assert not arms.needs_router(_split(50))
+
+
+def test_the_router_prefix_is_the_router_programs() -> None:
+    from modelgate.serving.router import OWN_PREFIX  # noqa: PLC0415  (aiohttp, only here)
+
+    assert arms.ROUTER_PREFIX == OWN_PREFIX
+
+
 def test_a_challenger_is_verified_at_its_own_service_before_any_caller_reaches_it() -> None:
     action = StartVerification(
         job_name="m-2-verify-1234abcd", environment="production", namespace="ml-prod",
@@ -196,13 +244,17 @@ def test_the_operator_runs_weighted_splits_and_says_why_not_the_others() -> None
     assert rollout_unsupported(_environment({"strategy": "Replace"})) is None
     sticky = copy.deepcopy(SPLIT_BY_WEIGHT)
     sticky["canary"]["stickyHeader"] = "x-user-id"
-    assert "sticky assignment by header x-user-id needs a router" in (
+    assert "sticky assignment by header x-user-id needs the operator's router" in (
         rollout_unsupported(_environment(sticky)) or ""
     )
     shadow = {"strategy": "Shadow", "shadow": {"duration": "10m"}}
     assert "a shadow needs a mirror of live traffic" in (
         rollout_unsupported(_environment(shadow)) or ""
     )
+    # Behind a Gateway the operator's router mirrors and keeps users in one arm.
+    gateway = {"gateway": {"name": "public"}}
+    assert rollout_unsupported(_environment({**shadow, "traffic": gateway})) is None
+    assert rollout_unsupported(_environment({**sticky, "traffic": gateway})) is None
     gitops = _environment(
         SPLIT_BY_WEIGHT,
         delivery={"mode": "GitOps", "git": {"repository": "https://git.example/ml.git",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from modelgate.api.modelrelease import ArtifactRecord, Evaluation
-from modelgate.backends import manifests
+from modelgate.backends import challenger_manifests, manifests
 from modelgate.promotion import Deploy, StartTraining, StartVerification, keys
+from modelgate.promotion.plan import SetTraffic
 from modelgate.serving.runtime import ModelServerCommand
 from modelgate.settings import OperatorSettings
 from modelgate.trainer import contract
@@ -234,6 +236,14 @@ def test_a_model_server_deployment_lays_the_checked_model_out_before_serving_it(
     )
 
 
+# A sticky split: through the router, behind a Gateway's HTTPRoute.
+ROUTED_SPLIT = SetTraffic(
+    environment="production", namespace="ml-prod", model="credit-risk", champion="team/m-1",
+    challenger="team/m-2", weight=50, sticky_header="x-user-id",
+    gateway=("public", "ml-prod", None), hostnames=("credit.example.com",),
+)  # fmt: skip
+
+
 def every_object() -> list[dict[str, Any]]:
     action = deploy_action()
     return [
@@ -246,6 +256,10 @@ def every_object() -> list[dict[str, Any]]:
         manifests.build_deployment(reference_deploy_action(), SETTINGS, NOW),
         manifests.build_service(action, SETTINGS),
         manifests.build_configmap(action),
+        *challenger_manifests.build_challenger(
+            replace(action, challenger=True, release="team/m-2"), SETTINGS, NOW
+        ),
+        *challenger_manifests.build_router(ROUTED_SPLIT, SERVER_SETTINGS),
     ]
 
 

@@ -26,7 +26,7 @@ from modelgate.promotion.plan import (
     SetTraffic,
     StartVerification,
 )
-from modelgate.promotion.rollout import ArmQuery, due_queries
+from modelgate.promotion.rollout import ArmQuery, due_queries, traffic_description
 from tests.unit.test_reconcile import (
     NOW,
     VerifyingWorld,
@@ -554,3 +554,22 @@ def test_a_gitops_promotion_commit_says_how_it_was_judged() -> None:
                    and d.environment == "production"]  # fmt: skip
     message = promotion_message(took_over, "ident", "production")
     assert f"Judged on live traffic: {took_over.judged}" in message.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("rollout", "expected"),
+    [
+        (experiment(), "by replicas behind the model's Service"),
+        ({**experiment(), "traffic": {"gateway": {"name": "public", "namespace": "edge"}}},
+         "HTTPRoute on Gateway edge/public (exact weights)"),
+        ({**experiment(stickyHeader="x-user-id"), "traffic": {"gateway": {"name": "public"}}},
+         "HTTPRoute on Gateway public to Modelgate's router, sticky by x-user-id"),
+        ({"strategy": "Shadow", "shadow": {"duration": "1m"},
+          "traffic": {"gateway": {"name": "public"}}},
+         "HTTPRoute on Gateway public to Modelgate's router, mirroring every request"),
+    ],
+)  # fmt: skip
+def test_status_says_how_the_split_reaches_callers(rollout: dict[str, Any], expected: str) -> None:
+    environment = rollout_envs(rollout)["production"]
+    assert environment.spec.policy.rollout is not None
+    assert traffic_description(environment.spec.policy.rollout).startswith(expected)

@@ -27,12 +27,16 @@ from modelgate.backends.manifests import (
     ANNOTATION_PREFIX,
     ENVIRONMENT_LABEL,
     MODEL_LABEL,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
     build_configmap,
     build_deployment,
     build_service,
     challenger_name,
+    common_labels,
     dns_name,
     serving_name,
+    sized,
 )
 from modelgate.promotion.plan import Deploy, SetTraffic
 from modelgate.settings import OperatorSettings
@@ -40,6 +44,9 @@ from modelgate.settings import OperatorSettings
 ARM_LABEL = "modelgate.dev/arm"
 WEIGHT = f"{ANNOTATION_PREFIX}weight"
 TRAFFIC = f"{ANNOTATION_PREFIX}traffic"
+MIRROR = f"{ANNOTATION_PREFIX}mirror"
+# The router's own endpoints (modelgate.serving.router's OWN_PREFIX).
+ROUTER_PREFIX = "/-/router/"
 INSTANCE = "app.kubernetes.io/instance"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTPROUTES = (GATEWAY_GROUP, "v1", "httproutes")
@@ -116,9 +123,104 @@ def replica_share(champion: int, challenger: int) -> int:
     return round(100 * challenger / (champion + challenger))
 
 
+def router_name(model: str, environment: str) -> str:
+    return dns_name(serving_name(model, environment), "router")
+
+
+def needs_router(action: SetTraffic) -> bool:
+    """A mirror, or a split that keeps each caller in one arm, is the
+    router's work (the Gateway API has no split by header, and gateways
+    such as Traefik have no RequestMirror filter)."""
+    return action.mirror or action.sticky_header is not None
+
+
+def build_router(
+    action: SetTraffic, settings: OperatorSettings
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Modelgate's router (``python -m modelgate.serving.router``, the
+    operator's image) behind the model's HTTPRoute: it sends each request to
+    the live model's Service or the challenger's, by the sticky header's
+    hash, or answers from the live model and mirrors to the challenger,
+    comparing the two answers (its modelgate_shadow_* counters at
+    /-/router/metrics). Its Deployment and Service."""
+    model, environment, namespace = action.model, action.environment, action.namespace
+    name = router_name(model, environment)
+
+    def url(service: str) -> str:
+        return f"http://{service}.{namespace}.svc"
+
+    args = ["--host", "0.0.0.0", "--port", str(settings.model_port), "--model", model,
+            "--champion", url(serving_name(model, environment))]  # fmt: skip
+    challenger = url(challenger_name(model, environment))
+    if action.mirror:
+        args += ["--mirror", challenger]
+    else:
+        args += ["--challenger", challenger, "--weight", str(action.weight)]
+    if action.sticky_header is not None:
+        args += ["--sticky-header", action.sticky_header]
+    labels = {
+        **common_labels("router", name),
+        MODEL_LABEL: model,
+        ENVIRONMENT_LABEL: environment,
+        ARM_LABEL: "router",
+    }
+    selector = {INSTANCE: name, MODEL_LABEL: model}
+    container = {
+        "name": "router",
+        "image": settings.server_image or "",
+        "command": ["python", "-m", "modelgate.serving.router"],
+        "args": args,
+        "ports": [{"name": "http", "containerPort": settings.model_port}],
+        "readinessProbe": {
+            "httpGet": {"path": f"{ROUTER_PREFIX}ready", "port": "http"},
+            "periodSeconds": 2,
+        },
+        # Alive while it accepts connections (ready: while it answers).
+        "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10},
+        "resources": sized("serving", settings),
+        "securityContext": RESTRICTED_CONTAINER,
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels,
+                     "annotations": {WEIGHT: str(action.weight)}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": {**labels, **selector},
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(settings.model_port),
+                        "prometheus.io/path": f"{ROUTER_PREFIX}metrics",
+                    },
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": RESTRICTED_POD,
+                    "containers": [container],
+                },
+            },
+        },
+    }  # fmt: skip
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
+        },
+    }
+    return deployment, service
+
+
 def build_httproute(action: SetTraffic, champion_weight: int | None = None) -> dict[str, Any]:
     """The model's HTTPRoute on the Gateway: ``action.weight`` per cent to the
-    challenger (``champion_weight`` to the live model; default the rest)."""
+    challenger (``champion_weight`` to the live model; default the rest), or
+    everything to the router when the split needs it."""
     assert action.gateway is not None
     gateway, gateway_namespace, section = action.gateway
     live = serving_name(action.model, action.environment)
@@ -130,7 +232,12 @@ def build_httproute(action: SetTraffic, champion_weight: int | None = None) -> d
         {"name": live, "port": SERVICE_PORT,
          "weight": 100 - action.weight if champion_weight is None else champion_weight},
     ]  # fmt: skip
-    if action.weight:
+    if needs_router(action):
+        backends = [
+            {"name": router_name(action.model, action.environment), "port": SERVICE_PORT,
+             "weight": 100}
+        ]  # fmt: skip
+    elif action.weight:
         backends.append(
             {"name": challenger_name(action.model, action.environment), "port": SERVICE_PORT,
              "weight": action.weight}

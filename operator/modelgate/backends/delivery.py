@@ -45,11 +45,14 @@ class KubeDelivery:
 
     def deploy(self, environment: Environment, action: Deploy, now: datetime) -> str | None:
         """Returns the commit for GitOps, None for Direct."""
-        if is_gitops(environment):
-            return self.gitops.deploy(environment, action, now)
         if action.challenger:
+            if is_gitops(environment):
+                # The core never asks (kube_challengers.rollout_unsupported).
+                raise RuntimeError(f"{environment.name}: a challenger is not committed to Git yet")
             self.challengers.deploy(action, now)
             return None
+        if is_gitops(environment):
+            return self.gitops.deploy(environment, action, now)
         # Taking over (a challenger that won, or any new release) ends the
         # split first: every caller goes to the live model's pods again.
         self.challengers.remove(action.namespace, action.environment, action.model)

@@ -25,10 +25,9 @@ from modelgate.promotion.plan import Deploy, DeploymentObservation, SetTraffic
 
 def rollout_unsupported(environment: Environment) -> str | None:
     """Why the operator cannot yet run this environment's judged rollout in
-    the cluster, or None: it splits by weight (an HTTPRoute, or replicas)
-    for Direct delivery. A mirror and a sticky split need a router in the
-    cluster (Traefik's Gateway API provider has no RequestMirror filter), and
-    GitOps needs the challenger and each weight committed."""
+    the cluster, or None. It splits by weight with an HTTPRoute or by
+    replicas; a mirror (Shadow) or a sticky split needs its router behind
+    the Gateway's route; GitOps would need each weight committed."""
     rollout = environment.spec.policy.rollout
     if rollout is None:
         return None
@@ -37,16 +36,18 @@ def rollout_unsupported(environment: Environment) -> str | None:
             "with delivery.mode GitOps the operator does not yet commit a challenger and its "
             "weights (Direct delivery and local mode run it)"
         )
-    if rollout.strategy == Strategy.SHADOW:
+    routed = rollout.traffic is not None and rollout.traffic.gateway is not None
+    if rollout.strategy == Strategy.SHADOW and not routed:
         return (
-            "a shadow needs a mirror of live traffic, which the operator does not yet run in "
-            "a cluster (local mode's router mirrors)"
+            "a shadow needs a mirror of live traffic, which the operator runs behind a "
+            "Gateway only: set policy.rollout.traffic.gateway (local mode's router mirrors "
+            "without one)"
         )
-    if rollout.sticky_header is not None:
+    if rollout.sticky_header is not None and not routed:
         return (
-            f"sticky assignment by header {rollout.sticky_header} needs a router in the "
-            "cluster, which the operator does not yet run (local mode's router keeps users "
-            "in one arm); remove stickyHeader to split by weight"
+            f"sticky assignment by header {rollout.sticky_header} needs the operator's router "
+            "behind a Gateway: set policy.rollout.traffic.gateway, or remove stickyHeader to "
+            "split by replicas"
         )
     return None
 
@@ -75,21 +76,43 @@ class KubeChallengers:
         self.deployer._apply("deployment", deployment)
         self.deployer._apply("service", service)
 
-    def set_traffic(self, action: SetTraffic) -> str:
-        """Split the traffic as ``action`` says; returns how it reaches callers."""
-        if action.mirror or action.sticky_header:
-            raise RuntimeError(
-                "a mirror or a sticky split needs Modelgate's router in the cluster, which "
-                "this operator does not run yet; use Canary or Experiment without "
-                "stickyHeader, or local mode"
-            )
+    def set_traffic(self, action: SetTraffic) -> str | None:
+        """Split the traffic as ``action`` says; returns how it reaches
+        callers, or None while the router it needs is not ready yet (the
+        split is then asked for again: the challenger's weight is unchanged)."""
         name = manifests.challenger_name(action.model, action.environment)
         namespace = action.namespace
         live_name = manifests.serving_name(action.model, action.environment)
-        if action.gateway is not None:
+        if arms.needs_router(action):
+            if action.gateway is None:
+                raise RuntimeError(
+                    "a mirror or a sticky split needs policy.rollout.traffic.gateway: the "
+                    "router runs behind the Gateway's HTTPRoute"
+                )
+            if not self.deployer.settings.server_image:
+                raise RuntimeError(
+                    "the router runs the operator's image: set MODELGATE_SERVER_IMAGE (the "
+                    "chart does)"
+                )
+            router, service = arms.build_router(action, self.deployer.settings)
+            self.deployer._apply("deployment", router)
+            self.deployer._apply("service", service)
+            applied = self.deployer._read("deployment", router["metadata"]["name"], namespace)
+            waiting = manifests.rollout_pending(applied or router)
+            if waiting is not None:
+                return None
+            self._apply_route(arms.build_httproute(action))
+            what = "a mirror of every request" if action.mirror else f"{action.weight}%"
+            how = (
+                f"HTTPRoute {namespace}/{live_name} to the router "
+                f"{router['metadata']['name']}: {what} to the challenger"
+                + (f", sticky by {action.sticky_header}" if action.sticky_header else "")
+            )
+            patch: dict[str, Any] = {}
+        elif action.gateway is not None:
             self._apply_route(arms.build_httproute(action))
             how = f"HTTPRoute {namespace}/{live_name}"
-            patch: dict[str, Any] = {}
+            patch = {}
         else:
             live = self.deployer._read("deployment", live_name, namespace)
             champion = int(((live or {}).get("spec") or {}).get("replicas", 1) or 1)
@@ -103,6 +126,7 @@ class KubeChallengers:
             patch = {"spec": {"replicas": replicas}}
         patch.setdefault("metadata", {})["annotations"] = {
             arms.WEIGHT: str(action.weight),
+            arms.MIRROR: str(action.mirror).lower(),
             arms.TRAFFIC: how,
         }
         try:
@@ -135,7 +159,10 @@ class KubeChallengers:
             )  # fmt: skip
             self._apply_route(arms.build_httproute(alone))
         apps, core = self.clients.apps, self.clients.core
+        router = arms.router_name(model, environment)
         for delete, object_name in (
+            (apps.delete_namespaced_deployment, router),
+            (core.delete_namespaced_service, router),
             (core.delete_namespaced_service, name),
             (core.delete_namespaced_config_map, manifests.dns_name(name, "config")),
             (apps.delete_namespaced_deployment, name),
@@ -175,6 +202,7 @@ class KubeChallengers:
                 ready=waiting is None,
                 message=waiting,
                 weight=int(weight) if weight.isdigit() else 0,
+                mirror=_annotation(deployment, "mirror") == "true",
             )
         return found
 

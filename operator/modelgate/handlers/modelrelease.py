@@ -114,7 +114,13 @@ def _act(
             rt.delivery.deploy(environments[action.environment], action, now)
         elif isinstance(action, SetTraffic):
             how = rt.delivery.challengers.set_traffic(action)
-            logger.info("traffic of %s in %s: %s", action.model, action.environment, how)
+            if how is None:
+                # Its router is starting: asked again on the next look.
+                waiting = True
+                logger.info("traffic of %s in %s: waiting for the router", action.model,
+                            action.environment)  # fmt: skip
+            else:
+                logger.info("traffic of %s in %s: %s", action.model, action.environment, how)
         elif isinstance(action, RemoveChallenger):
             removed = rt.delivery.challengers.remove(
                 action.namespace, action.environment, action.model

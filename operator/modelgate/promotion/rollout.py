@@ -107,10 +107,21 @@ def judged_by(env: Environment) -> Rollout | None:
 
 
 def traffic_description(rollout: Rollout) -> str:
+    """How the split reaches callers: a mirror or a sticky split is the
+    router's work (behind the Gateway's route in a cluster)."""
+    routed = None
+    if rollout.strategy == Strategy.SHADOW:
+        routed = "Modelgate's router, mirroring every request"
+    elif rollout.sticky_header is not None:
+        routed = f"Modelgate's router, sticky by {rollout.sticky_header}"
     if rollout.traffic is not None and rollout.traffic.gateway is not None:
         gateway = rollout.traffic.gateway
         where = f"{gateway.namespace}/{gateway.name}" if gateway.namespace else gateway.name
+        if routed is not None:
+            return f"HTTPRoute on Gateway {where} to {routed}"
         return f"HTTPRoute on Gateway {where} (exact weights)"
+    if routed is not None:
+        return routed
     return (
         "by replicas behind the model's Service (coarse: the share is the challenger's "
         "replicas out of all; set policy.rollout.traffic.gateway for exact weights)"
