@@ -27,6 +27,7 @@ from tests.conftest import EXAMPLES, ROOT
 from tests.e2e.conftest import Cluster, sample_module
 from tests.e2e.workloads import delete_namespaces, kubectl_json, wait_finished
 from tests.support.cluster import wait_for
+from tests.support.processes import stop
 from tests.support.s3server import free_port
 from tests.support.traffic import Traffic, feature_rows
 
@@ -55,12 +56,9 @@ class Gateway:
 
 
 def _kubectl(*args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        ["kubectl", *args], input=stdin, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-    return done.stdout
+    """kubectl as the sample script runs it (an error names the command)."""
+    output: str = sample_module().kubectl(*args, stdin=stdin)
+    return output
 
 
 def _install_gateway_api() -> None:
@@ -112,12 +110,7 @@ def gateway(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         wait_for(accepted, 90, f"Traefik to accept GatewayClass {name}", log.read_text)
         yield Gateway(name, port, f"http://127.0.0.1:{port}", log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         _kubectl("delete", "gatewayclass", name, "--wait=false")
 
 
@@ -162,8 +155,18 @@ def _canary() -> dict[str, Any]:
 
 
 def _judged_by_canary(document: dict[str, Any]) -> None:
+    """The sample, its production judging by the canary. Releases go to
+    production alone: staging would judge nothing here (it replaces)."""
     if document["kind"] == "Environment" and document["metadata"]["name"] == "production":
         document["spec"].setdefault("policy", {})["rollout"] = _canary()
+        del document["spec"]["promotesFrom"]
+    if document["kind"] == "ModelRelease":
+        _to_production(document)
+
+
+def _to_production(release: dict[str, Any]) -> dict[str, Any]:
+    release["spec"]["promotion"]["environments"] = ["production"]
+    return release
 
 
 def _judge_by(namespace: str, rollout: dict[str, Any]) -> None:
@@ -200,7 +203,7 @@ def _forest(sample: ModuleType, namespace: str, name: str, trees: int) -> dict[s
     release["metadata"]["name"] = name
     release["spec"]["model"]["version"] = name.removeprefix("credit-risk-").replace("-", ".")
     release["spec"]["training"]["params"]["n_estimators"] = trees
-    return release
+    return _to_production(release)
 
 
 def _challenger(sample: ModuleType, namespace: str) -> dict[str, Any]:
@@ -213,7 +216,7 @@ def _challenger(sample: ModuleType, namespace: str) -> dict[str, Any]:
     training["image"] = sample.IMAGE
     training["data"]["train"] = f"s3://{sample.BUCKET}/data/train.csv"
     training["data"]["evaluation"] = f"s3://{sample.BUCKET}/data/eval.csv"
-    return release
+    return _to_production(release)
 
 
 def _route(namespace: str) -> dict[str, Any]:

@@ -28,13 +28,13 @@ from modelgate.backends.manifests import (
     ENVIRONMENT_LABEL,
     MODEL_LABEL,
     RESTRICTED_CONTAINER,
-    RESTRICTED_POD,
     build_configmap,
     build_deployment,
     build_service,
     challenger_name,
     common_labels,
     dns_name,
+    serving_deployment,
     serving_name,
     sized,
 )
@@ -180,31 +180,14 @@ def build_router(
         "resources": sized("serving", settings),
         "securityContext": RESTRICTED_CONTAINER,
     }
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                     "annotations": {WEIGHT: str(action.weight)}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {
-                    "labels": {**labels, **selector},
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(settings.model_port),
-                        "prometheus.io/path": f"{ROUTER_PREFIX}metrics",
-                    },
-                },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": RESTRICTED_POD,
-                    "containers": [container],
-                },
-            },
-        },
-    }  # fmt: skip
+    deployment = serving_deployment(
+        {"name": name, "namespace": namespace, "labels": labels,
+         "annotations": {WEIGHT: str(action.weight)}},
+        selector,
+        {"prometheus.io/scrape": "true", "prometheus.io/port": str(settings.model_port),
+         "prometheus.io/path": f"{ROUTER_PREFIX}metrics"},
+        {"containers": [container]},
+    )  # fmt: skip
     service = {
         "apiVersion": "v1",
         "kind": "Service",

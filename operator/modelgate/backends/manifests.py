@@ -604,29 +604,40 @@ def build_deployment(action: Deploy, settings: OperatorSettings, now: datetime) 
                 "prometheus.io/path": "/metrics",
             }
         )
+    pod: dict[str, Any] = {
+        **({"initContainers": init_containers} if init_containers else {}),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    metadata = {"name": name, "namespace": action.namespace, "labels": labels,
+                "annotations": deployment_annotations(action, now)}  # fmt: skip
+    return serving_deployment(metadata, selector, annotations, pod)
+
+
+def serving_deployment(
+    metadata: dict[str, Any],
+    selector: dict[str, str],
+    pod_annotations: dict[str, str],
+    pod: dict[str, Any],
+) -> dict[str, Any]:
+    """A Deployment of one restricted pod that answers requests (a model
+    server, a judged rollout's router), its pods labelled as it is."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": name,
-            "namespace": action.namespace,
-            "labels": labels,
-            "annotations": deployment_annotations(action, now),
-        },
+        "metadata": metadata,
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
-                    "labels": {**labels, **selector},
-                    "annotations": annotations,
+                    "labels": {**metadata["labels"], **selector},
+                    "annotations": pod_annotations,
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": RESTRICTED_POD,
-                    **({"initContainers": init_containers} if init_containers else {}),
-                    "containers": [container],
-                    "volumes": volumes,
+                    **pod,
                 },
             },
         },
