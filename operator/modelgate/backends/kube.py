@@ -439,10 +439,15 @@ class KubeDeployer:
         # Deployments read from the watch while it runs (set at the operator's start).
         self.cache: KubeCache | None = None
 
-    def _apply(self, kind: str, body: dict[str, Any]) -> None:
+    def _apply(self, kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create or update; the object as the server answered (its status included)."""
         applied = self._write(kind, body)
-        if kind == "deployment" and self.cache is not None and applied is not None:
-            self.cache.remember(DEPLOYMENTS, plain(applied))
+        if applied is None:
+            return None
+        found: dict[str, Any] = plain(applied)
+        if kind == "deployment" and self.cache is not None:
+            self.cache.remember(DEPLOYMENTS, found)
+        return found
 
     def _write(self, kind: str, body: dict[str, Any]) -> Any:
         name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]

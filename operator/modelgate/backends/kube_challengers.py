@@ -95,9 +95,8 @@ class KubeChallengers:
                     "chart does)"
                 )
             router, service = arms.build_router(action, self.deployer.settings)
-            self.deployer._apply("deployment", router)
+            applied = self.deployer._apply("deployment", router)
             self.deployer._apply("service", service)
-            applied = self.deployer._read("deployment", router["metadata"]["name"], namespace)
             waiting = manifests.rollout_pending(applied or router)
             if waiting is not None:
                 return None
