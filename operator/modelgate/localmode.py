@@ -44,7 +44,13 @@ from modelgate.backends.evaluation_job import (
     record_evaluation_outputs,
     record_failed_evaluation,
 )
-from modelgate.backends.gitops import GitCredentials, GitOpsDelivery, RolloutState, is_gitops
+from modelgate.backends.gitops import (
+    GitCredentials,
+    GitOpsDelivery,
+    RolloutState,
+    is_gitops,
+    split_unsupported,
+)
 from modelgate.backends.local import (
     LocalArtifactStore,
     LocalDeployer,
@@ -128,7 +134,12 @@ class LocalRun:
         # GitOps environments commit for real; with no cluster to watch, the
         # pushed commit counts as rolled out.
         self.gitops = GitOpsDelivery(
-            OperatorSettings(git_cache=str(self.state_dir / "git"), git_fetch_seconds=0),
+            OperatorSettings(
+                git_cache=str(self.state_dir / "git"),
+                git_fetch_seconds=0,
+                # The image a committed router runs (the reference server's).
+                server_image=self.server_image,
+            ),
             lambda environment: GitCredentials.from_environment(),
             lambda environment, model, image: RolloutState(True),
         )
@@ -226,12 +237,26 @@ class LocalRun:
                 f"[{name}] challenger: {action.image} beside the live release in "
                 f"{action.environment} (config {action.config_hash[:12]}), no traffic yet"
             )
+            environment = self.environments[release.namespace][action.environment]
+            if is_gitops(environment):
+                commit = self.gitops.deploy_challenger(environment, action, now)
+                if commit is not None:
+                    self.log(f"[{name}] challenger: committed {commit[:12]} to "
+                             f"{_target(environment)}")  # fmt: skip
             self.challengers.deploy(action, now)
             url = self.servers.url(release.namespace, action.environment, CHALLENGER)
             if url is not None:
                 self.log(f"[{name}] serve: the challenger answers at {url}/v1/predict")
         elif isinstance(action, SetTraffic):
             record = self.challengers.set_traffic(action)
+            environment = self.environments[release.namespace][action.environment]
+            if is_gitops(environment) and record.get("state") == "ready":
+                # The local router serves it; the repository holds what a
+                # cluster's agent would apply (the router first, then the route).
+                committed = self.gitops.set_traffic(environment, action, lambda: True)
+                if committed is None:
+                    committed = self.gitops.set_traffic(environment, action, lambda: True)
+                self.log(f"[{name}] traffic: committed to {_target(environment)}: {committed}")
             how = "a mirrored copy" if action.mirror else f"{action.weight}%"
             if record.get("state") == "ready":
                 self.log(
@@ -242,6 +267,12 @@ class LocalRun:
                 self.log(f"[{name}] ! traffic: {record.get('message', 'the router failed')}")
         elif isinstance(action, RemoveChallenger):
             removed = self.challengers.remove(release.namespace, action.environment)
+            environment = self.environments[release.namespace][action.environment]
+            if is_gitops(environment):
+                removed = (
+                    self.gitops.remove_challenger(environment, action.model, action.reason)
+                    or removed
+                )
             if removed is not None:
                 self.log(
                     f"[{name}] challenger: removed from {action.environment}; the live release "
@@ -250,6 +281,11 @@ class LocalRun:
         elif isinstance(action, Deploy):
             # Replacing what is live takes the challenger's place too.
             self.challengers.remove(release.namespace, action.environment)
+            environment = self.environments[release.namespace][action.environment]
+            if is_gitops(environment):
+                self.gitops.remove_challenger(
+                    environment, action.model, f"{action.release} takes over"
+                )
             self.log(
                 f"[{name}] deploy: {action.image} -> {action.environment} "
                 f"(namespace {action.namespace}, config {action.config_hash[:12]})"
@@ -452,8 +488,9 @@ class LocalRun:
             )
             before = release.status.model_copy(deep=True) if release.status else None
             plan = reconcile(
-                release, gate, environments, observed, now, server_image=self.server_image
-            )
+                release, gate, environments, observed, now, server_image=self.server_image,
+                rollout_unsupported=_split_unsupported,
+            )  # fmt: skip
             release = release.model_copy(update={"status": plan.status})
             for event in plan.events:
                 marker = "!" if event.type == "Warning" else "-"
@@ -624,3 +661,9 @@ def artifact(release: ModelRelease, name: str) -> ArtifactRecord | None:
 def _target(environment: Environment) -> str:
     git = environment.spec.delivery.git
     return f"{git.repository} {git.branch}:{git.path}" if git else environment.name
+
+
+def _split_unsupported(environment: Environment) -> str | None:
+    """Local mode runs every strategy through its router; a GitOps
+    environment's splits are committed too, and must be committable."""
+    return split_unsupported(environment) if is_gitops(environment) else None

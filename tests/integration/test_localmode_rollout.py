@@ -27,6 +27,7 @@ import yaml
 from modelgate.cli import main
 from modelgate.serving.router import ARM_HEADER
 from tests.integration.test_localmode import SAMPLE, items, run_json
+from tests.support.gitops_agent import bare_repository, git, kustomize_build
 from tests.support.prometheus import Prometheus
 from tests.support.traffic import feature_rows
 
@@ -175,12 +176,37 @@ def live_in_production(listing: dict[str, Any]) -> str | None:
     return None if found is None else str(found)
 
 
+def through_git(tmp_path: Path) -> tuple[Path, Path]:
+    """The experiment's environments, production delivered through Git (a
+    kustomize directory in a bare repository) with its route on a Gateway:
+    local mode serves and routes as before, and commits what a cluster's
+    agent would apply. Returns (environments file, repository)."""
+    remote = bare_repository(tmp_path)
+    documents = list(yaml.safe_load_all(ENVIRONMENTS.read_text()))
+    spec = documents[1]["spec"]
+    spec["delivery"] = {"mode": "GitOps", "git": {"repository": f"file://{remote}",
+                                                  "path": "production"}}  # fmt: skip
+    spec["policy"]["rollout"]["traffic"] = {
+        "gateway": {"name": "public"}, "hostnames": ["credit.example.com"],
+    }  # fmt: skip
+    target = tmp_path / "environments-gitops.yaml"
+    target.write_text(yaml.safe_dump_all(documents))
+    return target, remote
+
+
 def test_a_challenger_that_approves_more_takes_over_and_users_keep_their_arm(
-    world: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str]
+    world: tuple[Path, Prometheus], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    """Production is delivered through Git here: the challenger, the router,
+    the split and the removal are commits, then the promotion."""
     state, prometheus = world
-    champion_live(capsys, state, prometheus)
-    code, listing, users = challenge(capsys, state, prometheus, CHALLENGER)
+    environments, remote = through_git(tmp_path)
+    code, listing = run_json(
+        capsys, GATE, environments, CHAMPION, "--state-dir", state,
+        "--prometheus-url", prometheus.url,
+    )  # fmt: skip
+    assert code == 0, listing
+    code, listing, users = challenge(capsys, state, prometheus, CHALLENGER, environments)
     entry = production(listing, "credit-risk-1-6-0")
     judged = entry["judged"]
     assert code == 0, judged
@@ -202,6 +228,36 @@ def test_a_challenger_that_approves_more_takes_over_and_users_keep_their_arm(
     assert len(routed) > 100
     assert all(len(arms) == 1 for arms in routed.values()), routed
     assert {next(iter(a)) for a in routed.values()} == {"champion", "challenger"}
+    # Each step of the judgement is a commit a cluster's agent would apply.
+    subjects = git(remote, "log", "--format=%s", "main").splitlines()
+    assert subjects[:6] == [
+        "Promote credit-risk 1.6.0 to production",
+        "Remove the challenger of credit-risk from production",
+        "Give the challenger 50% of credit-risk in production",
+        "Start Modelgate's router for credit-risk in production",
+        "Run credit-risk 1.6.0 beside the live one in production",
+        "Promote credit-risk 1.4.0 to production",
+    ]
+    split = git(remote, "rev-parse", "main~2").strip()
+    checkout = tmp_path / "at-split"
+    git(tmp_path, "clone", "--quiet", f"file://{remote}", str(checkout))
+    git(checkout, "checkout", "--quiet", split)
+    built = {
+        (d["kind"], d["metadata"]["name"]): d for d in kustomize_build(checkout / "production")
+    }
+    route = built[("HTTPRoute", "credit-risk-production")]
+    assert [b["name"] for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        "credit-risk-production-router"
+    ]
+    router = built[("Deployment", "credit-risk-production-router")]
+    args = router["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--sticky-header") + 1] == "x-user-id"
+    assert args[args.index("--weight") + 1] == "50"
+    # After the removal only the route is left, to the live model alone.
+    git(checkout, "checkout", "--quiet", "origin/main")
+    final = {(d["kind"], d["metadata"]["name"]) for d in kustomize_build(checkout / "production")}
+    assert ("Deployment", "credit-risk-production-challenger") not in final
+    assert ("HTTPRoute", "credit-risk-production") in final
 
 
 def test_a_slower_challenger_is_removed_by_the_latency_guardrail(

@@ -2,7 +2,8 @@
 Gateway API's own CRDs (sigs.k8s.io/gateway-api, as a Gateway implementation
 installs them): deployed beside the live model's, the split by replicas (the
 live Service selecting both arms' pods) and by an HTTPRoute the server
-validates with the CRD's schema and rules, observed, replaced and removed."""
+validates with the CRD's schema and rules, observed, replaced and removed;
+and in GitOps mode the same as commits, applied by an agent."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from kubernetes import client
 
 from modelgate.api.environment import Environment
 from modelgate.backends.challenger_manifests import ARM_LABEL
+from modelgate.backends.delivery import KubeDelivery
 from modelgate.backends.kube import KubeClients, KubeDeployer
 from modelgate.backends.kube_challengers import KubeChallengers
 from modelgate.backends.manifests import challenger_name
@@ -27,6 +29,7 @@ from modelgate.promotion.plan import Deploy, SetTraffic
 from modelgate.settings import OperatorSettings
 from tests.support.cluster import wait_for
 from tests.support.controlplane import ControlPlane
+from tests.support.gitops_agent import GitOpsAgent, bare_repository, git
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_API = ROOT / ".tools" / "gateway-api" / "v1.6.1"
@@ -185,3 +188,100 @@ def _environment(namespace: str) -> Environment:
         {"metadata": {"name": "production", "namespace": "team"},
          "spec": {"tier": "production", "namespace": namespace}}
     )  # fmt: skip
+
+
+def _gitops_environment(namespace: str, remote: Path) -> Environment:
+    return Environment.model_validate(
+        {"metadata": {"name": "production", "namespace": "team"},
+         "spec": {"tier": "production", "namespace": namespace,
+                  "delivery": {"mode": "GitOps",
+                               "git": {"repository": f"file://{remote}", "path": "production"}},
+                  "policy": {"rollout": {
+                      "strategy": "Canary", "interval": "2s",
+                      "canary": {"steps": [{"weight": 20, "duration": "1m"}]},
+                      "metrics": [{"name": "errors", "role": "Guardrail", "statistic": "Mean",
+                                   "better": "Lower", "margin": 0.01,
+                                   "count": 'sum(requests{arm="{{arm}}"})',
+                                   "sum": 'sum(errors{arm="{{arm}}"})',
+                                   "sumOfSquares": 'sum(errors{arm="{{arm}}"})'}],
+                      "traffic": {"gateway": {"name": "public", "namespace": "gateways"},
+                                  "hostnames": ["credit.example.com"]}}}}}
+    )  # fmt: skip
+
+
+def test_in_gitops_mode_the_challenger_and_each_split_are_commits_an_agent_applies(
+    control_plane: ControlPlane, httproutes: None, namespace: str, tmp_path: Path
+) -> None:
+    remote = bare_repository(tmp_path)
+    api = control_plane.api_client()
+    settings = OperatorSettings(
+        server_image=IMAGE, git_cache=str(tmp_path / "cache"), git_fetch_seconds=0
+    )
+    delivery = KubeDelivery(KubeClients(api), settings)
+    environment = _gitops_environment(namespace, remote)
+    environments = {"production": environment}
+    agent = GitOpsAgent(api, remote, "production", tmp_path / "agent")
+    custom, apps = client.CustomObjectsApi(api), client.AppsV1Api(api)
+    name = challenger_name("credit-risk", "production")
+
+    def route() -> list[tuple[str, int]]:
+        found = custom.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", "credit-risk-production"
+        )
+        return [(b["name"], b["weight"]) for b in found["spec"]["rules"][0]["backendRefs"]]
+
+    def subjects() -> list[str]:
+        return git(remote, "log", "--format=%s", "main").splitlines()
+
+    delivery.deploy(environment, _deploy(namespace, "m-1", "a" * 64), NOW)
+    challenger = _deploy(namespace, "m-2", "b" * 64, challenger=True, model_version="1.5.0")
+    assert delivery.deploy(environment, challenger, NOW) is not None
+    assert delivery.deploy(environment, challenger, NOW) is None  # already committed
+    agent.step()
+    created = apps.read_namespaced_deployment(name, namespace)
+    assert created.spec.template.metadata.labels[ARM_LABEL] == "challenger"
+    # What the operator reads back is what the agent applied.
+    [seen] = delivery.observe_challengers(environments, "credit-risk").values()
+    assert (seen.release, seen.config_hash, seen.weight) == ("team/m-2", "b" * 64, 0)
+
+    # The canary's step: one commit, the route's weights (taken by the API
+    # server with the CRD's rules) and the weight read back together.
+    how = delivery.set_traffic(environment, _split(namespace, 20, gateway=("public", "gateways",
+                               None), hostnames=("credit.example.com",)))  # fmt: skip
+    assert how is not None
+    assert "committed to main: 20% to the challenger" in how
+    agent.step()
+    assert route() == [("credit-risk-production", 80), (name, 20)]
+    assert delivery.observe_challengers(environments, "credit-risk")["production"].weight == 20
+
+    # A sticky split: the router is committed first; the route moves to it in
+    # a commit of its own once it is ready (never here: no node runs it).
+    sticky = _split(namespace, 50, sticky_header="x-user-id", gateway=("public", "gateways", None),
+                    hostnames=("credit.example.com",))  # fmt: skip
+    assert delivery.set_traffic(environment, sticky) is None
+    assert delivery.set_traffic(environment, sticky) is None
+    agent.step()
+    assert apps.read_namespaced_deployment("credit-risk-production-router", namespace)
+    assert route() == [("credit-risk-production", 80), (name, 20)]
+
+    # The challenger takes over: the split ends in a commit of its own, then
+    # the promotion; the agent prunes the challenger and the router.
+    delivery.deploy(environment, _deploy(namespace, "m-2", "b" * 64, model_version="1.5.0"), NOW)
+    agent.step()
+    assert route() == [("credit-risk-production", 100)]
+    assert delivery.observe_challengers(environments, "credit-risk") == {}
+    for removed in (name, "credit-risk-production-router"):
+        with pytest.raises(client.ApiException) as gone:
+            apps.read_namespaced_deployment(removed, namespace)
+        assert gone.value.status == 404
+    [live] = delivery.observe(namespace, environments, "credit-risk", "team/m-2").values()
+    assert live.release == "team/m-2"
+    assert subjects()[:6] == [
+        "Promote credit-risk 1.5.0 to production",
+        "Remove the challenger of credit-risk from production",
+        "Start Modelgate's router for credit-risk in production",
+        "Give the challenger 20% of credit-risk in production",
+        "Run credit-risk 1.5.0 beside the live one in production",
+        "Promote credit-risk to production",
+    ]
+    assert agent.errors == []

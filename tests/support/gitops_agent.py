@@ -1,7 +1,8 @@
 """A GitOps agent played by the test, as Argo CD or Flux would be.
 
 It follows one branch of a real repository, builds the environment's
-directory with ``kubectl kustomize`` and applies the result to the emulator,
+directory with ``kubectl kustomize`` and applies the result (Deployments,
+Services, ConfigMaps and HTTPRoutes) to the API server or the emulator,
 pruning what it applied before and no longer finds. The operator only writes
 to Git; everything it then sees in the cluster came through here.
 """
@@ -21,6 +22,7 @@ from kubernetes import client
 from tests.conftest import ROOT
 
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
+ROUTES = ("gateway.networking.k8s.io", "v1", "httproutes")
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -89,6 +91,17 @@ class GitOpsAgent:
             "Service": (core.create_namespaced_service, core.patch_namespaced_service),
             "ConfigMap": (core.create_namespaced_config_map, core.patch_namespaced_config_map),
         }
+        if kind == "HTTPRoute":
+            custom = client.CustomObjectsApi(self.api)
+            try:
+                custom.create_namespaced_custom_object(*ROUTES[:2], namespace, ROUTES[2], document)
+            except client.exceptions.ApiException as error:
+                if error.status != 409:
+                    raise
+                custom.patch_namespaced_custom_object(
+                    *ROUTES[:2], namespace, ROUTES[2], name, {"spec": document["spec"]}
+                )
+            return kind, namespace, name
         create, patch = calls[kind]
         try:
             create(namespace, document)
@@ -100,6 +113,12 @@ class GitOpsAgent:
 
     def _delete(self, kind: str, namespace: str, name: str) -> None:
         apps, core = client.AppsV1Api(self.api), client.CoreV1Api(self.api)
+        if kind == "HTTPRoute":
+            with contextlib.suppress(client.exceptions.NotFoundException):
+                client.CustomObjectsApi(self.api).delete_namespaced_custom_object(
+                    *ROUTES[:2], namespace, ROUTES[2], name
+                )
+            return
         delete = {
             "Deployment": apps.delete_namespaced_deployment,
             "Service": core.delete_namespaced_service,

@@ -239,7 +239,7 @@ def _environment(rollout: dict[str, Any], **spec: Any) -> Environment:
     )  # fmt: skip
 
 
-def test_the_operator_runs_weighted_splits_and_says_why_not_the_others() -> None:
+def test_the_operator_runs_the_splits_it_can_and_says_why_not_the_others() -> None:
     assert rollout_unsupported(_environment(SPLIT_BY_WEIGHT)) is None
     assert rollout_unsupported(_environment({"strategy": "Replace"})) is None
     sticky = copy.deepcopy(SPLIT_BY_WEIGHT)
@@ -255,9 +255,20 @@ def test_the_operator_runs_weighted_splits_and_says_why_not_the_others() -> None
     gateway = {"gateway": {"name": "public"}}
     assert rollout_unsupported(_environment({**shadow, "traffic": gateway})) is None
     assert rollout_unsupported(_environment({**sticky, "traffic": gateway})) is None
-    gitops = _environment(
-        SPLIT_BY_WEIGHT,
-        delivery={"mode": "GitOps", "git": {"repository": "https://git.example/ml.git",
-                                            "path": "prod"}},
-    )  # fmt: skip
-    assert "with delivery.mode GitOps" in (rollout_unsupported(gitops) or "")
+
+    # GitOps commits each split as the model's HTTPRoute, in files it writes whole.
+    def gitops(rollout: dict[str, Any], fmt: str = "kustomize") -> Environment:
+        return _environment(
+            rollout,
+            delivery={"mode": "GitOps", "git": {"repository": "https://git.example/ml.git",
+                                                "path": "prod", "format": fmt}},
+        )  # fmt: skip
+
+    assert "each split is committed as the model's HTTPRoute: set policy.rollout.traffic" in (
+        rollout_unsupported(gitops(SPLIT_BY_WEIGHT)) or ""
+    )
+    assert rollout_unsupported(gitops({**sticky, "traffic": gateway})) is None
+    assert rollout_unsupported(gitops({**shadow, "traffic": gateway}, "manifest")) is None
+    assert "use format kustomize or manifest" in (
+        rollout_unsupported(gitops({**shadow, "traffic": gateway}, "helm-values")) or ""
+    )

@@ -244,3 +244,19 @@ def build_httproute(action: SetTraffic, champion_weight: int | None = None) -> d
     if action.hostnames:
         route["spec"]["hostnames"] = list(action.hostnames)
     return route
+
+
+def build_route_alone(route: dict[str, Any], model: str, environment: str) -> dict[str, Any]:
+    """``route`` (the model's HTTPRoute as it is) sending every caller to
+    the live model again: the same Gateway and host names, one backend."""
+    spec = route.get("spec") or {}
+    parent = (spec.get("parentRefs") or [{}])[0]
+    namespace = (route.get("metadata") or {}).get("namespace", "")
+    alone = SetTraffic(
+        environment=environment, namespace=namespace, model=model, champion="", challenger="",
+        weight=0,
+        gateway=(parent.get("name", ""), parent.get("namespace", namespace),
+                 parent.get("sectionName")),
+        hostnames=tuple(spec.get("hostnames") or ()),
+    )  # fmt: skip
+    return build_httproute(alone)

@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelgate.api.environment import Environment
 from modelgate.backends import manifests
+from modelgate.backends.challenger_manifests import ARM_LABEL
 from modelgate.backends.gitformats import ImageRef
 from modelgate.backends.gitops import (
     GitCredentials,
@@ -28,6 +29,7 @@ from modelgate.backends.gitops import (
 from modelgate.backends.kube import KubeClients, KubeDeployer, classify_api_error, plain
 from modelgate.backends.kube_challengers import KubeChallengers
 from modelgate.promotion import Deploy, DeploymentObservation, Rollback
+from modelgate.promotion.plan import RemoveChallenger, SetTraffic
 from modelgate.settings import OperatorSettings
 
 ARGO = ("argoproj.io", "v1alpha1", "applications")
@@ -47,17 +49,40 @@ class KubeDelivery:
         """Returns the commit for GitOps, None for Direct."""
         if action.challenger:
             if is_gitops(environment):
-                # The core never asks (kube_challengers.rollout_unsupported).
-                raise RuntimeError(f"{environment.name}: a challenger is not committed to Git yet")
+                return self.gitops.deploy_challenger(environment, action, now)
             self.challengers.deploy(action, now)
             return None
         if is_gitops(environment):
+            # The split ends in a commit of its own before the promotion's:
+            # a rollback reverts the promotion alone.
+            self.gitops.remove_challenger(
+                environment, action.model, f"{action.release} takes over {environment.name}"
+            )
             return self.gitops.deploy(environment, action, now)
         # Taking over (a challenger that won, or any new release) ends the
         # split first: every caller goes to the live model's pods again.
         self.challengers.remove(action.namespace, action.environment, action.model)
         self.direct.deploy(action, now)
         return None
+
+    def set_traffic(self, environment: Environment, action: SetTraffic) -> str | None:
+        """Split the traffic; returns how it reaches callers, or None while
+        the router it needs starts (asked again on a later look)."""
+        if is_gitops(environment):
+            return self.gitops.set_traffic(
+                environment,
+                action,
+                lambda: self.challengers.router_ready(
+                    action.namespace, action.model, action.environment
+                ),
+            )
+        return self.challengers.set_traffic(action)
+
+    def remove_challenger(self, environment: Environment, action: RemoveChallenger) -> str | None:
+        """The release removed from beside the live one, if there was one."""
+        if is_gitops(environment):
+            return self.gitops.remove_challenger(environment, action.model, action.reason)
+        return self.challengers.remove(action.namespace, action.environment, action.model)
 
     def rollback(
         self, environment: Environment, action: Rollback, now: datetime
@@ -86,8 +111,9 @@ class KubeDelivery:
     def observe_challengers(
         self, environments: Mapping[str, Environment], model: str
     ) -> dict[str, DeploymentObservation]:
-        direct = {n: e for n, e in environments.items() if not is_gitops(e)}
-        return self.challengers.observe(direct, model) if direct else {}
+        # A GitOps agent applies the same objects from the commits: what runs
+        # is read from the cluster alike.
+        return self.challengers.observe(environments, model) if environments else {}
 
     # -- what GitOps needs from the cluster -----------------------------------
 
@@ -163,6 +189,8 @@ class KubeDelivery:
             d
             for d in running
             if _labels(d).get(manifests.ENVIRONMENT_LABEL, environment) == environment
+            # A challenger may run the same image beside it (a config change).
+            and ARM_LABEL not in _labels(d)
         ]
         if not running:
             return RolloutState(False, f"waiting for a Deployment in {namespace} running {image}")

@@ -98,11 +98,11 @@ def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _GoSafeDumper.add_representer(str, _represent_str)
 
 
-def _dump(document: Any) -> str:
+def dump_yaml(document: Any) -> str:
     return yaml.dump(document, Dumper=_GoSafeDumper, sort_keys=False, default_flow_style=False)
 
 
-def _load(path: str, text: str | None) -> dict[str, Any]:
+def load_mapping(path: str, text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
     try:
@@ -116,7 +116,7 @@ def _load(path: str, text: str | None) -> dict[str, Any]:
     return document
 
 
-def _generated(text: str | None) -> bool:
+def is_generated(text: str | None) -> bool:
     """Ours to (re)write: missing, or written by Modelgate earlier."""
     if text is None:
         return True
@@ -129,7 +129,7 @@ def _generated(text: str | None) -> bool:
     )
 
 
-def _mark(document: dict[str, Any]) -> dict[str, Any]:
+def mark_generated(document: dict[str, Any]) -> dict[str, Any]:
     document["metadata"].setdefault("annotations", {})[GENERATED] = "true"
     return document
 
@@ -175,12 +175,12 @@ def _manifest(
     }
     for name, document in documents.items():
         path = f"{action.model}/{name}"
-        if not _generated(existing.get(path)):
+        if not is_generated(existing.get(path)):
             raise FormatError(
                 f"{path} was not written by Modelgate; with format manifest Modelgate owns "
                 "the model's directory: move the file, or use format kustomize"
             )
-        files[path] = _dump(_mark(document))
+        files[path] = dump_yaml(mark_generated(document))
     return files
 
 
@@ -191,7 +191,7 @@ def _kustomize(
     files: Files = {}
     image = ImageRef.parse(action.image)
     path = f"{model}/{KUSTOMIZATION}"
-    kustomization = _load(path, existing.get(path)) or {
+    kustomization = load_mapping(path, existing.get(path)) or {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
     }
@@ -202,14 +202,14 @@ def _kustomize(
         "service.yaml": manifests.build_service(action, settings),
     }
     for name, document in generated.items():
-        if _generated(existing.get(f"{model}/{name}")):
+        if is_generated(existing.get(f"{model}/{name}")):
             if name == "deployment.yaml":
                 # kustomize's images entry sets the reference; the generator
                 # names the ConfigMap (with a content hash, so pods roll).
                 container = document["spec"]["template"]["spec"]["containers"][0]
                 container["image"] = image.repository
                 container["envFrom"] = [{"configMapRef": {"name": _config_name(action)}}]
-            files[f"{model}/{name}"] = _dump(_mark(document))
+            files[f"{model}/{name}"] = dump_yaml(mark_generated(document))
             if name not in resources:
                 resources.append(name)
     kustomization["resources"] = resources
@@ -234,16 +234,16 @@ def _kustomize(
         if g.get("name") != generator["name"]
     ]
     kustomization["configMapGenerator"] = [*generators, generator]
-    files[path] = _dump(kustomization)
+    files[path] = dump_yaml(kustomization)
     # The environment's own kustomization lists every model directory.
-    parent = _load(KUSTOMIZATION, existing.get(KUSTOMIZATION)) or {
+    parent = load_mapping(KUSTOMIZATION, existing.get(KUSTOMIZATION)) or {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
     }
     listed = list(parent.get("resources") or [])
     if model not in listed and f"{model}/" not in listed:
         parent["resources"] = sorted([*listed, model])
-        files[KUSTOMIZATION] = _dump(parent)
+        files[KUSTOMIZATION] = dump_yaml(parent)
     return files
 
 
@@ -253,7 +253,7 @@ def _config_name(action: Deploy) -> str:
 
 def _helm_values(action: Deploy, existing: Mapping[str, str | None]) -> Files:
     path = f"{action.model}/{VALUES}"
-    values = _load(path, existing.get(path))
+    values = load_mapping(path, existing.get(path))
     image = ImageRef.parse(action.image)
     image_values: dict[str, Any] = {"repository": image.repository}
     if image.tag:
@@ -272,4 +272,4 @@ def _helm_values(action: Deploy, existing: Mapping[str, str | None]) -> Files:
         "modelVersion": action.model_version,
         "configHash": action.config_hash,
     }
-    return {path: _dump(values)}
+    return {path: dump_yaml(values)}

@@ -41,8 +41,10 @@ from modelgate.api.common import format_time
 from modelgate.api.environment import DeliveryMode, Environment, GitStrategy, GitTarget
 from modelgate.api.modelrelease import ArtifactRecord
 from modelgate.backends import gitformats
+from modelgate.backends import gitformats_traffic as traffic
+from modelgate.backends.challenger_manifests import needs_router
 from modelgate.promotion import Deploy, DeploymentObservation, Rollback
-from modelgate.promotion.plan import parse_rollout
+from modelgate.promotion.plan import SetTraffic, parse_rollout
 from modelgate.settings import OperatorSettings
 
 TRAILER = "Modelgate-"
@@ -69,6 +71,25 @@ RolloutCheck = Callable[[Environment, str, str], RolloutState]
 
 def is_gitops(environment: Environment) -> bool:
     return environment.spec.delivery.mode == DeliveryMode.GITOPS
+
+
+def split_unsupported(environment: Environment) -> str | None:
+    """Why this GitOps environment's judged rollout cannot be committed, or
+    None: a split in Git is an HTTPRoute's weights (or the router behind
+    it), in files Modelgate writes whole."""
+    target = environment.spec.delivery.git
+    rollout = environment.spec.policy.rollout
+    if target is None or rollout is None:
+        return None
+    why = traffic.unsupported(target.format)
+    if why is not None:
+        return why
+    if rollout.traffic is None or rollout.traffic.gateway is None:
+        return (
+            "with delivery.mode GitOps each split is committed as the model's HTTPRoute: set "
+            "policy.rollout.traffic.gateway (a split by replicas is not committed)"
+        )
+    return None
 
 
 class GitError(RuntimeError):
@@ -570,6 +591,177 @@ class GitOpsDelivery:
                 _backoff(attempt)
         raise GitError(
             f"could not push the rollback to {target.repository} {target.branch}; will try again",
+            transient=True,
+        )
+
+    # -- a judged rollout: the challenger and each split are commits ----------
+
+    def deploy_challenger(
+        self, environment: Environment, action: Deploy, now: datetime
+    ) -> str | None:
+        """Commit the challenger beside the live model, with no traffic;
+        returns the commit, None when the branch already has it."""
+        version = f" {action.model_version}" if action.model_version else ""
+        message = "\n".join(
+            [
+                f"Run {action.model}{version} beside the live one in {action.environment}",
+                "",
+                f"Release {action.release} ships {action.image}",
+                f"with config sha256 {action.config_hash[:16]}, judged against the live",
+                "release on live traffic before it takes over; no traffic yet.",
+                "",
+                *self._trailers(environment, action.model, action.release),
+                f"{TRAILER}Image: {action.image}",
+                f"{TRAILER}Config-Hash: {action.config_hash}",
+            ]
+        )
+        return self._commit_traffic(
+            environment,
+            action.model,
+            lambda fmt, existing: traffic.render_challenger(
+                fmt, action, existing, self.settings, now
+            ),
+            message,
+        )
+
+    def set_traffic(
+        self, environment: Environment, action: SetTraffic, router_ready: Callable[[], bool]
+    ) -> str | None:
+        """Commit the split; returns how it reaches callers, or None while
+        the router it needs is committed but not ready in the cluster yet
+        (the route moves to it in a later commit)."""
+        target = _target(environment)
+        if needs_router(action):
+            started = self._commit_traffic(
+                environment,
+                action.model,
+                lambda fmt, existing: None
+                if existing.get(traffic.router_path(action.model)) is not None
+                else traffic.render_router(fmt, action, existing, self.settings),
+                "\n".join(
+                    [
+                        f"Start Modelgate's router for {action.model} in {action.environment}",
+                        "",
+                        "It will stand behind the model's HTTPRoute once ready, "
+                        + ("mirroring every request to the challenger."
+                           if action.mirror else
+                           f"keeping each caller in one arm by {action.sticky_header}."),
+                        "",
+                        *self._trailers(environment, action.model, action.challenger),
+                    ]
+                ),
+            )  # fmt: skip
+            if started is not None or not router_ready():
+                return None
+        what = "a mirror of every request" if action.mirror else f"{action.weight}%"
+        how = (
+            f"HTTPRoute {action.namespace}/{action.model}-{action.environment} committed to "
+            f"{target.branch}: {what} to the challenger"
+            + (f" through the router, sticky by {action.sticky_header}"
+               if action.sticky_header and not action.mirror else "")
+        )  # fmt: skip
+        message = "\n".join(
+            [
+                (f"Mirror {action.model}'s traffic in {action.environment} to the challenger"
+                 if action.mirror else
+                 f"Give the challenger {action.weight}% of {action.model} in {action.environment}"),
+                "",
+                f"Champion {action.champion}, challenger {action.challenger}.",
+                "",
+                *self._trailers(environment, action.model, action.challenger),
+                f"{TRAILER}Weight: {action.weight}",
+                f"{TRAILER}Mirror: {str(action.mirror).lower()}",
+            ]
+        )  # fmt: skip
+        self._commit_traffic(
+            environment,
+            action.model,
+            lambda fmt, existing: traffic.render_split(fmt, action, existing, self.settings, how),
+            message,
+        )
+        return how
+
+    def remove_challenger(
+        self, environment: Environment, model: str, reason: str | None
+    ) -> str | None:
+        """Commit the challenger's removal (the route, if any, back to the live
+        model alone); returns the release removed, None if none was there."""
+        removed: list[str | None] = []
+
+        def render(fmt: str, existing: dict[str, str | None]) -> gitformats.Files | None:
+            release = traffic.committed_release(existing, model)
+            removed.append(release)
+            if traffic.committed_challenger(existing, model) is None:
+                return None
+            return traffic.render_removal(fmt, model, environment.name, existing)
+
+        def message() -> str:
+            release = removed[-1] if removed else None
+            return "\n".join(
+                [
+                    f"Remove the challenger of {model} from {environment.name}",
+                    "",
+                    f"Release {release}: {reason or 'its judgement ended'}",
+                    "Every caller goes to the live release again.",
+                    "",
+                    *self._trailers(environment, model, release or ""),
+                ]
+            )
+
+        self._commit_traffic(environment, model, render, message)
+        return removed[-1] if removed else None
+
+    def _trailers(self, environment: Environment, model: str, release: str) -> list[str]:
+        return [
+            f"{TRAILER}Challenger: {release}",
+            f"{TRAILER}Model: {model}",
+            f"{TRAILER}Environment: {environment.name}",
+            f"{TRAILER}Path: {_target(environment).path}",
+        ]
+
+    def _commit_traffic(
+        self,
+        environment: Environment,
+        model: str,
+        render: Callable[[str, dict[str, str | None]], gitformats.Files | None],
+        message: str | Callable[[], str],
+    ) -> str | None:
+        """Render on the target branch's tip and push the change as one
+        commit (straight to the branch, also with pullRequestBranch: the
+        challenger's release was approved, and a split cannot wait for a
+        merge); returns it, or None when nothing changes."""
+        target = _target(environment)
+        with self.workspace(environment) as space:
+            for attempt in range(PUSH_ATTEMPTS):
+                space.fetch(force=True)
+                space.checkout(f"origin/{target.branch}")
+                root = space.directory / target.path
+                existing = {p: _read(root / p) for p in traffic.traffic_files(model)}
+                try:
+                    files = render(str(target.format), existing)
+                except gitformats.FormatError as error:
+                    raise GitError(
+                        f"{target.repository} {target.path}: {error}", transient=False
+                    ) from error
+                changed = {p: t for p, t in (files or {}).items() if t != existing.get(p)}
+                if not changed:
+                    return None
+                for relative, text in changed.items():
+                    file = root / relative
+                    if text is None:
+                        file.unlink(missing_ok=True)
+                    else:
+                        file.parent.mkdir(parents=True, exist_ok=True)
+                        file.write_text(text)
+                space.git("add", "--all", "--", target.path)
+                text = message() if callable(message) else message
+                space.git("commit", "--quiet", "--file=-", stdin=text.rstrip() + "\n")
+                if space.push(target.branch):
+                    return space.git("rev-parse", "HEAD").strip()
+                _backoff(attempt)
+        raise GitError(
+            f"could not push to {target.repository} {target.branch}: it kept moving "
+            f"({PUSH_ATTEMPTS} attempts); will try again",
             transient=True,
         )
 

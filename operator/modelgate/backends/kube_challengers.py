@@ -17,7 +17,7 @@ from modelgate.api.environment import Environment
 from modelgate.api.rollout import Strategy
 from modelgate.backends import challenger_manifests as arms
 from modelgate.backends import manifests
-from modelgate.backends.gitops import is_gitops
+from modelgate.backends.gitops import is_gitops, split_unsupported
 from modelgate.backends.informers import DEPLOYMENTS
 from modelgate.backends.kube import KubeDeployer, classify_api_error, plain
 from modelgate.promotion.plan import Deploy, DeploymentObservation, SetTraffic
@@ -27,15 +27,12 @@ def rollout_unsupported(environment: Environment) -> str | None:
     """Why the operator cannot yet run this environment's judged rollout in
     the cluster, or None. It splits by weight with an HTTPRoute or by
     replicas; a mirror (Shadow) or a sticky split needs its router behind
-    the Gateway's route; GitOps would need each weight committed."""
+    the Gateway's route; GitOps commits each split as the route."""
     rollout = environment.spec.policy.rollout
     if rollout is None:
         return None
     if is_gitops(environment):
-        return (
-            "with delivery.mode GitOps the operator does not yet commit a challenger and its "
-            "weights (Direct delivery and local mode run it)"
-        )
+        return split_unsupported(environment)
     routed = rollout.traffic is not None and rollout.traffic.gateway is not None
     if rollout.strategy == Strategy.SHADOW and not routed:
         return (
@@ -136,6 +133,12 @@ class KubeChallengers:
             self.deployer.cache.remember(DEPLOYMENTS, plain(applied))
         return how
 
+    def router_ready(self, namespace: str, model: str, environment: str) -> bool:
+        """Whether the router's Deployment is available (a GitOps agent
+        applied it)."""
+        router = self.deployer._read("deployment", arms.router_name(model, environment), namespace)
+        return router is not None and manifests.rollout_pending(router) is None
+
     def remove(self, namespace: str, environment: str, model: str) -> str | None:
         """The live release keeps all traffic: the split undone, the challenger's
         objects deleted. Returns the release removed, if there was one."""
@@ -148,15 +151,7 @@ class KubeChallengers:
         self._patch_live_service(model, environment, namespace, shared=False)
         route = self._read_route(namespace, manifests.serving_name(model, environment))
         if route is not None:
-            parent = (route.get("spec") or {}).get("parentRefs") or [{}]
-            alone = SetTraffic(
-                environment=environment, namespace=namespace, model=model, champion="",
-                challenger="", weight=0,
-                gateway=(parent[0].get("name", ""), parent[0].get("namespace", namespace),
-                         parent[0].get("sectionName")),
-                hostnames=tuple((route.get("spec") or {}).get("hostnames") or ()),
-            )  # fmt: skip
-            self._apply_route(arms.build_httproute(alone))
+            self._apply_route(arms.build_route_alone(route, model, environment))
         apps, core = self.clients.apps, self.clients.core
         router = arms.router_name(model, environment)
         for delete, object_name in (

@@ -113,7 +113,7 @@ def _act(
         elif isinstance(action, Deploy) and action.challenger:
             rt.delivery.deploy(environments[action.environment], action, now)
         elif isinstance(action, SetTraffic):
-            how = rt.delivery.challengers.set_traffic(action)
+            how = rt.delivery.set_traffic(environments[action.environment], action)
             if how is None:
                 # Its router is starting: asked again on the next look.
                 waiting = True
@@ -122,9 +122,7 @@ def _act(
             else:
                 logger.info("traffic of %s in %s: %s", action.model, action.environment, how)
         elif isinstance(action, RemoveChallenger):
-            removed = rt.delivery.challengers.remove(
-                action.namespace, action.environment, action.model
-            )
+            removed = rt.delivery.remove_challenger(environments[action.environment], action)
             if removed is not None:
                 logger.info("challenger %s removed from %s", removed, action.environment)
         elif isinstance(action, Deploy):
