@@ -35,7 +35,7 @@ from modelgate.api.modelrelease import (
     immutable_changes,
 )
 from modelgate.api.qualitygate import QualityGateStatus
-from modelgate.api.rollout import CHALLENGER, CHAMPION
+from modelgate.api.rollout import CHALLENGER, CHAMPION, Strategy
 from modelgate.backends.base import ArtifactError
 from modelgate.backends.evaluation_job import (
     evaluation_job_name,
@@ -489,7 +489,7 @@ class LocalRun:
             before = release.status.model_copy(deep=True) if release.status else None
             plan = reconcile(
                 release, gate, environments, observed, now, server_image=self.server_image,
-                rollout_unsupported=_split_unsupported,
+                rollout_unsupported=_split_unsupported, describe_traffic=_local_traffic,
             )  # fmt: skip
             release = release.model_copy(update={"status": plan.status})
             for event in plan.events:
@@ -667,3 +667,15 @@ def _split_unsupported(environment: Environment) -> str | None:
     """Local mode runs every strategy through its router; a GitOps
     environment's splits are committed too, and must be committable."""
     return split_unsupported(environment) if is_gitops(environment) else None
+
+
+def _local_traffic(environment: Environment) -> str:
+    """Local mode's split: its router process, whatever the strategy."""
+    rollout = environment.spec.policy.rollout
+    how = "mirroring every request"
+    if rollout is not None and rollout.strategy != Strategy.SHADOW:
+        how = f"sticky by {rollout.sticky_header}" if rollout.sticky_header else "by weight"
+    where = "Modelgate's router (local mode), " + how
+    if is_gitops(environment):
+        where += "; each split committed to Git as the model's HTTPRoute"
+    return where

@@ -213,6 +213,10 @@ def test_a_challenger_that_approves_more_takes_over_and_users_keep_their_arm(
     assert judged["phase"] == "Promoted"
     assert judged["champion"] == "default/credit-risk-1-4-0"
     assert judged["requiredSamples"] > 0  # sized from the champion before the split
+    assert judged["traffic"] == (
+        "Modelgate's router (local mode), sticky by x-user-id; each split committed to Git "
+        "as the model's HTTPRoute"
+    )
     metrics = {m["name"]: m for m in judged["metrics"]}
     approval = metrics["approval-rate"]
     assert approval["verdict"] == "Better"

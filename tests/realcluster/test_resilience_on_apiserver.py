@@ -1,5 +1,6 @@
 """Deletion, crashes and restarts on the real control plane: the finalizer
-runs and the real garbage collector removes what the release owned; the
+runs (ending a challenger's split) and the real garbage collector removes
+what the release owned; the
 operator SIGKILLed mid-promotion and the API server restarted mid-release
 still end Released, with every Job and Deployment created once (counted in the
 API server's audit log) and every Deployment rolled out once."""
@@ -7,10 +8,15 @@ API server's audit log) and every Deployment rolled out once."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
 
+from modelgate.backends.kube import KubeClients, KubeDeployer
+from modelgate.backends.kube_challengers import KubeChallengers
+from modelgate.promotion.plan import Deploy, SetTraffic
+from modelgate.settings import OperatorSettings
 from tests.realcluster.conftest import Team, grants
 from tests.support.cluster import wait_for
 from tests.support.controlplane import ControlPlane
@@ -51,16 +57,51 @@ def _assert_each_created_once(installation: Installation, since: int, team: Team
         assert deployment.metadata.generation == 1, environment
 
 
-# The finalizer deletes the release's Jobs.
+def _challenger_beside_production(team: Team) -> str:
+    """A challenger of the release beside production's live model, its
+    traffic split by replicas, as the operator leaves it mid-judgement;
+    returns the live model's Service's selector it widened."""
+    namespace = team.targets["production"]
+    apps, core = client.AppsV1Api(team.api), client.CoreV1Api(team.api)
+    live = apps.read_namespaced_deployment("credit-risk-production", namespace)
+    [container] = live.spec.template.spec.containers
+    config = core.read_namespaced_config_map("credit-risk-production-config", namespace)
+    challengers = KubeChallengers(KubeDeployer(KubeClients(team.api), OperatorSettings()))
+    challengers.deploy(
+        Deploy(
+            environment="production", namespace=namespace,
+            release=f"{team.namespace}/{RELEASE}", model="credit-risk", image=container.image,
+            config=dict(config.data), config_hash="c" * 64, predictions=None,
+            # Its pod only has to be there (it never gets ready).
+            command=("python", "-c", "import time; time.sleep(600)"), challenger=True,
+        ),
+        datetime.now(UTC),
+    )  # fmt: skip
+    challengers.set_traffic(
+        SetTraffic(
+            environment="production", namespace=namespace, model="credit-risk",
+            champion="", challenger=f"{team.namespace}/{RELEASE}", weight=50,
+        )
+    )  # fmt: skip
+    return str(core.read_namespaced_service("credit-risk-production", namespace).spec.selector)
+
+
+# The finalizer deletes the release's Jobs, and its challenger.
 @grants(
     ("batch", "jobs", "list"),
     ("batch", "jobs", "delete"),
+    ("apps", "deployments", "delete"),
+    ("", "services", "delete"),
+    ("", "configmaps", "delete"),
 )
 def test_deleting_a_release_runs_the_finalizer_and_the_collector_removes_its_jobs(
     team: Team,
 ) -> None:
     created = team.create(team.release_document())
     team.wait_phase(RELEASE, "Released")
+    # Deleted mid-judgement: nothing would be left to end its split.
+    shared = _challenger_beside_production(team)
+    assert "modelgate.dev/environment" in shared
     batch, core = client.BatchV1Api(team.api), client.CoreV1Api(team.api)
     jobs = batch.list_namespaced_job(team.namespace).items
     kinds = sorted(j.metadata.labels["app.kubernetes.io/component"] for j in jobs)
@@ -83,8 +124,17 @@ def test_deleting_a_release_runs_the_finalizer_and_the_collector_removes_its_job
     )
     # Serving stays: deleting a release must not take production down.
     apps = client.AppsV1Api(team.api)
-    live = apps.read_namespaced_deployment("credit-risk-production", team.targets["production"])
+    production = team.targets["production"]
+    live = apps.read_namespaced_deployment("credit-risk-production", production)
     assert live.status.available_replicas == 1
+    # Its challenger went, and the live model's Service selects its own pods again.
+    names = [d.metadata.name for d in apps.list_namespaced_deployment(production).items]
+    assert names == ["credit-risk-production"]
+    selector = core.read_namespaced_service("credit-risk-production", production).spec.selector
+    assert selector == {
+        "app.kubernetes.io/instance": "credit-risk-production",
+        "modelgate.dev/model": "credit-risk",
+    }
 
 
 # A restarted operator lists and watches all it reads, and rejoins the peering.

@@ -26,7 +26,12 @@ from modelgate.promotion.plan import (
     SetTraffic,
     StartVerification,
 )
-from modelgate.promotion.rollout import ArmQuery, due_queries, traffic_description
+from modelgate.promotion.rollout import (
+    ArmQuery,
+    due_queries,
+    removals_for_deleted,
+    traffic_description,
+)
 from tests.unit.test_reconcile import (
     NOW,
     VerifyingWorld,
@@ -573,3 +578,28 @@ def test_status_says_how_the_split_reaches_callers(rollout: dict[str, Any], expe
     environment = rollout_envs(rollout)["production"]
     assert environment.spec.policy.rollout is not None
     assert traffic_description(environment.spec.policy.rollout).startswith(expected)
+
+
+def test_a_deleted_release_leaves_no_challenger_of_its_own_behind() -> None:
+    environments = rollout_envs(experiment())
+    beside = {
+        "production": DeploymentObservation(
+            environment="production", release="team/m-2", image=CHALLENGER_IMAGE,
+            config_hash="c" * 64, deployed_at=format_time(NOW), ready=True, weight=50,
+        ),
+        # Another release's challenger, and one where no environment is known.
+        "staging": DeploymentObservation(
+            environment="staging", release="team/m-3", image=CHALLENGER_IMAGE,
+            config_hash="c" * 64, deployed_at=format_time(NOW), ready=True,
+        ),
+        "gone": DeploymentObservation(
+            environment="gone", release="team/m-2", image=CHALLENGER_IMAGE,
+            config_hash="c" * 64, deployed_at=format_time(NOW), ready=True,
+        ),
+    }  # fmt: skip
+    [removal] = removals_for_deleted("team/m-2", "credit-risk", environments, beside)
+    assert removal == RemoveChallenger(
+        environment="production", namespace=environments["production"].spec.namespace,
+        model="credit-risk", release="team/m-2", reason="release team/m-2 was deleted",
+    )  # fmt: skip
+    assert removals_for_deleted("team/m-9", "credit-risk", environments, beside) == []

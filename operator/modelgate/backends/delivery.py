@@ -27,7 +27,7 @@ from modelgate.backends.gitops import (
     is_gitops,
 )
 from modelgate.backends.kube import KubeClients, KubeDeployer, classify_api_error, plain
-from modelgate.backends.kube_challengers import KubeChallengers
+from modelgate.backends.kube_challengers import KubeChallengers, routed_by_gateway
 from modelgate.promotion import Deploy, DeploymentObservation, Rollback
 from modelgate.promotion.plan import RemoveChallenger, SetTraffic
 from modelgate.settings import OperatorSettings
@@ -61,7 +61,9 @@ class KubeDelivery:
             return self.gitops.deploy(environment, action, now)
         # Taking over (a challenger that won, or any new release) ends the
         # split first: every caller goes to the live model's pods again.
-        self.challengers.remove(action.namespace, action.environment, action.model)
+        self.challengers.remove(
+            action.namespace, action.environment, action.model, routed_by_gateway(environment)
+        )
         self.direct.deploy(action, now)
         return None
 
@@ -82,7 +84,9 @@ class KubeDelivery:
         """The release removed from beside the live one, if there was one."""
         if is_gitops(environment):
             return self.gitops.remove_challenger(environment, action.model, action.reason)
-        return self.challengers.remove(action.namespace, action.environment, action.model)
+        return self.challengers.remove(
+            action.namespace, action.environment, action.model, routed_by_gateway(environment)
+        )
 
     def rollback(
         self, environment: Environment, action: Rollback, now: datetime

@@ -49,6 +49,16 @@ def rollout_unsupported(environment: Environment) -> str | None:
     return None
 
 
+def routed_by_gateway(environment: Environment) -> bool:
+    """Whether the environment's split goes through a Gateway's HTTPRoute."""
+    rollout = environment.spec.policy.rollout
+    return (
+        rollout is not None
+        and rollout.traffic is not None
+        and (rollout.traffic.gateway is not None)
+    )
+
+
 class KubeChallengers:
     def __init__(self, deployer: KubeDeployer) -> None:
         self.deployer = deployer
@@ -139,9 +149,13 @@ class KubeChallengers:
         router = self.deployer._read("deployment", arms.router_name(model, environment), namespace)
         return router is not None and manifests.rollout_pending(router) is None
 
-    def remove(self, namespace: str, environment: str, model: str) -> str | None:
+    def remove(
+        self, namespace: str, environment: str, model: str, routed: bool = False
+    ) -> str | None:
         """The live release keeps all traffic: the split undone, the challenger's
-        objects deleted. Returns the release removed, if there was one."""
+        objects deleted. Returns the release removed, if there was one.
+        ``routed``: the environment splits through a Gateway (its route is
+        then read and reset even if the challenger's record of it was lost)."""
         name = manifests.challenger_name(model, environment)
         current = self.deployer._read("deployment", name, namespace)
         if current is None:
@@ -149,7 +163,14 @@ class KubeChallengers:
             # removal cut short is finished by the next one).
             return None
         self._patch_live_service(model, environment, namespace, shared=False)
-        route = self._read_route(namespace, manifests.serving_name(model, environment))
+        # Read only when the split goes through one: without the Gateway API
+        # grants (rbac.gatewayAPI) a read is refused, and no route was written.
+        routed = routed or (_annotation(current, "traffic") or "").startswith("HTTPRoute")
+        route = (
+            self._read_route(namespace, manifests.serving_name(model, environment))
+            if routed
+            else None
+        )
         if route is not None:
             self._apply_route(arms.build_route_alone(route, model, environment))
         apps, core = self.clients.apps, self.clients.core

@@ -66,6 +66,7 @@ from modelgate.promotion.keys import release_key
 from modelgate.promotion.plan import RegistryObservation, RemoveChallenger, SetTraffic
 from modelgate.promotion.registry_sync import record_sync, registered_version
 from modelgate.promotion.rollout import due_queries as due_arm_queries
+from modelgate.promotion.rollout import removals_for_deleted
 from modelgate.promotion.scoring import scoring_job
 from modelgate.promotion.training import registry_query, training_job
 
@@ -457,10 +458,23 @@ def look_again(body: kopf.Body) -> float | None:
 
 
 @kopf.on.delete(*RELEASES)
-def release_deleted(name: str, namespace: str | None, uid: str | None, **_: Any) -> None:
+def release_deleted(
+    name: str, namespace: str | None, uid: str | None, body: kopf.Body, **_: Any
+) -> None:
     """Training Jobs go with their release (owner references do it on a real
-    cluster; this also covers clusters without garbage collection of them)."""
+    cluster; this also covers clusters without garbage collection of them),
+    and so does a challenger of it still beside a live release (with its
+    split): a failure to remove one is retried before the release goes."""
     rt = runtime()
+    model = ((body.get("spec") or {}).get("model") or {}).get("name")
+    if model:
+        environments = list_environments(rt, namespace or "default")
+        key = f"{namespace or 'default'}/{name}"
+        beside = rt.delivery.observe_challengers(environments, str(model))
+        for action in removals_for_deleted(key, str(model), environments, beside):
+            rt.delivery.remove_challenger(environments[action.environment], action)
+            logger.info("challenger %s removed from %s: the release was deleted", key,
+                        action.environment)  # fmt: skip
     rt.metrics.forget(namespace or "default", name)
     rt.decided.pop(str(uid), None)
     rt.due.pop(str(uid), None)

@@ -39,6 +39,9 @@ class Context:
     # live release (policy.rollout), or None when it can; a promotion it
     # cannot judge is blocked, saying why, rather than replace.
     rollout_unsupported: Callable[[Environment], str | None] = runs_every_rollout
+    # How the driver's split reaches callers (status' judged.traffic); None:
+    # the cluster's way (rollout.traffic_description).
+    describe_traffic: Callable[[Environment], str] | None = None
 
     @property
     def image(self) -> str:

@@ -47,6 +47,7 @@ def reconcile(
     training_env: dict[str, str] | None = None,
     server_image: str | None = None,
     rollout_unsupported: Callable[[Environment], str | None] = runs_every_rollout,
+    describe_traffic: Callable[[Environment], str] | None = None,
 ) -> Plan:
     """Decide the next status and actions for ``release``.
 
@@ -55,15 +56,17 @@ def reconcile(
     ``server_image`` is the driver's reference model server (serving
     ReferenceServer, built-in verification). ``rollout_unsupported``: why the
     driver cannot run a new release beside the live one in an environment
-    (policy.rollout), None where it can.
+    (policy.rollout), None where it can; ``describe_traffic``: how its split
+    reaches an environment's callers, when not as in a cluster.
     """
     previous = release.status or ModelReleaseStatus()
     status = previous.model_copy(deep=True)
     status.observed_generation = release.generation
     plan = Plan(status=status)
     ctx = Context(
-        release, now, previous, status, plan, environments, server_image, rollout_unsupported
-    )
+        release, now, previous, status, plan, environments, server_image, rollout_unsupported,
+        describe_traffic,
+    )  # fmt: skip
 
     if references_missing(ctx, gate, environments):
         return _finish(ctx)

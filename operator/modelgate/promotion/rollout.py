@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -496,6 +497,27 @@ def remove_challenger(ctx: Context, env: Environment, reason: str) -> RemoveChal
     )
 
 
+def removals_for_deleted(
+    key: str,
+    model: str,
+    environments: Mapping[str, Environment],
+    challengers: Mapping[str, DeploymentObservation],
+) -> list[RemoveChallenger]:
+    """A deleted release's challengers, wherever they still run: nothing is
+    left to judge them, and callers must not keep reaching them."""
+    return [
+        RemoveChallenger(
+            environment=name,
+            namespace=environments[name].spec.namespace,
+            model=model,
+            release=key,
+            reason=f"release {key} was deleted",
+        )
+        for name, beside in sorted(challengers.items())
+        if beside.release == key and name in environments
+    ]
+
+
 def start(
     ctx: Context, env: Environment, rollout: Rollout, live: DeploymentObservation
 ) -> RolloutProgress:
@@ -505,7 +527,9 @@ def start(
         phase=RolloutPhase.WAITING,
         spec_hash=spec_hash(rollout),
         champion=live.release,
-        traffic=traffic_description(rollout),
+        traffic=ctx.describe_traffic(env)
+        if ctx.describe_traffic is not None
+        else traffic_description(rollout),
         step=1 if rollout.strategy == Strategy.CANARY else None,
     )
 
