@@ -14,7 +14,8 @@ from tests.realcluster.conftest import Team, conditions
 from tests.support.cluster import wait_for
 from tests.support.installation import Installation
 
-QUIET_SECONDS = 60
+# Twenty of the operator's resync intervals (resyncSeconds is 1 here).
+QUIET_SECONDS = 20
 
 
 def _since(installation: Installation, start: datetime, namespaces: set[str]) -> list[str]:

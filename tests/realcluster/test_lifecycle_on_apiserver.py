@@ -230,41 +230,6 @@ def test_a_training_that_fails_says_why_from_the_job_and_its_pod(team: Team) -> 
         assert apps.list_namespaced_deployment(target).items == []
 
 
-def _environments(**production_policy: Any) -> list[dict[str, Any]]:
-    environments = copy.deepcopy(documents("environments.yaml"))
-    production = next(e for e in environments if e["metadata"]["name"] == "production")
-    production["spec"].setdefault("policy", {}).update(production_policy)
-    return environments
-
-
-def test_soak_and_approval_hold_production_until_both_are_met(
-    new_team: Callable[..., Team],
-) -> None:
-    team = new_team(environments=_environments(requireApproval=True, soak="5s"))
-    team.create(team.release_document())
-    wait_for(
-        lambda: (
-            conditions(team.get("ModelRelease", "credit-risk-1-4-0")).get("Ready", {}).get("reason")
-            == "AwaitingApproval"
-        ),
-        240,
-        "the release to wait for an approval",
-        lambda: team.get("ModelRelease", "credit-risk-1-4-0").get("status"),
-    )
-    release = team.get("ModelRelease", "credit-risk-1-4-0")
-    assert "production" in conditions(release)["Ready"]["message"]
-    apps = client.AppsV1Api(team.api)
-    assert apps.list_namespaced_deployment(team.targets["production"]).items == []
-    approvals = [{"environment": "production", "approvedBy": "alice", "comment": "ok"}]
-    team.patch(
-        "ModelRelease", "credit-risk-1-4-0", {"spec": {"promotion": {"approvals": approvals}}}
-    )
-    released = team.wait_phase("credit-risk-1-4-0", "Released")
-    entries = {e["name"]: e for e in released["status"]["environments"]}
-    assert entries["production"]["approvedBy"] == "alice"
-    assert len(apps.list_namespaced_deployment(team.targets["production"]).items) == 1
-
-
 # Deploying over a live release, then putting it back.
 @grants(
     ("apps", "deployments", "patch"),

@@ -1,0 +1,211 @@
+"""``kubectl modelgate``: where each model stands, and the verbs that move it,
+with the caller's kubeconfig and identity (installed as ``kubectl-modelgate``;
+kubectl finds it on PATH).
+
+Exit codes: 0 done; 1 the API server refused or could not be reached (the
+message says what was asked and what to do); 2 the command line is wrong;
+3 the plugin refused the change as asked (the message names the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+from kubernetes import watch
+
+from modelgate import GROUP, VERSION
+from modelgate.plugin import views
+from modelgate.plugin.cluster import PLURALS, Cluster, ClusterError
+from modelgate.plugin.verbs import Refused, approval_patch
+
+API_ERROR, USAGE, REFUSED = 1, 2, 3
+KINDS = {
+    "releases": "releases", "release": "releases", "modelreleases": "releases",
+    "modelrelease": "releases", "mr": "releases",
+    "environments": "environments", "environment": "environments", "env": "environments",
+    "gates": "gates", "gate": "gates", "qualitygates": "gates", "qualitygate": "gates",
+    "qg": "gates",
+}  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="kubectl modelgate",
+        description="Where each model stands on its path to production, and the verbs that "
+        "move it. Uses your kubeconfig and identity.",
+        epilog="Exit codes: 0 done; 1 the API server refused or was unreachable; 2 usage; "
+        "3 refused by the plugin (the message names the fix).",
+    )
+    # Where kubectl users put them: before the command or after it.
+    common = argparse.ArgumentParser(add_help=False)
+    for parser_, default in ((top, None), (common, argparse.SUPPRESS)):
+        parser_.add_argument(
+            "--kubeconfig",
+            default=default,
+            help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)",
+        )
+        parser_.add_argument(
+            "--context", default=default, help="kubeconfig context (default: the current one)"
+        )
+        parser_.add_argument("-n", "--namespace", default=default,
+                             help="namespace (default: the context's)")  # fmt: skip
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    get = verbs.add_parser(
+        "get",
+        parents=[common],
+        help="releases, environments or gates as a table; one release as a tree",
+        description="`get releases|environments|gates` lists them; `get release NAME` shows "
+        "the release as a tree: its training, gate (failing checks), each environment of its "
+        "path (rollout, approval, verification, analysis, judgement) and its Jobs and pods.",
+    )
+    get.add_argument("kind", choices=sorted(KINDS), metavar="KIND",
+                     help="releases|environments|gates (or release NAME)")  # fmt: skip
+    get.add_argument("name", nargs="?", help="a release's name: show it as a tree")
+    get.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    get.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",
+                     help="table (default), json or yaml")  # fmt: skip
+    get.add_argument("-w", "--watch", action="store_true",
+                     help="with NAME: the tree again on every change (Ctrl-C ends)")  # fmt: skip
+    get.add_argument("--watch-seconds", type=int, default=0, help=argparse.SUPPRESS)
+
+    approve = verbs.add_parser(
+        "approve",
+        parents=[common],
+        help="approve a release into an environment (as you)",
+        description="Appends to the release's spec.promotion.approvals an approval of "
+        "ENVIRONMENT by you (the user the API server authenticates; the admission webhook, "
+        "when on, stamps the same), at the current time. GitOps users write the same entry.",
+    )
+    approve.add_argument("release", help="the ModelRelease's name")
+    approve.add_argument("-e", "--environment", required=True, help="the environment approved")
+    approve.add_argument(
+        "--config-hash", help="approve this config (12-64 hex digits, as `get release` shows)"
+    )
+    approve.add_argument("--comment", help="why: a ticket, a review")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cluster = Cluster.connect(args.kubeconfig, args.context, args.namespace)
+        if args.verb == "get":
+            return _get(cluster, args)
+        if args.verb == "approve":
+            return _approve(cluster, args)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return API_ERROR
+    except Refused as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return REFUSED
+    except KeyboardInterrupt:
+        return 0
+    return USAGE
+
+
+def _dump(document: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(document, indent=2, sort_keys=False)
+    return yaml.safe_dump(document, sort_keys=False).rstrip()
+
+
+def _get(cluster: Cluster, args: argparse.Namespace) -> int:
+    kind = KINDS[args.kind]
+    if args.name is not None:
+        if kind != "releases":
+            print(f"error: `get {args.kind} NAME` is for releases only; list {kind} with "
+                  f"`kubectl modelgate get {kind}`", file=sys.stderr)  # fmt: skip
+            return USAGE
+        return _release(cluster, args)
+    items = cluster.list_objects(kind, args.all_namespaces)
+    if args.output != "table":
+        print(_dump({"apiVersion": "v1", "kind": "List", "items": items}, args.output))
+        return 0
+    if not items:
+        where = "any namespace" if args.all_namespaces else f"namespace {cluster.namespace}"
+        print(f"No {PLURALS[kind]} found in {where}.", file=sys.stderr)
+        return 0
+    render = {
+        "releases": views.releases_table,
+        "environments": views.environments_table,
+        "gates": views.gates_table,
+    }[kind]
+    print(render(items, views.now_utc(), args.all_namespaces))
+    return 0
+
+
+def _release(cluster: Cluster, args: argparse.Namespace) -> int:
+    release = cluster.get_release(args.name)
+    if args.output != "table":
+        print(_dump(release, args.output))
+        return 0
+    print(_tree(cluster, release))
+    if not args.watch:
+        return 0
+    seen = (release.get("metadata") or {}).get("resourceVersion")
+    stream = watch.Watch().stream(
+        _custom(cluster).list_namespaced_custom_object, GROUP, VERSION, cluster.namespace,
+        "modelreleases", field_selector=f"metadata.name={args.name}",
+        resource_version=seen, timeout_seconds=args.watch_seconds or None,
+    )  # fmt: skip
+    for event in stream:
+        changed = event["object"]
+        if event["type"] == "DELETED":
+            print(f"\nModelRelease {cluster.namespace}/{args.name} was deleted.")
+            return 0
+        version = (changed.get("metadata") or {}).get("resourceVersion")
+        if version != seen:
+            seen = version
+            print("\n" + _tree(cluster, changed), flush=True)
+    return 0
+
+
+def _custom(cluster: Cluster) -> Any:
+    from kubernetes import client  # noqa: PLC0415  (only for a watch)
+
+    return client.CustomObjectsApi(cluster.api)
+
+
+def _tree(cluster: Cluster, release: dict[str, Any]) -> str:
+    targets = [
+        str((e.get("spec") or {}).get("namespace"))
+        for e in _listed_or_empty(cluster, "environments")
+        if (e.get("spec") or {}).get("namespace")
+    ]
+    jobs, pods, unread = cluster.release_jobs(release, targets)
+    text = views.release_tree(release, jobs, pods, views.now_utc())
+    for reason in unread:
+        text += f"\n(not shown: {reason})"
+    return text
+
+
+def _listed_or_empty(cluster: Cluster, kind: str) -> list[dict[str, Any]]:
+    try:
+        return cluster.list_objects(kind, all_namespaces=False)
+    except ClusterError:
+        return []  # the tree shows what it can read
+
+
+def _approve(cluster: Cluster, args: argparse.Namespace) -> int:
+    release = cluster.get_release(args.release)
+    who = cluster.whoami()
+    patch = approval_patch(
+        release, args.environment, who, views.now_utc(), args.config_hash, args.comment
+    )
+    cluster.patch_release(args.release, patch)
+    print(
+        f"modelrelease.{GROUP}/{args.release} approved into {args.environment} by {who}"
+        + (f" (config {args.config_hash})" if args.config_hash else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""``kubectl modelgate`` run by the real kubectl (which finds the plugin on
+PATH) as a person with a client certificate and a namespaced Role: the
+tables, a release's tree while it waits for an approval, an approval credited
+to whoever the API server says the caller is, and refusals with their exit
+codes."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from tests.realcluster.conftest import Team, conditions, documents
+from tests.support.cluster import wait_for
+from tests.support.controlplane import BIN, ControlPlane
+from tests.support.installation import user_kubeconfig
+
+RELEASE = "credit-risk-1-4-0"
+# What a release author gets in the team's namespace: the three kinds, and
+# the Jobs and pods there (not those of the environments' namespaces).
+AUTHOR_RULES = [
+    {"apiGroups": ["modelgate.dev"],
+     "resources": ["modelreleases", "environments", "qualitygates"],
+     "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+]  # fmt: skip
+
+
+def _environments(**production_policy: Any) -> list[dict[str, Any]]:
+    environments = copy.deepcopy(documents("environments.yaml"))
+    production = next(e for e in environments if e["metadata"]["name"] == "production")
+    production["spec"].setdefault("policy", {}).update(production_policy)
+    return environments
+
+
+def _author(team: Team, user: str) -> None:
+    rbac = client.RbacAuthorizationV1Api(team.api)
+    rbac.create_namespaced_role(
+        team.namespace, {"metadata": {"name": "release-author"}, "rules": AUTHOR_RULES}
+    )
+    rbac.create_namespaced_role_binding(
+        team.namespace,
+        {"metadata": {"name": "release-authors"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": "release-author"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]},
+    )  # fmt: skip
+
+
+def plugin(kubeconfig: Path, namespace: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``kubectl modelgate ARGS -n NAMESPACE`` as the kubeconfig's user; the
+    plugin is the one pip installed next to this Python."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "kubectl"), "modelgate", *args, "-n", namespace],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "PATH": path, "KUBECONFIG": str(kubeconfig)},
+        )  # fmt: skip
+
+    return run
+
+
+def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller(
+    new_team: Callable[..., Team], control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    team = new_team(environments=_environments(requireApproval=True, soak="5s"))
+    _author(team, "alice")
+    alice = plugin(user_kubeconfig(control_plane, tmp_path, "alice"), team.namespace)
+    team.create(team.release_document())
+    wait_for(
+        lambda: (
+            conditions(team.get("ModelRelease", RELEASE)).get("Ready", {}).get("reason")
+            == "AwaitingApproval"
+        ),
+        240,
+        "the release to wait for an approval",
+        lambda: team.get("ModelRelease", RELEASE).get("status"),
+    )
+    release = team.get("ModelRelease", RELEASE)
+    assert "production" in conditions(release)["Ready"]["message"]
+    apps = client.AppsV1Api(team.api)
+    assert apps.list_namespaced_deployment(team.targets["production"]).items == []
+
+    listed = alice("get", "releases")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "MODEL", "VERSION", "PHASE", "GATE", "LIVE", "IN", "AGE"]
+    assert row.split()[:6] == [RELEASE, "credit-risk", "1.4.0", "Promoting", "Passed", "staging"]
+    tree = alice("get", "release", RELEASE)
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    assert (
+        lines[0] == f"ModelRelease {team.namespace}/{RELEASE}: Promoting (model credit-risk 1.4.0)"
+    )
+    assert any(line.startswith("├─ Gate credit-gate: Passed (") for line in lines), lines
+    assert any("Environment staging: Deployed" in line for line in lines), lines
+    production = next(i for i, line in enumerate(lines) if "Environment production:" in line)
+    assert "approv" in lines[production + 1], lines[production:]
+    assert any("(training): Succeeded" in line for line in lines), lines
+    # Alice may not list Jobs where staging deploys: shown, not fatal.
+    assert f"(not shown: Jobs in {team.targets['staging']}: 403 Forbidden)" in lines
+
+    nowhere = alice("approve", RELEASE, "--environment", "nowhere")
+    assert nowhere.returncode == 3
+    assert "'nowhere' is not on the promotion path" in nowhere.stderr
+    assert "pass --environment with one of them" in nowhere.stderr
+    missing = alice("approve", "credit-risk-9-9-9", "--environment", "production")
+    assert missing.returncode == 1
+    assert "404 Not Found" in missing.stderr
+    assert "kubectl modelgate get releases" in missing.stderr
+    approved = alice("approve", RELEASE, "-e", "production", "--comment", "CHG-7")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip().endswith("approved into production by alice")
+    [approval] = team.get("ModelRelease", RELEASE)["spec"]["promotion"]["approvals"]
+    assert (approval["approvedBy"], approval["comment"]) == ("alice", "CHG-7")
+    again = alice("approve", RELEASE, "-e", "production")
+    assert again.returncode == 3
+    assert "already has an approval for production (by alice)" in again.stderr
+
+    released = team.wait_phase(RELEASE, "Released")
+    entries = {e["name"]: e for e in released["status"]["environments"]}
+    assert entries["production"]["approvedBy"] == "alice"
+    assert len(apps.list_namespaced_deployment(team.targets["production"]).items) == 1
+    as_yaml = alice("get", "environments", "-o", "yaml")
+    assert as_yaml.returncode == 0, as_yaml.stderr
+    environments = {e["metadata"]["name"]: e for e in yaml.safe_load(as_yaml.stdout)["items"]}
+    assert environments["production"]["status"]["liveRelease"] == RELEASE
+    watched = alice("get", "release", RELEASE, "--watch", "--watch-seconds", "2")
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.startswith(f"ModelRelease {team.namespace}/{RELEASE}: Released")

@@ -1,0 +1,132 @@
+"""What ``kubectl modelgate`` prints and writes, from objects as the API
+server returns them (the real kubectl runs it in realcluster)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from modelgate.plugin import views
+from modelgate.plugin.cli import main, parser
+from modelgate.plugin.verbs import Refused, approval_patch
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+def _release(**status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "credit-risk-1-4-0", "namespace": "team", "resourceVersion": "42",
+                     "creationTimestamp": "2026-12-07T11:00:00Z"},
+        "spec": {"model": {"name": "credit-risk", "version": "1.4.0"},
+                 "promotion": {"environments": ["staging", "production"],
+                               "approvals": [{"environment": "staging", "approvedBy": "bob"}]}},
+        "status": status,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ago", "expected"),
+    [(timedelta(seconds=30), "30s"), (timedelta(minutes=7, seconds=5), "7m5s"),
+     (timedelta(minutes=42), "42m"), (timedelta(hours=4, minutes=12), "4h12m"),
+     (timedelta(days=5, hours=3), "5d3h"), (timedelta(days=40), "40d")],
+)  # fmt: skip
+def test_ages_read_as_kubectl_prints_them(ago: timedelta, expected: str) -> None:
+    assert views.age((NOW - ago).strftime("%Y-%m-%dT%H:%M:%SZ"), NOW) == expected
+    assert views.age(None, NOW) == "<unknown>"
+
+
+def test_the_releases_table_has_one_row_each_with_the_namespace_when_asked() -> None:
+    release = _release(phase="Promoting", gate={"outcome": "Passed"}, liveIn="staging")
+    assert views.releases_table([release], NOW, namespaces=False).splitlines() == [
+        "NAME                MODEL         VERSION   PHASE       GATE     LIVE IN   AGE",
+        "credit-risk-1-4-0   credit-risk   1.4.0     Promoting   Passed   staging   1h",
+    ]
+    first = views.releases_table([release], NOW, namespaces=True).splitlines()[1]
+    assert first.split()[:2] == ["team", "credit-risk-1-4-0"]
+
+
+def test_a_release_tree_shows_each_step_the_failing_checks_and_the_jobs() -> None:
+    release = _release(
+        phase="Promoting",
+        conditions=[{"type": "Ready", "status": "False", "reason": "AwaitingApproval",
+                     "message": "production needs an approval"}],
+        training={"state": "Succeeded", "jobName": "credit-risk-1-4-0-train-ab12"},
+        gate={"name": "credit-gate", "outcome": "Passed", "passed": 12, "failed": 0,
+              "inconclusive": 1,
+              "checks": [{"name": "auc", "outcome": "Passed", "severity": "Blocking",
+                          "message": "0.91"},
+                         {"name": "drift", "outcome": "Inconclusive", "severity": "Warning",
+                          "message": "too few rows in bin [0.2, 0.4)"}]},
+        environments=[{"name": "staging", "phase": "Deployed", "deployedAt": "2026-12-07T11:50:00Z",
+                       "configHash": "0123456789abcdef" * 4, "verificationJob": "v-1",
+                       "verifiedAt": "2026-12-07T11:51:00Z"},
+                      {"name": "production", "phase": "Waiting",
+                       "message": "waiting for an approval of config 89abcdef0123"}],
+    )  # fmt: skip
+    job = {"metadata": {"name": "credit-risk-1-4-0-train-ab12", "creationTimestamp": "t",
+                        "labels": {"app.kubernetes.io/component": "training"}},
+           "status": {"conditions": [{"type": "Complete", "status": "True"}]}}  # fmt: skip
+    pod = {"metadata": {"name": "credit-risk-1-4-0-train-ab12-xyz",
+                        "labels": {"job-name": "credit-risk-1-4-0-train-ab12"}},
+           "status": {"phase": "Succeeded"}}  # fmt: skip
+    assert views.release_tree(release, [job], [pod], NOW).splitlines() == [
+        "ModelRelease team/credit-risk-1-4-0: Promoting (model credit-risk 1.4.0)",
+        "  AwaitingApproval: production needs an approval",
+        "├─ Training: Succeeded (Job credit-risk-1-4-0-train-ab12)",
+        "├─ Gate credit-gate: Passed (12 passed, 0 failed, 1 inconclusive)",
+        "│  └─ Inconclusive: drift (Warning): too few rows in bin [0.2, 0.4)",
+        "├─ Environment staging: Deployed, deployed 10m ago",
+        "│  ├─ config 0123456789ab",
+        "│  └─ verification: verified at 2026-12-07T11:51:00Z (Job v-1)",
+        "├─ Environment production: Waiting",
+        "│  └─ waiting for an approval of config 89abcdef0123",
+        "└─ Job credit-risk-1-4-0-train-ab12 (training): Succeeded",
+        "   └─ Pod credit-risk-1-4-0-train-ab12-xyz: Succeeded",
+    ]
+
+
+def test_an_approval_is_appended_as_the_caller_with_the_version_it_read() -> None:
+    patch = approval_patch(_release(), "production", "alice", NOW, "89abcdef0123", "CHG-7")
+    assert patch == {
+        "metadata": {"resourceVersion": "42"},
+        "spec": {"promotion": {"approvals": [
+            {"environment": "staging", "approvedBy": "bob"},
+            {"environment": "production", "approvedBy": "alice",
+             "approvedAt": "2026-12-07T12:00:00Z", "configHash": "89abcdef0123",
+             "comment": "CHG-7"},
+        ]}},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("environment", "config_hash", "message"),
+    [("nowhere", None, r"'nowhere' is not on the promotion path .* \(staging, production\): "
+                       r"pass --environment with one of them"),
+     ("production", "XYZ", r"--config-hash 'XYZ' is not a config hash: give 12 to 64"),
+     ("staging", None, r"already has an approval for staging \(by bob\); nothing to do")],
+)  # fmt: skip
+def test_an_approval_that_cannot_count_is_refused_naming_the_fix(
+    environment: str, config_hash: str | None, message: str
+) -> None:
+    with pytest.raises(Refused, match=message):
+        approval_patch(_release(), environment, "alice", NOW, config_hash)
+
+
+def test_a_kubeconfig_that_is_not_there_is_an_error_naming_the_fix(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--kubeconfig", str(tmp_path / "missing"), "get", "releases"])
+    assert code == 1
+    assert "set KUBECONFIG or pass --kubeconfig" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["get", "pods"])
+    assert usage.value.code == 2
+
+
+def test_the_connection_flags_go_before_or_after_the_command() -> None:
+    after = parser().parse_args(["get", "releases", "-n", "team", "--context", "kind"])
+    before = parser().parse_args(["-n", "team", "--context", "kind", "get", "releases"])
+    for args in (after, before):
+        assert (args.namespace, args.context, args.kubeconfig) == ("team", "kind", None)
