@@ -61,8 +61,14 @@ def plugin(kubeconfig: Path, namespace: str) -> Callable[..., subprocess.Complet
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
+        # kubectl completes through its hidden __complete command.
+        command = (
+            ["__complete", "modelgate", "-n", namespace, *args[1:]]
+            if args[0] == ("__complete")
+            else ["modelgate", *args, "-n", namespace]
+        )
         return subprocess.run(
-            [str(BIN / "kubectl"), "modelgate", *args, "-n", namespace],
+            [str(BIN / "kubectl"), *command],
             capture_output=True, text=True, timeout=120, check=False,
             env={**os.environ, "PATH": path, "KUBECONFIG": str(kubeconfig)},
         )  # fmt: skip
@@ -110,6 +116,13 @@ def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller
     # Alice may not list Jobs where staging deploys: shown, not fatal.
     assert f"(not shown: Jobs in {team.targets['staging']}: 403 Forbidden)" in lines
 
+    # kubectl's own completion asks the plugin's completer (kubectl_complete-modelgate).
+    completed = alice("__complete", "approve", "")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == [RELEASE, ":4"]
+    completed = alice("__complete", "approve", RELEASE, "-e", "pro")
+    assert completed.stdout.splitlines() == ["production", ":4"]
+
     nowhere = alice("approve", RELEASE, "--environment", "nowhere")
     assert nowhere.returncode == 3
     assert "'nowhere' is not on the promotion path" in nowhere.stderr
@@ -126,6 +139,21 @@ def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller
     again = alice("approve", RELEASE, "-e", "production")
     assert again.returncode == 3
     assert "already has an approval for production (by alice)" in again.stderr
+
+    diff = alice("diff", RELEASE, "-e", "staging", "-e", "production")
+    assert diff.returncode == 0, diff.stderr
+    assert diff.stdout.splitlines()[2].split() == [
+        "~", "FEATURE_STORE_URL", "https://features.staging.example.com",
+        "https://features.prod.example.com",
+    ]  # fmt: skip
+    # The hash diff shows is the one the operator records for production.
+    hashes = next(line for line in diff.stdout.splitlines() if "(sha256)" in line).split()
+    wanted = team.get("ModelRelease", RELEASE)["status"]["environments"]
+    staging = next(e for e in wanted if e["name"] == "staging")
+    assert staging["configHash"].startswith(hashes[1])
+    unknown = alice("diff", RELEASE, "-e", "qa")
+    assert unknown.returncode == 3
+    assert "no Environment qa in namespace" in unknown.stderr
 
     released = team.wait_phase(RELEASE, "Released")
     entries = {e["name"]: e for e in released["status"]["environments"]}

@@ -10,6 +10,7 @@ import pytest
 
 from modelgate.plugin import views
 from modelgate.plugin.cli import main, parser
+from modelgate.plugin.complete import candidates
 from modelgate.plugin.verbs import Refused, approval_patch
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -130,3 +131,31 @@ def test_the_connection_flags_go_before_or_after_the_command() -> None:
     before = parser().parse_args(["-n", "team", "--context", "kind", "get", "releases"])
     for args in (after, before):
         assert (args.namespace, args.context, args.kubeconfig) == ("team", "kind", None)
+
+
+def _names(kind: str, namespace: str | None, kubeconfig: str | None, context: str | None) -> list:
+    known = {
+        "releases": ["credit-risk-1-4-0", "credit-risk-1-5-0", "fraud-2-0-0"],
+        "environments": ["production", "staging"],
+        "namespaces": ["team", "ml-prod"],
+    }
+    assert namespace in (None, "team")
+    return known[kind]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [([""], ["approve", "diff", "get"]),
+     (["g"], ["get"]),
+     (["get", "re"], ["release", "releases"]),
+     (["get", "release", "credit"], ["credit-risk-1-4-0", "credit-risk-1-5-0"]),
+     (["-n", "team", "approve", "f"], ["fraud-2-0-0"]),
+     (["approve", "credit-risk-1-4-0", "-e", ""], ["production", "staging"]),
+     (["approve", "credit-risk-1-4-0", "--env"], ["--environment"]),
+     (["get", "releases", "-o", "y"], ["yaml"]),
+     (["get", "releases", "-n", "t"], ["team"]),
+     (["approve", "x", "--comment", ""], []),
+     (["get", "environments", ""], [])],
+)  # fmt: skip
+def test_completion_offers_what_may_come_next(args: list[str], expected: list[str]) -> None:
+    assert candidates(args, _names) == expected

@@ -4,7 +4,8 @@ kubectl finds it on PATH).
 
 Exit codes: 0 done; 1 the API server refused or could not be reached (the
 message says what was asked and what to do); 2 the command line is wrong;
-3 the plugin refused the change as asked (the message names the fix).
+3 the plugin refused the change as asked, or (diff) a config shown breaks a
+rule (the message names the fix).
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any
 
 import yaml
 from kubernetes import watch
+from pydantic import ValidationError
 
 from modelgate import GROUP, VERSION
+from modelgate.api import Environment, ModelRelease
 from modelgate.plugin import views
 from modelgate.plugin.cluster import PLURALS, Cluster, ClusterError
+from modelgate.plugin.diff import config_diff
 from modelgate.plugin.verbs import Refused, approval_patch
 
 API_ERROR, USAGE, REFUSED = 1, 2, 3
@@ -88,6 +92,19 @@ def parser() -> argparse.ArgumentParser:
         "--config-hash", help="approve this config (12-64 hex digits, as `get release` shows)"
     )
     approve.add_argument("--comment", help="why: a ticket, a review")
+
+    diff = verbs.add_parser(
+        "diff",
+        parents=[common],
+        help="the release's config in environments side by side, with their rules",
+        description="The config RELEASE gets in each ENVIRONMENT (the Environment's config, then "
+        "the release's overrides for it: what the operator delivers and hashes), side by side, "
+        "with each environment's rules and what breaks them. Exit 3 when a config shown breaks "
+        "a rule.",
+    )
+    diff.add_argument("release", help="the ModelRelease's name")
+    diff.add_argument("-e", "--environment", action="append", required=True,
+                      help="an environment (give it twice to compare two)")  # fmt: skip
     return top
 
 
@@ -99,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _get(cluster, args)
         if args.verb == "approve":
             return _approve(cluster, args)
+        if args.verb == "diff":
+            return _diff(cluster, args)
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return API_ERROR
@@ -205,6 +224,30 @@ def _approve(cluster: Cluster, args: argparse.Namespace) -> int:
         + (f" (config {args.config_hash})" if args.config_hash else "")
     )
     return 0
+
+
+def _diff(cluster: Cluster, args: argparse.Namespace) -> int:
+    raw = cluster.get_release(args.release)
+    listed = cluster.list_objects("environments", all_namespaces=False)
+    try:
+        release = ModelRelease.model_validate(raw)
+        environments = {e.name: e for e in (Environment.model_validate(i) for i in listed)}
+    except ValidationError as error:
+        raise Refused(
+            f"ModelRelease {args.release} or an Environment of namespace {cluster.namespace} "
+            f"does not validate ({error.errors()[0]['msg']}): fix it as its status says"
+        ) from error
+    missing = [name for name in args.environment if name not in environments]
+    if missing:
+        raise Refused(
+            f"no Environment {', '.join(missing)} in namespace {cluster.namespace} (there are: "
+            f"{', '.join(sorted(environments)) or 'none'}): pass --environment with one of them"
+        )
+    text, valid = config_diff(
+        release, [environments[n] for n in args.environment], list(environments.values())
+    )
+    print(text)
+    return 0 if valid else REFUSED
 
 
 if __name__ == "__main__":
