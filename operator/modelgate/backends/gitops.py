@@ -519,13 +519,7 @@ class GitOpsDelivery:
                     raise GitError(
                         f"{target.repository} {target.path}: {error}", transient=False
                     ) from error
-                for relative, text in files.items():
-                    file = root / relative
-                    if text is None:
-                        file.unlink(missing_ok=True)
-                    else:
-                        file.parent.mkdir(parents=True, exist_ok=True)
-                        file.write_text(text)
+                _write(root, files)
                 space.git("add", "--all", "--", target.path)
                 space.git(
                     "commit",
@@ -746,13 +740,7 @@ class GitOpsDelivery:
                 changed = {p: t for p, t in (files or {}).items() if t != existing.get(p)}
                 if not changed:
                     return None
-                for relative, text in changed.items():
-                    file = root / relative
-                    if text is None:
-                        file.unlink(missing_ok=True)
-                    else:
-                        file.parent.mkdir(parents=True, exist_ok=True)
-                        file.write_text(text)
+                _write(root, changed)
                 space.git("add", "--all", "--", target.path)
                 text = message() if callable(message) else message
                 space.git("commit", "--quiet", "--file=-", stdin=text.rstrip() + "\n")
@@ -824,6 +812,17 @@ def _observation(
         revision=entry.sha,
         message=message,
     )
+
+
+def _write(root: Path, files: gitformats.Files) -> None:
+    """Write ``files`` under ``root`` (None: delete)."""
+    for relative, text in files.items():
+        file = root / relative
+        if text is None:
+            file.unlink(missing_ok=True)
+        else:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(text)
 
 
 def _find(entries: list[Entry], key: str, value: str) -> Entry | None:
