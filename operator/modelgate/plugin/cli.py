@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from modelgate import GROUP, VERSION
@@ -169,21 +170,34 @@ def _release(cluster: Cluster, args: argparse.Namespace) -> int:
     if not args.watch:
         return 0
     seen = (release.get("metadata") or {}).get("resourceVersion")
-    stream = watch.Watch().stream(
-        _custom(cluster).list_namespaced_custom_object, GROUP, VERSION, cluster.namespace,
-        "modelreleases", field_selector=f"metadata.name={args.name}",
-        resource_version=seen, timeout_seconds=args.watch_seconds or None,
-    )  # fmt: skip
-    for event in stream:
-        changed = event["object"]
-        if event["type"] == "DELETED":
-            print(f"\nModelRelease {cluster.namespace}/{args.name} was deleted.")
-            return 0
-        version = (changed.get("metadata") or {}).get("resourceVersion")
-        if version != seen:
-            seen = version
-            print("\n" + _tree(cluster, changed), flush=True)
-    return 0
+    while True:
+        # The server ends a watch now and then, or forgets an old version
+        # (410 Gone): start again from the release as it is.
+        try:
+            stream = watch.Watch().stream(
+                _custom(cluster).list_namespaced_custom_object, GROUP, VERSION,
+                cluster.namespace, "modelreleases", field_selector=f"metadata.name={args.name}",
+                resource_version=seen, timeout_seconds=args.watch_seconds or None,
+            )  # fmt: skip
+            for event in stream:
+                changed = event["object"]
+                if event["type"] == "DELETED":
+                    print(f"\nModelRelease {cluster.namespace}/{args.name} was deleted.")
+                    return 0
+                version = (changed.get("metadata") or {}).get("resourceVersion")
+                if event["type"] != "ERROR" and version != seen:
+                    seen = version
+                    print("\n" + _tree(cluster, changed), flush=True)
+        except ApiException as error:
+            if error.status != 410:
+                raise ClusterError(
+                    f"watching ModelRelease {cluster.namespace}/{args.name}: the API server "
+                    f"answered {error.status} {error.reason}; check that you may watch it"
+                ) from error
+        if args.watch_seconds:
+            return 0  # one pass, as asked
+        current = cluster.get_release(args.name)
+        seen = (current.get("metadata") or {}).get("resourceVersion")
 
 
 def _custom(cluster: Cluster) -> Any:
