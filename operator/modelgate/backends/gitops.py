@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from modelgate.api.common import format_time
 from modelgate.api.environment import DeliveryMode, Environment, GitStrategy, GitTarget
@@ -67,6 +68,15 @@ class RolloutState:
 
 # (environment, model, image) -> the state of its rollout.
 RolloutCheck = Callable[[Environment, str, str], RolloutState]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Finished(Generic[T]):
+    """An attempt ended without a push: ``result`` is the operation's answer."""
+
+    result: T
 
 
 def is_gitops(environment: Environment) -> bool:
@@ -503,90 +513,78 @@ class GitOpsDelivery:
             if target.strategy == GitStrategy.PULL_REQUEST_BRANCH
             else target.branch
         )
-        with self.workspace(environment) as space:
-            for attempt in range(PUSH_ATTEMPTS):
-                space.fetch(force=True)
-                for ref in {f"origin/{target.branch}", f"origin/{branch}"}:
-                    done = _find(space.log(ref), "Promotion", ident)
-                    if done is not None:
-                        return done.sha  # pushed before a crash or a lost answer
-                space.checkout(f"origin/{target.branch}")
-                root = space.directory / target.path
-                existing = {p: _read(root / p) for p in gitformats.model_files(action.model)}
-                try:
-                    files = gitformats.render(target.format, action, existing, self.settings, now)
-                except gitformats.FormatError as error:
-                    raise GitError(
-                        f"{target.repository} {target.path}: {error}", transient=False
-                    ) from error
-                _write(root, files)
-                space.git("add", "--all", "--", target.path)
-                space.git(
-                    "commit",
-                    "--quiet",
-                    "--allow-empty",  # same files as live: the record still matters
-                    "--file=-",
-                    stdin=promotion_message(action, ident, target.path),
-                )
-                review = target.strategy == GitStrategy.PULL_REQUEST_BRANCH
-                if space.push(branch, force=review):
-                    return space.git("rev-parse", "HEAD").strip()
-                _backoff(attempt)
-        raise GitError(
-            f"could not push to {target.repository} {branch}: it kept moving "
-            f"({PUSH_ATTEMPTS} attempts); will try again",
-            transient=True,
-        )
+        review = target.strategy == GitStrategy.PULL_REQUEST_BRANCH
+
+        def commit(space: Workspace) -> Finished[str] | None:
+            for ref in {f"origin/{target.branch}", f"origin/{branch}"}:
+                done = _find(space.log(ref), "Promotion", ident)
+                if done is not None:
+                    return Finished(done.sha)  # pushed before a crash or a lost answer
+            space.checkout(f"origin/{target.branch}")
+            root = space.directory / target.path
+            existing = {p: _read(root / p) for p in gitformats.model_files(action.model)}
+            try:
+                files = gitformats.render(target.format, action, existing, self.settings, now)
+            except gitformats.FormatError as error:
+                raise GitError(
+                    f"{target.repository} {target.path}: {error}", transient=False
+                ) from error
+            _write(root, files)
+            space.git("add", "--all", "--", target.path)
+            space.git(
+                "commit",
+                "--quiet",
+                "--allow-empty",  # same files as live: the record still matters
+                "--file=-",
+                stdin=promotion_message(action, ident, target.path),
+            )
+            return None
+
+        return self._push_retrying(environment, branch, commit, force=review, what="the promotion")
 
     def rollback(self, environment: Environment, action: Rollback, now: datetime) -> str | None:
         """Revert the release's promotion on the target branch (rollbacks go
         straight to the branch, also with pullRequestBranch: the state they
         restore was reviewed). Returns the revert commit, None if nothing to do."""
         target = _target(environment)
-        with self.workspace(environment) as space:
-            for attempt in range(PUSH_ATTEMPTS):
-                space.fetch(force=True)
-                ref = f"origin/{target.branch}"
-                entries = space.log(ref)
-                live = live_promotion(entries, action.environment, action.model)
-                if live is None or live.get("Release") != action.release:
-                    return None  # already reverted, or replaced by a newer release
-                if action.config_hash and live.get("Config-Hash") == action.config_hash:
-                    return None  # the failed config change is already reverted
-                space.checkout(ref)
-                space.git("revert", "--no-commit", live.sha, check=False)
-                if space.git("diff", "--name-only", "--diff-filter=U", check=False).strip():
-                    space.git("revert", "--abort", check=False)
-                    raise GitError(
-                        f"reverting {live.sha[:12]} in {target.path} conflicts with later "
-                        "changes to the same files; resolve by hand",
-                        transient=False,
-                    )
-                message = "\n".join(
-                    [
-                        f"Roll back {action.model} in {action.environment}",
-                        "",
-                        f"Release {action.release}: {action.reason}"
-                        if action.reason
-                        else f"Release {action.release} failed post-deployment verification.",
-                        f"This reverts commit {live.sha}.",
-                        "",
-                        f"{TRAILER}Reverts: {live.get('Promotion')}",
-                        f"{TRAILER}Release: {action.release}",
-                        f"{TRAILER}Model: {action.model}",
-                        f"{TRAILER}Environment: {action.environment}",
-                        f"{TRAILER}Path: {target.path}",
-                        f"{TRAILER}Rolled-Back-At: {format_time(now)}",
-                    ]
+
+        def commit(space: Workspace) -> Finished[str | None] | None:
+            ref = f"origin/{target.branch}"
+            live = live_promotion(space.log(ref), action.environment, action.model)
+            if live is None or live.get("Release") != action.release:
+                return Finished(None)  # already reverted, or replaced by a newer release
+            if action.config_hash and live.get("Config-Hash") == action.config_hash:
+                return Finished(None)  # the failed config change is already reverted
+            space.checkout(ref)
+            space.git("revert", "--no-commit", live.sha, check=False)
+            if space.git("diff", "--name-only", "--diff-filter=U", check=False).strip():
+                space.git("revert", "--abort", check=False)
+                raise GitError(
+                    f"reverting {live.sha[:12]} in {target.path} conflicts with later "
+                    "changes to the same files; resolve by hand",
+                    transient=False,
                 )
-                space.git("commit", "--quiet", "--allow-empty", "--file=-", stdin=message + "\n")
-                if space.push(target.branch):
-                    return space.git("rev-parse", "HEAD").strip()
-                _backoff(attempt)
-        raise GitError(
-            f"could not push the rollback to {target.repository} {target.branch}; will try again",
-            transient=True,
-        )
+            message = "\n".join(
+                [
+                    f"Roll back {action.model} in {action.environment}",
+                    "",
+                    f"Release {action.release}: {action.reason}"
+                    if action.reason
+                    else f"Release {action.release} failed post-deployment verification.",
+                    f"This reverts commit {live.sha}.",
+                    "",
+                    f"{TRAILER}Reverts: {live.get('Promotion')}",
+                    f"{TRAILER}Release: {action.release}",
+                    f"{TRAILER}Model: {action.model}",
+                    f"{TRAILER}Environment: {action.environment}",
+                    f"{TRAILER}Path: {target.path}",
+                    f"{TRAILER}Rolled-Back-At: {format_time(now)}",
+                ]
+            )
+            space.git("commit", "--quiet", "--allow-empty", "--file=-", stdin=message + "\n")
+            return None
+
+        return self._push_retrying(environment, target.branch, commit, what="the rollback")
 
     # -- a judged rollout: the challenger and each split are commits ----------
 
@@ -725,30 +723,53 @@ class GitOpsDelivery:
         challenger's release was approved, and a split cannot wait for a
         merge); returns it, or None when nothing changes."""
         target = _target(environment)
+
+        def commit(space: Workspace) -> Finished[str | None] | None:
+            space.checkout(f"origin/{target.branch}")
+            root = space.directory / target.path
+            existing = {p: _read(root / p) for p in traffic.traffic_files(model)}
+            try:
+                files = render(str(target.format), existing)
+            except gitformats.FormatError as error:
+                raise GitError(
+                    f"{target.repository} {target.path}: {error}", transient=False
+                ) from error
+            changed = {p: t for p, t in (files or {}).items() if t != existing.get(p)}
+            if not changed:
+                return Finished(None)
+            _write(root, changed)
+            space.git("add", "--all", "--", target.path)
+            text = message() if callable(message) else message
+            space.git("commit", "--quiet", "--file=-", stdin=text.rstrip() + "\n")
+            return None
+
+        return self._push_retrying(environment, target.branch, commit, what="the change")
+
+    def _push_retrying(
+        self,
+        environment: Environment,
+        branch: str,
+        commit: Callable[[Workspace], Finished[T] | None],
+        *,
+        what: str,
+        force: bool = False,
+    ) -> T | str:
+        """Fetch, let ``commit`` make one commit on the fresh tip (or finish
+        without one), and push it; a push refused because the branch moved is
+        tried again on the new tip. Returns the pushed commit or ``commit``'s
+        answer."""
+        target = _target(environment)
         with self.workspace(environment) as space:
             for attempt in range(PUSH_ATTEMPTS):
                 space.fetch(force=True)
-                space.checkout(f"origin/{target.branch}")
-                root = space.directory / target.path
-                existing = {p: _read(root / p) for p in traffic.traffic_files(model)}
-                try:
-                    files = render(str(target.format), existing)
-                except gitformats.FormatError as error:
-                    raise GitError(
-                        f"{target.repository} {target.path}: {error}", transient=False
-                    ) from error
-                changed = {p: t for p, t in (files or {}).items() if t != existing.get(p)}
-                if not changed:
-                    return None
-                _write(root, changed)
-                space.git("add", "--all", "--", target.path)
-                text = message() if callable(message) else message
-                space.git("commit", "--quiet", "--file=-", stdin=text.rstrip() + "\n")
-                if space.push(target.branch):
+                finished = commit(space)
+                if finished is not None:
+                    return finished.result
+                if space.push(branch, force=force):
                     return space.git("rev-parse", "HEAD").strip()
                 _backoff(attempt)
         raise GitError(
-            f"could not push to {target.repository} {target.branch}: it kept moving "
+            f"could not push {what} to {target.repository} {branch}: it kept moving "
             f"({PUSH_ATTEMPTS} attempts); will try again",
             transient=True,
         )
