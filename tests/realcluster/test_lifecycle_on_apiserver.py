@@ -205,31 +205,6 @@ def test_a_failing_gate_stops_the_release_naming_the_check(new_team: Callable[..
         assert apps.list_namespaced_deployment(target).items == []
 
 
-# The failed pod's message.
-@grants(
-    ("", "pods", "list"),
-)
-def test_a_training_that_fails_says_why_from_the_job_and_its_pod(team: Team) -> None:
-    """Training data that is not there: the trainer exits non-zero, the real
-    Job controller gives up after the backoff limit, and the release is Failed
-    naming the Job's reason and the pod's last words; nothing is deployed."""
-    document = team.release_document()
-    document["spec"]["training"]["backoffLimit"] = 1
-    document["spec"]["training"]["data"]["train"] = f"s3://{BUCKET}/data/missing.csv"
-    team.create(document)
-    release = team.wait_phase("credit-risk-1-4-0", "Failed")
-    trained = conditions(release)["Trained"]
-    assert (trained["status"], trained["reason"]) == ("False", "TrainingFailed")
-    assert "BackoffLimitExceeded" in trained["message"], trained
-    assert "missing.csv" in trained["message"], trained
-    [job] = _jobs(team, team.namespace)
-    assert _job_state(job) == "Failed"
-    assert job.status.failed == 2  # the first try and one retry
-    apps = client.AppsV1Api(team.api)
-    for target in team.targets.values():
-        assert apps.list_namespaced_deployment(target).items == []
-
-
 # Deploying over a live release, then putting it back.
 @grants(
     ("apps", "deployments", "patch"),

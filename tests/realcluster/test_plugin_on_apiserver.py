@@ -1,8 +1,8 @@
 """``kubectl modelgate`` run by the real kubectl (which finds the plugin on
 PATH) as a person with a client certificate and a namespaced Role: the
 tables, a release's tree while it waits for an approval, an approval credited
-to whoever the API server says the caller is, and refusals with their exit
-codes."""
+to whoever the API server says the caller is, a failed training retried once
+its data arrived, and refusals with their exit codes."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from tests.realcluster.conftest import Team, conditions, documents
+from modelgate.backends.s3 import S3Settings, make_client
+from tests.realcluster.conftest import BUCKET, Team, conditions, documents, grants
 from tests.support.cluster import wait_for
 from tests.support.controlplane import BIN, ControlPlane
 from tests.support.installation import user_kubeconfig
+from tests.support.s3server import S3Server
 
 RELEASE = "credit-risk-1-4-0"
 # What a release author gets in the team's namespace: the three kinds, and
@@ -166,3 +168,82 @@ def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller
     watched = alice("get", "release", RELEASE, "--watch", "--watch-seconds", "2")
     assert watched.returncode == 0, watched.stderr
     assert watched.stdout.startswith(f"ModelRelease {team.namespace}/{RELEASE}: Released")
+
+
+def _job_states(team: Team) -> dict[str, str]:
+    jobs = client.BatchV1Api(team.api).list_namespaced_job(team.namespace).items
+    states = {}
+    for job in jobs:
+        done = [c.type for c in job.status.conditions or [] if c.status == "True"]
+        states[job.metadata.name] = next(
+            (state for state in ("Complete", "Failed") if state in done), "Running"
+        )
+    return states
+
+
+# The failed pod's message.
+@grants(
+    ("", "pods", "list"),
+)
+def test_a_training_that_fails_says_why_and_runs_again_when_retried(
+    new_team: Callable[..., Team], control_plane: ControlPlane, s3: S3Server, tmp_path: Path
+) -> None:
+    """Training data that is not there yet: the trainer exits non-zero, the
+    real Job controller gives up after the backoff limit, and the release is
+    Failed naming the Job's reason and the pod's last words, nothing deployed.
+    The data lands; `kubectl modelgate retry` as alice runs the training
+    again as a new Job beside the failed one, and the release goes on."""
+    team = new_team()
+    _author(team, "alice")
+    alice = plugin(user_kubeconfig(control_plane, tmp_path, "alice"), team.namespace)
+    snapshot = f"data/snapshot-{team.namespace}.csv"  # each run's own: it lands later
+    document = team.release_document()
+    document["spec"]["training"]["backoffLimit"] = 1
+    document["spec"]["training"]["data"]["train"] = f"s3://{BUCKET}/{snapshot}"
+    team.create(document)
+    release = team.wait_phase(RELEASE, "Failed")
+    trained = conditions(release)["Trained"]
+    assert (trained["status"], trained["reason"]) == ("False", "TrainingFailed")
+    assert "BackoffLimitExceeded" in trained["message"], trained
+    assert snapshot.rsplit("/", maxsplit=1)[-1] in trained["message"], trained
+    assert "kubectl modelgate retry" in conditions(release)["Stalled"]["message"]
+    [(failed, state)] = _job_states(team).items()
+    assert state == "Failed"
+    job = client.BatchV1Api(team.api).read_namespaced_job(failed, team.namespace)
+    assert job.status.failed == 2  # the first try and one retry
+    apps = client.AppsV1Api(team.api)
+    for target in team.targets.values():
+        assert apps.list_namespaced_deployment(target).items == []
+
+    store = make_client(S3Settings(bucket=BUCKET, endpoint_url=s3.endpoint, path_style=True))
+    store.copy_object(
+        Bucket=BUCKET, Key=snapshot, CopySource={"Bucket": BUCKET, "Key": "data/train.csv"}
+    )
+    retried = alice("retry", RELEASE, "--reason", "the snapshot landed")
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.strip() == (
+        f"modelrelease.modelgate.dev/{RELEASE}: retry asked by alice; the operator runs "
+        "training (or scoring) again (see status.retry)"
+    )
+    pending = alice("retry", RELEASE)
+    if pending.returncode != 0:  # the operator may already have acted on it
+        assert pending.returncode == 3, pending.stderr
+        assert "not acted on yet" in pending.stderr or "nothing failed" in pending.stderr
+
+    released = team.wait_phase(RELEASE, "Released")
+    record = released["status"]["retry"]
+    asked = released["spec"]["retry"]
+    assert (asked["requestedBy"], asked["reason"]) == ("alice", "the snapshot landed")
+    assert (record["handled"], record["step"], record["training"]) == (
+        asked["requestedAt"], "Training", 1,
+    )  # fmt: skip
+    states = _job_states(team)
+    assert states.pop(failed) == "Failed"  # the failed Job and its logs stay
+    training = released["status"]["training"]["jobName"]
+    assert training != failed
+    assert states[training] == "Complete"
+    tree = alice("get", "release", RELEASE)
+    assert f"├─ Retry asked by alice at {asked['requestedAt']}" in tree.stdout
+    nothing = alice("retry", RELEASE)
+    assert nothing.returncode == 3
+    assert "nothing failed to retry" in nothing.stderr

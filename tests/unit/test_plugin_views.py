@@ -11,7 +11,7 @@ import pytest
 from modelgate.plugin import views
 from modelgate.plugin.cli import main, parser
 from modelgate.plugin.complete import candidates
-from modelgate.plugin.verbs import Refused, approval_patch
+from modelgate.plugin.verbs import Refused, approval_patch, retry_patch
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -115,6 +115,63 @@ def test_an_approval_that_cannot_count_is_refused_naming_the_fix(
         approval_patch(_release(), environment, "alice", NOW, config_hash)
 
 
+def _failed(reason: str = "TrainingFailed", **status: Any) -> dict[str, Any]:
+    return _release(
+        phase="Failed",
+        conditions=[{"type": "Trained", "status": "False", "reason": reason}],
+        **status,
+    )
+
+
+def test_a_retry_is_asked_as_the_caller_with_a_time_to_the_microsecond() -> None:
+    now = NOW.replace(microsecond=250)
+    patch = retry_patch(_failed(), "alice", now, "the node came back")
+    assert patch == {
+        "metadata": {"resourceVersion": "42"},
+        "spec": {"retry": {"requestedAt": "2026-12-07T12:00:00.000250Z",
+                           "requestedBy": "alice", "reason": "the node came back"}},
+    }  # fmt: skip
+    # Without a reason, an earlier request's reason is removed (null in a merge patch).
+    assert retry_patch(_failed(), "alice", now)["spec"]["retry"]["reason"] is None
+
+
+def test_a_retry_shows_in_the_tree_with_what_it_did() -> None:
+    release = _failed(
+        retry={
+            "handled": "2026-12-07T12:00:00.000250Z",
+            "message": "the training (or import) run runs again (retry 1)",
+        }
+    )
+    release["spec"]["retry"] = {
+        "requestedAt": "2026-12-07T12:00:00.000250Z",
+        "requestedBy": "alice",
+        "reason": "the node came back",
+    }
+    tree = views.release_tree(release, [], [], NOW).splitlines()
+    assert tree[1:4] == [
+        "├─ Retry asked by alice at 2026-12-07T12:00:00.000250Z",
+        "│  ├─ the node came back",
+        "│  └─ the training (or import) run runs again (retry 1)",
+    ]  # fmt: skip
+    release["spec"]["retry"]["requestedAt"] = "2026-12-07T12:05:00.000000Z"
+    assert "not acted on yet" in views.release_tree(release, [], [], NOW)
+
+
+@pytest.mark.parametrize(
+    ("release", "message"),
+    [(_release(phase="Promoting", conditions=[{"type": "Trained", "status": "True"}]),
+      r"nothing failed to retry in ModelRelease team/credit-risk-1-4-0 \(phase Promoting\): "
+      r"retry runs a failed training, scoring or gate evaluation again"),
+     ({**_failed(), "spec": {"retry": {"requestedAt": "2026-12-07T11:59:00Z"}}},
+      r"has a retry asked at 2026-12-07T11:59:00Z that the operator has not acted on yet")],
+)  # fmt: skip
+def test_a_retry_with_nothing_to_run_again_is_refused_naming_why(
+    release: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(Refused, match=message):
+        retry_patch(release, "alice", NOW)
+
+
 def test_a_kubeconfig_that_is_not_there_is_an_error_naming_the_fix(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,7 +202,9 @@ def _names(kind: str, namespace: str | None, kubeconfig: str | None, context: st
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [([""], ["approve", "diff", "get"]),
+    [([""], ["approve", "diff", "get", "retry"]),
+     (["retry", "fr"], ["fraud-2-0-0"]),
+     (["retry", "fraud-2-0-0", "--r"], ["--reason"]),
      (["g"], ["get"]),
      (["get", "re"], ["release", "releases"]),
      (["get", "release", "credit"], ["credit-risk-1-4-0", "credit-risk-1-5-0"]),

@@ -14,6 +14,12 @@ from pydantic.alias_generators import to_camel
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A DNS-1123 subdomain: names of Secrets, Jobs and other objects.
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A time as Kubernetes writes one (RFC 3339), to the second or finer, with
+# Z or an offset.
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"  # date and time
+    r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"  # fraction and zone
+)
 # Durations are strings, as in Kubernetes and Argo: 30s, 15m, 1h30m, 2d. At
 # most six digits a part and 32 characters: no sum overflows a timedelta or
 # the API server's 64-bit CEL integers.

@@ -11,6 +11,7 @@ from modelgate.api.analysis import AnalysisProgress
 from modelgate.api.common import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
+    RFC3339_PATTERN,
     ApiModel,
     Condition,
     Duration,
@@ -315,6 +316,22 @@ class Approval(ApiModel):
     )
 
 
+class RetryRequest(ApiModel):
+    """A request to run the release's failed step again: its training (or
+    import), the server's scoring, or the gate's evaluation. ``kubectl
+    modelgate retry`` writes it; so can a commit in Git."""
+
+    requested_at: str = Field(
+        pattern=RFC3339_PATTERN,
+        description="When it was asked (RFC 3339). A new value is a new request, acted on "
+        "once; status.retry.handled names the last one acted on.",
+    )
+    requested_by: str | None = Field(
+        default=None, max_length=253, description="Who asked (the plugin writes the caller)."
+    )
+    reason: str | None = Field(default=None, max_length=1024, description="Why, a ticket, etc.")
+
+
 class PromotionSpec(ApiModel):
     """The path to production and its per-environment settings."""
 
@@ -578,6 +595,13 @@ class ModelReleaseSpec(ApiModel):
         description="Resources and deadline of the gate evaluation Job. Changing it "
         "after an evaluation failed (out of memory, past its deadline) evaluates again.",
     )
+    retry: RetryRequest | None = Field(
+        default=None,
+        description="Run the failed step again, as a new run beside the failed one (whose "
+        "Job and logs stay): a failed training or import runs again, a failed scoring "
+        "scores again, a gate that failed or could not be evaluated is evaluated again "
+        "(say, after the data was fixed). Acted on once per requestedAt.",
+    )
 
     @model_validator(mode="after")
     def _image_for_serving(self) -> ModelReleaseSpec:
@@ -817,6 +841,32 @@ class SourceStatus(ApiModel):
     mlflow: MlflowResolution | None = Field(default=None, description="MLflow registry.")
 
 
+class RetryStep(StrEnum):
+    TRAINING = "Training"
+    SCORING = "Scoring"
+    EVALUATION = "Evaluation"
+
+
+class RetryStatus(ApiModel):
+    """The retries asked for through spec.retry and what each did."""
+
+    handled: str | None = Field(
+        default=None, description="requestedAt of the last spec.retry acted on."
+    )
+    handled_at: str | None = Field(default=None, description="When it was acted on.")
+    step: RetryStep | None = Field(
+        default=None, description="The step it ran again; empty when nothing had failed."
+    )
+    message: str | None = Field(default=None, description="What it did, or why nothing.")
+    training: int = Field(
+        default=0, ge=0, description="Training (or import) runs started again by retries."
+    )
+    scoring: int = Field(default=0, ge=0, description="Scoring runs started again by retries.")
+    evaluation: int = Field(
+        default=0, ge=0, description="Gate evaluations started again by retries."
+    )
+
+
 class ModelReleaseStatus(ApiModel):
     """Observed state of a ModelRelease."""
 
@@ -844,6 +894,9 @@ class ModelReleaseStatus(ApiModel):
     )
     live_in: str | None = Field(
         default=None, description="Furthest environment the release is live in."
+    )
+    retry: RetryStatus | None = Field(
+        default=None, description="Retries asked for (spec.retry) and what they did."
     )
 
 

@@ -187,7 +187,8 @@ def record_failed_evaluation(
     deadline, unreadable output): every check Inconclusive with the reason."""
     fix = (
         "; change spec.evaluation (e.g. raise resources.limits.memory or deadline) "
-        "to evaluate again"
+        "to evaluate again, or, once the cause is fixed elsewhere, retry "
+        "(kubectl modelgate retry, or a new spec.retry.requestedAt)"
     )
     summary = gate_status(action, unmeasurable(action, f"evaluation failed: {reason}{fix}"), now)
     summary.failed_evaluation = evaluation_key(action.evaluation)

@@ -26,7 +26,7 @@ from modelgate.api import Environment, ModelRelease
 from modelgate.plugin import views
 from modelgate.plugin.cluster import PLURALS, Cluster, ClusterError
 from modelgate.plugin.diff import config_diff
-from modelgate.plugin.verbs import Refused, approval_patch
+from modelgate.plugin.verbs import Refused, approval_patch, retried_step, retry_patch
 
 API_ERROR, USAGE, REFUSED = 1, 2, 3
 KINDS = {
@@ -94,6 +94,18 @@ def parser() -> argparse.ArgumentParser:
     )
     approve.add_argument("--comment", help="why: a ticket, a review")
 
+    retry = verbs.add_parser(
+        "retry",
+        parents=[common],
+        help="run a release's failed training, scoring or gate evaluation again",
+        description="Sets the release's spec.retry (requestedAt now, requestedBy you, your "
+        "reason): the operator runs the failed step again as a new Job (the failed one and its "
+        "logs stay) and records it in status.retry, once per request. GitOps users write the "
+        "same field. Refused when nothing failed.",
+    )
+    retry.add_argument("release", help="the ModelRelease's name")
+    retry.add_argument("--reason", help="why: what was fixed, a ticket")
+
     diff = verbs.add_parser(
         "diff",
         parents=[common],
@@ -117,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _get(cluster, args)
         if args.verb == "approve":
             return _approve(cluster, args)
+        if args.verb == "retry":
+            return _retry(cluster, args)
         if args.verb == "diff":
             return _diff(cluster, args)
     except ClusterError as error:
@@ -236,6 +250,17 @@ def _approve(cluster: Cluster, args: argparse.Namespace) -> int:
     print(
         f"modelrelease.{GROUP}/{args.release} approved into {args.environment} by {who}"
         + (f" (config {args.config_hash})" if args.config_hash else "")
+    )
+    return 0
+
+
+def _retry(cluster: Cluster, args: argparse.Namespace) -> int:
+    release = cluster.get_release(args.release)
+    who = cluster.whoami()
+    cluster.patch_release(args.release, retry_patch(release, who, views.now_utc(), args.reason))
+    print(
+        f"modelrelease.{GROUP}/{args.release}: retry asked by {who}; the operator runs "
+        f"{retried_step(release)} again (see status.retry)"
     )
     return 0
 

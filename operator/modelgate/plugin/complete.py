@@ -13,16 +13,17 @@ from collections.abc import Callable, Sequence
 from modelgate.plugin.cli import KINDS
 
 NO_FILES = 4
-VERBS = ("approve", "diff", "get")
+VERBS = ("approve", "diff", "get", "retry")
 FLAGS = {
     "get": ("--all-namespaces", "--output", "--watch", "--namespace", "--context", "--kubeconfig"),
     "approve": ("--environment", "--config-hash", "--comment", "--namespace", "--context",
                 "--kubeconfig"),
     "diff": ("--environment", "--namespace", "--context", "--kubeconfig"),
+    "retry": ("--reason", "--namespace", "--context", "--kubeconfig"),
 }  # fmt: skip
 OUTPUTS = ("table", "json", "yaml")
 TAKES_VALUE = {"-n", "--namespace", "--context", "--kubeconfig", "-o", "--output", "-e",
-               "--environment", "--config-hash", "--comment"}  # fmt: skip
+               "--environment", "--config-hash", "--comment", "--reason"}  # fmt: skip
 
 # (kind, namespace or None, kubeconfig, context) -> names in the cluster.
 Lookup = Callable[[str, str | None, str | None, str | None], list[str]]
@@ -75,7 +76,7 @@ def _names_a_release(positional: list[str]) -> bool:
     """The word is a release's name: `get release NAME`, `approve NAME`, `diff NAME`."""
     if positional[0] == "get":
         return len(positional) == 2 and KINDS.get(positional[1]) == "releases"
-    return positional[0] in ("approve", "diff") and len(positional) == 1
+    return positional[0] in ("approve", "diff", "retry") and len(positional) == 1
 
 
 def cluster_names(

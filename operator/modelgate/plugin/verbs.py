@@ -8,6 +8,12 @@
   the whole list carrying the release's ``resourceVersion``: a concurrent
   edit makes it fail (409) rather than lose either. GitOps users write the
   same entry through Git.
+- ``retry RELEASE [--reason R]`` sets ``spec.retry`` to ``requestedAt`` (now,
+  to the microsecond: a new value is a new request), ``requestedBy`` (the
+  caller) and ``reason``. The operator runs the failed step (training or
+  import, scoring, the gate's evaluation) again as a new Job, once per
+  ``requestedAt``, and records it in ``status.retry``. Also with the
+  release's ``resourceVersion``.
 """
 
 from __future__ import annotations
@@ -72,3 +78,54 @@ def approval_patch(
         "metadata": {"resourceVersion": meta.get("resourceVersion")},
         "spec": {"promotion": {"approvals": [*approvals, entry]}},
     }
+
+
+# The conditions whose False a retry answers, and the step it runs again.
+RETRYABLE = {"Trained": "training (or scoring)", "GatePassed": "the gate's evaluation"}
+
+
+def retry_patch(
+    release: dict[str, Any], who: str, now: datetime, reason: str | None = None
+) -> dict[str, Any]:
+    """The merge patch that asks the operator to run ``release``'s failed
+    step again; refused when nothing failed or a retry is still pending."""
+    meta = release.get("metadata") or {}
+    name = f"{meta.get('namespace')}/{meta.get('name')}"
+    status = release.get("status") or {}
+    asked = ((release.get("spec") or {}).get("retry") or {}).get("requestedAt")
+    handled = (status.get("retry") or {}).get("handled")
+    if asked and asked != handled:
+        raise Refused(
+            f"ModelRelease {name} has a retry asked at {asked} that the operator has not acted "
+            "on yet: wait for status.retry, or see the operator's logs if it does not come"
+        )
+    failed = [
+        c
+        for c in status.get("conditions") or []
+        if c.get("type") in RETRYABLE and c.get("status") == "False"
+    ]
+    if not failed:
+        raise Refused(
+            f"nothing failed to retry in ModelRelease {name} (phase "
+            f"{status.get('phase') or 'Pending'}): retry runs a failed training, scoring or gate "
+            "evaluation again"
+        )
+    request: dict[str, Any] = {
+        "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "requestedBy": who,
+        "reason": reason or None,  # null: a reason from an earlier request goes
+    }
+    return {
+        "metadata": {"resourceVersion": meta.get("resourceVersion")},
+        "spec": {"retry": request},
+    }
+
+
+def retried_step(release: dict[str, Any]) -> str:
+    """What the retry of ``release`` (as read before it) runs again, for the
+    plugin's answer."""
+    conditions = (release.get("status") or {}).get("conditions") or []
+    failed = [
+        c["type"] for c in conditions if c.get("type") in RETRYABLE and c.get("status") == "False"
+    ]
+    return RETRYABLE[failed[0]] if failed else "nothing"

@@ -136,6 +136,9 @@ def release_tree(
     if ready.get("status") != "True" and ready.get("message"):
         head += f"\n  {ready.get('reason', '')}: {ready['message']}"
     parts: list[tuple[str, list[str]]] = []
+    retry = _retry(spec.get("retry") or {}, status.get("retry") or {})
+    if retry is not None:
+        parts.append(retry)
     training = status.get("training")
     if training:
         line = f"Training: {training.get('state')} (Job {training.get('jobName')})"
@@ -164,6 +167,20 @@ def release_tree(
         for child_index, child in enumerate(children):
             tree.add(prefix, child_index == len(children) - 1, child)
     return "\n".join([head, *tree.lines])
+
+
+def _retry(asked: dict[str, Any], done: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """The last retry asked for (spec.retry) and what it did (status.retry)."""
+    if not asked.get("requestedAt"):
+        return None
+    by = f" by {asked['requestedBy']}" if asked.get("requestedBy") else ""
+    line = f"Retry asked{by} at {asked['requestedAt']}"
+    children = [str(asked["reason"])] if asked.get("reason") else []
+    if done.get("handled") == asked["requestedAt"]:
+        children.append(str(done.get("message") or "acted on"))
+    else:
+        line += ": not acted on yet"
+    return line, children
 
 
 def _environment(name: str, entry: dict[str, Any] | None, now: datetime) -> tuple[str, list[str]]:

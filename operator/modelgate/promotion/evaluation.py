@@ -23,7 +23,8 @@ def evaluate(ctx: Context, gate: QualityGate | None, observed: Observed) -> bool
     positive = gate.spec.positive_label if gate is not None else "1"
     checks = effective_checks(release, gate)
     predictions = next(a for a in ctx.status.artifacts if a.name == "predictions")
-    inputs = gate_inputs_hash(Task(task), positive, checks, predictions)
+    attempt = ctx.status.retry.evaluation if ctx.status.retry is not None else 0
+    inputs = gate_inputs_hash(Task(task), positive, checks, predictions, attempt)
     result = ctx.status.gate
     retry = (
         result is not None

@@ -47,10 +47,11 @@ def gate_training_inputs(release: ModelRelease, gate: QualityGate | None) -> dic
 
 
 def training_key(
-    release: ModelRelease, gate: QualityGate | None, registered: str | None = None
+    release: ModelRelease, gate: QualityGate | None, registered: str | None = None, attempt: int = 0
 ) -> str:
     """Changes exactly when the training inputs change (then it retrains); for
-    a registered model, when what is imported changes (its resolved version)."""
+    a registered model, when what is imported changes (its resolved version);
+    and when a retry asks for another ``attempt``."""
     spec = release.spec
     source: dict[str, Any]
     if spec.training is not None:
@@ -64,8 +65,21 @@ def training_key(
             **source,
             "model": release.spec.model.wire(),
             "gate": gate_training_inputs(release, gate),
+            **_attempt(attempt),
         }
     )[:16]
+
+
+def _attempt(attempt: int) -> dict[str, int]:
+    """A retry's part of a key; none for the first run, so keys recorded
+    before retries existed still match."""
+    return {"attempt": attempt} if attempt else {}
+
+
+def retried(release: ModelRelease, step: str) -> int:
+    """How many times spec.retry ran ``step`` (training, scoring, evaluation) again."""
+    record = release.status.retry if release.status is not None else None
+    return int(getattr(record, step)) if record is not None else 0
 
 
 def training_job_name(release: ModelRelease, key: str) -> str:
@@ -86,7 +100,11 @@ def effective_checks(release: ModelRelease, gate: QualityGate | None) -> list[Ch
 
 
 def gate_inputs_hash(
-    task: Task, positive_label: str, checks: list[Check], predictions: ArtifactRecord
+    task: Task,
+    positive_label: str,
+    checks: list[Check],
+    predictions: ArtifactRecord,
+    attempt: int = 0,
 ) -> str:
     return canonical_hash(
         {
@@ -94,6 +112,7 @@ def gate_inputs_hash(
             "positiveLabel": positive_label,
             "checks": [c.wire() for c in checks],
             "predictions": predictions.sha256,
+            **_attempt(attempt),
         }
     )[:16]
 

@@ -7,7 +7,8 @@ to perform and the events to emit. Local mode and the operator both drive it,
 so they cannot disagree about what a release should do next.
 
 It is a small driver around one module per step of a release: references,
-training, evaluation, deployment (promotion in path order) and verification.
+a retry asked for, training, evaluation, deployment (promotion in path order)
+and verification.
 
 Safety rules it keeps:
 - a deploy is only asked for when the observed deployment differs, so a
@@ -34,6 +35,7 @@ from modelgate.promotion.keys import gate_training_inputs
 from modelgate.promotion.plan import Event, Observed, Plan
 from modelgate.promotion.references import references_missing
 from modelgate.promotion.registry_sync import sync_registry
+from modelgate.promotion.retry import take_retry
 from modelgate.promotion.scoring import score
 from modelgate.promotion.training import train
 
@@ -70,6 +72,7 @@ def reconcile(
 
     if references_missing(ctx, gate, environments):
         return _finish(ctx)
+    take_retry(ctx)
     job_env = {**gate_training_inputs(release, gate), **(training_env or {})}
     if not train(ctx, gate, observed, job_env):
         return _finish(ctx)

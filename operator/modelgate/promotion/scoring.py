@@ -17,9 +17,9 @@ from modelgate.api.modelrelease import (
 )
 from modelgate.promotion import conditions as cond
 from modelgate.promotion.context import WAIT_FOR_ROLLOUT, Context, progressing, stalled
-from modelgate.promotion.keys import IMPORT_COMMAND, canonical_hash, scoring_job_name
+from modelgate.promotion.keys import IMPORT_COMMAND, canonical_hash, retried, scoring_job_name
 from modelgate.promotion.plan import Event, Observed, StartTraining
-from modelgate.promotion.training import data_env, run_status
+from modelgate.promotion.training import RETRY_HINT, data_env, run_status
 from modelgate.trainer import contract
 
 
@@ -28,9 +28,13 @@ def _model(release: ModelRelease) -> ArtifactRecord | None:
     return next((a for a in artifacts if a.name == "model"), None)
 
 
-def _key(release: ModelRelease, model: ArtifactRecord) -> str:
-    """Changes exactly when what is scored changes: the model or the data."""
-    return canonical_hash({"model": model.sha256, "data": release.spec.data.wire()})[:16]
+def _key(release: ModelRelease, model: ArtifactRecord, attempt: int) -> str:
+    """Changes exactly when what is scored changes (the model or the data),
+    or when a retry asks for another ``attempt``."""
+    wanted: dict[str, object] = {"model": model.sha256, "data": release.spec.data.wire()}
+    if attempt:
+        wanted["attempt"] = attempt
+    return canonical_hash(wanted)[:16]
 
 
 def scoring_job(release: ModelRelease) -> str | None:
@@ -39,13 +43,13 @@ def scoring_job(release: ModelRelease) -> str | None:
     model = _model(release)
     if not release.spec.scored_by_server or model is None:
         return None
-    return scoring_job_name(release, _key(release, model))
+    return scoring_job_name(release, _key(release, model, retried(release, "scoring")))
 
 
 def _failed(ctx: Context, reason: str, message: str) -> bool:
     ctx.status.phase = Phase.FAILED
     ctx.condition(cond.TRAINED, False, reason, message)
-    stalled(ctx, reason, f"scoring by the server failed: {message}")
+    stalled(ctx, reason, f"scoring by the server failed: {message}{RETRY_HINT}")
     return False
 
 
@@ -63,7 +67,7 @@ def score(ctx: Context, observed: Observed, extra_env: dict[str, str]) -> bool:
             "gate.predictionsFrom Server scores the training run's model and the run "
             f"recorded {sorted(a.name for a in ctx.status.artifacts)}; see the training contract",
         )
-    key = _key(release, model)
+    key = _key(release, model, ctx.status.retry.scoring if ctx.status.retry is not None else 0)
     job_name = scoring_job_name(release, key)
     recorded = ctx.status.scoring if ctx.status.scoring and ctx.status.scoring.key == key else None
     if recorded is not None and recorded.state == "Succeeded":

@@ -20,6 +20,7 @@ from modelgate.promotion.keys import (
     IMPORT_COMMAND,
     model_server_command,
     release_key,
+    retried,
     training_job_name,
     training_key,
 )
@@ -32,6 +33,11 @@ from modelgate.promotion.plan import (
 )
 from modelgate.trainer import contract
 
+# How a failed run is run again, for the messages that report one.
+RETRY_HINT = (
+    "; once the cause is fixed, retry it (kubectl modelgate retry, or a new spec.retry.requestedAt)"
+)
+
 # A registry that did not answer is asked again after this long.
 REGISTRY_RETRY = timedelta(seconds=30)
 
@@ -40,7 +46,8 @@ def training_job(release: ModelRelease, gate: QualityGate | None) -> str:
     """The name of the release's current training (or import) run."""
     source = release.status.source if release.status is not None else None
     resolved = source.mlflow.version if source is not None and source.mlflow else None
-    return training_job_name(release, training_key(release, gate, resolved))
+    attempt = retried(release, "training")
+    return training_job_name(release, training_key(release, gate, resolved, attempt))
 
 
 def registry_query(release: ModelRelease) -> RegistryQuery | None:
@@ -118,7 +125,8 @@ def train(
         )
         _training_failed(ctx, message, "ImporterUnavailable")
         return False
-    key = training_key(release, gate, registered)
+    attempt = ctx.status.retry.training if ctx.status.retry is not None else 0
+    key = training_key(release, gate, registered, attempt)
     job_name = training_job_name(release, key)
     run = (
         observed.training if observed.training and observed.training.job_name == job_name else None
@@ -193,7 +201,7 @@ def _training_failed(ctx: Context, message: str, reason: str = "TrainingFailed")
     ctx.status.phase = Phase.FAILED
     ctx.condition(cond.TRAINED, False, reason, message)
     what = "training" if ctx.release.spec.training is not None else "the import of the model"
-    stalled(ctx, reason, f"{what} failed: {message}")
+    stalled(ctx, reason, f"{what} failed: {message}{RETRY_HINT}")
 
 
 def run_status(
