@@ -636,6 +636,23 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
             "every promotion.config entry",
         )
     )
+    release = _example("credit-risk/release.yaml")
+    release["spec"]["promotion"]["rollbacks"] = [
+        {"environment": "prod", "requestedAt": "2026-12-07T12:00:00Z"}
+    ]
+    cases.append(
+        (
+            "ModelRelease rollback of an unlisted environment",
+            release,
+            "spec.promotion",
+            "every promotion.rollbacks entry",
+        )
+    )
+    release = _example("credit-risk/release.yaml")
+    release["spec"]["retry"] = {"requestedAt": "yesterday"}
+    cases.append(
+        ("ModelRelease retry at no time", release, "spec.retry.requestedAt", "should match")
+    )
     return cases
 
 
@@ -736,6 +753,17 @@ def _cel_rules() -> set[tuple[str, str, str]]:
     for kind in CRD_INFO:
         walk(kind, build_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "")
     return found
+
+
+def test_one_rollback_request_per_environment(crds: ControlPlane, dry_run_namespace: str) -> None:
+    """spec.promotion.rollbacks is a list-map keyed by environment."""
+    release = _example("credit-risk/release.yaml")
+    release["spec"]["promotion"]["rollbacks"] = [
+        {"environment": "production", "requestedAt": f"2026-12-07T1{hour}:00:00Z"}
+        for hour in (1, 2)
+    ]
+    refusal = _refusal(crds, dry_run_namespace, release)
+    assert "spec.promotion.rollbacks[1]: Duplicate value" in refusal, refusal
 
 
 def test_every_cel_rule_has_a_refusal_case() -> None:

@@ -169,6 +169,27 @@ def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller
     assert watched.returncode == 0, watched.stderr
     assert watched.stdout.startswith(f"ModelRelease {team.namespace}/{RELEASE}: Released")
 
+    # On call: production goes back to what was there before, nothing.
+    rolled = alice("rollback", RELEASE, "-e", "production", "--reason", "INC-42: latency")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "rollback of production asked by alice" in rolled.stdout
+    rolled_back = team.wait_phase(RELEASE, "RolledBack")
+    entries = {e["name"]: e for e in rolled_back["status"]["environments"]}
+    assert entries["production"]["rolledBackBy"] == "alice"
+    assert entries["production"]["message"] == (
+        "rolled back on request by alice (INC-42: latency): the previous release was put back"
+    )
+    assert entries["staging"]["phase"] == "Deployed"
+    wait_for(
+        lambda: apps.list_namespaced_deployment(team.targets["production"]).items == [],
+        60,
+        "production's Deployment to go (nothing was live there before)",
+    )
+    assert len(apps.list_namespaced_deployment(team.targets["staging"]).items) == 1
+    again = alice("rollback", RELEASE, "-e", "production")
+    assert again.returncode == 3
+    assert "already rolled back in production" in again.stderr
+
 
 def _job_states(team: Team) -> dict[str, str]:
     jobs = client.BatchV1Api(team.api).list_namespaced_job(team.namespace).items

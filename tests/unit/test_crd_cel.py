@@ -171,6 +171,13 @@ def test_release_rules() -> None:
         "every promotion.config entry must name an environment listed in environments"
     ]
     document = copy.deepcopy(release)
+    document["spec"]["promotion"]["rollbacks"] = [
+        {"environment": "prod", "requestedAt": "2026-12-07T12:00:00Z"}
+    ]
+    assert violations(schema_of("ModelRelease"), document) == [
+        "every promotion.rollbacks entry must name an environment listed in environments"
+    ]
+    document = copy.deepcopy(release)
     document["spec"]["gate"] = {
         "checks": [{"name": "auc", "metric": {"name": "roc_auc", "min": 0.8}}]
     }

@@ -11,7 +11,7 @@ import pytest
 from modelgate.plugin import views
 from modelgate.plugin.cli import main, parser
 from modelgate.plugin.complete import candidates
-from modelgate.plugin.verbs import Refused, approval_patch, retry_patch
+from modelgate.plugin.verbs import Refused, approval_patch, retry_patch, rollback_patch
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -172,6 +172,49 @@ def test_a_retry_with_nothing_to_run_again_is_refused_naming_why(
         retry_patch(release, "alice", NOW)
 
 
+def _live(**production: Any) -> dict[str, Any]:
+    return _release(phase="Released", environments=[
+        {"name": "staging", "phase": "Deployed"},
+        {"name": "production", "phase": "Deployed", **production},
+    ])  # fmt: skip
+
+
+def test_a_rollback_replaces_the_environment_s_request_and_keeps_the_others() -> None:
+    release = _live(rollbackRequest="2026-12-07T10:00:00Z")
+    release["spec"]["promotion"]["rollbacks"] = [
+        {"environment": "staging", "requestedAt": "2026-12-07T09:00:00Z"},
+        {"environment": "production", "requestedAt": "2026-12-07T10:00:00Z"},
+    ]
+    patch = rollback_patch(release, "production", "carol", NOW, "INC-42")
+    assert patch == {
+        "metadata": {"resourceVersion": "42"},
+        "spec": {"promotion": {"rollbacks": [
+            {"environment": "staging", "requestedAt": "2026-12-07T09:00:00Z"},
+            {"environment": "production", "requestedAt": "2026-12-07T12:00:00.000000Z",
+             "requestedBy": "carol", "reason": "INC-42"},
+        ]}},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("release", "environment", "message"),
+    [(_live(), "qa", r"'qa' is not on the promotion path"),
+     (_release(phase="Promoting", environments=[{"name": "staging", "phase": "Deployed"}]),
+      "production", r"is not live in production \(phase Pending\): nothing to roll back"),
+     (_live(phase="RolledBack", message="rolled back on request by bob"), "production",
+      r"already rolled back in production \(rolled back on request by bob\); nothing to do"),
+     ({**_live(), "spec": {"promotion": {"environments": ["staging", "production"], "rollbacks": [
+         {"environment": "production", "requestedAt": "2026-12-07T11:00:00Z"}]}}},
+      "production", r"a rollback of production asked at 2026-12-07T11:00:00Z that the operator "
+                    r"has not acted on yet")],
+)  # fmt: skip
+def test_a_rollback_with_nothing_to_take_back_is_refused_naming_why(
+    release: dict[str, Any], environment: str, message: str
+) -> None:
+    with pytest.raises(Refused, match=message):
+        rollback_patch(release, environment, "carol", NOW)
+
+
 def test_a_kubeconfig_that_is_not_there_is_an_error_naming_the_fix(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -202,7 +245,8 @@ def _names(kind: str, namespace: str | None, kubeconfig: str | None, context: st
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [([""], ["approve", "diff", "get", "retry"]),
+    [([""], ["approve", "diff", "get", "retry", "rollback"]),
+     (["rollback", "fraud-2-0-0", "-e", "p"], ["production"]),
      (["retry", "fr"], ["fraud-2-0-0"]),
      (["retry", "fraud-2-0-0", "--r"], ["--reason"]),
      (["g"], ["get"]),

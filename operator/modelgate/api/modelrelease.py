@@ -332,6 +332,25 @@ class RetryRequest(ApiModel):
     reason: str | None = Field(default=None, max_length=1024, description="Why, a ticket, etc.")
 
 
+class RollbackRequest(ApiModel):
+    """A request to take the release out of one environment and put back what
+    it replaced there. ``kubectl modelgate rollback`` writes it; so can a
+    commit in Git."""
+
+    environment: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=63, description="The environment to roll back."
+    )
+    requested_at: str = Field(
+        pattern=RFC3339_PATTERN,
+        description="When it was asked (RFC 3339). A new value is a new request, acted on "
+        "once; status.environments[].rollbackRequest names the last one acted on.",
+    )
+    requested_by: str | None = Field(
+        default=None, max_length=253, description="Who asked (the plugin writes the caller)."
+    )
+    reason: str | None = Field(default=None, max_length=1024, description="Why, a ticket, etc.")
+
+
 class PromotionSpec(ApiModel):
     """The path to production and its per-environment settings."""
 
@@ -339,6 +358,10 @@ class PromotionSpec(ApiModel):
         (
             "!has(self.config) || self.config.all(c, c.environment in self.environments)",
             "every promotion.config entry must name an environment listed in environments",
+        ),
+        (
+            "!has(self.rollbacks) || self.rollbacks.all(r, r.environment in self.environments)",
+            "every promotion.rollbacks entry must name an environment listed in environments",
         ),
     )
 
@@ -353,6 +376,19 @@ class PromotionSpec(ApiModel):
     )
     approvals: list[Approval] = Field(
         default_factory=list, max_length=100, description="Recorded approvals."
+    )
+    rollbacks: list[RollbackRequest] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Rollbacks asked for, one per environment: where the release is live (or "
+        "judged beside the live one) when the request is acted on, it is taken out and what it "
+        "replaced is put back (the previous release, or nothing), and it is promoted no "
+        "further; elsewhere the request is recorded and does nothing. Final for this release "
+        "in that environment: to ship the model there again, create a new release.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["environment"],
+        },
     )
 
     @field_validator("environments")
@@ -376,6 +412,20 @@ class PromotionSpec(ApiModel):
             for key in keys:
                 if keys.count(key) > 1:
                     raise ValueError(f"config[{index}].values: key {key!r} appears twice; keep one")
+        asked: set[str] = set()
+        for index, request in enumerate(self.rollbacks):
+            # Mirrored by the CEL rule above and x-kubernetes-list-type: map.
+            if request.environment not in self.environments:
+                raise ValueError(
+                    f"rollbacks[{index}].environment: {request.environment!r} is not in "
+                    f"environments {self.environments}; roll back an environment of the path"
+                )
+            if request.environment in asked:
+                raise ValueError(
+                    f"rollbacks[{index}]: {request.environment!r} has two entries; keep one "
+                    "(a new request replaces the environment's entry)"
+                )
+            asked.add(request.environment)
         return self
 
 
@@ -800,6 +850,16 @@ class EnvironmentProgress(ApiModel):
         default=None,
         description="Superseded here by another release before this one was realized (its "
         "rollout ready, verified, its analysis passed): this release is promoted no further.",
+    )
+    rollback_request: str | None = Field(
+        default=None,
+        description="requestedAt of the spec.promotion.rollbacks entry for this environment "
+        "last acted on.",
+    )
+    rolled_back_by: str | None = Field(
+        default=None,
+        description="Who asked for the rollback that took the release out of here (empty when "
+        "a failed verification or analysis did).",
     )
     message: str | None = Field(default=None, description="What it waits for or what blocks it.")
 

@@ -26,7 +26,13 @@ from modelgate.api import Environment, ModelRelease
 from modelgate.plugin import views
 from modelgate.plugin.cluster import PLURALS, Cluster, ClusterError
 from modelgate.plugin.diff import config_diff
-from modelgate.plugin.verbs import Refused, approval_patch, retried_step, retry_patch
+from modelgate.plugin.verbs import (
+    Refused,
+    approval_patch,
+    retried_step,
+    retry_patch,
+    rollback_patch,
+)
 
 API_ERROR, USAGE, REFUSED = 1, 2, 3
 KINDS = {
@@ -106,6 +112,20 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("release", help="the ModelRelease's name")
     retry.add_argument("--reason", help="why: what was fixed, a ticket")
 
+    rollback = verbs.add_parser(
+        "rollback",
+        parents=[common],
+        help="take a release out of an environment and put back what it replaced",
+        description="Sets the environment's entry in the release's spec.promotion.rollbacks "
+        "(requestedAt now, requestedBy you, your reason). Where the release is live, the "
+        "operator puts back what it replaced there (the previous release, or nothing); where it "
+        "is judged beside the live one, it removes it. Final for the release there. GitOps users "
+        "write the same entry. Refused where the release is not live.",
+    )
+    rollback.add_argument("release", help="the ModelRelease's name")
+    rollback.add_argument("-e", "--environment", required=True, help="the environment")
+    rollback.add_argument("--reason", help="why: an incident, a ticket")
+
     diff = verbs.add_parser(
         "diff",
         parents=[common],
@@ -131,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _approve(cluster, args)
         if args.verb == "retry":
             return _retry(cluster, args)
+        if args.verb == "rollback":
+            return _rollback(cluster, args)
         if args.verb == "diff":
             return _diff(cluster, args)
     except ClusterError as error:
@@ -261,6 +283,18 @@ def _retry(cluster: Cluster, args: argparse.Namespace) -> int:
     print(
         f"modelrelease.{GROUP}/{args.release}: retry asked by {who}; the operator runs "
         f"{retried_step(release)} again (see status.retry)"
+    )
+    return 0
+
+
+def _rollback(cluster: Cluster, args: argparse.Namespace) -> int:
+    release = cluster.get_release(args.release)
+    who = cluster.whoami()
+    patch = rollback_patch(release, args.environment, who, views.now_utc(), args.reason)
+    cluster.patch_release(args.release, patch)
+    print(
+        f"modelrelease.{GROUP}/{args.release}: rollback of {args.environment} asked by {who}; "
+        f"see status.environments[{args.environment}]"
     )
     return 0
 

@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from modelgate.plugin.cli import KINDS
 
 NO_FILES = 4
-VERBS = ("approve", "diff", "get", "retry")
+VERBS = ("approve", "diff", "get", "retry", "rollback")
 FLAGS = {
     "get": ("--all-namespaces", "--output", "--watch", "--namespace", "--context", "--kubeconfig"),
     "approve": ("--environment", "--config-hash", "--comment", "--namespace", "--context",
                 "--kubeconfig"),
     "diff": ("--environment", "--namespace", "--context", "--kubeconfig"),
     "retry": ("--reason", "--namespace", "--context", "--kubeconfig"),
+    "rollback": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
 }  # fmt: skip
 OUTPUTS = ("table", "json", "yaml")
 TAKES_VALUE = {"-n", "--namespace", "--context", "--kubeconfig", "-o", "--output", "-e",
@@ -73,10 +74,10 @@ def candidates(args: Sequence[str], lookup: Lookup) -> list[str]:
 
 
 def _names_a_release(positional: list[str]) -> bool:
-    """The word is a release's name: `get release NAME`, `approve NAME`, `diff NAME`."""
+    """The word is a release's name: `get release NAME`, or the one after a verb."""
     if positional[0] == "get":
         return len(positional) == 2 and KINDS.get(positional[1]) == "releases"
-    return positional[0] in ("approve", "diff", "retry") and len(positional) == 1
+    return positional[0] in ("approve", "diff", "retry", "rollback") and len(positional) == 1
 
 
 def cluster_names(

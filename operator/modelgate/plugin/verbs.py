@@ -14,6 +14,12 @@
   import, scoring, the gate's evaluation) again as a new Job, once per
   ``requestedAt``, and records it in ``status.retry``. Also with the
   release's ``resourceVersion``.
+- ``rollback RELEASE --environment ENV [--reason R]`` sets the environment's
+  entry of ``spec.promotion.rollbacks`` (one per environment) to
+  ``environment``, ``requestedAt``, ``requestedBy`` and ``reason``. Where the
+  release is live, the operator puts back what it replaced there; where it is
+  judged beside the live one, it removes it; once per ``requestedAt``, final
+  for the release there (``status.environments[].rolledBackBy``).
 """
 
 from __future__ import annotations
@@ -129,3 +135,59 @@ def retried_step(release: dict[str, Any]) -> str:
         c["type"] for c in conditions if c.get("type") in RETRYABLE and c.get("status") == "False"
     ]
     return RETRYABLE[failed[0]] if failed else "nothing"
+
+
+# Where a release is in an environment (or beside the live one) to be rolled back.
+ROLLABLE = {"Deploying", "Verifying", "Analyzing", "Deployed", "Judging"}
+
+
+def rollback_patch(
+    release: dict[str, Any],
+    environment: str,
+    who: str,
+    now: datetime,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The merge patch that asks the operator to take ``release`` out of
+    ``environment``; refused where it is not live or a request is pending."""
+    meta = release.get("metadata") or {}
+    name = f"{meta.get('namespace')}/{meta.get('name')}"
+    promotion = (release.get("spec") or {}).get("promotion") or {}
+    path = list(promotion.get("environments") or [])
+    if environment not in path:
+        raise Refused(
+            f"environment {environment!r} is not on the promotion path of ModelRelease {name} "
+            f"({', '.join(path) or 'none'}): pass --environment with one of them"
+        )
+    entries = (release.get("status") or {}).get("environments") or []
+    entry: dict[str, Any] = next((e for e in entries if e.get("name") == environment), {})
+    asked = [r for r in promotion.get("rollbacks") or [] if r.get("environment") == environment]
+    if asked and asked[0].get("requestedAt") != entry.get("rollbackRequest"):
+        raise Refused(
+            f"ModelRelease {name} has a rollback of {environment} asked at "
+            f"{asked[0].get('requestedAt')} that the operator has not acted on yet: wait for "
+            f"status.environments[{environment}].rollbackRequest"
+        )
+    phase = entry.get("phase") or "Pending"
+    if phase == "RolledBack":
+        raise Refused(
+            f"ModelRelease {name} is already rolled back in {environment} "
+            f"({entry.get('message') or 'no message'}); nothing to do"
+        )
+    if phase not in ROLLABLE:
+        raise Refused(
+            f"ModelRelease {name} is not live in {environment} (phase {phase}): nothing to roll "
+            "back; `kubectl modelgate get environments` shows what is live there"
+        )
+    request: dict[str, Any] = {
+        "environment": environment,
+        "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "requestedBy": who,
+    }
+    if reason:
+        request["reason"] = reason
+    others = [r for r in promotion.get("rollbacks") or [] if r.get("environment") != environment]
+    return {
+        "metadata": {"resourceVersion": meta.get("resourceVersion")},
+        "spec": {"promotion": {"rollbacks": [*others, request]}},
+    }

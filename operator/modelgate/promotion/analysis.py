@@ -278,7 +278,13 @@ def analyzed_condition(ctx: Context, progress: list[EnvironmentProgress]) -> Non
     """Analyzed: False when an analysis failed or is inconclusive (naming the
     query, the values and the threshold), Unknown while one runs, True once
     every analysis this release ran has passed."""
-    judged = [p for p in progress if p.analysis is not None]
+    judged = [
+        p
+        for p in progress
+        if p.analysis is not None
+        # An analysis a rollback on request ended judged nothing.
+        and not (p.rolled_back_by is not None and p.analysis.phase == AnalysisPhase.RUNNING)
+    ]
     if not judged:
         return
     bad = [

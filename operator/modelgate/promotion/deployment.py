@@ -37,6 +37,12 @@ from modelgate.promotion.keys import (
     verification_job_name,
 )
 from modelgate.promotion.plan import Deploy, DeploymentObservation, Event, Observed
+from modelgate.promotion.rollback_request import (
+    fresh_request,
+    ignored,
+    rolled_back_on_request,
+    still_rolling_back,
+)
 from modelgate.promotion.rollout import (
     judge_beside,
     judged_by,
@@ -94,7 +100,25 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
         beside = observed.challengers.get(name)
         ours_beside = beside if beside is not None and beside.release == me else None
         judging = judged_by(env)
-        if not mine and earlier is not None and earlier.phase == EnvironmentPhase.ROLLED_BACK:
+        handled = earlier.rollback_request if earlier is not None else None
+        asked = fresh_request(release, name, earlier)
+        if asked is not None:
+            handled = asked.requested_at
+            if not mine and ours_beside is None:
+                ignored(ctx, name, asked, str(earlier.phase) if earlier else "Pending")
+        if asked is not None and (mine or ours_beside is not None):
+            # Taken out on request: final for this release, as a failed verification.
+            entry = rolled_back_on_request(ctx, env, earlier, asked, digest, live_here=mine)
+            blocker = blocker or ("RolledBack", f"{name}: {entry.message}", True)
+        elif (
+            mine
+            and earlier is not None
+            and earlier.phase == EnvironmentPhase.ROLLED_BACK
+            and earlier.rolled_back_by is not None
+        ):
+            entry = still_rolling_back(ctx, env, earlier)
+            blocker = blocker or ("RolledBack", f"{name}: {entry.message}", True)
+        elif not mine and earlier is not None and earlier.phase == EnvironmentPhase.ROLLED_BACK:
             # Verification failed here and the previous release was put back:
             # final for this release; never deploy it again.
             entry = earlier.model_copy()
@@ -204,6 +228,7 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
             ctx.plan.actions.append(
                 remove_challenger(ctx, env, entry.message or "promoted no further")
             )
+        entry.rollback_request = handled
         progress.append(entry)
 
     ctx.status.environments = progress

@@ -190,6 +190,8 @@ def verified_condition(
         if p.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED)
         # Verified, then rolled back by its analysis: Analyzed says so.
         and not (p.analysis is not None and p.analysis.phase == AnalysisPhase.FAILED)
+        # Rolled back on request: no verification failed.
+        and p.rolled_back_by is None
     ]
     verifying = [p.name for p in progress if p.phase == EnvironmentPhase.VERIFYING]
     checked = [
