@@ -649,6 +649,18 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
         )
     )
     release = _example("credit-risk/release.yaml")
+    release["spec"]["promotion"]["reverifications"] = [
+        {"environment": "prod", "requestedAt": "2026-12-07T12:00:00Z"}
+    ]
+    cases.append(
+        (
+            "ModelRelease verification again in an unlisted environment",
+            release,
+            "spec.promotion",
+            "every promotion.reverifications entry",
+        )
+    )
+    release = _example("credit-risk/release.yaml")
     release["spec"]["retry"] = {"requestedAt": "yesterday"}
     cases.append(
         ("ModelRelease retry at no time", release, "spec.retry.requestedAt", "should match")

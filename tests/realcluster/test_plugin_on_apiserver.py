@@ -169,10 +169,30 @@ def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller
     assert watched.returncode == 0, watched.stderr
     assert watched.stdout.startswith(f"ModelRelease {team.namespace}/{RELEASE}: Released")
 
+    # Something around production changed: verify it there again.
+    first_check = entries["production"]["verificationJob"]
+    reverified = alice("reverify", RELEASE, "-e", "production", "--reason", "new feature store")
+    assert reverified.returncode == 0, reverified.stderr
+    assert "verification again in production asked by alice" in reverified.stdout
+    asked_at = team.get("ModelRelease", RELEASE)["spec"]["promotion"]["reverifications"][0][
+        "requestedAt"
+    ]
+
+    def checked_again() -> dict[str, Any] | None:
+        release = team.get("ModelRelease", RELEASE)
+        entry = {e["name"]: e for e in release["status"]["environments"]}["production"]
+        done = entry.get("reverifyRequest") == asked_at and entry["phase"] == "Deployed"
+        return entry if done and release["status"]["phase"] == "Released" else None
+
+    production = wait_for(checked_again, 120, "production to be verified again")
+    assert production["verificationJob"] != first_check
+    jobs = client.BatchV1Api(team.api).list_namespaced_job(team.targets["production"]).items
+    assert {first_check, production["verificationJob"]} <= {j.metadata.name for j in jobs}
+
     # On call: production goes back to what was there before, nothing.
     rolled = alice("rollback", RELEASE, "-e", "production", "--reason", "INC-42: latency")
     assert rolled.returncode == 0, rolled.stderr
-    assert "rollback of production asked by alice" in rolled.stdout
+    assert "rollback in production asked by alice" in rolled.stdout
     rolled_back = team.wait_phase(RELEASE, "RolledBack")
     entries = {e["name"]: e for e in rolled_back["status"]["environments"]}
     assert entries["production"]["rolledBackBy"] == "alice"

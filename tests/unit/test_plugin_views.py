@@ -11,7 +11,13 @@ import pytest
 from modelgate.plugin import views
 from modelgate.plugin.cli import main, parser
 from modelgate.plugin.complete import candidates
-from modelgate.plugin.verbs import Refused, approval_patch, retry_patch, rollback_patch
+from modelgate.plugin.verbs import (
+    Refused,
+    approval_patch,
+    retry_patch,
+    reverify_patch,
+    rollback_patch,
+)
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -205,14 +211,40 @@ def test_a_rollback_replaces_the_environment_s_request_and_keeps_the_others() ->
       r"already rolled back in production \(rolled back on request by bob\); nothing to do"),
      ({**_live(), "spec": {"promotion": {"environments": ["staging", "production"], "rollbacks": [
          {"environment": "production", "requestedAt": "2026-12-07T11:00:00Z"}]}}},
-      "production", r"a rollback of production asked at 2026-12-07T11:00:00Z that the operator "
-                    r"has not acted on yet")],
+      "production", r"a request in spec.promotion.rollbacks for production asked at "
+                    r"2026-12-07T11:00:00Z that the operator has not acted on yet")],
 )  # fmt: skip
 def test_a_rollback_with_nothing_to_take_back_is_refused_naming_why(
     release: dict[str, Any], environment: str, message: str
 ) -> None:
     with pytest.raises(Refused, match=message):
         rollback_patch(release, environment, "carol", NOW)
+
+
+@pytest.mark.parametrize(
+    ("release", "message"),
+    [(_release(phase="Promoting", environments=[{"name": "production", "phase": "Verifying"}]),
+      r"not live and verified in production \(phase Verifying\): there is nothing to verify"),
+     (_live(), r"environment production does not verify what it runs")],
+)  # fmt: skip
+def test_a_verification_again_is_refused_where_there_is_none_to_run(
+    release: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(Refused, match=message):
+        reverify_patch(release, "production", "dave", NOW)
+
+
+def test_a_verification_again_is_asked_as_the_caller() -> None:
+    patch = reverify_patch(
+        _live(verificationJob="credit-risk-1-4-0-verify-1a2b3c4d"),
+        "production",
+        "dave",
+        NOW,
+        "new feature store",
+    )
+    assert patch["spec"] == {"promotion": {"reverifications": [
+        {"environment": "production", "requestedAt": "2026-12-07T12:00:00.000000Z",
+         "requestedBy": "dave", "reason": "new feature store"}]}}  # fmt: skip
 
 
 def test_a_kubeconfig_that_is_not_there_is_an_error_naming_the_fix(
@@ -245,7 +277,8 @@ def _names(kind: str, namespace: str | None, kubeconfig: str | None, context: st
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [([""], ["approve", "diff", "get", "retry", "rollback"]),
+    [([""], ["approve", "diff", "get", "retry", "reverify", "rollback"]),
+     (["rev"], ["reverify"]),
      (["rollback", "fraud-2-0-0", "-e", "p"], ["production"]),
      (["retry", "fr"], ["fraud-2-0-0"]),
      (["retry", "fraud-2-0-0", "--r"], ["--reason"]),

@@ -332,18 +332,18 @@ class RetryRequest(ApiModel):
     reason: str | None = Field(default=None, max_length=1024, description="Why, a ticket, etc.")
 
 
-class RollbackRequest(ApiModel):
-    """A request to take the release out of one environment and put back what
-    it replaced there. ``kubectl modelgate rollback`` writes it; so can a
+class EnvironmentRequest(ApiModel):
+    """A request a person makes of the operator about one environment (a
+    rollback, a verification again). The plugin's verbs write them; so can a
     commit in Git."""
 
     environment: str = Field(
-        pattern=DNS_LABEL_PATTERN, max_length=63, description="The environment to roll back."
+        pattern=DNS_LABEL_PATTERN, max_length=63, description="The environment it is about."
     )
     requested_at: str = Field(
         pattern=RFC3339_PATTERN,
         description="When it was asked (RFC 3339). A new value is a new request, acted on "
-        "once; status.environments[].rollbackRequest names the last one acted on.",
+        "once; the environment's entry in status.environments names the last one acted on.",
     )
     requested_by: str | None = Field(
         default=None, max_length=253, description="Who asked (the plugin writes the caller)."
@@ -363,6 +363,11 @@ class PromotionSpec(ApiModel):
             "!has(self.rollbacks) || self.rollbacks.all(r, r.environment in self.environments)",
             "every promotion.rollbacks entry must name an environment listed in environments",
         ),
+        (
+            "!has(self.reverifications) || "
+            "self.reverifications.all(r, r.environment in self.environments)",
+            "every promotion.reverifications entry must name an environment listed in environments",
+        ),
     )
 
     environments: list[Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]] = Field(
@@ -377,7 +382,7 @@ class PromotionSpec(ApiModel):
     approvals: list[Approval] = Field(
         default_factory=list, max_length=100, description="Recorded approvals."
     )
-    rollbacks: list[RollbackRequest] = Field(
+    rollbacks: list[EnvironmentRequest] = Field(
         default_factory=list,
         max_length=20,
         description="Rollbacks asked for, one per environment: where the release is live (or "
@@ -385,6 +390,18 @@ class PromotionSpec(ApiModel):
         "replaced is put back (the previous release, or nothing), and it is promoted no "
         "further; elsewhere the request is recorded and does nothing. Final for this release "
         "in that environment: to ship the model there again, create a new release.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["environment"],
+        },
+    )
+    reverifications: list[EnvironmentRequest] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Verifications asked for again, one per environment: where the release "
+        "is live and verified, and the environment verifies, its verification runs again as a "
+        "new Job; a failure is handled as the first one's (rolled back with autoRollback). "
+        "Elsewhere the request is recorded and does nothing.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["environment"],
@@ -412,20 +429,22 @@ class PromotionSpec(ApiModel):
             for key in keys:
                 if keys.count(key) > 1:
                     raise ValueError(f"config[{index}].values: key {key!r} appears twice; keep one")
-        asked: set[str] = set()
-        for index, request in enumerate(self.rollbacks):
-            # Mirrored by the CEL rule above and x-kubernetes-list-type: map.
-            if request.environment not in self.environments:
-                raise ValueError(
-                    f"rollbacks[{index}].environment: {request.environment!r} is not in "
-                    f"environments {self.environments}; roll back an environment of the path"
-                )
-            if request.environment in asked:
-                raise ValueError(
-                    f"rollbacks[{index}]: {request.environment!r} has two entries; keep one "
-                    "(a new request replaces the environment's entry)"
-                )
-            asked.add(request.environment)
+        for field, requests in (("rollbacks", self.rollbacks),
+                                ("reverifications", self.reverifications)):  # fmt: skip
+            # Mirrored by the CEL rules above and x-kubernetes-list-type: map.
+            asked: set[str] = set()
+            for index, request in enumerate(requests):
+                if request.environment not in self.environments:
+                    raise ValueError(
+                        f"{field}[{index}].environment: {request.environment!r} is not in "
+                        f"environments {self.environments}; name an environment of the path"
+                    )
+                if request.environment in asked:
+                    raise ValueError(
+                        f"{field}[{index}]: {request.environment!r} has two entries; keep one "
+                        "(a new request replaces the environment's entry)"
+                    )
+                asked.add(request.environment)
         return self
 
 
@@ -855,6 +874,11 @@ class EnvironmentProgress(ApiModel):
         default=None,
         description="requestedAt of the spec.promotion.rollbacks entry for this environment "
         "last acted on.",
+    )
+    reverify_request: str | None = Field(
+        default=None,
+        description="requestedAt of the spec.promotion.reverifications entry for this "
+        "environment last acted on.",
     )
     rolled_back_by: str | None = Field(
         default=None,

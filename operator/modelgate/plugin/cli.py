@@ -31,6 +31,7 @@ from modelgate.plugin.verbs import (
     approval_patch,
     retried_step,
     retry_patch,
+    reverify_patch,
     rollback_patch,
 )
 
@@ -126,6 +127,20 @@ def parser() -> argparse.ArgumentParser:
     rollback.add_argument("-e", "--environment", required=True, help="the environment")
     rollback.add_argument("--reason", help="why: an incident, a ticket")
 
+    reverify = verbs.add_parser(
+        "reverify",
+        parents=[common],
+        help="run a release's verification in an environment again",
+        description="Sets the environment's entry in the release's "
+        "spec.promotion.reverifications (requestedAt now, requestedBy you, your reason): where "
+        "the release is live and verified, the operator runs its verification again as a new "
+        "Job; a failure is handled as the first one's (rolled back with autoRollback). GitOps "
+        "users write the same entry. Refused where it is not live and verified.",
+    )
+    reverify.add_argument("release", help="the ModelRelease's name")
+    reverify.add_argument("-e", "--environment", required=True, help="the environment")
+    reverify.add_argument("--reason", help="why: what changed around it")
+
     diff = verbs.add_parser(
         "diff",
         parents=[common],
@@ -151,8 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _approve(cluster, args)
         if args.verb == "retry":
             return _retry(cluster, args)
-        if args.verb == "rollback":
-            return _rollback(cluster, args)
+        if args.verb in ("rollback", "reverify"):
+            return _environment_request(cluster, args)
         if args.verb == "diff":
             return _diff(cluster, args)
     except ClusterError as error:
@@ -287,13 +302,16 @@ def _retry(cluster: Cluster, args: argparse.Namespace) -> int:
     return 0
 
 
-def _rollback(cluster: Cluster, args: argparse.Namespace) -> int:
+def _environment_request(cluster: Cluster, args: argparse.Namespace) -> int:
     release = cluster.get_release(args.release)
     who = cluster.whoami()
-    patch = rollback_patch(release, args.environment, who, views.now_utc(), args.reason)
-    cluster.patch_release(args.release, patch)
+    build = rollback_patch if args.verb == "rollback" else reverify_patch
+    cluster.patch_release(
+        args.release, build(release, args.environment, who, views.now_utc(), args.reason)
+    )
+    what = "rollback" if args.verb == "rollback" else "verification again"
     print(
-        f"modelrelease.{GROUP}/{args.release}: rollback of {args.environment} asked by {who}; "
+        f"modelrelease.{GROUP}/{args.release}: {what} in {args.environment} asked by {who}; "
         f"see status.environments[{args.environment}]"
     )
     return 0

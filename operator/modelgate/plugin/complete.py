@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from modelgate.plugin.cli import KINDS
 
 NO_FILES = 4
-VERBS = ("approve", "diff", "get", "retry", "rollback")
+VERBS = ("approve", "diff", "get", "retry", "reverify", "rollback")
 FLAGS = {
     "get": ("--all-namespaces", "--output", "--watch", "--namespace", "--context", "--kubeconfig"),
     "approve": ("--environment", "--config-hash", "--comment", "--namespace", "--context",
@@ -21,6 +21,7 @@ FLAGS = {
     "diff": ("--environment", "--namespace", "--context", "--kubeconfig"),
     "retry": ("--reason", "--namespace", "--context", "--kubeconfig"),
     "rollback": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
+    "reverify": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
 }  # fmt: skip
 OUTPUTS = ("table", "json", "yaml")
 TAKES_VALUE = {"-n", "--namespace", "--context", "--kubeconfig", "-o", "--output", "-e",
@@ -77,7 +78,7 @@ def _names_a_release(positional: list[str]) -> bool:
     """The word is a release's name: `get release NAME`, or the one after a verb."""
     if positional[0] == "get":
         return len(positional) == 2 and KINDS.get(positional[1]) == "releases"
-    return positional[0] in ("approve", "diff", "retry", "rollback") and len(positional) == 1
+    return positional[0] in VERBS and positional[0] != "get" and len(positional) == 1
 
 
 def cluster_names(

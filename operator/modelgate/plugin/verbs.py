@@ -20,6 +20,10 @@
   release is live, the operator puts back what it replaced there; where it is
   judged beside the live one, it removes it; once per ``requestedAt``, final
   for the release there (``status.environments[].rolledBackBy``).
+- ``reverify RELEASE --environment ENV [--reason R]`` sets the environment's
+  entry of ``spec.promotion.reverifications`` likewise: where the release is
+  live and verified, its verification runs again as a new Job; a failure is
+  handled as the first one's (rolled back with autoRollback).
 """
 
 from __future__ import annotations
@@ -139,6 +143,8 @@ def retried_step(release: dict[str, Any]) -> str:
 
 # Where a release is in an environment (or beside the live one) to be rolled back.
 ROLLABLE = {"Deploying", "Verifying", "Analyzing", "Deployed", "Judging"}
+# Where its verification may run again.
+VERIFIED = {"Deployed", "Analyzing"}
 
 
 def rollback_patch(
@@ -150,24 +156,7 @@ def rollback_patch(
 ) -> dict[str, Any]:
     """The merge patch that asks the operator to take ``release`` out of
     ``environment``; refused where it is not live or a request is pending."""
-    meta = release.get("metadata") or {}
-    name = f"{meta.get('namespace')}/{meta.get('name')}"
-    promotion = (release.get("spec") or {}).get("promotion") or {}
-    path = list(promotion.get("environments") or [])
-    if environment not in path:
-        raise Refused(
-            f"environment {environment!r} is not on the promotion path of ModelRelease {name} "
-            f"({', '.join(path) or 'none'}): pass --environment with one of them"
-        )
-    entries = (release.get("status") or {}).get("environments") or []
-    entry: dict[str, Any] = next((e for e in entries if e.get("name") == environment), {})
-    asked = [r for r in promotion.get("rollbacks") or [] if r.get("environment") == environment]
-    if asked and asked[0].get("requestedAt") != entry.get("rollbackRequest"):
-        raise Refused(
-            f"ModelRelease {name} has a rollback of {environment} asked at "
-            f"{asked[0].get('requestedAt')} that the operator has not acted on yet: wait for "
-            f"status.environments[{environment}].rollbackRequest"
-        )
+    name, entry = _environment_entry(release, environment, "rollbacks", "rollbackRequest")
     phase = entry.get("phase") or "Pending"
     if phase == "RolledBack":
         raise Refused(
@@ -179,6 +168,71 @@ def rollback_patch(
             f"ModelRelease {name} is not live in {environment} (phase {phase}): nothing to roll "
             "back; `kubectl modelgate get environments` shows what is live there"
         )
+    return _request_patch(release, "rollbacks", environment, who, now, reason)
+
+
+def reverify_patch(
+    release: dict[str, Any],
+    environment: str,
+    who: str,
+    now: datetime,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The merge patch that asks the operator to verify ``release`` in
+    ``environment`` again; refused where it is not live and verified, or a
+    request is pending."""
+    name, entry = _environment_entry(release, environment, "reverifications", "reverifyRequest")
+    phase = entry.get("phase") or "Pending"
+    if phase not in VERIFIED:
+        raise Refused(
+            f"ModelRelease {name} is not live and verified in {environment} (phase {phase}): "
+            "there is nothing to verify again yet"
+        )
+    if not entry.get("verificationJob"):
+        raise Refused(
+            f"environment {environment} does not verify what it runs (its Environment has no "
+            "spec.verification): there is nothing to run again"
+        )
+    return _request_patch(release, "reverifications", environment, who, now, reason)
+
+
+def _environment_entry(
+    release: dict[str, Any], environment: str, field: str, handled: str
+) -> tuple[str, dict[str, Any]]:
+    """The release's name and its status entry for ``environment``; refused
+    off the path or while a request of ``field`` is pending."""
+    meta = release.get("metadata") or {}
+    name = f"{meta.get('namespace')}/{meta.get('name')}"
+    promotion = (release.get("spec") or {}).get("promotion") or {}
+    path = list(promotion.get("environments") or [])
+    if environment not in path:
+        raise Refused(
+            f"environment {environment!r} is not on the promotion path of ModelRelease {name} "
+            f"({', '.join(path) or 'none'}): pass --environment with one of them"
+        )
+    entries = (release.get("status") or {}).get("environments") or []
+    entry: dict[str, Any] = next((e for e in entries if e.get("name") == environment), {})
+    asked = [r for r in promotion.get(field) or [] if r.get("environment") == environment]
+    if asked and asked[0].get("requestedAt") != entry.get(handled):
+        raise Refused(
+            f"ModelRelease {name} has a request in spec.promotion.{field} for {environment} "
+            f"asked at {asked[0].get('requestedAt')} that the operator has not acted on yet: "
+            f"wait for status.environments[{environment}].{handled}"
+        )
+    return name, entry
+
+
+def _request_patch(
+    release: dict[str, Any],
+    field: str,
+    environment: str,
+    who: str,
+    now: datetime,
+    reason: str | None,
+) -> dict[str, Any]:
+    """Replace ``environment``'s entry of ``spec.promotion.<field>`` with a
+    new request, keeping the other environments' entries."""
+    promotion = (release.get("spec") or {}).get("promotion") or {}
     request: dict[str, Any] = {
         "environment": environment,
         "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -186,8 +240,8 @@ def rollback_patch(
     }
     if reason:
         request["reason"] = reason
-    others = [r for r in promotion.get("rollbacks") or [] if r.get("environment") != environment]
+    others = [r for r in promotion.get(field) or [] if r.get("environment") != environment]
     return {
-        "metadata": {"resourceVersion": meta.get("resourceVersion")},
-        "spec": {"promotion": {"rollbacks": [*others, request]}},
+        "metadata": {"resourceVersion": (release.get("metadata") or {}).get("resourceVersion")},
+        "spec": {"promotion": {field: [*others, request]}},
     }

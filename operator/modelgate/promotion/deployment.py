@@ -13,6 +13,7 @@ from modelgate.api.modelrelease import (
     Approval,
     EnvironmentPhase,
     EnvironmentProgress,
+    EnvironmentRequest,
     ModelRelease,
     Phase,
     Serving,
@@ -29,6 +30,14 @@ from modelgate.promotion.context import (
     progressing,
     stalled,
 )
+from modelgate.promotion.environment_requests import (
+    fresh_request,
+    ignored,
+    reverify_refusal,
+    reverifying,
+    rolled_back_on_request,
+    still_rolling_back,
+)
 from modelgate.promotion.evaluation import gate_record
 from modelgate.promotion.keys import (
     SERVER_COMMAND,
@@ -37,12 +46,6 @@ from modelgate.promotion.keys import (
     verification_job_name,
 )
 from modelgate.promotion.plan import Deploy, DeploymentObservation, Event, Observed
-from modelgate.promotion.rollback_request import (
-    fresh_request,
-    ignored,
-    rolled_back_on_request,
-    still_rolling_back,
-)
 from modelgate.promotion.rollout import (
     judge_beside,
     judged_by,
@@ -101,11 +104,25 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
         ours_beside = beside if beside is not None and beside.release == me else None
         judging = judged_by(env)
         handled = earlier.rollback_request if earlier is not None else None
-        asked = fresh_request(release, name, earlier)
+        asked = fresh_request(release.spec.promotion.rollbacks, name, handled)
         if asked is not None:
             handled = asked.requested_at
             if not mine and ours_beside is None:
-                ignored(ctx, name, asked, str(earlier.phase) if earlier else "Pending")
+                phase = str(earlier.phase) if earlier else "Pending"
+                why = f"the release is not live there (phase {phase}): nothing was rolled back"
+                ignored(ctx, name, asked, "Rollback", why)
+        reverify_handled = earlier.reverify_request if earlier is not None else None
+        again = fresh_request(release.spec.promotion.reverifications, name, reverify_handled)
+        if again is not None:
+            reverify_handled = again.requested_at
+            refusal = reverify_refusal(
+                env, earlier, mine and live is not None and live.config_hash == digest
+            )
+            if refusal is not None or asked is not None:
+                ignored(ctx, name, again, "Reverify", refusal or "a rollback was asked too")
+                again = None
+            else:
+                reverifying(ctx, env, again)
         if asked is not None and (mine or ours_beside is not None):
             # Taken out on request: final for this release, as a failed verification.
             entry = rolled_back_on_request(ctx, env, earlier, asked, digest, live_here=mine)
@@ -144,11 +161,12 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
         elif live is not None and mine and live.image == ctx.image and live.config_hash == digest:
             entry = _realized(ctx, env, live, digest, earlier)
             same = earlier is not None and earlier.config_hash == digest
+            job = _verification_job(ctx, name, digest, earlier, again)
             if same and earlier is not None and _failed_analysis(earlier):
                 # Its analysis failed; the rollback is not live yet (GitOps): ask again.
                 entry, failure = _still_failed(ctx, env, earlier)
                 blocker = blocker or failure
-            elif same and earlier is not None and earlier.phase in _VERIFIED:
+            elif same and earlier is not None and earlier.phase in _VERIFIED and again is None:
                 # Verified before (where configured): final for this config, once
                 # its analysis (where configured) has passed.
                 entry.phase = EnvironmentPhase.DEPLOYED
@@ -161,9 +179,13 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
                 entry.phase = EnvironmentPhase.DEPLOYING
                 entry.message = live.message or "waiting for the rollout to become ready"
             else:
-                entry, verdict = verify(ctx, env, digest, observed, entry, earlier)
+                if earlier is not None and same and earlier.reverify_request:
+                    # Verified here before: an analysis under way or decided stands.
+                    entry.analysis = earlier.analysis
+                entry, verdict = verify(ctx, env, digest, observed, entry, earlier, job=job)
                 if verdict is None and entry.phase == EnvironmentPhase.DEPLOYED:
-                    start_analysis(ctx, env, entry)
+                    if entry.analysis is None:
+                        start_analysis(ctx, env, entry)
                     entry, verdict = analyze(ctx, env, entry, observed)
                 blocker = blocker or verdict
         elif (
@@ -229,6 +251,7 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
                 remove_challenger(ctx, env, entry.message or "promoted no further")
             )
         entry.rollback_request = handled
+        entry.reverify_request = reverify_handled
         progress.append(entry)
 
     ctx.status.environments = progress
@@ -352,6 +375,31 @@ def _beside(
     if entry.phase == EnvironmentPhase.DEPLOYING:
         entry.message = f"the challenger takes all traffic: {judged.message or 'it won'}"
     return entry, verdict
+
+
+def _verification_job(
+    ctx: Context,
+    name: str,
+    digest: str,
+    earlier: EnvironmentProgress | None,
+    again: EnvironmentRequest | None,
+) -> str:
+    """The verification Job of ``digest`` in ``name``: a new one for a
+    verification asked for again; the one recorded while it runs or after it
+    failed (a verification asked for again is named for its request);
+    otherwise the one named for the release, environment, config and image."""
+    if again is not None:
+        return verification_job_name(ctx.release, name, digest, ctx.image, salt=again.requested_at)
+    if (
+        earlier is not None
+        and earlier.verification_job
+        and earlier.config_hash == digest
+        and earlier.image == ctx.image
+        and earlier.phase
+        in (EnvironmentPhase.VERIFYING, EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED)
+    ):
+        return earlier.verification_job
+    return verification_job_name(ctx.release, name, digest, ctx.image)
 
 
 def _failed_analysis(earlier: EnvironmentProgress) -> bool:

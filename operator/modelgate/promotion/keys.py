@@ -172,12 +172,18 @@ def serving_config(release: ModelRelease, artifacts: list[ArtifactRecord]) -> di
 
 
 def verification_job_name(
-    release: ModelRelease, environment: str, digest: str, image: str | None = None
+    release: ModelRelease,
+    environment: str,
+    digest: str,
+    image: str | None = None,
+    salt: str | None = None,
 ) -> str:
     """Deterministic per release, environment, config and image (a new config,
     or a new reference server image, re-verifies). ``image``: what is deployed,
-    when it is not ``spec.image`` (serving ReferenceServer)."""
+    when it is not ``spec.image`` (serving ReferenceServer); ``salt``: the
+    request that asked for a verification again."""
     served = image or release.spec.image
-    key = canonical_hash([release_key(release), served, environment, digest])[:8]
+    parts = [release_key(release), served, environment, digest]
+    key = canonical_hash([*parts, salt] if salt else parts)[:8]
     suffix = f"-verify-{key}"
     return release.name[: JOB_NAME_MAX - len(suffix)].rstrip("-") + suffix

@@ -30,11 +30,13 @@ def verify(
     entry: EnvironmentProgress,
     earlier: EnvironmentProgress | None,
     challenger: bool = False,
+    job: str | None = None,
 ) -> tuple[EnvironmentProgress, tuple[str, str, bool] | None]:
     """The rollout is ready: verify it (if configured), roll back on failure.
     With ``challenger``, the release runs beside the live one and gets no
     traffic yet: it is verified there, and a failure removes it (the caller
-    does) instead of putting anything back."""
+    does) instead of putting anything back. ``job``: the Job's name when
+    not the usual one (a verification asked for again)."""
     release, name = ctx.release, env.name
     spec = env.spec.verification
     if spec is None:
@@ -42,7 +44,7 @@ def verify(
         if not challenger:
             ctx.plan.events.append(Event("Normal", "Deployed", f"{ctx.image} is live in {name}"))
         return entry, None
-    job = verification_job_name(release, name, digest, ctx.image)
+    job = job or verification_job_name(release, name, digest, ctx.image)
     entry.verification_job = job
     run = observed.verifications.get(job)
     if run is None or run.state == "Running":

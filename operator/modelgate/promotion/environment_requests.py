@@ -1,12 +1,21 @@
-"""A rollback asked for in spec.promotion.rollbacks, one environment at a time.
+"""What people ask of one environment: a rollback (spec.promotion.rollbacks)
+or a verification again (spec.promotion.reverifications).
 
-Where the release is live when the request is acted on, the environment goes
+Each environment's entry records the request of each kind it acted on
+(rollbackRequest, reverifyRequest), so each is acted on once, across
+restarts; a request that finds nothing to act on is recorded too, with an
+Event saying why.
+
+Rollback: where the release is live when the request is acted on, the environment goes
 back to what the release replaced there (the previous release, or nothing):
 the same Rollback action a failed verification takes, and as final. Where it
 runs beside the live release as the challenger, the challenger is removed and
 the live release keeps all traffic. Anywhere else the request is recorded and
-does nothing. The environment's entry records the request it acted on
-(rollbackRequest), so each is acted on once, across restarts.
+does nothing.
+
+Verification again: where the release is live and verified and the
+environment verifies, its verification runs again as a new Job (named for
+the request); a failure is handled as the first verification's.
 """
 
 from __future__ import annotations
@@ -16,8 +25,7 @@ from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import (
     EnvironmentPhase,
     EnvironmentProgress,
-    ModelRelease,
-    RollbackRequest,
+    EnvironmentRequest,
 )
 from modelgate.api.rollout import RolloutPhase
 from modelgate.promotion.context import Context
@@ -28,13 +36,11 @@ UNKNOWN = "someone (requestedBy not set)"
 
 
 def fresh_request(
-    release: ModelRelease, environment: str, earlier: EnvironmentProgress | None
-) -> RollbackRequest | None:
-    """The environment's rollback request if it was not acted on yet."""
-    asked = next(
-        (r for r in release.spec.promotion.rollbacks if r.environment == environment), None
-    )
-    handled = earlier.rollback_request if earlier is not None else None
+    requests: list[EnvironmentRequest], environment: str, handled: str | None
+) -> EnvironmentRequest | None:
+    """The environment's request among ``requests`` if it was not acted on
+    yet (``handled``: the requestedAt acted on last)."""
+    asked = next((r for r in requests if r.environment == environment), None)
     if asked is None or asked.requested_at == handled:
         return None
     return asked
@@ -44,7 +50,7 @@ def rolled_back_on_request(
     ctx: Context,
     env: Environment,
     earlier: EnvironmentProgress | None,
-    asked: RollbackRequest,
+    asked: EnvironmentRequest,
     digest: str,
     live_here: bool,
 ) -> EnvironmentProgress:
@@ -93,13 +99,36 @@ def still_rolling_back(
     return entry
 
 
-def ignored(ctx: Context, environment: str, asked: RollbackRequest, phase: str) -> None:
+def ignored(ctx: Context, environment: str, asked: EnvironmentRequest, kind: str, why: str) -> None:
+    """Record that a request found nothing to act on: ``kind`` names it (the
+    Event's reason is ``<kind>Ignored``)."""
     who = asked.requested_by or UNKNOWN
+    what = "rollback" if kind == "Rollback" else "verification again"
     ctx.plan.events.append(
-        Event(
-            "Normal",
-            "RollbackIgnored",
-            f"{environment}: the rollback asked by {who} found the release not live there "
-            f"(phase {phase}): nothing was rolled back",
-        )
+        Event("Normal", f"{kind}Ignored", f"{environment}: the {what} asked by {who}: {why}")
+    )
+
+
+def reverify_refusal(
+    env: Environment, earlier: EnvironmentProgress | None, live_here: bool
+) -> str | None:
+    """Why a verification asked for again cannot run in ``env`` now; None when it can."""
+    phase = str(earlier.phase) if earlier is not None else "Pending"
+    if env.spec.verification is None:
+        return f"environment {env.name} does not verify (spec.verification): nothing was run"
+    if not live_here:
+        return f"the release is not live there (phase {phase}): nothing was run"
+    if earlier is None or earlier.phase not in (
+        EnvironmentPhase.DEPLOYED,
+        EnvironmentPhase.ANALYZING,
+    ):
+        return f"its verification there has not finished (phase {phase}): nothing more was run"
+    return None
+
+
+def reverifying(ctx: Context, env: Environment, asked: EnvironmentRequest) -> None:
+    who = asked.requested_by or UNKNOWN
+    why = f" ({asked.reason})" if asked.reason else ""
+    ctx.plan.events.append(
+        Event("Normal", "Reverifying", f"{env.name}: verification again, asked by {who}{why}")
     )

@@ -114,7 +114,7 @@ def test_a_request_where_the_release_is_not_live_is_recorded_and_does_nothing() 
     released, plans = drive(asking(newer, "production"), world)
     [ignored] = [e for p in plans for e in p.events if e.reason == "RollbackIgnored"]
     assert ignored.message == (
-        "production: the rollback asked by carol found the release not live there "
+        "production: the rollback asked by carol: the release is not live there "
         "(phase Pending): nothing was rolled back"
     )
     # It then goes to production as usual: the request was for another time.
@@ -181,3 +181,72 @@ def test_a_challenger_judged_beside_the_live_release_is_removed_on_request() -> 
     )
     assert production.judged is not None
     assert production.judged.phase == "RolledBack"
+
+
+VERIFIED = {"verification": {"image": "verify:1", "command": ["verify"]}}
+
+
+def reverifying(release: ModelRelease, environment: str, at: str = "2026-11-22T14:00:00Z") -> Any:
+    body = release.wire()
+    body["spec"]["promotion"]["reverifications"] = [
+        {"environment": environment, "requestedAt": at, "requestedBy": "dave"}
+    ]
+    return ModelRelease.model_validate({**body, "status": body.get("status")})
+
+
+def test_a_verification_asked_for_again_runs_as_a_new_job_and_passes() -> None:
+    world = VerifyingWorld()
+    envs = make_envs(**VERIFIED)
+    released, _ = drive(make_release(), world, envs=envs)
+    assert released.status is not None
+    first = released.status.environments[1].verification_job
+    checked, plans = drive(reverifying(released, "production"), world, envs=envs)
+
+    kinds = [type(a).__name__ for p in plans for a in p.actions]
+    assert kinds == ["StartVerification"]
+    assert [p.status.environments[1].phase for p in plans] == ["Verifying", "Deployed"]
+    assert checked.status is not None
+    production = checked.status.environments[1]
+    assert production.verification_job not in (None, first)
+    assert production.reverify_request == "2026-11-22T14:00:00Z"
+    assert checked.status.phase == "Released"
+    assert [e.message for p in plans for e in p.events if e.reason == "Reverifying"] == [
+        "production: verification again, asked by dave"
+    ]
+    assert world.rollbacks == []
+    # Once: reconciling again runs nothing more.
+    again = reconcile(checked, make_gate(), envs, world.observed(), NOW)
+    assert again.actions == []
+
+
+def test_a_verification_asked_for_again_that_fails_rolls_back() -> None:
+    world = VerifyingWorld()
+    drive(make_release(), world)  # m-1 live, no verification then
+    envs = make_envs(**VERIFIED)
+    newer = make_release(image=NEWER_IMAGE)
+    newer = newer.model_copy(update={"metadata": newer.metadata.model_copy(update={"name": "m-2"})})
+    released, _ = drive(newer, world, envs=envs)
+    world.verification = "Failed"  # what it serves went wrong since
+    rolled, _ = drive(reverifying(released, "production"), world, envs=envs)
+
+    assert rolled.status is not None
+    assert rolled.status.phase == "RolledBack"
+    assert [r.environment for r in world.rollbacks] == ["production"]
+    assert world.deployments["production"].release == "team/m-1"
+    assert "3 of 200 answers differ" in (rolled.status.environments[1].message or "")
+    assert condition(rolled, "Verified")[:2] == ("False", "VerificationFailed")
+
+
+def test_a_verification_asked_for_where_there_is_none_is_recorded_and_runs_nothing() -> None:
+    world = VerifyingWorld()
+    released, _ = drive(make_release(), world)  # no environment verifies
+    plan = reconcile(
+        reverifying(released, "production"), make_gate(), make_envs(), world.observed(), NOW
+    )
+    assert plan.actions == []
+    [event] = [e for e in plan.events if e.reason == "ReverifyIgnored"]
+    assert event.message == (
+        "production: the verification again asked by dave: environment production does not "
+        "verify (spec.verification): nothing was run"
+    )
+    assert plan.status.environments[1].reverify_request == "2026-11-22T14:00:00Z"
