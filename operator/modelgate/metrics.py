@@ -440,11 +440,15 @@ class Metrics:
             # A challenger removed: the live release never changed (no change
             # failure); only a failed verification of it counts as one.
             judged = entry.judged
-            if judged is not None and judged.split_at is None:
+            asked = entry.rolled_back_by is not None  # by a person: nothing failed a check
+            if judged is not None and judged.split_at is None and not asked:
                 self.verification_failures.labels(namespace, name, model).inc()
         elif entry.phase in (EnvironmentPhase.ROLLED_BACK, EnvironmentPhase.FAILED):
             analysis = entry.analysis
-            if analysis is None or str(analysis.phase) != "Failed":
+            failed_check = entry.rolled_back_by is None and (
+                analysis is None or str(analysis.phase) != "Failed"
+            )
+            if failed_check:
                 self.verification_failures.labels(namespace, name, model).inc()
             if entry.phase == EnvironmentPhase.ROLLED_BACK:
                 self.rollbacks.labels(namespace, name, model).inc()

@@ -146,6 +146,25 @@ def test_deploy_lead_time_and_rollback_restore() -> None:
     assert sample(metrics, "modelgate_deployments_total", **where, model="credit-risk") == 1
 
 
+def test_a_rollback_a_person_asked_for_is_a_change_failure_and_no_failed_check() -> None:
+    metrics = Metrics()
+    live = status(
+        environments=[
+            {"name": "production", "phase": "Deployed", "deployedAt": "2026-11-22T11:00:00Z"}
+        ]
+    )
+    rolled_back = status(
+        environments=[
+            {"name": "production", "phase": "RolledBack", "deployedAt": "2026-11-22T11:00:00Z",
+             "rolledBackBy": "carol", "rollbackRequest": "2026-11-22T11:30:00Z"}
+        ]
+    )  # fmt: skip
+    metrics.release_changed(release(), live, rolled_back, CREATED + timedelta(hours=1, minutes=30))
+    where = {"namespace": "team", "environment": "production", "model": "credit-risk"}
+    assert sample(metrics, "modelgate_rollbacks_total", **where) == 1
+    assert sample(metrics, "modelgate_verification_failures_total", **where) in (None, 0)
+
+
 def test_config_changes_are_counted_by_result_and_keep_lead_time_for_releases() -> None:
     metrics = Metrics()
     where = {"namespace": "team", "environment": "production", "model": "credit-risk"}
