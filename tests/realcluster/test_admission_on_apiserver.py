@@ -130,6 +130,16 @@ def test_approvals_are_credited_to_the_real_requesting_user(
     released = admitted_team.wait_phase("credit-risk-1-4-0", "Released")
     entries = {e["name"]: e for e in released["status"]["environments"]}
     assert entries["production"]["approvedBy"] == "alice"
+    # A request (here a retry, which finds nothing failed) is credited likewise.
+    forged_retry = {"requestedAt": "2026-12-07T12:00:00Z", "requestedBy": "the-cto"}
+    asked = control_plane.kubectl(
+        "patch", "modelrelease", "credit-risk-1-4-0", "-n", admitted_team.namespace,
+        "--type=merge", "-p", json.dumps({"spec": {"retry": forged_retry}}),
+        kubeconfig=bob, check=False,
+    )  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    retry = admitted_team.get("ModelRelease", "credit-risk-1-4-0")["spec"]["retry"]
+    assert retry == {**forged_retry, "requestedBy": "bob"}
 
 
 def test_an_environment_with_a_bad_regex_is_refused_naming_the_field(

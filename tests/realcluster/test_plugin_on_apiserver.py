@@ -133,6 +133,28 @@ def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller
     assert missing.returncode == 1
     assert "404 Not Found" in missing.stderr
     assert "kubectl modelgate get releases" in missing.stderr
+    # Held back while someone looks, then let go on.
+    aborted = alice("abort", RELEASE, "--reason", "hold for the review")
+    assert aborted.returncode == 0, aborted.stderr
+    stopped = team.wait_phase(RELEASE, "Aborted")
+    ready = conditions(stopped)["Ready"]
+    assert (ready["reason"], ready["status"]) == ("Aborted", "False")
+    assert ready["message"].startswith("aborted by alice at ")
+    assert (
+        "(hold for the review): promoted no further; it stays live in staging" in ready["message"]
+    )
+    resumed = alice("retry", RELEASE)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "the aborted release from where it stopped" in resumed.stdout
+    wait_for(
+        lambda: (
+            conditions(team.get("ModelRelease", RELEASE)).get("Ready", {}).get("reason")
+            == "AwaitingApproval"
+        ),
+        60,
+        "the release to wait for its approval again",
+    )
+
     approved = alice("approve", RELEASE, "-e", "production", "--comment", "CHG-7")
     assert approved.returncode == 0, approved.stderr
     assert approved.stdout.strip().endswith("approved into production by alice")

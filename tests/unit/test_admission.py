@@ -10,7 +10,12 @@ import pytest
 
 from modelgate.api import Environment, ModelRelease, load_documents
 from modelgate.api.modelrelease import Approval
-from modelgate.promotion.admission import Requester, review_release, stamp_approvals
+from modelgate.promotion.admission import (
+    Requester,
+    review_release,
+    stamp_approvals,
+    stamp_requests,
+)
 from tests.conftest import EXAMPLES
 
 SAMPLE = EXAMPLES / "credit-risk"
@@ -149,3 +154,28 @@ def test_an_update_of_the_promotion_config_is_admitted() -> None:
     promotion["config"][0]["values"].append({"name": "LOG_LEVEL", "value": "warning"})
     review = review_release(release(promotion=promotion), environments(), ALICE, before)
     assert review.errors == []
+
+
+def test_requests_added_or_renewed_are_credited_to_the_requester() -> None:
+    body = release().wire()
+    body["spec"]["promotion"]["rollbacks"] = [
+        {"environment": "staging", "requestedAt": "2026-11-22T10:00:00Z", "requestedBy": "carol"}
+    ]
+    old = ModelRelease.model_validate(body)
+    body["spec"]["retry"] = {"requestedAt": "2026-11-22T12:00:00Z", "requestedBy": "the-ceo"}
+    body["spec"]["promotion"]["rollbacks"].append(
+        {"environment": "production", "requestedAt": "2026-11-22T12:00:00Z"}
+    )
+    body["spec"]["promotion"]["reverifications"] = [
+        {"environment": "staging", "requestedAt": "2026-11-22T12:00:00Z", "requestedBy": "bob"}
+    ]
+    new = ModelRelease.model_validate(body)
+    changes = stamp_requests(old, new, ALICE)
+    assert changes["retry"]["requestedBy"] == "alice@example.com"
+    assert "abort" not in changes
+    rollbacks = changes["promotion"]["rollbacks"]
+    # Carol's request was there before: hers it stays.
+    assert [r["requestedBy"] for r in rollbacks] == ["carol", "alice@example.com"]
+    assert changes["promotion"]["reverifications"][0]["requestedBy"] == "alice@example.com"
+    # Nothing renewed: nothing to stamp.
+    assert stamp_requests(new, new, ALICE) == {}

@@ -73,6 +73,7 @@ def release(
         ("Failed", "TrainingFailed", "Degraded"),
         ("Blocked", "ConfigRuleViolated", "Degraded"),
         ("RolledBack", "VerificationFailed", "Degraded"),
+        ("Aborted", "Aborted", "Degraded"),
     ],
 )
 def test_model_release_in_every_phase(phase: str, reason: str, expected: str) -> None:

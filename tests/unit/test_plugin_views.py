@@ -13,6 +13,7 @@ from modelgate.plugin.cli import main, parser
 from modelgate.plugin.complete import candidates
 from modelgate.plugin.verbs import (
     Refused,
+    abort_patch,
     approval_patch,
     retry_patch,
     reverify_patch,
@@ -247,6 +248,31 @@ def test_a_verification_again_is_asked_as_the_caller() -> None:
          "requestedBy": "dave", "reason": "new feature store"}]}}  # fmt: skip
 
 
+def test_an_abort_is_asked_as_the_caller_and_retry_takes_it_back() -> None:
+    release = _release(phase="Promoting")
+    patch = abort_patch(release, "erin", NOW, "wrong dataset")
+    assert patch["spec"]["abort"] == {
+        "requestedAt": "2026-12-07T12:00:00.000000Z", "requestedBy": "erin",
+        "reason": "wrong dataset",
+    }  # fmt: skip
+    release["spec"]["abort"] = patch["spec"]["abort"]
+    assert retry_patch(release, "erin", NOW) == {
+        "metadata": {"resourceVersion": "42"},
+        "spec": {"abort": None},
+    }
+    tree = views.release_tree(release, [], [], NOW).splitlines()
+    assert tree[1:3] == ["├─ Aborted by erin at 2026-12-07T12:00:00.000000Z", "│  └─ wrong dataset"]
+    with pytest.raises(Refused, match=r"already aborted \(by erin at .*\): `kubectl modelgate "
+                                      r"retry` lets it go on"):  # fmt: skip
+        abort_patch(release, "erin", NOW)
+
+
+def test_a_release_with_nothing_in_flight_is_not_aborted() -> None:
+    with pytest.raises(Refused, match=r"nothing to abort .* \(phase Released\): it is released "
+                                      r"everywhere: take it out with rollback"):  # fmt: skip
+        abort_patch(_release(phase="Released"), "erin", NOW)
+
+
 def test_a_kubeconfig_that_is_not_there_is_an_error_naming_the_fix(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -277,7 +303,8 @@ def _names(kind: str, namespace: str | None, kubeconfig: str | None, context: st
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [([""], ["approve", "diff", "get", "retry", "reverify", "rollback"]),
+    [([""], ["abort", "approve", "diff", "get", "retry", "reverify", "rollback"]),
+     (["abort", "c"], ["credit-risk-1-4-0", "credit-risk-1-5-0"]),
      (["rev"], ["reverify"]),
      (["rollback", "fraud-2-0-0", "-e", "p"], ["production"]),
      (["retry", "fr"], ["fraud-2-0-0"]),

@@ -316,15 +316,14 @@ class Approval(ApiModel):
     )
 
 
-class RetryRequest(ApiModel):
-    """A request to run the release's failed step again: its training (or
-    import), the server's scoring, or the gate's evaluation. ``kubectl
-    modelgate retry`` writes it; so can a commit in Git."""
+class Request(ApiModel):
+    """A request a person makes of the operator. The plugin's verbs write
+    them; so can a commit in Git."""
 
     requested_at: str = Field(
         pattern=RFC3339_PATTERN,
         description="When it was asked (RFC 3339). A new value is a new request, acted on "
-        "once; status.retry.handled names the last one acted on.",
+        "once; status records the last one acted on.",
     )
     requested_by: str | None = Field(
         default=None, max_length=253, description="Who asked (the plugin writes the caller)."
@@ -332,23 +331,13 @@ class RetryRequest(ApiModel):
     reason: str | None = Field(default=None, max_length=1024, description="Why, a ticket, etc.")
 
 
-class EnvironmentRequest(ApiModel):
+class EnvironmentRequest(Request):
     """A request a person makes of the operator about one environment (a
-    rollback, a verification again). The plugin's verbs write them; so can a
-    commit in Git."""
+    rollback, a verification again)."""
 
     environment: str = Field(
         pattern=DNS_LABEL_PATTERN, max_length=63, description="The environment it is about."
     )
-    requested_at: str = Field(
-        pattern=RFC3339_PATTERN,
-        description="When it was asked (RFC 3339). A new value is a new request, acted on "
-        "once; the environment's entry in status.environments names the last one acted on.",
-    )
-    requested_by: str | None = Field(
-        default=None, max_length=253, description="Who asked (the plugin writes the caller)."
-    )
-    reason: str | None = Field(default=None, max_length=1024, description="Why, a ticket, etc.")
 
 
 class PromotionSpec(ApiModel):
@@ -664,7 +653,14 @@ class ModelReleaseSpec(ApiModel):
         description="Resources and deadline of the gate evaluation Job. Changing it "
         "after an evaluation failed (out of memory, past its deadline) evaluates again.",
     )
-    retry: RetryRequest | None = Field(
+    abort: Request | None = Field(
+        default=None,
+        description="Stop the release where it is: it is promoted no further, and a "
+        "challenger it has judged beside a live release is removed (the live one keeps all "
+        "traffic). Where it is live it stays (spec.promotion.rollbacks takes it out); a Job "
+        "already running runs to its end. Remove it to go on from where it stopped.",
+    )
+    retry: Request | None = Field(
         default=None,
         description="Run the failed step again, as a new run beside the failed one (whose "
         "Job and logs stay): a failed training or import runs again, a failed scoring "
@@ -743,6 +739,7 @@ class Phase(StrEnum):
     RELEASED = "Released"
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
+    ABORTED = "Aborted"
 
 
 class TrainingStatus(ApiModel):

@@ -22,7 +22,12 @@ from modelgate.api.loader import format_validation_error
 from modelgate.api.modelrelease import ModelRelease
 from modelgate.api.qualitygate import QualityGate
 from modelgate.handlers.common import ENVIRONMENTS, GATES, RELEASES, list_environments, runtime
-from modelgate.promotion.admission import Requester, review_release, stamp_approvals
+from modelgate.promotion.admission import (
+    Requester,
+    review_release,
+    stamp_approvals,
+    stamp_requests,
+)
 
 ResourceT = TypeVar("ResourceT", bound=ResourceModel)
 
@@ -69,7 +74,7 @@ def stamp_release_approvals(
     patch: kopf.Patch,
     **kwargs: Any,
 ) -> None:
-    """Approvals added in a request are credited to whoever sent it."""
+    """Approvals and requests added in a request are credited to whoever sent it."""
     old: kopf.Body | None = kwargs.get("old")
     requester = Requester.from_userinfo(dict(userinfo))
     if requester is None:
@@ -83,8 +88,11 @@ def stamp_release_approvals(
     stamped = stamp_approvals(
         before, release.spec.promotion.approvals, requester, datetime.now(UTC)
     )
+    changes = stamp_requests(previous, release, requester)
     if stamped is not None:
-        patch.spec["promotion"] = {"approvals": [a.wire() for a in stamped]}
+        changes.setdefault("promotion", {})["approvals"] = [a.wire() for a in stamped]
+    for key, value in changes.items():
+        patch.spec[key] = value
 
 
 @kopf.on.validate(*ENVIRONMENTS, id="validate-environment", operations=["CREATE", "UPDATE"])

@@ -28,6 +28,7 @@ from modelgate.plugin.cluster import PLURALS, Cluster, ClusterError
 from modelgate.plugin.diff import config_diff
 from modelgate.plugin.verbs import (
     Refused,
+    abort_patch,
     approval_patch,
     retried_step,
     retry_patch,
@@ -104,14 +105,29 @@ def parser() -> argparse.ArgumentParser:
     retry = verbs.add_parser(
         "retry",
         parents=[common],
-        help="run a release's failed training, scoring or gate evaluation again",
+        help="run a release's failed training, scoring or gate evaluation again, or go on "
+        "with an aborted one",
         description="Sets the release's spec.retry (requestedAt now, requestedBy you, your "
         "reason): the operator runs the failed step again as a new Job (the failed one and its "
-        "logs stay) and records it in status.retry, once per request. GitOps users write the "
-        "same field. Refused when nothing failed.",
+        "logs stay) and records it in status.retry, once per request. On an aborted release it "
+        "removes spec.abort instead, and the release goes on from where it stopped. GitOps "
+        "users write the same fields. Refused when nothing failed.",
     )
     retry.add_argument("release", help="the ModelRelease's name")
     retry.add_argument("--reason", help="why: what was fixed, a ticket")
+
+    abort = verbs.add_parser(
+        "abort",
+        parents=[common],
+        help="stop a release where it is",
+        description="Sets the release's spec.abort (requestedAt now, requestedBy you, your "
+        "reason): it is promoted no further, and a challenger it has beside a live release is "
+        "removed (the live one keeps all traffic). Where it is live it stays (rollback takes it "
+        "out); Jobs already running run to their end. `retry` lets it go on. GitOps users write "
+        "the same field. Refused when it is aborted already or nothing is in flight.",
+    )
+    abort.add_argument("release", help="the ModelRelease's name")
+    abort.add_argument("--reason", help="why: an incident, a ticket")
 
     rollback = verbs.add_parser(
         "rollback",
@@ -166,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _approve(cluster, args)
         if args.verb == "retry":
             return _retry(cluster, args)
+        if args.verb == "abort":
+            return _abort(cluster, args)
         if args.verb in ("rollback", "reverify"):
             return _environment_request(cluster, args)
         if args.verb == "diff":
@@ -298,6 +316,17 @@ def _retry(cluster: Cluster, args: argparse.Namespace) -> int:
     print(
         f"modelrelease.{GROUP}/{args.release}: retry asked by {who}; the operator runs "
         f"{retried_step(release)} again (see status.retry)"
+    )
+    return 0
+
+
+def _abort(cluster: Cluster, args: argparse.Namespace) -> int:
+    release = cluster.get_release(args.release)
+    who = cluster.whoami()
+    cluster.patch_release(args.release, abort_patch(release, who, views.now_utc(), args.reason))
+    print(
+        f"modelrelease.{GROUP}/{args.release}: aborted by {who}; it is promoted no further "
+        "(`kubectl modelgate retry` lets it go on)"
     )
     return 0
 

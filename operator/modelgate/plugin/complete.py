@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from modelgate.plugin.cli import KINDS
 
 NO_FILES = 4
-VERBS = ("approve", "diff", "get", "retry", "reverify", "rollback")
+VERBS = ("abort", "approve", "diff", "get", "retry", "reverify", "rollback")
 FLAGS = {
     "get": ("--all-namespaces", "--output", "--watch", "--namespace", "--context", "--kubeconfig"),
     "approve": ("--environment", "--config-hash", "--comment", "--namespace", "--context",
                 "--kubeconfig"),
     "diff": ("--environment", "--namespace", "--context", "--kubeconfig"),
     "retry": ("--reason", "--namespace", "--context", "--kubeconfig"),
+    "abort": ("--reason", "--namespace", "--context", "--kubeconfig"),
     "rollback": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
     "reverify": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
 }  # fmt: skip

@@ -14,6 +14,10 @@
   import, scoring, the gate's evaluation) again as a new Job, once per
   ``requestedAt``, and records it in ``status.retry``. Also with the
   release's ``resourceVersion``.
+- ``abort RELEASE [--reason R]`` sets ``spec.abort`` (``requestedAt``,
+  ``requestedBy``, ``reason``): the release is promoted no further and a
+  challenger it has beside a live release is removed; ``retry`` removes it
+  (``spec.abort: null``) and the release goes on from where it stopped.
 - ``rollback RELEASE --environment ENV [--reason R]`` sets the environment's
   entry of ``spec.promotion.rollbacks`` (one per environment) to
   ``environment``, ``requestedAt``, ``requestedBy`` and ``reason``. Where the
@@ -98,9 +102,15 @@ def retry_patch(
     release: dict[str, Any], who: str, now: datetime, reason: str | None = None
 ) -> dict[str, Any]:
     """The merge patch that asks the operator to run ``release``'s failed
-    step again; refused when nothing failed or a retry is still pending."""
+    step again, or to go on with an aborted release (spec.abort removed);
+    refused when nothing failed or a retry is still pending."""
     meta = release.get("metadata") or {}
     name = f"{meta.get('namespace')}/{meta.get('name')}"
+    if (release.get("spec") or {}).get("abort"):
+        return {
+            "metadata": {"resourceVersion": meta.get("resourceVersion")},
+            "spec": {"abort": None},
+        }
     status = release.get("status") or {}
     asked = ((release.get("spec") or {}).get("retry") or {}).get("requestedAt")
     handled = (status.get("retry") or {}).get("handled")
@@ -134,6 +144,8 @@ def retry_patch(
 def retried_step(release: dict[str, Any]) -> str:
     """What the retry of ``release`` (as read before it) runs again, for the
     plugin's answer."""
+    if (release.get("spec") or {}).get("abort"):
+        return "the aborted release from where it stopped"
     conditions = (release.get("status") or {}).get("conditions") or []
     failed = [
         c["type"] for c in conditions if c.get("type") in RETRYABLE and c.get("status") == "False"
@@ -244,4 +256,38 @@ def _request_patch(
     return {
         "metadata": {"resourceVersion": (release.get("metadata") or {}).get("resourceVersion")},
         "spec": {"promotion": {field: [*others, request]}},
+    }
+
+
+# Where nothing is left in flight to abort.
+SETTLED = {"Released": "it is released everywhere: take it out with rollback",
+           "RolledBack": "it was rolled back: it goes no further anyway",
+           "Failed": "its training failed: it goes no further anyway",
+           "GateFailed": "its gate failed: it goes no further anyway"}  # fmt: skip
+
+
+def abort_patch(
+    release: dict[str, Any], who: str, now: datetime, reason: str | None = None
+) -> dict[str, Any]:
+    """The merge patch that stops ``release`` where it is; refused when it
+    is aborted already or has nothing in flight."""
+    meta = release.get("metadata") or {}
+    name = f"{meta.get('namespace')}/{meta.get('name')}"
+    asked = (release.get("spec") or {}).get("abort")
+    if asked:
+        raise Refused(
+            f"ModelRelease {name} is already aborted (by {asked.get('requestedBy') or 'someone'} "
+            f"at {asked.get('requestedAt')}): `kubectl modelgate retry` lets it go on"
+        )
+    phase = (release.get("status") or {}).get("phase") or "Pending"
+    if phase in SETTLED:
+        raise Refused(f"nothing to abort in ModelRelease {name} (phase {phase}): {SETTLED[phase]}")
+    request: dict[str, Any] = {
+        "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "requestedBy": who,
+        "reason": reason or None,
+    }
+    return {
+        "metadata": {"resourceVersion": meta.get("resourceVersion")},
+        "spec": {"abort": request},
     }

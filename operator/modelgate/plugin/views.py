@@ -136,6 +136,15 @@ def release_tree(
     if ready.get("status") != "True" and ready.get("message"):
         head += f"\n  {ready.get('reason', '')}: {ready['message']}"
     parts: list[tuple[str, list[str]]] = []
+    abort = spec.get("abort") or {}
+    if abort.get("requestedAt"):
+        by = f" by {abort['requestedBy']}" if abort.get("requestedBy") else ""
+        parts.append(
+            (
+                f"Aborted{by} at {abort['requestedAt']}",
+                [abort["reason"]] if abort.get("reason") else [],
+            )
+        )
     retry = _retry(spec.get("retry") or {}, status.get("retry") or {})
     if retry is not None:
         parts.append(retry)

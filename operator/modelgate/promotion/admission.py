@@ -10,6 +10,8 @@ the request's objects and identity and apply what this returns.
 - Approvals added or changed in a request are stamped with the requesting
   user and the time (whatever the request claimed), and refused when the
   environment lists ``policy.approvers`` and the user is not among them.
+- Requests added or renewed (retry, abort, rollbacks, reverifications) are
+  credited to the requesting user likewise (requestedBy).
 """
 
 from __future__ import annotations
@@ -17,10 +19,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from modelgate.api.common import format_time
 from modelgate.api.environment import Environment
-from modelgate.api.modelrelease import Approval, ModelRelease, immutable_changes
+from modelgate.api.modelrelease import (
+    Approval,
+    EnvironmentRequest,
+    ModelRelease,
+    Request,
+    immutable_changes,
+)
 from modelgate.envconfig import merge_config, validate_config
 
 
@@ -83,6 +92,41 @@ def stamp_approvals(
             update={"approved_by": requester.username, "approved_at": format_time(now)}
         )
     return stamped
+
+
+def stamp_requests(
+    old: ModelRelease | None, new: ModelRelease, requester: Requester
+) -> dict[str, Any]:
+    """The spec changes that credit each request the update adds or renews
+    (a new requestedAt: spec.retry, spec.abort, spec.promotion.rollbacks,
+    spec.promotion.reverifications) to whoever sent it; empty when none is
+    needed."""
+    changes: dict[str, Any] = {}
+    for name in ("retry", "abort"):
+        asked: Request | None = getattr(new.spec, name)
+        before: Request | None = getattr(old.spec, name) if old is not None else None
+        renewed = before is None or asked is None or before.requested_at != asked.requested_at
+        if asked is not None and renewed and asked.requested_by != requester.username:
+            changes[name] = asked.model_copy(update={"requested_by": requester.username}).wire()
+    promotion: dict[str, Any] = {}
+    for name in ("rollbacks", "reverifications"):
+        earlier: dict[str, EnvironmentRequest] = {
+            r.environment: r for r in (getattr(old.spec.promotion, name) if old else [])
+        }
+        stamped, changed = [], False
+        for request in getattr(new.spec.promotion, name):
+            prior = earlier.get(request.environment)
+            renewed = prior is None or prior.requested_at != request.requested_at
+            credited = request
+            if renewed and request.requested_by != requester.username:
+                credited = request.model_copy(update={"requested_by": requester.username})
+                changed = True
+            stamped.append(credited.wire())
+        if changed:
+            promotion[name] = stamped
+    if promotion:
+        changes["promotion"] = promotion
+    return changes
 
 
 def review_release(

@@ -7,7 +7,7 @@ to perform and the events to emit. Local mode and the operator both drive it,
 so they cannot disagree about what a release should do next.
 
 It is a small driver around one module per step of a release: references,
-a retry asked for, training, evaluation, deployment (promotion in path order)
+a retry asked for, an abort, training, evaluation, deployment (promotion in path order)
 and verification.
 
 Safety rules it keeps:
@@ -28,6 +28,7 @@ from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import ModelRelease, ModelReleaseStatus, Phase
 from modelgate.api.qualitygate import QualityGate
 from modelgate.promotion import conditions as cond
+from modelgate.promotion.abort import aborted
 from modelgate.promotion.context import Context, progressing, runs_every_rollout, stalled
 from modelgate.promotion.deployment import promote
 from modelgate.promotion.evaluation import evaluate
@@ -73,6 +74,8 @@ def reconcile(
     if references_missing(ctx, gate, environments):
         return _finish(ctx)
     take_retry(ctx)
+    if aborted(ctx, environments, observed):
+        return _finish(ctx)
     job_env = {**gate_training_inputs(release, gate), **(training_env or {})}
     if not train(ctx, gate, observed, job_env):
         return _finish(ctx)
@@ -148,4 +151,4 @@ def _ready_is_the_truth(ctx: Context) -> None:
         return
 
 
-_BAD_PHASES = {Phase.GATE_FAILED, Phase.BLOCKED, Phase.FAILED, Phase.ROLLED_BACK}
+_BAD_PHASES = {Phase.GATE_FAILED, Phase.BLOCKED, Phase.FAILED, Phase.ROLLED_BACK, Phase.ABORTED}

@@ -502,16 +502,18 @@ def removals_for_deleted(
     model: str,
     environments: Mapping[str, Environment],
     challengers: Mapping[str, DeploymentObservation],
+    reason: str | None = None,
 ) -> list[RemoveChallenger]:
-    """A deleted release's challengers, wherever they still run: nothing is
-    left to judge them, and callers must not keep reaching them."""
+    """A deleted (or aborted) release's challengers, wherever they still
+    run: nothing is left to judge them, and callers must not keep reaching
+    them."""
     return [
         RemoveChallenger(
             environment=name,
             namespace=environments[name].spec.namespace,
             model=model,
             release=key,
-            reason=f"release {key} was deleted",
+            reason=reason or f"release {key} was deleted",
         )
         for name, beside in sorted(challengers.items())
         if beside.release == key and name in environments
