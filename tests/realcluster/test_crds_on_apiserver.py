@@ -661,6 +661,18 @@ def cel_cases() -> list[tuple[str, dict[str, Any], str, str]]:
         )
     )
     release = _example("credit-risk/release.yaml")
+    release["spec"]["promotion"]["promotions"] = [
+        {"environment": "prod", "requestedAt": "2026-12-07T12:00:00Z"}
+    ]
+    cases.append(
+        (
+            "ModelRelease promotion into an unlisted environment",
+            release,
+            "spec.promotion",
+            "every promotion.promotions entry",
+        )
+    )
+    release = _example("credit-risk/release.yaml")
     release["spec"]["retry"] = {"requestedAt": "yesterday"}
     cases.append(
         ("ModelRelease retry at no time", release, "spec.retry.requestedAt", "should match")

@@ -36,10 +36,13 @@ AUTHOR_RULES = [
 ]  # fmt: skip
 
 
-def _environments(**production_policy: Any) -> list[dict[str, Any]]:
+def _environments(
+    staging_policy: dict[str, Any] | None = None, **production_policy: Any
+) -> list[dict[str, Any]]:
     environments = copy.deepcopy(documents("environments.yaml"))
-    production = next(e for e in environments if e["metadata"]["name"] == "production")
-    production["spec"].setdefault("policy", {}).update(production_policy)
+    named = {e["metadata"]["name"]: e for e in environments}
+    named["production"]["spec"].setdefault("policy", {}).update(production_policy)
+    named["staging"]["spec"].setdefault("policy", {}).update(staging_policy or {})
     return environments
 
 
@@ -81,10 +84,26 @@ def plugin(kubeconfig: Path, namespace: str) -> Callable[..., subprocess.Complet
 def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller(
     new_team: Callable[..., Team], control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    team = new_team(environments=_environments(requireApproval=True, soak="5s"))
+    team = new_team(environments=_environments({"soak": "1h"}, requireApproval=True))
     _author(team, "alice")
     alice = plugin(user_kubeconfig(control_plane, tmp_path, "alice"), team.namespace)
     team.create(team.release_document())
+    # Staging's hour of soak holds production; a hotfix does not wait it out.
+    wait_for(
+        lambda: (
+            conditions(team.get("ModelRelease", RELEASE)).get("Ready", {}).get("reason")
+            == "Soaking"
+        ),
+        240,
+        "the release to soak in staging",
+        lambda: team.get("ModelRelease", RELEASE).get("status"),
+    )
+    promoted = alice("promote", RELEASE, "-e", "production", "--reason", "hotfix")
+    assert promoted.returncode == 0, promoted.stderr
+    assert "promotion in production asked by alice" in promoted.stdout
+    again = alice("promote", RELEASE, "-e", "production")
+    assert again.returncode == 3
+    assert "it stands until the release is live there" in again.stderr
     wait_for(
         lambda: (
             conditions(team.get("ModelRelease", RELEASE)).get("Ready", {}).get("reason")

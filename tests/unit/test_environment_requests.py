@@ -14,6 +14,7 @@ from tests.unit.test_reconcile import (
     VerifyingWorld,
     condition,
     drive,
+    make_env,
     make_envs,
     make_gate,
     make_release,
@@ -250,3 +251,50 @@ def test_a_verification_asked_for_where_there_is_none_is_recorded_and_runs_nothi
         "verify (spec.verification): nothing was run"
     )
     assert plan.status.environments[1].reverify_request == "2026-11-22T14:00:00Z"
+
+
+def promoting(release: ModelRelease, environment: str) -> Any:
+    body = release.wire()
+    body["spec"]["promotion"]["promotions"] = [
+        {"environment": environment, "requestedAt": "2026-11-22T12:10:00Z",
+         "requestedBy": "frank", "reason": "hotfix"},
+    ]  # fmt: skip
+    return ModelRelease.model_validate({**body, "status": body.get("status")})
+
+
+def test_a_promotion_asked_for_does_not_wait_out_the_soak() -> None:
+    envs = make_envs()
+    envs["staging"] = make_env(
+        "staging", config=[{"name": "URL", "value": "https://s.example.com"}], policy={"soak": "1h"}
+    )
+    world = VerifyingWorld()
+    soaking, _ = drive(make_release(), world, envs=envs)
+    assert condition(soaking, "Ready")[1] == "Soaking"
+    released, plans = drive(promoting(soaking, "production"), world, envs=envs)
+    assert released.status is not None
+    assert released.status.phase == "Released"
+    assert [d.environment for d in world.deploys] == ["staging", "production"]
+    [event] = [e for p in plans for e in p.events if e.reason == "PromotedOnRequest"]
+    assert event.message == (
+        "production: promoted on request by frank (hotfix) before the previous environment's "
+        "soak ended (2026-11-22T13:00:00Z)"
+    )
+
+
+def test_a_promotion_asked_for_ends_a_judgement_once_the_challenger_is_verified() -> None:
+    world = BesideWorld(Traffic())  # no difference: it would be judged for hours
+    champion_live(world)
+    envs = rollout_envs(experiment())
+    judging, _, _ = run(newer_release(), world, envs, hours=0.25)
+    assert judging.status is not None
+    assert judging.status.environments[1].phase == "Judging"
+
+    promoted, plans, _ = run(promoting(judging, "production"), world, envs, hours=0.25)
+    assert promoted.status is not None
+    assert promoted.status.phase == "Released"
+    assert world.deployments["production"].release == "team/m-2"
+    judged = promoted.status.environments[1].judged
+    assert judged is not None
+    assert judged.phase == "Promoted"
+    assert judged.message == "promoted on request by frank (hotfix) before its judgement ended"
+    assert [e.reason for p in plans for e in p.events].count("PromotedOnRequest") == 1

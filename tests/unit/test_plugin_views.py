@@ -15,6 +15,7 @@ from modelgate.plugin.verbs import (
     Refused,
     abort_patch,
     approval_patch,
+    promote_patch,
     retry_patch,
     reverify_patch,
     rollback_patch,
@@ -273,6 +274,24 @@ def test_a_release_with_nothing_in_flight_is_not_aborted() -> None:
         abort_patch(_release(phase="Released"), "erin", NOW)
 
 
+def test_a_promotion_is_asked_where_the_release_waits_and_refused_where_it_went() -> None:
+    waiting = _release(phase="Promoting", environments=[
+        {"name": "staging", "phase": "Deployed"},
+        {"name": "production", "phase": "Waiting"},
+    ])  # fmt: skip
+    patch = promote_patch(waiting, "production", "frank", NOW, "hotfix")
+    assert patch["spec"]["promotion"]["promotions"] == [
+        {"environment": "production", "requestedAt": "2026-12-07T12:00:00.000000Z",
+         "requestedBy": "frank", "reason": "hotfix"}]  # fmt: skip
+    with pytest.raises(Refused, match=r"nothing to promote: .* is Deployed in staging \(it is "
+                                      r"live there already\)"):  # fmt: skip
+        promote_patch(waiting, "staging", "frank", NOW)
+    waiting["spec"]["promotion"]["promotions"] = patch["spec"]["promotion"]["promotions"]
+    with pytest.raises(Refused, match=r"already asks for this in production .*by frank at "
+                                      r".*it stands until the release is live there"):  # fmt: skip
+        promote_patch(waiting, "production", "frank", NOW)
+
+
 def test_a_kubeconfig_that_is_not_there_is_an_error_naming_the_fix(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -303,7 +322,8 @@ def _names(kind: str, namespace: str | None, kubeconfig: str | None, context: st
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [([""], ["abort", "approve", "diff", "get", "retry", "reverify", "rollback"]),
+    [([""], ["abort", "approve", "diff", "get", "promote", "retry", "reverify", "rollback"]),
+     (["promote", "credit-risk-1-4-0", "-e", "s"], ["staging"]),
      (["abort", "c"], ["credit-risk-1-4-0", "credit-risk-1-5-0"]),
      (["rev"], ["reverify"]),
      (["rollback", "fraud-2-0-0", "-e", "p"], ["production"]),

@@ -353,6 +353,10 @@ class PromotionSpec(ApiModel):
             "every promotion.rollbacks entry must name an environment listed in environments",
         ),
         (
+            "!has(self.promotions) || self.promotions.all(r, r.environment in self.environments)",
+            "every promotion.promotions entry must name an environment listed in environments",
+        ),
+        (
             "!has(self.reverifications) || "
             "self.reverifications.all(r, r.environment in self.environments)",
             "every promotion.reverifications entry must name an environment listed in environments",
@@ -379,6 +383,19 @@ class PromotionSpec(ApiModel):
         "replaced is put back (the previous release, or nothing), and it is promoted no "
         "further; elsewhere the request is recorded and does nothing. Final for this release "
         "in that environment: to ship the model there again, create a new release.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["environment"],
+        },
+    )
+    promotions: list[EnvironmentRequest] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Promotions asked for, one per environment: the release goes into the "
+        "environment without waiting for what time would decide there, the soak after the "
+        "previous environment and the rest of a judgement beside the live release (once its "
+        "challenger is verified, it takes over). Approvals, freeze windows, config rules and "
+        "verification still hold. Stands until the release is live there.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["environment"],
@@ -419,7 +436,8 @@ class PromotionSpec(ApiModel):
                 if keys.count(key) > 1:
                     raise ValueError(f"config[{index}].values: key {key!r} appears twice; keep one")
         for field, requests in (("rollbacks", self.rollbacks),
-                                ("reverifications", self.reverifications)):  # fmt: skip
+                                ("reverifications", self.reverifications),
+                                ("promotions", self.promotions)):  # fmt: skip
             # Mirrored by the CEL rules above and x-kubernetes-list-type: map.
             asked: set[str] = set()
             for index, request in enumerate(requests):

@@ -30,6 +30,7 @@ from modelgate.plugin.verbs import (
     Refused,
     abort_patch,
     approval_patch,
+    promote_patch,
     retried_step,
     retry_patch,
     reverify_patch,
@@ -143,6 +144,21 @@ def parser() -> argparse.ArgumentParser:
     rollback.add_argument("-e", "--environment", required=True, help="the environment")
     rollback.add_argument("--reason", help="why: an incident, a ticket")
 
+    promote = verbs.add_parser(
+        "promote",
+        parents=[common],
+        help="promote a release into an environment without waiting for time",
+        description="Sets the environment's entry in the release's spec.promotion.promotions "
+        "(requestedAt now, requestedBy you, your reason): the release goes into ENVIRONMENT "
+        "without waiting for the soak after the previous environment or for the rest of a "
+        "judgement beside the live release (once its challenger is verified, it takes over). "
+        "Approvals, freeze windows, config rules and verification still hold. GitOps users "
+        "write the same entry. Refused where it is there already or went no further.",
+    )
+    promote.add_argument("release", help="the ModelRelease's name")
+    promote.add_argument("-e", "--environment", required=True, help="the environment")
+    promote.add_argument("--reason", help="why: a hotfix, a ticket")
+
     reverify = verbs.add_parser(
         "reverify",
         parents=[common],
@@ -184,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _retry(cluster, args)
         if args.verb == "abort":
             return _abort(cluster, args)
-        if args.verb in ("rollback", "reverify"):
+        if args.verb in ("rollback", "reverify", "promote"):
             return _environment_request(cluster, args)
         if args.verb == "diff":
             return _diff(cluster, args)
@@ -334,11 +350,15 @@ def _abort(cluster: Cluster, args: argparse.Namespace) -> int:
 def _environment_request(cluster: Cluster, args: argparse.Namespace) -> int:
     release = cluster.get_release(args.release)
     who = cluster.whoami()
-    build = rollback_patch if args.verb == "rollback" else reverify_patch
+    build = {"rollback": rollback_patch, "reverify": reverify_patch, "promote": promote_patch}[
+        args.verb
+    ]
     cluster.patch_release(
         args.release, build(release, args.environment, who, views.now_utc(), args.reason)
     )
-    what = "rollback" if args.verb == "rollback" else "verification again"
+    what = {"rollback": "rollback", "reverify": "verification again", "promote": "promotion"}[
+        args.verb
+    ]
     print(
         f"modelrelease.{GROUP}/{args.release}: {what} in {args.environment} asked by {who}; "
         f"see status.environments[{args.environment}]"

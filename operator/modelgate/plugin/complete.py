@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from modelgate.plugin.cli import KINDS
 
 NO_FILES = 4
-VERBS = ("abort", "approve", "diff", "get", "retry", "reverify", "rollback")
+VERBS = ("abort", "approve", "diff", "get", "promote", "retry", "reverify", "rollback")
 FLAGS = {
     "get": ("--all-namespaces", "--output", "--watch", "--namespace", "--context", "--kubeconfig"),
     "approve": ("--environment", "--config-hash", "--comment", "--namespace", "--context",
@@ -23,6 +23,7 @@ FLAGS = {
     "abort": ("--reason", "--namespace", "--context", "--kubeconfig"),
     "rollback": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
     "reverify": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
+    "promote": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
 }  # fmt: skip
 OUTPUTS = ("table", "json", "yaml")
 TAKES_VALUE = {"-n", "--namespace", "--context", "--kubeconfig", "-o", "--output", "-e",

@@ -24,6 +24,12 @@
   release is live, the operator puts back what it replaced there; where it is
   judged beside the live one, it removes it; once per ``requestedAt``, final
   for the release there (``status.environments[].rolledBackBy``).
+- ``promote RELEASE --environment ENV [--reason R]`` sets the environment's
+  entry of ``spec.promotion.promotions``: the release goes into ENV without
+  waiting for the soak after the previous environment or for the rest of a
+  judgement beside the live release (once its challenger is verified, it
+  takes over). Approvals, freeze windows, config rules and verification
+  still hold. It stands until the release is live there.
 - ``reverify RELEASE --environment ENV [--reason R]`` sets the environment's
   entry of ``spec.promotion.reverifications`` likewise: where the release is
   live and verified, its verification runs again as a new Job; a failure is
@@ -209,10 +215,11 @@ def reverify_patch(
 
 
 def _environment_entry(
-    release: dict[str, Any], environment: str, field: str, handled: str
+    release: dict[str, Any], environment: str, field: str, handled: str | None
 ) -> tuple[str, dict[str, Any]]:
     """The release's name and its status entry for ``environment``; refused
-    off the path or while a request of ``field`` is pending."""
+    off the path or while a request of ``field`` is pending (``handled``: the
+    status field naming the request acted on; None for a request that stands)."""
     meta = release.get("metadata") or {}
     name = f"{meta.get('namespace')}/{meta.get('name')}"
     promotion = (release.get("spec") or {}).get("promotion") or {}
@@ -225,7 +232,13 @@ def _environment_entry(
     entries = (release.get("status") or {}).get("environments") or []
     entry: dict[str, Any] = next((e for e in entries if e.get("name") == environment), {})
     asked = [r for r in promotion.get(field) or [] if r.get("environment") == environment]
-    if asked and asked[0].get("requestedAt") != entry.get(handled):
+    if asked and handled is None:
+        raise Refused(
+            f"ModelRelease {name} already asks for this in {environment} (spec.promotion."
+            f"{field}, by {asked[0].get('requestedBy') or 'someone'} at "
+            f"{asked[0].get('requestedAt')}); it stands until the release is live there"
+        )
+    if asked and handled and asked[0].get("requestedAt") != entry.get(handled):
         raise Refused(
             f"ModelRelease {name} has a request in spec.promotion.{field} for {environment} "
             f"asked at {asked[0].get('requestedAt')} that the operator has not acted on yet: "
@@ -291,3 +304,34 @@ def abort_patch(
         "metadata": {"resourceVersion": meta.get("resourceVersion")},
         "spec": {"abort": request},
     }
+
+
+# Where the release has gone as far as it goes in an environment.
+NOT_AHEAD = {"Deployed": "it is live there already", "Analyzing": "it is live there already",
+             "Superseded": "a later release replaced it there",
+             "RolledBack": "it was rolled back there", "Failed": "it failed there"}  # fmt: skip
+
+
+def promote_patch(
+    release: dict[str, Any],
+    environment: str,
+    who: str,
+    now: datetime,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The merge patch that asks the operator to promote ``release`` into
+    ``environment`` without waiting for time; refused where it is there
+    already or went no further, or when asked already."""
+    name, entry = _environment_entry(release, environment, "promotions", None)
+    phase = entry.get("phase") or "Pending"
+    if phase in NOT_AHEAD:
+        raise Refused(
+            f"nothing to promote: ModelRelease {name} is {phase} in {environment} "
+            f"({NOT_AHEAD[phase]})"
+        )
+    if phase in ("Deploying", "Verifying") and not entry.get("judged"):
+        raise Refused(
+            f"ModelRelease {name} is on its way into {environment} already (phase {phase}); "
+            "nothing waits for time there"
+        )
+    return _request_patch(release, "promotions", environment, who, now, reason)

@@ -33,9 +33,12 @@ from modelgate.promotion.context import (
 from modelgate.promotion.environment_requests import (
     fresh_request,
     ignored,
+    promoted_on_request,
+    promotion_request,
     reverify_refusal,
     reverifying,
     rolled_back_on_request,
+    skipped_soak,
     still_rolling_back,
 )
 from modelgate.promotion.evaluation import gate_record
@@ -111,6 +114,8 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
                 phase = str(earlier.phase) if earlier else "Pending"
                 why = f"the release is not live there (phase {phase}): nothing was rolled back"
                 ignored(ctx, name, asked, "Rollback", why)
+        pushed = promotion_request(release, name)
+        waits_until = None if pushed is not None else soaked_until
         reverify_handled = earlier.reverify_request if earlier is not None else None
         again = fresh_request(release.spec.promotion.reverifications, name, reverify_handled)
         if again is not None:
@@ -217,7 +222,7 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
             may_deploy = blocker is None and reached_before
             entry, verdict = _beside(
                 ctx, env, judging, merged, digest, live, ours_beside, earlier, observed,
-                soaked_until, may_deploy,
+                waits_until, may_deploy, pushed,
             )  # fmt: skip
             blocker = blocker or verdict
         elif live is not None and mine:
@@ -228,7 +233,10 @@ def promote(ctx: Context, environments: dict[str, Environment], observed: Observ
             blocker = blocker or verdict
         elif blocker is None and reached_before:
             rollout = earlier.rollout if earlier is not None and earlier.rollout else 1
-            entry, blocker = _try_deploy(ctx, env, merged, digest, soaked_until, entry, rollout)
+            entry, blocker = _try_deploy(ctx, env, merged, digest, waits_until, entry, rollout)
+            first = earlier is None or earlier.phase != EnvironmentPhase.DEPLOYING
+            if pushed is not None and first and entry.phase == EnvironmentPhase.DEPLOYING:
+                skipped_soak(ctx, name, pushed, soaked_until)
 
         if entry.phase not in (EnvironmentPhase.DEPLOYED, EnvironmentPhase.SUPERSEDED) or (
             entry.unfinished
@@ -310,10 +318,13 @@ def _beside(
     observed: Observed,
     soaked_until: datetime | None,
     may_deploy: bool,
+    pushed: EnvironmentRequest | None = None,
 ) -> tuple[EnvironmentProgress, Blocker | None]:
     """Another release is live in ``env`` and its policy judges a new one
     against it first: deploy this one beside it as the challenger, verify it
-    there, judge it on live traffic, then let it take over or remove it."""
+    there, judge it on live traffic, then let it take over or remove it.
+    ``pushed``: a promotion asked for, which ends the judgement once the
+    challenger is verified."""
     name = env.name
     judged = earlier.judged if earlier is not None else None
     if (
@@ -364,7 +375,13 @@ def _beside(
                     judged.message = entry.message
                     judged.decided_at = format_time(ctx.now)
                 return entry, verdict
-        entry, verdict, takes_over = judge_beside(ctx, env, rollout, entry, challenger, observed)
+        if pushed is not None and judged.phase in (RolloutPhase.WAITING, RolloutPhase.RUNNING):
+            promoted_on_request(ctx, name, pushed, judged)
+            takes_over = True
+        else:
+            entry, verdict, takes_over = judge_beside(
+                ctx, env, rollout, entry, challenger, observed
+            )
         if not takes_over:
             return entry, verdict
     # The challenger won (or the policy promotes an inconclusive one): it

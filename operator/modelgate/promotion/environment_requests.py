@@ -1,5 +1,6 @@
-"""What people ask of one environment: a rollback (spec.promotion.rollbacks)
-or a verification again (spec.promotion.reverifications).
+"""What people ask of one environment: a rollback (spec.promotion.rollbacks),
+a verification again (spec.promotion.reverifications) or a promotion that
+does not wait for time (spec.promotion.promotions).
 
 Each environment's entry records the request of each kind it acted on
 (rollbackRequest, reverifyRequest), so each is acted on once, across
@@ -20,14 +21,17 @@ the request); a failure is handled as the first verification's.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from modelgate.api.common import format_time
 from modelgate.api.environment import Environment
 from modelgate.api.modelrelease import (
     EnvironmentPhase,
     EnvironmentProgress,
     EnvironmentRequest,
+    ModelRelease,
 )
-from modelgate.api.rollout import RolloutPhase
+from modelgate.api.rollout import RolloutPhase, RolloutProgress
 from modelgate.promotion.context import Context
 from modelgate.promotion.plan import Event
 from modelgate.promotion.verification import put_back, rollback_of
@@ -131,4 +135,42 @@ def reverifying(ctx: Context, env: Environment, asked: EnvironmentRequest) -> No
     why = f" ({asked.reason})" if asked.reason else ""
     ctx.plan.events.append(
         Event("Normal", "Reverifying", f"{env.name}: verification again, asked by {who}{why}")
+    )
+
+
+def promotion_request(release: ModelRelease, environment: str) -> EnvironmentRequest | None:
+    """The promotion asked for into ``environment``, if any (it stands)."""
+    return next(
+        (r for r in release.spec.promotion.promotions if r.environment == environment), None
+    )
+
+
+def _asked(asked: EnvironmentRequest) -> str:
+    who = asked.requested_by or UNKNOWN
+    return f"promoted on request by {who}" + (f" ({asked.reason})" if asked.reason else "")
+
+
+def promoted_on_request(
+    ctx: Context, environment: str, asked: EnvironmentRequest, judged: RolloutProgress
+) -> None:
+    """End the judgement of a verified challenger: it takes over."""
+    judged.phase = RolloutPhase.PROMOTED
+    judged.message = f"{_asked(asked)} before its judgement ended"
+    judged.decided_at = format_time(ctx.now)
+    ctx.plan.events.append(Event("Normal", "PromotedOnRequest", f"{environment}: {judged.message}"))
+
+
+def skipped_soak(
+    ctx: Context, environment: str, asked: EnvironmentRequest, soaked_until: datetime | None
+) -> None:
+    """Say that a deployment went ahead of the soak it would have waited for."""
+    if soaked_until is None or ctx.now >= soaked_until:
+        return
+    ctx.plan.events.append(
+        Event(
+            "Normal",
+            "PromotedOnRequest",
+            f"{environment}: {_asked(asked)} before the previous environment's soak ended "
+            f"({format_time(soaked_until)})",
+        )
     )
