@@ -26,6 +26,7 @@ from tests.e2e.workloads import (
     assert_writes_only_to_empty_dirs,
     delete_namespaces,
     kubectl_json,
+    kubectl_modelgate,
     scraped,
     wait_exists,
     wait_finished,
@@ -88,6 +89,22 @@ def test_release_is_trained_gated_deployed_and_verified(
         check=True,
     ).stdout
     assert "Released" in listed
+    # Each step's logs through the plugin, read from the real kubelet.
+    said = {
+        step: kubectl_modelgate("logs", "credit-risk-1-4-0", "-n", namespace, *flags)
+        for step, flags in (
+            ("training", ("--step", "training")),
+            ("evaluation", ("--step", "evaluation", "--tail", "5")),
+            ("verification", ("--environment", "production")),
+        )
+    }
+    for step, done in said.items():
+        assert done.returncode == 0, (step, done.stderr)
+    assert f"==> {namespace}/{status['training']['jobName']}-" in said["training"].stdout
+    assert "modelgate-trainer: trained" in said["training"].stdout
+    assert "modelgate-evaluate: evaluated" in said["evaluation"].stdout
+    assert f"==> {namespace}-production/" in said["verification"].stdout
+    assert "verified: 0/" in said["verification"].stdout
 
 
 def test_backtest_leak_is_refused_at_admission(team: tuple[ModuleType, str]) -> None:

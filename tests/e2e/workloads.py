@@ -5,15 +5,18 @@ context's write probe run in the place of every container Modelgate made."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 # The phases a release stays in.
-FINISHED = {"Released", "GateFailed", "Failed", "RolledBack", "Blocked"}
+FINISHED = {"Released", "GateFailed", "Failed", "RolledBack", "Blocked", "Aborted"}
 
 
 def kubectl_json(*args: str) -> dict[str, Any]:
@@ -33,6 +36,20 @@ def kubectl_logs(namespace: str, *target: str) -> str:
         check=False,
     )
     return done.stdout + done.stderr
+
+
+def kubectl_modelgate(*args: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl modelgate ARGS``: kubectl finds the plugin pip installed
+    next to this Python."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.run(
+        ["kubectl", "modelgate", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "PATH": path},
+    )
 
 
 def delete_namespaces(namespace: str, *suffixes: str) -> None:

@@ -322,7 +322,9 @@ def _names(kind: str, namespace: str | None, kubeconfig: str | None, context: st
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [([""], ["abort", "approve", "diff", "get", "promote", "retry", "reverify", "rollback"]),
+    [([""], ["abort", "approve", "diff", "get", "logs", "promote", "retry", "reverify",
+             "rollback"]),
+     (["logs", "m", "--step", "e"], ["evaluation"]),
      (["promote", "credit-risk-1-4-0", "-e", "s"], ["staging"]),
      (["abort", "c"], ["credit-risk-1-4-0", "credit-risk-1-5-0"]),
      (["rev"], ["reverify"]),

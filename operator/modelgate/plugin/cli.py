@@ -26,6 +26,7 @@ from modelgate.api import Environment, ModelRelease
 from modelgate.plugin import views
 from modelgate.plugin.cluster import PLURALS, Cluster, ClusterError
 from modelgate.plugin.diff import config_diff
+from modelgate.plugin.logs import STEPS, pick_sources
 from modelgate.plugin.verbs import (
     Refused,
     abort_patch,
@@ -173,6 +174,20 @@ def parser() -> argparse.ArgumentParser:
     reverify.add_argument("-e", "--environment", required=True, help="the environment")
     reverify.add_argument("--reason", help="why: what changed around it")
 
+    logs = verbs.add_parser(
+        "logs",
+        parents=[common],
+        help="the logs of a release's training, evaluation or verification",
+        description="Prints the containers' logs of the release's newest Job of a step "
+        "(training, which includes scoring and imports; evaluation; verification, in "
+        "--environment's namespace), or of its newest Job: the Job's newest pod, init "
+        "containers first. Reads through the API server with your identity (pods/log).",
+    )
+    logs.add_argument("release", help="the ModelRelease's name")
+    logs.add_argument("--step", choices=STEPS, help="training, evaluation or verification")
+    logs.add_argument("-e", "--environment", help="the verification in this environment")
+    logs.add_argument("--tail", type=int, help="the last N lines of each container")
+
     diff = verbs.add_parser(
         "diff",
         parents=[common],
@@ -202,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _abort(cluster, args)
         if args.verb in ("rollback", "reverify", "promote"):
             return _environment_request(cluster, args)
+        if args.verb == "logs":
+            return _logs(cluster, args)
         if args.verb == "diff":
             return _diff(cluster, args)
     except ClusterError as error:
@@ -291,13 +308,17 @@ def _custom(cluster: Cluster) -> Any:
     return client.CustomObjectsApi(cluster.api)
 
 
-def _tree(cluster: Cluster, release: dict[str, Any]) -> str:
-    targets = [
+def _targets(cluster: Cluster) -> list[str]:
+    """The namespaces the namespace's Environments deploy to."""
+    return [
         str((e.get("spec") or {}).get("namespace"))
         for e in _listed_or_empty(cluster, "environments")
         if (e.get("spec") or {}).get("namespace")
     ]
-    jobs, pods, unread = cluster.release_jobs(release, targets)
+
+
+def _tree(cluster: Cluster, release: dict[str, Any]) -> str:
+    jobs, pods, unread = cluster.release_jobs(release, _targets(cluster))
     text = views.release_tree(release, jobs, pods, views.now_utc())
     for reason in unread:
         text += f"\n(not shown: {reason})"
@@ -363,6 +384,25 @@ def _environment_request(cluster: Cluster, args: argparse.Namespace) -> int:
         f"modelrelease.{GROUP}/{args.release}: {what} in {args.environment} asked by {who}; "
         f"see status.environments[{args.environment}]"
     )
+    return 0
+
+
+def _logs(cluster: Cluster, args: argparse.Namespace) -> int:
+    release = cluster.get_release(args.release)
+    targets = _targets(cluster)
+    jobs, pods, unread = cluster.release_jobs(release, targets)
+    try:
+        sources = pick_sources(
+            f"{cluster.namespace}/{args.release}", jobs, pods, args.step, args.environment
+        )
+    except Refused:
+        for reason in unread:  # what was not read may be why nothing was found
+            print(f"(not read: {reason})", file=sys.stderr)
+        raise
+    for source in sources:
+        print(f"==> {source.namespace}/{source.pod} ({source.job}) {source.container} <==")
+        text = cluster.container_log(source.namespace, source.pod, source.container, args.tail)
+        print(text, end="" if text.endswith("\n") or not text else "\n")
     return 0
 
 

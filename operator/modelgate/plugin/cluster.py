@@ -135,3 +135,17 @@ class Cluster:
             jobs += [sanitize(j) for j in found.items]
             pods += [sanitize(p) for p in listed.items]
         return jobs, pods, unread
+
+    def container_log(self, namespace: str, pod: str, container: str, tail: int | None) -> str:
+        """One container's log, as `kubectl logs` reads it."""
+        core = client.CoreV1Api(self.api)
+        kwargs: dict[str, Any] = {"container": container}
+        if tail is not None:
+            kwargs["tail_lines"] = tail
+        text: str = self._call(
+            f"reading the log of {namespace}/{pod} container {container}",
+            "you need get on pods/log there; a pod whose node is gone has no log",
+            core.read_namespaced_pod_log,
+            pod, namespace, **kwargs,
+        )  # fmt: skip
+        return text

@@ -11,9 +11,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from modelgate.plugin.cli import KINDS
+from modelgate.plugin.logs import STEPS
 
 NO_FILES = 4
-VERBS = ("abort", "approve", "diff", "get", "promote", "retry", "reverify", "rollback")
+VERBS = ("abort", "approve", "diff", "get", "logs", "promote", "retry", "reverify", "rollback")
 FLAGS = {
     "get": ("--all-namespaces", "--output", "--watch", "--namespace", "--context", "--kubeconfig"),
     "approve": ("--environment", "--config-hash", "--comment", "--namespace", "--context",
@@ -24,10 +25,12 @@ FLAGS = {
     "rollback": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
     "reverify": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
     "promote": ("--environment", "--reason", "--namespace", "--context", "--kubeconfig"),
+    "logs": ("--step", "--environment", "--tail", "--namespace", "--context", "--kubeconfig"),
 }  # fmt: skip
 OUTPUTS = ("table", "json", "yaml")
 TAKES_VALUE = {"-n", "--namespace", "--context", "--kubeconfig", "-o", "--output", "-e",
-               "--environment", "--config-hash", "--comment", "--reason"}  # fmt: skip
+               "--environment", "--config-hash", "--comment", "--reason", "--step",
+               "--tail"}  # fmt: skip
 
 # (kind, namespace or None, kubeconfig, context) -> names in the cluster.
 Lookup = Callable[[str, str | None, str | None, str | None], list[str]]
@@ -57,6 +60,8 @@ def candidates(args: Sequence[str], lookup: Lookup) -> list[str]:
     previous = before[-1] if before else ""
     if previous in ("-n", "--namespace"):
         found = names("namespaces")
+    elif previous == "--step":
+        found = list(STEPS)
     elif previous in ("-o", "--output"):
         found = list(OUTPUTS)
     elif previous in ("-e", "--environment"):
