@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import zlib
@@ -290,3 +291,10 @@ def test_report_renders_in_headless_chromium(
     assert 'id="outcome"' in dom
     assert ">Passed</span>" in dom
     assert dom.count("<svg") >= 5  # curves, slices, groups, drift, importance
+    # Numbers on the curves' axes (both axes of ROC, PR and calibration).
+    assert dom.count('font-size="10">0.25</text>') >= 6
+    # Each drift bar says which values it holds (quantile edges of training).
+    assert re.search(r">&lt; [0-9]{2},[0-9]{3} training<", dom), dom[:2000]
+    assert re.search(r">\[[0-9]{2},[0-9]{3}, [0-9]{2},[0-9]{3}\) evaluation<", dom)
+    assert re.search(r">&gt;= [0-9]{2},[0-9]{3} training<", dom)
+    assert ">bin 1 " not in dom

@@ -16,8 +16,10 @@ from scipy.stats import ks_2samp
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from modelgate.api.qualitygate import Check, Task
+from modelgate.gates.drift import bin_labels
 from modelgate.gates.engine import GateInputs, evaluate_gate
 from modelgate.gates.outcome import GateEvaluation
+from modelgate.gates.report import table_charts
 from modelgate.gates.sketch import (
     ValueSketch,
     average_precision,
@@ -482,3 +484,36 @@ def test_a_corrupt_partial_is_refused_with_the_reason(tmp_path: Path) -> None:
     regression = StreamInputs(task=Task.REGRESSION, predictions=None)
     with pytest.raises(ValueError, match="another version or task"):
         partial_from_bytes(checks, regression, good)
+
+
+def test_drift_bins_are_named_by_what_they_hold_alike_in_both_engines(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    predictions = write(binary_table(rng), tmp_path / "predictions.parquet")
+    training = write(pa.table(features(rng, 4000, shift=0.1)), tmp_path / "training.parquet")
+    checks = checks_of(*[c for c in DATA_CHECKS if "drift" in c])
+    in_memory = table_charts(
+        checks,
+        GateInputs(
+            task=Task.BINARY,
+            predictions=read_table(predictions, "predictions"),
+            training=read_table(training, "training"),
+            evaluation=read_table(predictions, "evaluation"),
+        ),
+    )
+    _, streamed_charts = evaluate_stream(
+        checks, streamed(checks, Task.BINARY, predictions, training, 1 << 17)
+    )
+    for name in ("psi", "js", "ks"):
+        assert in_memory.drift[name][2] == streamed_charts.drift[name][2], name
+    income = in_memory.drift["psi"][2]
+    assert len(income) == 10
+    assert income[0].startswith("< ")
+    assert income[-1].startswith(">= ")
+    assert all(label.startswith("[") and label.endswith(")") for label in income[1:-1])
+    assert in_memory.drift["js"][2] == ["a", "b", "c"]
+
+
+def test_a_bin_label_reads_as_a_person_writes_the_number() -> None:
+    edges = np.array([1.5, 2000.0, 31640.2])
+    assert bin_labels(edges) == ["< 1.5", "[1.5, 2,000)", "[2,000, 31,640)", ">= 31,640"]
+    assert bin_labels(np.array([])) == ["all values"]

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from modelgate.api.qualitygate import DataCheck, DriftCheck, DriftMethod
-from modelgate.gates.drift import jensen_shannon, psi
+from modelgate.gates.drift import bin_labels, jensen_shannon, psi
 from modelgate.gates.engine import UNKNOWN_VALUES_KEPT, DataFacts, is_numeric_type
 from modelgate.gates.hashing import U64, DistinctCounter, column_hashes, mix, row_hashes
 from modelgate.gates.metrics import Undefined
@@ -167,6 +167,7 @@ class DriftStats:
     _proportions: dict[int, tuple[FloatArray, FloatArray, float]] = field(
         default_factory=dict, repr=False
     )
+    _labels: dict[int, list[str]] = field(default_factory=dict, repr=False)
 
     def add(self, side: int, table: Table) -> None:
         self._proportions.clear()
@@ -207,6 +208,11 @@ class DriftStats:
             self._proportions[bins] = self._compute_proportions(bins)
         return self._proportions[bins]
 
+    def bin_labels(self, bins: int) -> list[str]:
+        """What each bin of :meth:`proportions` holds."""
+        self.proportions(bins)
+        return self._labels[bins]
+
     def _compute_proportions(self, bins: int) -> tuple[FloatArray, FloatArray, float]:
         self._non_empty()
         if self.numeric:
@@ -214,10 +220,12 @@ class DriftStats:
             edges, error = quantiles(reference, np.linspace(0, 1, bins + 1)[1:-1])
             inner = np.unique(edges)
             ref, cur = binned(reference, inner), binned(current, inner)
+            self._labels[bins] = bin_labels(inner)
         else:
             names = sorted(self.categories)
             counts = np.array([self.categories[n] for n in names], np.int64).reshape(-1, 2)
             ref, cur, error = counts[:, 0], counts[:, 1], 0.0
+            self._labels[bins] = [str(n) for n in names]
         return ref / ref.sum(), cur / cur.sum(), error
 
     def statistic(self, spec: DriftCheck) -> tuple[float, float]:

@@ -10,6 +10,8 @@ a large, finite shift instead of an infinite or undefined one.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import numpy.typing as npt
 
@@ -26,9 +28,33 @@ def _numeric_values(table: Table, column: str) -> FloatArray:
     return values[np.isfinite(values)]
 
 
+def _edge(value: float) -> str:
+    """An edge as a reader writes it: 27,340 rather than 2.734e+04."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def bin_labels(inner: FloatArray) -> list[str]:
+    """What each bin of ``inner`` edges holds (a value goes to the bin of the
+    edges at or below it): ``< a``, ``[a, b)``, ..., ``>= z``."""
+    if inner.size == 0:
+        return ["all values"]
+    edges = [_edge(float(edge)) for edge in inner]
+    middle = [f"[{low}, {high})" for low, high in itertools.pairwise(edges)]
+    return [f"< {edges[0]}", *middle, f">= {edges[-1]}"]
+
+
 def proportions(
     reference: Table, current: Table, column: str, bins: int
 ) -> tuple[FloatArray, FloatArray]:
+    ref, cur, _ = binned_shares(reference, current, column, bins)
+    return ref, cur
+
+
+def binned_shares(
+    reference: Table, current: Table, column: str, bins: int
+) -> tuple[FloatArray, FloatArray, list[str]]:
+    """Both sides' shares per bin (quantile bins of the reference for a
+    numeric column, categories otherwise) and what each bin holds."""
     if reference.is_numeric(column) and current.is_numeric(column):
         ref = _numeric_values(reference, column)
         cur = _numeric_values(current, column)
@@ -41,6 +67,7 @@ def proportions(
         cur_counts = np.bincount(
             np.searchsorted(inner, cur, side="right"), minlength=inner.size + 1
         )
+        labels = bin_labels(inner)
     else:
         ref_labels = reference.labels(column)[~reference.null_mask(column)]
         cur_labels = current.labels(column)[~current.null_mask(column)]
@@ -49,7 +76,8 @@ def proportions(
         categories = np.unique(np.concatenate([ref_labels, cur_labels]))
         ref_counts = np.bincount(np.searchsorted(categories, ref_labels), minlength=categories.size)
         cur_counts = np.bincount(np.searchsorted(categories, cur_labels), minlength=categories.size)
-    return ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()
+        labels = [str(c) for c in categories]
+    return ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum(), labels
 
 
 def _floored(p: FloatArray) -> FloatArray:

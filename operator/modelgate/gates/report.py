@@ -26,6 +26,7 @@ from modelgate.gates.table import TableError
 COLORS = {PASSED: "#1a7f37", FAILED: "#cf222e", INCONCLUSIVE: "#9a6700"}
 MAX_CURVE_POINTS = 200
 MAX_BARS = 40
+TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def esc(value: object) -> str:
@@ -58,7 +59,7 @@ def bar_chart(
     bars = list(bars)[:MAX_BARS]
     if not bars:
         return ""
-    row, left, right = 22, 180, 70
+    row, left, right = 22, 220, 70
     height = row * len(bars) + 40
     values = [b.value for b in bars if math.isfinite(b.value)] + [v for _, v in lines]
     low = min(0.0, *values) if values else 0.0
@@ -74,7 +75,7 @@ def bar_chart(
     ]
     for index, bar in enumerate(bars):
         y = 20 + index * row
-        label = bar.label if len(bar.label) <= 28 else bar.label[:27] + "…"
+        label = bar.label if len(bar.label) <= 34 else bar.label[:33] + "…"
         parts.append(
             f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{esc(label)}'
             f"<title>{esc(bar.label)}</title></text>"
@@ -125,6 +126,16 @@ def line_chart(
         f'text-anchor="middle">{esc(y_label)}</text>'
         f'<text x="{size / 2}" y="24" text-anchor="middle" font-weight="bold">{esc(title)}</text>'
     ]
+    for tick in TICKS:
+        # Gridlines and numbers on both axes: the curves live on [0, 1].
+        x, y = pad + tick * inner, pad + (1 - tick) * inner
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{pad}" x2="{x:.1f}" y2="{pad + inner}" stroke="#eaeef2"/>'
+            f'<line x1="{pad}" y1="{y:.1f}" x2="{pad + inner}" y2="{y:.1f}" stroke="#eaeef2"/>'
+            f'<text x="{x:.1f}" y="{pad + inner + 13}" text-anchor="middle" '
+            f'font-size="10">{tick:g}</text>'
+            f'<text x="{pad - 4}" y="{y + 3:.1f}" text-anchor="end" font-size="10">{tick:g}</text>'
+        )
     if diagonal:
         parts.append(
             f'<line x1="{pad}" y1="{pad + inner}" x2="{pad + inner}" y2="{pad}" '
@@ -221,8 +232,8 @@ class ReportCharts:
     """What the charts show, whichever engine measured it."""
 
     curves: Curves | None = None
-    # Drift check name -> (training, evaluation) bin shares.
-    drift: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = field(
+    # Drift check name -> (training, evaluation) bin shares, what each bin holds.
+    drift: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], list[str]]] = field(
         default_factory=dict
     )
     importance: list[dict[str, Any]] = field(default_factory=list)
@@ -239,7 +250,7 @@ def table_charts(checks: Sequence[Check], inputs: GateInputs) -> ReportCharts:
             continue
         try:
             # The same bins PSI and Jensen-Shannon use, whatever the statistic.
-            charts.drift[check.name] = drift_stats.proportions(
+            charts.drift[check.name] = drift_stats.binned_shares(
                 inputs.training, inputs.evaluation, spec.column, spec.bins
             )
         except (TableError, Undefined):
@@ -301,12 +312,12 @@ def _drift_section(check: Check, charts: ReportCharts) -> str:
     spec = check.drift
     if spec is None or check.name not in charts.drift:
         return ""
-    reference, current = charts.drift[check.name]
+    reference, current, labels = charts.drift[check.name]
     bars: list[Bar] = []
-    for index, (ref, cur) in enumerate(zip(reference, current, strict=True)):
-        bars.append(Bar(f"bin {index + 1} training", float(ref), "#8c959f"))
-        bars.append(Bar(f"bin {index + 1} evaluation", float(cur), "#0969da"))
-    title = f"{check.name}: distribution of {spec.column}"
+    for label, ref, cur in zip(labels, reference, current, strict=True):
+        bars.append(Bar(f"{label} training", float(ref), "#8c959f"))
+        bars.append(Bar(f"{label} evaluation", float(cur), "#0969da"))
+    title = f"{check.name}: share of rows per bin of {spec.column} (training, evaluation)"
     return f"<h3>{esc(title)}</h3>{bar_chart(title, bars)}"
 
 

@@ -484,11 +484,12 @@ class _Finisher:
                 continue
             if {"training", "evaluation"} & set(self.partial.errors):
                 continue
+            stats = self.partial.drift[spec.column]
             try:
-                ref, cur, _ = self.partial.drift[spec.column].proportions(spec.bins)
+                ref, cur, _ = stats.proportions(spec.bins)
             except (TableError, Undefined):
                 continue
-            charts.drift[check.name] = (ref, cur)
+            charts.drift[check.name] = (ref, cur, stats.bin_labels(spec.bins))
         return charts
 
     def _curves(self) -> Curves | None:
