@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit crds venv clean e2e tools controlplane bench crash scale \
+.PHONY: demo test lint typecheck unit docs reference crds venv clean e2e tools controlplane bench crash scale \
 	kind-up images kind-load deploy sample kind-down node-images node-up bench-node
 
 $(BIN)/python:
@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 ## Set up and run everything CI runs: lint, types, layer contracts, the whole test
 ## suite, and the calibration of the rollouts' statistics (it fails if broken).
-test: $(STAMP) tools lint typecheck
+test: $(STAMP) tools lint typecheck docs
 	$(BIN)/pytest
 	$(BIN)/python benchmarks/experiment_calibration.py
 
@@ -74,6 +74,14 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+## The docs site, built strictly (a broken link or anchor fails) into .modelgate/site.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+## Regenerate the docs' reference pages from the CRDs and the command-line parsers.
+reference: $(STAMP)
+	$(BIN)/modelgate reference --output-dir docs/reference
 
 ## Regenerate crds/ (and the chart's copy in files/crds) from the pydantic models.
 crds: $(STAMP)

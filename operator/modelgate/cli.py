@@ -182,6 +182,14 @@ def command_stop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_reference(args: argparse.Namespace) -> int:
+    from modelgate.reference import write_pages  # noqa: PLC0415 (it imports this module)
+
+    for path in write_pages(args.output_dir):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 def command_crds(args: argparse.Namespace) -> int:
     output: Path = args.output_dir
     output.mkdir(parents=True, exist_ok=True)
@@ -470,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     crds = commands.add_parser("crds", help="write the CRD manifests generated from the models")
     crds.add_argument("--output-dir", type=Path, default=Path("crds"))
     crds.set_defaults(handler=command_crds)
+
+    reference = commands.add_parser(
+        "reference",
+        help="write the docs site's reference pages (the CRDs' fields, the commands' arguments)",
+    )
+    reference.add_argument("--output-dir", type=Path, default=Path("docs/reference"))
+    reference.set_defaults(handler=command_reference)
 
     validate = commands.add_parser(
         "validate", help="check manifests: schema, references, promotion paths, config rules"
