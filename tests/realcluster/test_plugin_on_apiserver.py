@@ -60,6 +60,17 @@ def _author(team: Team, user: str) -> None:
     )  # fmt: skip
 
 
+def _wait_ready_reason(team: Team, reason: str, timeout: float, what: str) -> None:
+    wait_for(
+        lambda: (
+            conditions(team.get("ModelRelease", RELEASE)).get("Ready", {}).get("reason") == reason
+        ),
+        timeout,
+        what,
+        lambda: team.get("ModelRelease", RELEASE).get("status"),
+    )
+
+
 def plugin(kubeconfig: Path, namespace: str) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``kubectl modelgate ARGS -n NAMESPACE`` as the kubeconfig's user; the
     plugin is the one pip installed next to this Python."""
@@ -89,30 +100,14 @@ def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller
     alice = plugin(user_kubeconfig(control_plane, tmp_path, "alice"), team.namespace)
     team.create(team.release_document())
     # Staging's hour of soak holds production; a hotfix does not wait it out.
-    wait_for(
-        lambda: (
-            conditions(team.get("ModelRelease", RELEASE)).get("Ready", {}).get("reason")
-            == "Soaking"
-        ),
-        240,
-        "the release to soak in staging",
-        lambda: team.get("ModelRelease", RELEASE).get("status"),
-    )
+    _wait_ready_reason(team, "Soaking", 240, "the release to soak in staging")
     promoted = alice("promote", RELEASE, "-e", "production", "--reason", "hotfix")
     assert promoted.returncode == 0, promoted.stderr
     assert "promotion in production asked by alice" in promoted.stdout
     again = alice("promote", RELEASE, "-e", "production")
     assert again.returncode == 3
     assert "it stands until the release is live there" in again.stderr
-    wait_for(
-        lambda: (
-            conditions(team.get("ModelRelease", RELEASE)).get("Ready", {}).get("reason")
-            == "AwaitingApproval"
-        ),
-        240,
-        "the release to wait for an approval",
-        lambda: team.get("ModelRelease", RELEASE).get("status"),
-    )
+    _wait_ready_reason(team, "AwaitingApproval", 240, "the release to wait for an approval")
     release = team.get("ModelRelease", RELEASE)
     assert "production" in conditions(release)["Ready"]["message"]
     apps = client.AppsV1Api(team.api)
@@ -165,14 +160,7 @@ def test_soak_and_approval_hold_production_and_the_plugin_approves_as_the_caller
     resumed = alice("retry", RELEASE)
     assert resumed.returncode == 0, resumed.stderr
     assert "the aborted release from where it stopped" in resumed.stdout
-    wait_for(
-        lambda: (
-            conditions(team.get("ModelRelease", RELEASE)).get("Ready", {}).get("reason")
-            == "AwaitingApproval"
-        ),
-        60,
-        "the release to wait for its approval again",
-    )
+    _wait_ready_reason(team, "AwaitingApproval", 60, "the release to wait for its approval again")
 
     approved = alice("approve", RELEASE, "-e", "production", "--comment", "CHG-7")
     assert approved.returncode == 0, approved.stderr

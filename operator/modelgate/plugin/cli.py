@@ -104,75 +104,77 @@ def parser() -> argparse.ArgumentParser:
     )
     approve.add_argument("--comment", help="why: a ticket, a review")
 
-    retry = verbs.add_parser(
+    _request_verb(
+        verbs,
+        common,
         "retry",
-        parents=[common],
-        help="run a release's failed training, scoring or gate evaluation again, or go on "
+        "run a release's failed training, scoring or gate evaluation again, or go on "
         "with an aborted one",
-        description="Sets the release's spec.retry (requestedAt now, requestedBy you, your "
+        "Sets the release's spec.retry (requestedAt now, requestedBy you, your "
         "reason): the operator runs the failed step again as a new Job (the failed one and its "
         "logs stay) and records it in status.retry, once per request. On an aborted release it "
         "removes spec.abort instead, and the release goes on from where it stopped. GitOps "
         "users write the same fields. Refused when nothing failed.",
+        reason="why: what was fixed, a ticket",
+        environment=False,
     )
-    retry.add_argument("release", help="the ModelRelease's name")
-    retry.add_argument("--reason", help="why: what was fixed, a ticket")
 
-    abort = verbs.add_parser(
+    _request_verb(
+        verbs,
+        common,
         "abort",
-        parents=[common],
-        help="stop a release where it is",
-        description="Sets the release's spec.abort (requestedAt now, requestedBy you, your "
+        "stop a release where it is",
+        "Sets the release's spec.abort (requestedAt now, requestedBy you, your "
         "reason): it is promoted no further, and a challenger it has beside a live release is "
         "removed (the live one keeps all traffic). Where it is live it stays (rollback takes it "
         "out); Jobs already running run to their end. `retry` lets it go on. GitOps users write "
         "the same field. Refused when it is aborted already or nothing is in flight.",
+        reason="why: an incident, a ticket",
+        environment=False,
     )
-    abort.add_argument("release", help="the ModelRelease's name")
-    abort.add_argument("--reason", help="why: an incident, a ticket")
 
-    rollback = verbs.add_parser(
+    _request_verb(
+        verbs,
+        common,
         "rollback",
-        parents=[common],
-        help="take a release out of an environment and put back what it replaced",
-        description="Sets the environment's entry in the release's spec.promotion.rollbacks "
+        "take a release out of an environment and put back what it replaced",
+        "Sets the environment's entry in the release's spec.promotion.rollbacks "
         "(requestedAt now, requestedBy you, your reason). Where the release is live, the "
         "operator puts back what it replaced there (the previous release, or nothing); where it "
         "is judged beside the live one, it removes it. Final for the release there. GitOps users "
         "write the same entry. Refused where the release is not live.",
+        reason="why: an incident, a ticket",
+        environment=True,
     )
-    rollback.add_argument("release", help="the ModelRelease's name")
-    rollback.add_argument("-e", "--environment", required=True, help="the environment")
-    rollback.add_argument("--reason", help="why: an incident, a ticket")
 
-    promote = verbs.add_parser(
+    _request_verb(
+        verbs,
+        common,
         "promote",
-        parents=[common],
-        help="promote a release into an environment without waiting for time",
-        description="Sets the environment's entry in the release's spec.promotion.promotions "
+        "promote a release into an environment without waiting for time",
+        "Sets the environment's entry in the release's spec.promotion.promotions "
         "(requestedAt now, requestedBy you, your reason): the release goes into ENVIRONMENT "
         "without waiting for the soak after the previous environment or for the rest of a "
         "judgement beside the live release (once its challenger is verified, it takes over). "
         "Approvals, freeze windows, config rules and verification still hold. GitOps users "
         "write the same entry. Refused where it is there already or went no further.",
+        reason="why: a hotfix, a ticket",
+        environment=True,
     )
-    promote.add_argument("release", help="the ModelRelease's name")
-    promote.add_argument("-e", "--environment", required=True, help="the environment")
-    promote.add_argument("--reason", help="why: a hotfix, a ticket")
 
-    reverify = verbs.add_parser(
+    _request_verb(
+        verbs,
+        common,
         "reverify",
-        parents=[common],
-        help="run a release's verification in an environment again",
-        description="Sets the environment's entry in the release's "
+        "run a release's verification in an environment again",
+        "Sets the environment's entry in the release's "
         "spec.promotion.reverifications (requestedAt now, requestedBy you, your reason): where "
         "the release is live and verified, the operator runs its verification again as a new "
         "Job; a failure is handled as the first one's (rolled back with autoRollback). GitOps "
         "users write the same entry. Refused where it is not live and verified.",
+        reason="why: what changed around it",
+        environment=True,
     )
-    reverify.add_argument("release", help="the ModelRelease's name")
-    reverify.add_argument("-e", "--environment", required=True, help="the environment")
-    reverify.add_argument("--reason", help="why: what changed around it")
 
     logs = verbs.add_parser(
         "logs",
@@ -201,6 +203,25 @@ def parser() -> argparse.ArgumentParser:
     diff.add_argument("-e", "--environment", action="append", required=True,
                       help="an environment (give it twice to compare two)")  # fmt: skip
     return top
+
+
+def _request_verb(
+    verbs: Any,
+    common: argparse.ArgumentParser,
+    name: str,
+    help_text: str,
+    description: str,
+    *,
+    reason: str,
+    environment: bool,
+) -> None:
+    """A verb that writes a request into the release's spec: the release's
+    name, the environment when it is about one, and why."""
+    verb = verbs.add_parser(name, parents=[common], help=help_text, description=description)
+    verb.add_argument("release", help="the ModelRelease's name")
+    if environment:
+        verb.add_argument("-e", "--environment", required=True, help="the environment")
+    verb.add_argument("--reason", help=reason)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,6 +49,21 @@ class Refused(ValueError):
     """The change cannot be made as asked; the message names the fix."""
 
 
+def _on_path(release: dict[str, Any], environment: str) -> str:
+    """The release's namespaced name; refused when ``environment`` is not on
+    its promotion path."""
+    meta = release.get("metadata") or {}
+    name = f"{meta.get('namespace')}/{meta.get('name')}"
+    promotion = (release.get("spec") or {}).get("promotion") or {}
+    path = list(promotion.get("environments") or [])
+    if environment not in path:
+        raise Refused(
+            f"environment {environment!r} is not on the promotion path of ModelRelease {name} "
+            f"({', '.join(path) or 'none'}): pass --environment with one of them"
+        )
+    return name
+
+
 def approval_patch(
     release: dict[str, Any],
     environment: str,
@@ -60,14 +75,8 @@ def approval_patch(
     """The merge patch that records ``who`` approving ``release`` into
     ``environment``."""
     meta = release.get("metadata") or {}
-    name = f"{meta.get('namespace')}/{meta.get('name')}"
+    name = _on_path(release, environment)
     promotion = (release.get("spec") or {}).get("promotion") or {}
-    path = list(promotion.get("environments") or [])
-    if environment not in path:
-        raise Refused(
-            f"environment {environment!r} is not on the promotion path of ModelRelease {name} "
-            f"({', '.join(path) or 'none'}): pass --environment with one of them"
-        )
     if config_hash is not None and not HASH.match(config_hash):
         raise Refused(
             f"--config-hash {config_hash!r} is not a config hash: give 12 to 64 lowercase hex "
@@ -220,15 +229,8 @@ def _environment_entry(
     """The release's name and its status entry for ``environment``; refused
     off the path or while a request of ``field`` is pending (``handled``: the
     status field naming the request acted on; None for a request that stands)."""
-    meta = release.get("metadata") or {}
-    name = f"{meta.get('namespace')}/{meta.get('name')}"
+    name = _on_path(release, environment)
     promotion = (release.get("spec") or {}).get("promotion") or {}
-    path = list(promotion.get("environments") or [])
-    if environment not in path:
-        raise Refused(
-            f"environment {environment!r} is not on the promotion path of ModelRelease {name} "
-            f"({', '.join(path) or 'none'}): pass --environment with one of them"
-        )
     entries = (release.get("status") or {}).get("environments") or []
     entry: dict[str, Any] = next((e for e in entries if e.get("name") == environment), {})
     asked = [r for r in promotion.get(field) or [] if r.get("environment") == environment]
