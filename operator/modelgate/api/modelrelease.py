@@ -330,6 +330,11 @@ class Request(ApiModel):
     )
     reason: str | None = Field(default=None, max_length=1024, description="Why, a ticket, etc.")
 
+    @property
+    def asker(self) -> str:
+        """Who asked, for messages."""
+        return self.requested_by or "someone (requestedBy not set)"
+
 
 class EnvironmentRequest(Request):
     """A request a person makes of the operator about one environment (a

@@ -49,6 +49,17 @@ class Refused(ValueError):
     """The change cannot be made as asked; the message names the fix."""
 
 
+def _request(who: str, now: datetime, reason: str | None) -> dict[str, Any]:
+    """A request's fields as the plugin writes them: the time to the
+    microsecond (a new value is a new request), the caller and why (null
+    when not given: in a merge patch that removes an earlier reason)."""
+    return {
+        "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "requestedBy": who,
+        "reason": reason or None,
+    }
+
+
 def _on_path(release: dict[str, Any], environment: str) -> str:
     """The release's namespaced name; refused when ``environment`` is not on
     its promotion path."""
@@ -145,11 +156,7 @@ def retry_patch(
             f"{status.get('phase') or 'Pending'}): retry runs a failed training, scoring or gate "
             "evaluation again"
         )
-    request: dict[str, Any] = {
-        "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "requestedBy": who,
-        "reason": reason or None,  # null: a reason from an earlier request goes
-    }
+    request = _request(who, now, reason)
     return {
         "metadata": {"resourceVersion": meta.get("resourceVersion")},
         "spec": {"retry": request},
@@ -260,13 +267,11 @@ def _request_patch(
     """Replace ``environment``'s entry of ``spec.promotion.<field>`` with a
     new request, keeping the other environments' entries."""
     promotion = (release.get("spec") or {}).get("promotion") or {}
-    request: dict[str, Any] = {
+    # A list entry is replaced whole: a missing reason is left out, not null.
+    request = {
         "environment": environment,
-        "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "requestedBy": who,
+        **{k: v for k, v in _request(who, now, reason).items() if v is not None},
     }
-    if reason:
-        request["reason"] = reason
     others = [r for r in promotion.get(field) or [] if r.get("environment") != environment]
     return {
         "metadata": {"resourceVersion": (release.get("metadata") or {}).get("resourceVersion")},
@@ -297,11 +302,7 @@ def abort_patch(
     phase = (release.get("status") or {}).get("phase") or "Pending"
     if phase in SETTLED:
         raise Refused(f"nothing to abort in ModelRelease {name} (phase {phase}): {SETTLED[phase]}")
-    request: dict[str, Any] = {
-        "requestedAt": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "requestedBy": who,
-        "reason": reason or None,
-    }
+    request = _request(who, now, reason)
     return {
         "metadata": {"resourceVersion": meta.get("resourceVersion")},
         "spec": {"abort": request},

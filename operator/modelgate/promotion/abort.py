@@ -32,7 +32,7 @@ def aborted(ctx: Context, environments: Mapping[str, Environment], observed: Obs
     asked = ctx.release.spec.abort
     if asked is None:
         return False
-    who = asked.requested_by or "someone (requestedBy not set)"
+    who = asked.asker
     why = f" ({asked.reason})" if asked.reason else ""
     message = f"aborted by {who} at {asked.requested_at}{why}: promoted no further"
     key = release_key(ctx.release)

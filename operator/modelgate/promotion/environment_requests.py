@@ -36,8 +36,6 @@ from modelgate.promotion.context import Context
 from modelgate.promotion.plan import Event
 from modelgate.promotion.verification import put_back, rollback_of
 
-UNKNOWN = "someone (requestedBy not set)"
-
 
 def fresh_request(
     requests: list[EnvironmentRequest], environment: str, handled: str | None
@@ -65,7 +63,7 @@ def rolled_back_on_request(
         if earlier is not None
         else EnvironmentProgress(name=env.name, phase=EnvironmentPhase.PENDING, config_hash=digest)
     )
-    who = asked.requested_by or UNKNOWN
+    who = asked.asker
     why = f" ({asked.reason})" if asked.reason else ""
     entry.phase = EnvironmentPhase.ROLLED_BACK
     entry.rolled_back_by = who
@@ -106,7 +104,7 @@ def still_rolling_back(
 def ignored(ctx: Context, environment: str, asked: EnvironmentRequest, kind: str, why: str) -> None:
     """Record that a request found nothing to act on: ``kind`` names it (the
     Event's reason is ``<kind>Ignored``)."""
-    who = asked.requested_by or UNKNOWN
+    who = asked.asker
     what = "rollback" if kind == "Rollback" else "verification again"
     ctx.plan.events.append(
         Event("Normal", f"{kind}Ignored", f"{environment}: the {what} asked by {who}: {why}")
@@ -131,7 +129,7 @@ def reverify_refusal(
 
 
 def reverifying(ctx: Context, env: Environment, asked: EnvironmentRequest) -> None:
-    who = asked.requested_by or UNKNOWN
+    who = asked.asker
     why = f" ({asked.reason})" if asked.reason else ""
     ctx.plan.events.append(
         Event("Normal", "Reverifying", f"{env.name}: verification again, asked by {who}{why}")
@@ -146,7 +144,7 @@ def promotion_request(release: ModelRelease, environment: str) -> EnvironmentReq
 
 
 def _asked(asked: EnvironmentRequest) -> str:
-    who = asked.requested_by or UNKNOWN
+    who = asked.asker
     return f"promoted on request by {who}" + (f" ({asked.reason})" if asked.reason else "")
 
 
